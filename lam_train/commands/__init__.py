@@ -1,0 +1,1 @@
+"""One module per ``lam`` verb; each defines ``register(app)``."""

@@ -1,0 +1,60 @@
+"""The aligner backend interface.
+
+A backend turns utterances (audio + transcript) into :class:`~phonalign.records.Alignment`\\ s.
+The runner (:mod:`phonalign.align.run`) owns everything around it: skipping utterances already
+done, classifying phones, writing TextGrids and tables atomically, and the report. A backend
+only aligns, and reports per-utterance failures as :class:`AlignResult` with an ``error`` instead
+of raising, so that a batch goes on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ..errors import LamError
+from ..records import Alignment, Utterance
+
+
+@dataclass(frozen=True)
+class AlignResult:
+    """Outcome for one utterance: an alignment, or the error that prevented it.
+
+    ``info`` carries backend facts for the report (e.g. ``{"oov": ["word", ...]}``).
+    """
+
+    utt_id: str
+    alignment: Alignment | None
+    error: LamError | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.alignment is not None and self.error is None
+
+
+class Aligner(ABC):
+    """Base class of aligner backends (``textgrid``, ``mfa``, ``pocketsphinx``)."""
+
+    #: name used on the command line (``--aligner NAME``)
+    name: str = ""
+    #: phone set of the labels this backend writes, or None to detect it from the labels
+    phone_set: str | None = None
+
+    def check_available(self) -> None:
+        """Raise :class:`~phonalign.errors.AlignerError` with install instructions if the
+        backend cannot run here. Called once, before any work."""
+
+    @abstractmethod
+    def align(self, utterances: Sequence[Utterance], workdir: Path, *, jobs: int = 1) -> Iterator[AlignResult]:
+        """Align ``utterances``; yield one :class:`AlignResult` per utterance, in any order.
+
+        ``workdir`` is a scratch directory inside the output directory that the backend may use
+        (staging, logs); ``jobs`` is the number of parallel processes to use.
+        """
+
+    def config(self) -> dict:
+        """Settings of this backend, recorded in the output's ``config.yaml``."""
+        return {"aligner": self.name}

