@@ -18,9 +18,11 @@ TIME_TOL = 1e-4
 #: The four emotion classes of the paper, in this order everywhere (label index = position).
 EMOTIONS: tuple[str, ...] = ("Neutral", "Happiness", "Anger", "Sadness")
 
-#: The six shared vowel classes (paper's labels) and the other unit classes.
+#: The six shared vowel classes (paper's labels) and the other unit classes. ``excluded`` appears
+#: only when a named option of PHONESETS.md removes a phone from analysis (e.g. ``u_umlaut=
+#: "exclude"``): such a phone is neither a vowel nor a consonant nor unknown.
 VOWEL_CLASSES: tuple[str, ...] = ("A", "E", "@", "i", "O", "u")
-UNIT_CLASSES: tuple[str, ...] = VOWEL_CLASSES + ("consonant", "silence", "unknown")
+UNIT_CLASSES: tuple[str, ...] = VOWEL_CLASSES + ("consonant", "silence", "unknown", "excluded")
 
 #: Language codes used in the ``language`` column.
 LANGUAGES: tuple[str, ...] = ("en", "zh")
