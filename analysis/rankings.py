@@ -1,0 +1,179 @@
+"""Layer rankings and layer selections: the JSON that `lam similarity` writes and training reads.
+
+``rankings.json`` (format ``lam-rankings/1``)::
+
+    {
+      "format": "lam-rankings/1",
+      "model": "microsoft/wavlm-base-plus",          # model id of the source store
+      "source_store": "...", "target_store": "...",
+      "revision": null,
+      "metric": "centroid_cosine",
+      "higher_is_more_similar": true,                # false for coral / mmd (distances)
+      "n_layers": 12,                                # L; scores have L + 1 entries (layer 0 = CNN/embedding output)
+      "k": 3, "seed": 0, "n_bootstrap": 200, "ci_level": 0.95,
+      "emotion": null,                               # or "averaged" with --by-emotion
+      "units": {
+        "Vowl": {
+          "layers": [0, 1, ..., 12],
+          "score": [...], "ci_low": [...], "ci_high": [...],
+          "reference_source": [...], "reference_target": [...],   # within-language split half
+          "top_k_frequency": [...],                  # share of bootstrap draws with the layer in the top k (layer 0: null)
+          "ranking": [7, 8, 6, ...],                 # transformer layers 1..L, most similar first
+          "selections": {"final": [12], "BL": [7], "GL": [6, 7, 8], "WL": [1, 2, 12],
+                         "RL1": [...], "RL2": [...], "RL3": [...]},
+          "n_source": 1234, "n_target": 987,          # pooled vectors compared
+          "n_utt_source": 40, "n_utt_target": 35
+        },
+        "Utt": {...}, "Cons": {...}, "A": {...}, ...
+      },
+      "by_emotion": {"Neutral": {"Vowl": {"score": [...], ...}}, ...}   # only with --by-emotion
+    }
+
+Selections are lists of transformer layer indices in ``1..L`` (never 0), sorted ascending:
+``final`` the last layer; ``BL`` the most similar layer; ``GL`` the k most similar; ``WL`` the k
+least similar; ``RL1..RL3`` k layers drawn uniformly without replacement with
+``numpy.random.default_rng([seed, i])`` (the same draw for every unit).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from phonalign.fsutil import atomic_write_json
+
+from .errors import RankingsError
+
+FORMAT = "lam-rankings/1"
+SELECTION_KEYS: tuple[str, ...] = ("final", "BL", "GL", "WL", "RL1", "RL2", "RL3")
+
+
+def rank_layers(scores: Sequence[float], *, higher_is_more_similar: bool = True) -> list[int]:
+    """Transformer layers 1..L ordered from most to least similar.
+
+    Parameters
+    ----------
+    scores : sequence of float, length L + 1
+        Score of each layer, layer 0 first (ignored in the ranking). NaN ranks last.
+    higher_is_more_similar : bool
+        False for distances (CORAL, MMD).
+    """
+    s = np.asarray(scores, dtype=np.float64)[1:]
+    key = -s if higher_is_more_similar else s
+    key = np.where(np.isnan(key), np.inf, key)
+    # stable sort: ties keep the lower layer first
+    return [int(i) + 1 for i in np.argsort(key, kind="stable")]
+
+
+def select_layers(scores: Sequence[float], *, k: int = 3, seed: int = 0,
+                  higher_is_more_similar: bool = True) -> dict[str, list[int]]:
+    """The selections ``final, BL, GL, WL, RL1, RL2, RL3`` (transformer layers 1..L).
+
+    Raises
+    ------
+    RankingsError
+        If ``k`` is not in ``1..L``.
+    """
+    ranking = rank_layers(scores, higher_is_more_similar=higher_is_more_similar)
+    n_layers = len(ranking)
+    if not 1 <= k <= n_layers:
+        raise RankingsError(f"k={k} layers cannot be chosen among {n_layers} transformer layers",
+                            hint=f"use --k between 1 and {n_layers}")
+    out = {
+        "final": [n_layers],
+        "BL": [ranking[0]],
+        "GL": sorted(ranking[:k]),
+        "WL": sorted(ranking[-k:]),
+    }
+    for i in (1, 2, 3):
+        rng = np.random.default_rng([int(seed), i])
+        out[f"RL{i}"] = sorted(int(x) for x in rng.choice(np.arange(1, n_layers + 1), size=k, replace=False))
+    return out
+
+
+def top_k_frequency(boot_scores: np.ndarray, *, k: int, higher_is_more_similar: bool = True) -> list:
+    """Rank stability: share of bootstrap draws in which each layer is among the k most similar.
+
+    Parameters
+    ----------
+    boot_scores : ndarray, shape (n_bootstrap, L + 1)
+
+    Returns
+    -------
+    list of length L + 1 (None for layer 0, which is never ranked)
+    """
+    b = np.asarray(boot_scores, dtype=np.float64)[:, 1:]
+    if b.shape[0] == 0:
+        return [None] * (b.shape[1] + 1)
+    key = -b if higher_is_more_similar else b
+    key = np.where(np.isnan(key), np.inf, key)
+    order = np.argsort(key, axis=1, kind="stable")[:, :k]
+    counts = np.bincount(order.ravel(), minlength=b.shape[1]) / b.shape[0]
+    return [None] + [float(c) for c in counts]
+
+
+def write_rankings(path: str | Path, doc: Mapping) -> Path:
+    """Write a rankings document atomically (``path`` is a file or a directory)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        path = path / "rankings.json"
+    atomic_write_json(path, {"format": FORMAT, **doc})
+    return path
+
+
+def read_rankings(path: str | Path) -> dict:
+    """Read ``rankings.json`` (``path`` is the file or the directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "rankings.json"
+    if not path.is_file():
+        raise RankingsError("rankings file not found", path=path,
+                            hint="run `lam similarity SOURCE_STORE TARGET_STORE --out DIR` first")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RankingsError(f"not valid JSON: {err.msg}", path=path, line=err.lineno,
+                            hint="rerun `lam similarity`") from err
+    if doc.get("format") != FORMAT or "units" not in doc:
+        raise RankingsError(f"not a rankings file (format {doc.get('format')!r})", path=path,
+                            hint="rerun `lam similarity` with this toolkit version")
+    return doc
+
+
+def load_selections(path: str | Path, *, unit: str) -> dict[str, list[int]]:
+    """Layer selections for one unit, as training uses them.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``rankings.json`` or the ``lam similarity`` output directory.
+    unit : str
+        ``Utt``, ``Vowl``, ``Cons`` or a vowel class ``A E @ i O u``.
+
+    Returns
+    -------
+    dict
+        ``{"final": [L], "BL": [l], "GL": [...], "WL": [...], "RL1": [...], "RL2": [...],
+        "RL3": [...]}``; transformer layers 1..L.
+    """
+    doc = read_rankings(path)
+    units = doc["units"]
+    if unit not in units:
+        raise RankingsError(f"no unit {unit!r} in the rankings (it has {', '.join(units)})", path=path,
+                            hint="choose one of those, or rerun `lam similarity --units ...`")
+    sel = units[unit].get("selections") or {}
+    missing = [k for k in SELECTION_KEYS if k not in sel]
+    if missing:
+        raise RankingsError(f"unit {unit!r} lacks selections {missing}", path=path, hint="rerun `lam similarity`")
+    n_layers = int(doc["n_layers"])
+    out = {}
+    for key in SELECTION_KEYS:
+        layers = [int(x) for x in sel[key]]
+        if not layers or any(not 1 <= x <= n_layers for x in layers):
+            raise RankingsError(f"selection {key} of unit {unit!r} has layers {layers} outside 1..{n_layers}",
+                                path=path, hint="rerun `lam similarity`")
+        out[key] = layers
+    return out
