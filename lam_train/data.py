@@ -1,0 +1,278 @@
+"""Training data: who reads which rows, and the guarantee that target labels are never read.
+
+Two input modes:
+
+* **pooled** (default, fast): per-utterance mean-pooled features of the chosen layers from a
+  feature store (:class:`analysis.store.FeatureStore`, or any object with the same ``index`` and
+  ``read_layer`` -- :class:`ArrayFeatures` holds them in memory for tests and benchmarks).
+* **frames** (on the fly): waveforms from an aligned corpus' ``utterances.parquet``; the speech
+  model (``analysis.models.load_encoder``) runs inside the training step, frozen or with its top
+  layers fine-tuned.
+
+Leakage guard: the unlabelled target sets are built by :func:`unlabelled_domain` from a copy of
+the index *with the emotion column removed* before any row is selected, so no code path of
+training can see a target label. Labelled target rows are only built by :func:`labelled_domain`
+for evaluation (and for the flagged ``oracle_target_dev`` selection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from phonalign.records import EMOTIONS
+
+from .errors import TrainError
+
+LABEL_COLUMN = "emotion"
+
+
+class FeatureTable(Protocol):
+    """What training needs of a feature store: an index table and one layer at a time."""
+
+    index: pa.Table
+
+    def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray: ...
+
+
+class ArrayFeatures:
+    """An in-memory feature store: an index table and ``{layer: (n_units, hidden) float32}``.
+
+    Same reading interface as :class:`analysis.store.FeatureStore`; used by tests, benchmarks
+    and notebooks that already hold arrays.
+    """
+
+    def __init__(self, index: pa.Table, layers: dict[int, np.ndarray], *, meta: dict | None = None):
+        n = index.num_rows
+        for k, v in layers.items():
+            if v.shape[0] != n:
+                raise TrainError(f"layer {k} has {v.shape[0]} rows but the index has {n}")
+        self.index = index
+        self._layers = {int(k): np.asarray(v, dtype=np.float32) for k, v in layers.items()}
+        n_layers = max(self._layers) if self._layers else 0
+        hidden = next(iter(self._layers.values())).shape[1] if self._layers else 0
+        self.meta = meta or {"model_id": "arrays", "n_layers": n_layers, "hidden_size": hidden}
+
+    def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
+        if int(layer) not in self._layers:
+            raise TrainError(f"layer {layer} is not in this feature table (have {sorted(self._layers)})")
+        x = self._layers[int(layer)]
+        return x if rows is None else x[rows]
+
+
+def open_features(path: str | Path) -> FeatureTable:
+    """Open a feature store written by ``lam features`` (lazy import of ``analysis``)."""
+    from analysis.store import FeatureStore
+
+    path = Path(path)
+    if not path.exists():
+        raise TrainError("feature store not found", path=path,
+                         hint="run `lam features` first, or fix data.source_store / data.target_store")
+    return FeatureStore.open(path)
+
+
+def n_model_layers(features: FeatureTable) -> int:
+    """L, the number of transformer layers (the store holds L + 1 layers, 0..L)."""
+    meta = getattr(features, "meta", None) or {}
+    if "n_layers" in meta:
+        return int(meta["n_layers"])
+    names = getattr(features, "layer_names", None)
+    if names:
+        return len(names) - 1
+    raise TrainError("cannot tell how many layers this feature store holds (no meta['n_layers'])")
+
+
+def select_rows(index: pa.Table, *, language: str | None, split: str | None, kind: str = "utt") -> np.ndarray:
+    """Row numbers (int64, ascending) of ``index`` with the given kind, language and split.
+
+    ``None`` for language or split means "any". Uses vectorised pyarrow filters.
+    """
+    mask = pa.array(np.ones(index.num_rows, dtype=bool))
+    if "kind" in index.column_names:
+        mask = pc.and_(mask, pc.equal(index["kind"], kind))
+    if language is not None:
+        mask = pc.and_(mask, pc.equal(index["language"], language))
+    if split is not None:
+        mask = pc.and_(mask, pc.equal(index["split"], split))
+    mask = pc.fill_null(mask, False)
+    return np.flatnonzero(mask.to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
+def encode_labels(emotions: Sequence[str | None]) -> np.ndarray:
+    """Emotion names -> class indices into :data:`EMOTIONS`; -1 for missing or other classes."""
+    lookup = {e: i for i, e in enumerate(EMOTIONS)}
+    return np.array([lookup.get(e, -1) if e is not None else -1 for e in emotions], dtype=np.int64)
+
+
+@dataclass
+class Domain:
+    """Rows of one side and split: features (pooled) or waveforms (frames), labels if allowed.
+
+    ``x`` is (n_layers, n, hidden) float32 in pooled mode; ``waves`` a list of float32 arrays in
+    frame mode. ``y`` is (n,) int64 class indices, or None for an unlabelled (target) domain.
+    """
+
+    utt_ids: list[str]
+    x: torch.Tensor | None = None
+    waves: list[np.ndarray] | None = None
+    y: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.utt_ids)
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
+
+
+def _check_nonempty(rows: np.ndarray, what: str, language: str | None, split: str | None) -> None:
+    if rows.size == 0:
+        raise TrainError(
+            f"no utterances for {what} (language={language!r}, split={split!r})",
+            hint="check data.*_language and the split names (data.train_split / dev_split / test_split) "
+                 "against the store's index",
+        )
+
+
+def _read_layers(features: FeatureTable, layers: Sequence[int], rows: np.ndarray) -> torch.Tensor:
+    # One layer at a time: the store never has to hold all L + 1 layers in memory.
+    return torch.from_numpy(np.stack([np.asarray(features.read_layer(int(l), rows=rows), dtype=np.float32)
+                                      for l in layers]))
+
+
+def labelled_domain(features: FeatureTable, *, layers: Sequence[int], language: str | None, split: str,
+                    what: str = "source") -> Domain:
+    """Pooled features and labels of one split: for the source side, and for evaluation.
+
+    Rows whose emotion is missing or outside the four classes are dropped (they cannot be scored).
+    """
+    rows = select_rows(features.index, language=language, split=split)
+    _check_nonempty(rows, what, language, split)
+    y = encode_labels(features.index[LABEL_COLUMN].take(pa.array(rows)).to_pylist())
+    keep = y >= 0
+    rows, y = rows[keep], y[keep]
+    _check_nonempty(rows, f"{what} with one of the emotions {', '.join(EMOTIONS)}", language, split)
+    ids = features.index["utt_id"].take(pa.array(rows)).to_pylist()
+    return Domain(utt_ids=ids, x=_read_layers(features, layers, rows), y=torch.from_numpy(y))
+
+
+def unlabelled_domain(features: FeatureTable, *, layers: Sequence[int], language: str | None, split: str,
+                      what: str = "target") -> Domain:
+    """Pooled features of one split *without labels*: the target side during training.
+
+    The emotion column is dropped from the index before anything else, so this function (and
+    everything downstream of it) cannot read a target label even by mistake.
+    """
+    index = features.index
+    if LABEL_COLUMN in index.column_names:
+        index = index.drop_columns([LABEL_COLUMN])
+    rows = select_rows(index, language=language, split=split)
+    _check_nonempty(rows, what, language, split)
+    ids = index["utt_id"].take(pa.array(rows)).to_pylist()
+    return Domain(utt_ids=ids, x=_read_layers(features, layers, rows), y=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# frame mode: waveforms from an aligned corpus
+
+
+def read_utterances(aligned_dir: str | Path, *, drop_labels: bool) -> pa.Table:
+    """``utterances.parquet`` of an aligned corpus; without the emotion column if ``drop_labels``."""
+    import pyarrow.parquet as pq
+
+    path = Path(aligned_dir) / "utterances.parquet"
+    if not path.is_file():
+        raise TrainError("utterances table not found", path=path, hint="run `lam align` on the corpus first")
+    table = pq.read_table(path)
+    if drop_labels and LABEL_COLUMN in table.column_names:
+        table = table.drop_columns([LABEL_COLUMN])
+    return table
+
+
+def audio_domain(table: pa.Table, *, language: str | None, split: str, max_seconds: float, labelled: bool,
+                 sr: int = 16000, what: str = "source") -> Domain:
+    """Waveforms (cropped to ``max_seconds``) of one split of an utterances table.
+
+    ``labelled=False`` requires a table without the emotion column (see :func:`read_utterances`).
+    """
+    from phonalign.audio import load_audio
+
+    if not labelled and LABEL_COLUMN in table.column_names:
+        raise TrainError("internal: an unlabelled audio domain was given a table with emotion labels")
+    rows = select_rows(table, language=language, split=split)
+    _check_nonempty(rows, what, language, split)
+    y = None
+    if labelled:
+        yy = encode_labels(table[LABEL_COLUMN].take(pa.array(rows)).to_pylist())
+        rows, yy = rows[yy >= 0], yy[yy >= 0]
+        _check_nonempty(rows, f"{what} with a known emotion", language, split)
+        y = torch.from_numpy(yy)
+    sub = table.take(pa.array(rows))
+    limit = int(max_seconds * sr)
+    waves = [load_audio(p, sr=sr)[:limit] for p in sub["audio_path"].to_pylist()]
+    return Domain(utt_ids=sub["utt_id"].to_pylist(), waves=waves, y=y)
+
+
+def pad_waves(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad waveforms to a batch: (B, n_max) float32 and lengths (B,) int64, samples."""
+    lengths = np.array([len(w) for w in waves], dtype=np.int64)
+    out = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+    for i, w in enumerate(waves):  # B copies per batch, not a per-frame loop
+        out[i, : len(w)] = w
+    return torch.from_numpy(out), torch.from_numpy(lengths)
+
+
+# ---------------------------------------------------------------------------------------------
+# standardisation and class balance
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-layer, per-dimension z-scoring with source-train statistics.
+
+    mean, std : (n_layers, 1, hidden) float32. Raw transformer features are anisotropic (a few
+    huge dimensions); without this the adapters would start far from a useful scale.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @classmethod
+    def fit(cls, x: torch.Tensor) -> "Standardizer":
+        """x : (n_layers, n, hidden) -> statistics over n."""
+        mean = x.mean(dim=1, keepdim=True)
+        std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
+        return cls(mean=mean, std=std)
+
+    @classmethod
+    def identity(cls, n_layers: int, hidden: int) -> "Standardizer":
+        return cls(mean=torch.zeros(n_layers, 1, hidden), std=torch.ones(n_layers, 1, hidden))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+def class_weights(y: torch.Tensor, n_classes: int = len(EMOTIONS)) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (k * count_c)`` (1 for balanced data; 0 for absent classes)."""
+    counts = torch.bincount(y, minlength=n_classes).to(torch.float32)
+    present = counts > 0
+    w = torch.zeros(n_classes)
+    w[present] = y.numel() / (present.sum() * counts[present])
+    return w
+
+
+def epoch_order(y: np.ndarray | None, n: int, rng: np.random.Generator, *, balanced: bool) -> np.ndarray:
+    """Row order for one epoch: a permutation, or (``balanced``) ``n`` draws with class-balanced
+    probabilities (each class equally likely; with replacement)."""
+    if not balanced or y is None:
+        return rng.permutation(n)
+    counts = np.bincount(y, minlength=len(EMOTIONS)).astype(np.float64)
+    p = 1.0 / counts[y]
+    return rng.choice(n, size=n, replace=True, p=p / p.sum())
