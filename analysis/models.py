@@ -1,0 +1,369 @@
+"""Speech encoders behind one interface: every layer's hidden states with their valid lengths.
+
+:class:`SpeechEncoder` wraps a transformers WavLM, HuBERT, wav2vec 2.0 or Whisper model and returns
+``hidden (L+1, B, T, H)`` plus ``valid_frames (B,)``. Layer 0 is the output before the first
+transformer layer, 1..L the transformer layers, exactly Hugging Face's ``hidden_states``. For
+Whisper the last entry includes the encoder's final LayerNorm (transformers does the same).
+
+Front ends
+----------
+* wav2vec 2.0 / HuBERT / WavLM take the raw waveform. ``do_normalize`` (zero mean, unit variance per
+  utterance, computed on the real samples only) follows the checkpoint's feature-extractor config
+  when one is found next to the model, else ``Wav2Vec2FeatureExtractor``'s default (True); it is
+  recorded in the store settings.
+* Padding: models whose first conv is followed by **group norm** (``feat_extract_norm="group"``:
+  wav2vec 2.0 base, HuBERT base, WavLM base / base plus) normalise each channel over the whole
+  input, padding included, so zero padding changes every frame; transformers does not mask it.
+  For those, :meth:`SpeechEncoder.forward` never pads: it runs each distinct length as its own
+  sub-batch (equal lengths still share one). Layer-norm models (the large checkpoints) are padded
+  and given an ``attention_mask``; their valid frames do not depend on the padding.
+* Whisper takes a log-mel spectrogram (transformers' ``WhisperFeatureExtractor`` with the model's
+  ``num_mel_bins``). ``whisper_mode="crop"`` (default, the model as trained): the input is padded to
+  30 s, the encoder runs on all 1500 frames, the output is cropped to the real length.
+  ``whisper_mode="trim"``: the mel spectrogram of the real length only is encoded, with the
+  positional embeddings sliced to that length; much faster on short utterances but the features
+  differ (attention no longer sees the padding, and the log-mel floor ``max - 8`` is taken over the
+  real audio only). Trimmed inputs are never padded (equal lengths share a sub-batch).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from .frames import FrameSpec, frame_spec_for
+
+SAMPLE_RATE = 16000
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+WHISPER_MODES = ("crop", "trim")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available else CPU; ``cpu``; ``cuda`` (error when absent)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked but no CUDA device is visible",
+                         hint="use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ModelError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    return torch.device(device)
+
+
+@dataclass
+class _Frontend:
+    do_normalize: bool
+    source: str  # where the setting came from
+
+
+def _read_preprocessor(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    f = Path(path) / "preprocessor_config.json"
+    if f.is_file():
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None
+    return None
+
+
+class SpeechEncoder:
+    """One speech model, run for its hidden states.
+
+    Attributes
+    ----------
+    n_layers : int
+        Transformer layers L; :meth:`forward` returns L + 1 hidden states.
+    hidden_size : int
+    frame_spec : FrameSpec
+    model_type : str
+        ``wav2vec2``, ``hubert``, ``wavlm`` or ``whisper``.
+    pads_safely : bool
+        False when zero padding would change the features (group-norm conv, Whisper trim mode);
+        :meth:`forward` then runs each distinct length separately.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, model_id: str, revision: str | None = None,
+                 device: str = "auto", dtype: str = "float32", whisper_mode: str = "crop",
+                 do_normalize: bool | None = None, preprocessor: dict | None = None) -> None:
+        if dtype not in _DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(_DTYPES)}")
+        if whisper_mode not in WHISPER_MODES:
+            raise ModelError(f"unknown Whisper mode {whisper_mode!r}", hint="use crop or trim")
+        self.device = resolve_device(device)
+        if dtype != "float32" and self.device.type != "cuda":
+            raise ModelError(f"dtype {dtype} is only offered on CUDA (it is slow or unsupported on CPU)",
+                             hint="use --dtype float32 on CPU")
+        self.dtype_name = dtype
+        self.dtype = _DTYPES[dtype]
+        self.model_id = model_id
+        self.revision = revision
+        self.whisper_mode = whisper_mode
+        config = model.config
+        self.model_type = getattr(config, "model_type", "")
+        if self.model_type == "whisper":
+            encoder = model
+            if hasattr(encoder, "get_encoder"):
+                encoder = encoder.get_encoder()
+            elif hasattr(encoder, "model") and hasattr(encoder.model, "encoder"):
+                encoder = encoder.model.encoder
+            if not hasattr(encoder, "embed_positions") or not hasattr(encoder, "conv2"):
+                raise ModelError(f"cannot find the Whisper encoder in {type(model).__name__}")
+            self.model = encoder
+            self.n_layers = int(config.encoder_layers)
+            self.hidden_size = int(config.d_model)
+            from transformers import WhisperFeatureExtractor
+
+            self._mel = WhisperFeatureExtractor(feature_size=int(config.num_mel_bins), sampling_rate=SAMPLE_RATE)
+            self.frontend = None
+            self.pads_safely = whisper_mode == "crop"  # every crop input is padded to 30 s anyway
+        elif self.model_type in ("wav2vec2", "hubert", "wavlm", "wav2vec2-conformer", "data2vec-audio"):
+            base = getattr(model, "base_model", model)
+            self.model = base
+            self.n_layers = int(config.num_hidden_layers)
+            self.hidden_size = int(config.hidden_size)
+            if do_normalize is None and preprocessor is not None and "do_normalize" in preprocessor:
+                self.frontend = _Frontend(bool(preprocessor["do_normalize"]), "preprocessor_config.json")
+            elif do_normalize is None:
+                self.frontend = _Frontend(True, "Wav2Vec2FeatureExtractor default")
+            else:
+                self.frontend = _Frontend(bool(do_normalize), "caller")
+            self.pads_safely = getattr(config, "feat_extract_norm", "group") == "layer"
+        else:
+            raise ModelError(f"model type {self.model_type!r} is not a speech encoder this toolkit runs",
+                             hint="use a WavLM, HuBERT, wav2vec 2.0 or Whisper checkpoint")
+        self.frame_spec: FrameSpec = frame_spec_for(config)
+        self.model.eval().to(device=self.device, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def max_samples(self) -> int | None:
+        """Longest input the model takes (Whisper: 30 s), samples; None when unlimited."""
+        if self.model_type == "whisper":
+            return int(self.frame_spec.max_frames * 2 * self.frame_spec.hop_length)
+        return None
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input that yields one frame, samples."""
+        if self.model_type == "whisper":
+            return self.frame_spec.n_fft  # the centred STFT's reflect padding needs > n_fft / 2
+        return int(round(self.frame_spec.receptive_field * self.frame_spec.sample_rate))
+
+    def settings(self) -> dict:
+        """Every setting that changes the numbers (recorded in the feature store)."""
+        out = {"dtype": self.dtype_name, "sample_rate": SAMPLE_RATE, "model_type": self.model_type}
+        if self.model_type == "whisper":
+            out["whisper_mode"] = self.whisper_mode
+        else:
+            out["do_normalize"] = self.frontend.do_normalize
+        return out
+
+    def valid_frames(self, lengths) -> np.ndarray:
+        """Frames of real audio for inputs of ``lengths`` samples, int64 ``(B,)``."""
+        return np.asarray(self.frame_spec.n_frames(np.asarray(lengths, np.int64)), np.int64).reshape(-1)
+
+    # ------------------------------------------------------------------ running
+    def forward(self, waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+        """Hidden states of every layer.
+
+        Parameters
+        ----------
+        waves : sequence of ndarray, float32, shape (n_samples_b,)
+            Mono audio at 16 kHz, one array per utterance (any lengths).
+
+        Returns
+        -------
+        hidden : torch.Tensor, float32, shape (L + 1, B, T, H), on the model's device
+            ``T`` is the most valid frames in the batch; frames past ``valid_frames[b]`` are zero.
+        valid_frames : ndarray of int64, shape (B,)
+        """
+        lengths = np.array([len(w) for w in waves], np.int64)
+        if lengths.size == 0:
+            raise ModelError("forward() was given no audio")
+        if self.max_samples is not None and lengths.max() > self.max_samples:
+            raise ModelError(f"an input of {lengths.max() / SAMPLE_RATE:.2f} s exceeds the model's "
+                             f"{self.max_samples / SAMPLE_RATE:.0f} s window", hint="split longer utterances")
+        if lengths.min() < self.min_samples:
+            raise ModelError(f"an input of {lengths.min()} samples is shorter than one frame "
+                             f"({self.min_samples} samples)", hint="drop utterances this short")
+        valid = self.valid_frames(lengths)
+        if self.pads_safely or np.all(lengths == lengths[0]):
+            groups = [np.arange(len(waves))]
+        else:
+            groups = [np.flatnonzero(lengths == n) for n in np.unique(lengths)]
+        t_max = int(valid.max())
+        out = torch.zeros((self.n_layers + 1, len(waves), t_max, self.hidden_size), dtype=torch.float32,
+                          device=self.device)
+        with torch.inference_mode():
+            for idx in groups:
+                hs = self._run([waves[i] for i in idx], lengths[idx])
+                for j, b in enumerate(idx):
+                    t = int(valid[b])
+                    out[:, b, :t] = hs[:, j, :t].float()
+        return out, valid
+
+    __call__ = forward
+
+    def _run(self, waves: Sequence[np.ndarray], lengths: np.ndarray) -> torch.Tensor:
+        """Run one padded batch; (L+1, b, T', H) in the model dtype."""
+        if self.model_type == "whisper":
+            return self._run_whisper(waves, lengths)
+        wav = [np.asarray(w, np.float32) for w in waves]
+        if self.frontend.do_normalize:
+            # per utterance, over real samples only (as Wav2Vec2FeatureExtractor does with a mask)
+            wav = [(w - w.mean()) / np.sqrt(w.var() + 1e-7) for w in wav]
+        n_max = int(lengths.max())
+        batch = np.zeros((len(wav), n_max), np.float32)
+        mask = np.zeros((len(wav), n_max), np.int64)
+        for i, w in enumerate(wav):  # one copy per utterance, not per frame
+            batch[i, : len(w)] = w
+            mask[i, : len(w)] = 1
+        x = torch.from_numpy(batch).to(self.device, self.dtype)
+        kwargs = {}
+        if self.pads_safely and np.any(lengths != n_max):
+            kwargs["attention_mask"] = torch.from_numpy(mask).to(self.device)
+        res = self.model(x, output_hidden_states=True, **kwargs)
+        return torch.stack(res.hidden_states, dim=0)
+
+    def _run_whisper(self, waves: Sequence[np.ndarray], lengths: np.ndarray) -> torch.Tensor:
+        trim = self.whisper_mode == "trim"
+        feats = self._mel([np.asarray(w, np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
+                          return_tensors="pt", padding="longest" if trim else "max_length")
+        mel = feats.input_features.to(self.device, self.dtype)
+        return self.whisper_hidden_states(mel)
+
+    def whisper_hidden_states(self, mel: torch.Tensor) -> torch.Tensor:
+        """The Whisper encoder on a log-mel batch of any length up to 3000 mel frames.
+
+        Same computation as ``WhisperEncoder.forward`` (which insists on 3000 frames) with the
+        positional embeddings sliced to the encoder length; equal to it at full length (tested).
+
+        Parameters
+        ----------
+        mel : torch.Tensor, shape (B, n_mels, n_mel_frames)
+
+        Returns
+        -------
+        torch.Tensor, shape (L + 1, B, ceil(n_mel_frames / 2), H)
+        """
+        enc = self.model
+        x = torch.nn.functional.gelu(enc.conv1(mel))
+        x = torch.nn.functional.gelu(enc.conv2(x)).permute(0, 2, 1)
+        if x.shape[1] > enc.embed_positions.num_embeddings:
+            raise ModelError(f"{x.shape[1]} encoder frames exceed Whisper's {enc.embed_positions.num_embeddings}",
+                             hint="Whisper takes at most 30 s of audio; split longer utterances")
+        h = x + enc.embed_positions.weight[: x.shape[1]]
+        states = [h]
+        for layer in enc.layers:
+            h = layer(h, None)
+            states.append(h)
+        states[-1] = enc.layer_norm(states[-1])
+        return torch.stack(states, dim=0)
+
+
+def _model_dir(name_or_path: str) -> Path | None:
+    p = Path(name_or_path)
+    return p if p.is_dir() else None
+
+
+def load_encoder(model, *, device: str = "auto", dtype: str = "float32", whisper_mode: str = "crop",
+                 do_normalize: bool | None = None, model_id: str | None = None) -> SpeechEncoder:
+    """A :class:`SpeechEncoder` from a model id / path, or from an already built model.
+
+    Parameters
+    ----------
+    model : str, Path or transformers.PreTrainedModel
+        Hub id, local directory, CTranslate2 Whisper directory or ``whisper-base`` (resolved by
+        :func:`analysis.model_sources.load_pretrained`), or a model object.
+    device : ``auto`` | ``cpu`` | ``cuda``
+    dtype : ``float32`` | ``float16`` | ``bfloat16`` (the last two on CUDA only)
+    whisper_mode : ``crop`` | ``trim``
+    do_normalize : bool, optional
+        Override the waveform normalisation of wav2vec-style models.
+    model_id : str, optional
+        Name recorded in the store (defaults to ``model`` or the model's ``name_or_path``).
+    """
+    preprocessor = None
+    if isinstance(model, (str, Path)):
+        name = str(model)
+        try:
+            from .model_sources import load_pretrained
+        except ImportError:  # the offline loader (issue 5) not installed yet: plain local transformers
+            load_pretrained = None
+        if load_pretrained is not None:
+            built = load_pretrained(name)
+        else:
+            from transformers import AutoModel
+
+            try:
+                built = AutoModel.from_pretrained(name, local_files_only=True)
+            except OSError as err:
+                raise ModelError(f"cannot load model {name!r}: {err}",
+                                 hint="pass a local model directory or a cached hub id") from err
+        preprocessor = _read_preprocessor(_model_dir(name))
+        if preprocessor is None:
+            src = getattr(built, "name_or_path", None) or getattr(built.config, "_name_or_path", None)
+            preprocessor = _read_preprocessor(_model_dir(src)) if src else None
+        model_id = model_id or name
+    else:
+        built = model
+        model_id = model_id or getattr(built.config, "_name_or_path", "") or type(built).__name__
+    revision = getattr(built.config, "_commit_hash", None)
+    return SpeechEncoder(built, model_id=model_id, revision=revision, device=device, dtype=dtype,
+                         whisper_mode=whisper_mode, do_normalize=do_normalize, preprocessor=preprocessor)
+
+
+def random_model(arch: str, *, size: str = "tiny", seed: int = 0, feat_extract_norm: str | None = None,
+                 n_layers: int | None = None):
+    """A randomly initialised model of a real architecture, built from a config (no download).
+
+    For tests, benchmarks and dry runs. ``size="tiny"``: hidden 32, 2 layers, small convs (fast on
+    CPU). ``size="base"``: the geometry of the base checkpoints (wavlm-base-plus, hubert-base,
+    wav2vec2-base: hidden 768, 12 layers; whisper-base: d_model 512, 6 encoder layers).
+
+    Parameters
+    ----------
+    arch : ``wavlm`` | ``hubert`` | ``wav2vec2`` | ``whisper``
+    feat_extract_norm : ``group`` | ``layer``, optional
+        First-conv normalisation of wav2vec-style models (default: ``group`` like the base models).
+    """
+    import transformers as tr
+
+    torch.manual_seed(seed)
+    if arch == "whisper":
+        if size == "base":
+            geo = dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048)
+        else:
+            geo = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64)
+        if n_layers:
+            geo["encoder_layers"] = n_layers
+        cfg = tr.WhisperConfig(**geo, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
+                               num_mel_bins=80, vocab_size=64, max_source_positions=1500, pad_token_id=0,
+                               bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        return WhisperEncoder(cfg).eval()
+    classes = {"wavlm": (tr.WavLMConfig, tr.WavLMModel), "hubert": (tr.HubertConfig, tr.HubertModel),
+               "wav2vec2": (tr.Wav2Vec2Config, tr.Wav2Vec2Model)}
+    if arch not in classes:
+        raise ModelError(f"unknown architecture {arch!r}", hint="use wavlm, hubert, wav2vec2 or whisper")
+    cfg_cls, model_cls = classes[arch]
+    if size == "base":
+        geo = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                   conv_dim=(512,) * 7)
+    else:
+        geo = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+    if n_layers:
+        geo["num_hidden_layers"] = n_layers
+    cfg = cfg_cls(**geo, feat_extract_norm=feat_extract_norm or "group", do_stable_layer_norm=
+                  (feat_extract_norm == "layer"))
+    return model_cls(cfg).eval()
