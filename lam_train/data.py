@@ -220,15 +220,6 @@ def audio_domain(table: pa.Table, *, language: str | None, split: str, max_secon
     return Domain(utt_ids=sub["utt_id"].to_pylist(), waves=waves, y=y)
 
 
-def pad_waves(waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad waveforms to a batch: (B, n_max) float32 and lengths (B,) int64, samples."""
-    lengths = np.array([len(w) for w in waves], dtype=np.int64)
-    out = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
-    for i, w in enumerate(waves):  # B copies per batch, not a per-frame loop
-        out[i, : len(w)] = w
-    return torch.from_numpy(out), torch.from_numpy(lengths)
-
-
 # ---------------------------------------------------------------------------------------------
 # standardisation and class balance
 

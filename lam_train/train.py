@@ -29,7 +29,7 @@ from phonalign.records import EMOTIONS
 
 from .config import RunConfig, Strategy, config_to_dict, parse_strategy
 from .coral import coral_loss
-from .data import Domain, Standardizer, class_weights, epoch_order, pad_waves
+from .data import Domain, Standardizer, class_weights, epoch_order
 from .errors import TrainError
 from .evaluate import scores, uar
 from .model import EmotionClassifier, masked_mean
@@ -113,10 +113,13 @@ class PooledFeaturizer:
 class FrameFeaturizer:
     """Frame sequences on the fly: waveforms -> speech model -> anchored layers (+ mask).
 
-    The encoder is frozen, or its top ``finetune_top`` transformer layers are trained. Each
-    layer's frames are layer-normalised (no parameters) so the adapters see a common scale.
-    Returns the upstream anchored layers pooled over valid frames too: with fine-tuning, CORAL
-    aligns those.
+    ``encoder`` is an :class:`analysis.models.SpeechEncoder`. It is frozen (its ``forward``
+    runs under ``inference_mode``), or its top ``finetune_top`` transformer layers are trained:
+    then the padded batch runs with gradients through the wrapper's ``_run`` (batch padding
+    then follows the model's own attention mask; for group-norm wav2vec 2.0 models and Whisper
+    ``trim`` this differs slightly from one-at-a-time features). Each layer's frames are
+    layer-normalised (no parameters) so the adapters see a common scale. Also returns the
+    anchored upstream layers pooled over valid frames: with fine-tuning, CORAL aligns those.
     """
 
     sequence = True
@@ -125,11 +128,13 @@ class FrameFeaturizer:
         self.encoder = encoder
         self.layers = list(layers)
         self.finetune_top = finetune_top
-        for p in encoder.parameters():
+        for p in encoder.model.parameters():
             p.requires_grad_(False)
         self._trainable: dict[str, torch.nn.Parameter] = {}
         if finetune_top > 0:
-            blocks = _transformer_blocks(encoder)
+            blocks = _transformer_blocks(encoder.model)
+            if finetune_top > len(blocks):
+                raise TrainError(f"data.finetune_top={finetune_top} but the model has {len(blocks)} layers")
             for i, block in enumerate(blocks[-finetune_top:]):
                 for name, p in block.named_parameters():
                     p.requires_grad_(True)
@@ -139,17 +144,21 @@ class FrameFeaturizer:
         return iter(self._trainable.values())
 
     def train(self, mode: bool = True) -> None:
-        self.encoder.train(mode and self.finetune_top > 0)
+        self.encoder.model.train(mode and self.finetune_top > 0)
 
     def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
-        waves, lengths = pad_waves([domain.waves[i] for i in idx])
-        grad = torch.enable_grad() if self.finetune_top > 0 else torch.no_grad()
-        with grad:
-            hidden, valid = self.encoder(waves.to(device), lengths.to(device))
-            x = hidden[self.layers]  # (n_sel, B, T, H)
-            x = torch.nn.functional.layer_norm(x, x.shape[-1:])
-        t = x.shape[2]
-        mask = torch.arange(t, device=device)[None, :] < valid.to(device)[:, None]
+        waves = [domain.waves[i] for i in idx]
+        if self.finetune_top > 0 and torch.is_grad_enabled():
+            lengths = np.array([len(w) for w in waves], np.int64)
+            valid_np = self.encoder.valid_frames(lengths)
+            hidden = self.encoder._run(waves, lengths)[:, :, : int(valid_np.max())].float()
+            valid = torch.from_numpy(valid_np).to(device)
+        else:
+            hidden, valid_np = self.encoder(waves)
+            valid = torch.from_numpy(np.asarray(valid_np)).to(device)
+        x = hidden[self.layers].to(device)  # (n_sel, B, T, H)
+        x = torch.nn.functional.layer_norm(x, x.shape[-1:])
+        mask = torch.arange(x.shape[2], device=device)[None, :] < valid[:, None]
         return x, mask, masked_mean(x, mask)
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -225,13 +234,13 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
     return tensors, json.dumps(sd["param_groups"])
 
 
-def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: str) -> None:
+def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups) -> None:
     state: dict[int, dict] = {}
     for key, v in tensors.items():
         if key.startswith("optim."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(groups)})
+    opt.load_state_dict({"state": state, "param_groups": json.loads(groups) if isinstance(groups, str) else groups})
 
 
 def _rng_json(rng: np.random.Generator) -> str:
@@ -398,10 +407,10 @@ def fit(
             sums += (loss.item(), loss_ce.item(), loss_coral.item())
         pred = predict(model, featurizer, selection_domain, device, batch_size=max(256, bs))
         score = uar(selection_domain.y.numpy(), pred)
-        row = {"epoch": epoch, "loss": sums[0] / n_batches, "ce": sums[1] / n_batches,
-               "coral": sums[2] / n_batches, "dev_uar": score, "seconds": time.perf_counter() - t0}
+        row = {"epoch": epoch, "loss": float(sums[0] / n_batches), "ce": float(sums[1] / n_batches),
+               "coral": float(sums[2] / n_batches), "dev_uar": score, "seconds": time.perf_counter() - t0}
         history.append(row)
-        if score > best_score:
+        if score >= best_score:  # ties keep the later epoch: it has trained longer on both terms
             best_epoch, best_score, bad = epoch, score, 0
             best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
         else:
@@ -578,7 +587,8 @@ def run_training(
 
             if not cfg.data.encoder:
                 raise TrainError("data.input: frames needs data.encoder (a model id or folder)")
-            encoder = load_encoder(cfg.data.encoder, device=str(resolve_device(cfg.train.device)))
+            encoder = load_encoder(cfg.data.encoder, device=str(resolve_device(cfg.train.device)),
+                                   whisper_mode=cfg.features.whisper_mode)
         n_layers = int(encoder.n_layers)
         layers = strategy_layers(strat, n_layers=n_layers, selections=selections)
         data = build_frame_data(cfg)

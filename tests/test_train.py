@@ -1,0 +1,237 @@
+"""Training: target labels never read, a killed run resumes exactly, strategies, frame mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lam_train.config import DataConfig, ModelConfig, RunConfig, TrainConfig, parse_strategy
+from lam_train.data import ArrayFeatures, class_weights, epoch_order, labelled_domain, unlabelled_domain
+from lam_train.errors import ConfigError, TrainError
+from lam_train.model import EmotionClassifier
+from lam_train.train import CHECKPOINT, METRICS, MODEL, read_metadata, run_training, strategy_layers
+
+EMO = ["Neutral", "Happiness", "Anger", "Sadness"]
+
+
+def synthetic_features(*, seed: int = 0, n: int = 16, n_layers: int = 3, hidden: int = 8) -> ArrayFeatures:
+    """Two languages whose class structure is shared but whose features differ by a linear map
+    and an offset (the cross-lingual shift CORAL is meant to reduce); later layers carry more of
+    the class signal."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(4, hidden)) * 1.5
+    rows, layers = [], {l: [] for l in range(n_layers + 1)}
+    for lang, shift in (("en", 0.0), ("zh", 1.0)):
+        mix = np.eye(hidden) + shift * 0.5 * rng.normal(size=(hidden, hidden))
+        for split, k in (("train", n), ("dev", n // 2), ("test", n // 2)):
+            for c in range(4):
+                for i in range(k):
+                    uid = f"{lang}_{split}_{c}_{i}"
+                    rows.append({"unit_id": uid, "kind": "utt", "utt_id": uid, "language": lang,
+                                 "split": split, "emotion": EMO[c]})
+                    base = means[c] + rng.normal(size=hidden)
+                    for l in range(n_layers + 1):
+                        layers[l].append((base * (l + 1) / (n_layers + 1) + 0.5 * rng.normal(size=hidden)) @ mix
+                                         + 2 * shift)
+    return ArrayFeatures(pa.Table.from_pylist(rows), {l: np.array(v, np.float32) for l, v in layers.items()})
+
+
+def small_config(**train) -> RunConfig:
+    t = dict(epochs=6, batch_size=16, patience=10, progress=False, lambda_coral=5.0)
+    t.update(train)
+    return RunConfig(data=DataConfig(source_language="en", target_language="zh"),
+                     model=ModelConfig(width=16, head_hidden=(16, 16, 8)), train=TrainConfig(**t))
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / MODEL))
+
+
+def _with_target_emotions(features: ArrayFeatures, new_emotions) -> ArrayFeatures:
+    idx = features.index
+    col = idx["emotion"].to_pylist()
+    is_target = pc.equal(idx["language"], "zh").to_pylist()
+    j = 0
+    out = []
+    for e, t in zip(col, is_target):
+        out.append(new_emotions[j] if t else e)
+        j += bool(t)
+    idx = idx.set_column(idx.column_names.index("emotion"), "emotion", pa.array(out, pa.string()))
+    return ArrayFeatures(idx, {l: features.read_layer(l) for l in range(4)})
+
+
+@pytest.fixture(scope="module")
+def features():
+    return synthetic_features()
+
+
+def test_permuting_or_deleting_target_labels_changes_nothing_in_training(features, tmp_path):
+    cfg = small_config()
+    n_target = int(pc.sum(pc.equal(features.index["language"], "zh")).as_py())
+    target_emotions = [e for e, l in zip(features.index["emotion"].to_pylist(),
+                                         features.index["language"].to_pylist()) if l == "zh"]
+    permuted = _with_target_emotions(features, list(np.random.default_rng(5).permutation(target_emotions)))
+    deleted = _with_target_emotions(features, [None] * n_target)
+    runs = {}
+    for name, f in (("original", features), ("permuted", permuted), ("deleted", deleted)):
+        m = run_training(cfg, strategy="final+coral", seed=3, out_dir=tmp_path / name, source=f)
+        assert m["coral"] and m["epochs_run"] == 6
+        runs[name] = _weights(tmp_path / name)
+    for name in ("permuted", "deleted"):
+        assert runs[name].keys() == runs["original"].keys()
+        for k in runs["original"]:
+            assert torch.equal(runs[name][k], runs["original"][k]), f"{name}: {k} differs"
+    # ... while the target *evaluation* did see them: without labels there is no target score
+    assert json.loads((tmp_path / "deleted" / METRICS).read_text())["target_test"] is None
+
+
+def test_unlabelled_domain_has_no_labels_even_when_the_store_has_them(features):
+    d = unlabelled_domain(features, layers=[1, 3], language="zh", split="train")
+    assert d.y is None and d.x.shape == (2, 64, 8)
+    s = labelled_domain(features, layers=[1, 3], language="en", split="train")
+    assert s.y is not None and torch.equal(torch.bincount(s.y), torch.tensor([16, 16, 16, 16]))
+
+
+def test_a_run_killed_halfway_resumes_to_the_same_final_metrics(features, tmp_path):
+    cfg = small_config(epochs=6)
+    full = run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "full", source=features)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(epoch):
+        if epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "resumed", source=features,
+                     on_epoch_end=kill_at_3)
+    assert (tmp_path / "resumed" / CHECKPOINT).is_file() and not (tmp_path / "resumed" / METRICS).exists()
+    assert read_metadata(tmp_path / "resumed" / CHECKPOINT)["state"]["epoch"] == 2
+    resumed = run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "resumed", source=features)
+    assert resumed["resumed_from"] == 2 and full["resumed_from"] is None
+    for key in ("target_test", "source_dev", "coral_distance", "best_epoch", "layer_weights"):
+        assert resumed[key] == full[key], key
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "resumed" / CHECKPOINT).exists()  # complete runs drop their resume state
+
+
+def test_a_finished_run_is_not_trained_again(features, tmp_path):
+    cfg = small_config(epochs=2)
+    first = run_training(cfg, strategy="final", seed=0, out_dir=tmp_path, source=features)
+    mtime = (tmp_path / MODEL).stat().st_mtime_ns
+    again = run_training(cfg, strategy="final", seed=0, out_dir=tmp_path, source=features)
+    assert again == first and (tmp_path / MODEL).stat().st_mtime_ns == mtime
+
+
+def test_a_checkpoint_of_another_run_is_refused(features, tmp_path):
+    def stop(epoch):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(small_config(), strategy="final+coral", seed=0, out_dir=tmp_path, source=features,
+                     on_epoch_end=stop)
+    with pytest.raises(TrainError, match="different run"):
+        run_training(small_config(), strategy="final+coral", seed=1, out_dir=tmp_path, source=features)
+
+
+def test_anchoring_lowers_the_coral_distance_of_the_anchored_layer(features, tmp_path):
+    cfg = small_config(epochs=15, lambda_coral=20.0)
+    with_coral = run_training(cfg, strategy="final+coral", seed=0, out_dir=tmp_path / "a", source=features)
+    without = run_training(cfg, strategy="final", seed=0, out_dir=tmp_path / "b", source=features)
+    assert with_coral["coral_distance"]["adapted"][0] < 0.5 * without["coral_distance"]["adapted"][0]
+    assert with_coral["layers"] == without["layers"] == [3]
+    assert without["lambda"] == 0.0 and with_coral["lambda"] == 20.0
+
+
+def test_model_file_carries_resolved_config_and_metrics(features, tmp_path):
+    run_training(small_config(epochs=2), strategy="all", seed=0, out_dir=tmp_path, source=features)
+    meta = read_metadata(tmp_path / MODEL)
+    assert meta["config"]["train"]["epochs"] == 2
+    assert meta["run"]["layers"] == [0, 1, 2, 3]
+    assert 0.0 <= meta["metrics"]["target_test"]["uar"] <= 1.0
+    weights = _weights(tmp_path)
+    assert weights["model.adapters.weight"].shape == (4, 8, 16)
+    assert "norm.mean" in {k[5:] for k in weights if k.startswith("feat.")}
+
+
+def test_strategies_map_to_layers():
+    sel = {"final": [12], "BL": [7], "GL": [6, 7, 8], "WL": [1, 2, 12], "RL1": [3, 5, 9], "RL2": [1, 4, 11],
+           "RL3": [2, 6, 10]}
+    assert strategy_layers(parse_strategy("final"), n_layers=12, selections=None) == [12]
+    assert strategy_layers(parse_strategy("all"), n_layers=12, selections=None) == list(range(13))
+    assert strategy_layers(parse_strategy("GL"), n_layers=12, selections=sel) == [6, 7, 8]
+    assert parse_strategy("GL").coral and not parse_strategy("final").coral
+    assert parse_strategy("final+coral").coral and not parse_strategy("GL-nocoral").coral
+    with pytest.raises(TrainError, match="rankings"):
+        strategy_layers(parse_strategy("BL"), n_layers=12, selections=None)
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        parse_strategy("best")
+
+
+def test_oracle_selection_is_flagged_in_the_metrics(features, tmp_path):
+    m = run_training(small_config(epochs=2, selection="oracle_target_dev"), strategy="final", seed=0,
+                     out_dir=tmp_path, source=features)
+    assert m["oracle"] is True and m["selection_on"] == "oracle_target_dev"
+
+
+def test_balanced_sampling_draws_each_class_about_equally():
+    y = np.array([0] * 90 + [1] * 5 + [2] * 3 + [3] * 2)
+    order = epoch_order(y, len(y), np.random.default_rng(0), balanced=True)
+    counts = np.bincount(y[np.concatenate([order] + [epoch_order(y, 100, np.random.default_rng(s), balanced=True)
+                                                       for s in range(1, 40)])], minlength=4)
+    assert counts.min() / counts.max() > 0.8
+    w = class_weights(torch.from_numpy(y))
+    assert float((w[torch.from_numpy(y)]).sum()) == pytest.approx(len(y))  # weights keep the loss scale
+
+
+def test_sampler_balance_trains(features, tmp_path):
+    m = run_training(small_config(epochs=2, balance="sampler"), strategy="final", seed=0, out_dir=tmp_path,
+                     source=features)
+    assert m["epochs_run"] == 2
+
+
+def test_classifier_has_four_linear_layers_in_its_head_and_a_transformer_for_frames():
+    m = EmotionClassifier(n_layers=3, in_dim=8, width=16, sequence=True)
+    assert sum(isinstance(x, torch.nn.Linear) for x in m.head) == 4
+    x = torch.randn(3, 2, 5, 8)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    logits, adapted = m.eval()(x, mask)
+    assert logits.shape == (2, 4) and adapted.shape == (3, 2, 16)
+    # padded frames do not change the second utterance's result
+    x2 = x.clone()
+    x2[:, 1, 2:] = 100.0
+    assert torch.allclose(m(x2, mask)[0], logits, atol=1e-5)
+
+
+def test_training_reads_a_real_feature_store(features, tmp_path):
+    from analysis.store import FeatureStore, index_table
+
+    store = FeatureStore.create(tmp_path / "store", model_id="synthetic", revision=None, n_layers=3,
+                                hidden_size=8, settings={"pooling": "mean"})
+    idx = features.index
+    cols = {c: idx[c].to_pylist() for c in ("unit_id", "kind", "utt_id", "language", "split", "emotion")}
+    cols["seg_index"] = [-1] * idx.num_rows
+    store.append(index_table(cols), [features.read_layer(l) for l in range(4)])
+    cfg = small_config(epochs=2)
+    cfg = cfg.replace(data=dataclasses.replace(cfg.data, source_store=str(tmp_path / "store")))
+    via_store = run_training(cfg, strategy="final+coral", seed=1, out_dir=tmp_path / "a")
+    via_arrays = run_training(small_config(epochs=2), strategy="final+coral", seed=1, out_dir=tmp_path / "b",
+                              source=features)
+    assert via_store["target_test"] == via_arrays["target_test"]
+
+
+def test_cuda_device_without_gpu_is_a_clear_error(features, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(TrainError, match="no CUDA"):
+        run_training(small_config(device="cuda"), strategy="final", seed=0, out_dir=tmp_path, source=features)
