@@ -1,0 +1,583 @@
+"""Corpora as tables: read a corpus directory or manifest into :class:`~phonalign.records.Utterance` rows.
+
+Three ways in:
+
+**An MFA-style directory** (``read_corpus(DIR)``): ``DIR/<speaker>/<utt>.wav`` with the transcript in
+``<utt>.lab`` or ``<utt>.txt`` beside it (the layout the Montreal Forced Aligner reads). The
+speaker is the folder the audio lies in. Files directly in ``DIR`` (a *flat* corpus) take their
+speaker from ``speaker_pattern`` -- a regular expression searched in the file stem whose group
+``speaker`` (or first group) is the speaker -- or, by default, from the stem up to its first
+``_`` or ``-`` (``spk01_0003.wav`` -> ``spk01``; a stem without either is its own speaker). The
+utterance id is the file stem. Audio extensions: ``.wav .flac .ogg .mp3 .aiff .aif``.
+
+**A CSV/TSV manifest** (``read_corpus(DIR, manifest="list.tsv")`` or ``read_corpus("list.csv")``):
+one row per utterance; ``columns`` maps our fields (``utt_id, audio_path, text, language, speaker,
+emotion, split``) to the manifest's column names (default: the same names). Relative audio paths
+are relative to the manifest's folder. Without an ``utt_id`` column the id is the audio stem; a
+``text`` column may be absent (empty transcripts, fine for importing TextGrids).
+
+**A preset** for a published corpus:
+
+``msp-podcast``
+    ``DIR/Labels/labels_consensus.csv`` (columns ``FileName, EmoClass, SpkrID, Split_Set, ...``),
+    audio in ``DIR/Audios/<FileName>``, transcripts (if present) in ``DIR/Transcripts/<stem>.txt``.
+    ``EmoClass`` N/H/A/S -> Neutral/Happiness/Anger/Sadness (U, C, D, F, O, X dropped);
+    ``Split_Set`` Train/Development/Test1 -> train/dev/test (Test2, Test3 -> test2, test3). English.
+``esd``
+    The Emotional Speech Dataset: ``DIR/<spk>/<spk>.txt`` with lines
+    ``utt_id<TAB>text<TAB>emotion`` and audio in ``DIR/<spk>/<Emotion>/[train|evaluation|test/]<utt>.wav``.
+    Speakers 0001-0010 are Mandarin (``zh``), 0011-0020 English (``en``). Neutral/Happy/Angry/Sad
+    (or 中立/快乐/生气/伤心) -> Neutral/Happiness/Anger/Sadness; Surprise (惊喜) dropped. The split is
+    the audio's ``train``/``evaluation``/``test`` folder (-> train/dev/test) where there is one.
+``lam-demo``
+    The bundled demo corpus (:func:`demo_corpus_dir`): ``manifest.csv`` with the columns of
+    :data:`~phonalign.records.UTTERANCE_SCHEMA`, audio paths relative to its folder.
+
+Emotions are mapped to the four classes of :data:`~phonalign.records.EMOTIONS`; any other label
+becomes ``None`` (the utterance stays in the corpus, e.g. for alignment and similarity analysis)
+and is counted in the corpus report. Rows that cannot be used -- an unsafe utterance id, a missing
+or undecodable transcript -- are skipped and listed in the report, or raise with ``strict=True``.
+The report is the ``report`` attribute of the returned list (see :class:`UtteranceList`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import pyarrow as pa
+
+from .errors import CorpusError, LamError
+from .fsutil import check_utt_id
+from .records import EMOTIONS, LANGUAGES, UTTERANCE_SCHEMA, Utterance
+
+__all__ = [
+    "read_corpus",
+    "map_emotion",
+    "utterances_to_table",
+    "table_to_utterances",
+    "demo_corpus_dir",
+    "UtteranceList",
+    "PRESETS",
+    "AUDIO_EXTENSIONS",
+    "read_transcript",
+]
+
+PRESETS: tuple[str, ...] = ("msp-podcast", "esd", "lam-demo")
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+_FIELDS = ("utt_id", "audio_path", "text", "language", "speaker", "emotion", "split", "corpus")
+
+#: Emotion labels of each preset (and of plain manifests, ``None``) -> the four classes.
+#: Labels not listed are dropped (emotion None) and counted.
+_EMOTION_MAPS: dict[str | None, dict[str, str]] = {
+    None: {
+        "neutral": "Neutral", "neu": "Neutral",
+        "happiness": "Happiness", "happy": "Happiness", "hap": "Happiness", "joy": "Happiness",
+        "anger": "Anger", "angry": "Anger", "ang": "Anger",
+        "sadness": "Sadness", "sad": "Sadness",
+    },
+    "msp-podcast": {"n": "Neutral", "h": "Happiness", "a": "Anger", "s": "Sadness",
+                    "neutral": "Neutral", "happy": "Happiness", "angry": "Anger", "sad": "Sadness"},
+    "esd": {"neutral": "Neutral", "happy": "Happiness", "angry": "Anger", "sad": "Sadness",
+            "中立": "Neutral", "快乐": "Happiness", "生气": "Anger", "伤心": "Sadness"},
+}
+_EMOTION_MAPS["lam-demo"] = _EMOTION_MAPS[None]
+
+_SPLITS = {
+    "train": "train", "training": "train",
+    "dev": "dev", "development": "dev", "valid": "dev", "validation": "dev", "evaluation": "dev",
+    "test": "test", "test1": "test", "test2": "test2", "test3": "test3",
+}
+
+
+class UtteranceList(list):
+    """A list of :class:`Utterance` with the corpus reader's ``report`` attached.
+
+    ``report`` = ``{"source", "preset", "n_utterances", "dropped_emotions": {label: count},
+    "rejected": [{"utt_id", "path", "line", "error", "message", "hint"}], "missing_transcripts"}``.
+    """
+
+    report: dict
+
+    def __init__(self, items: Iterable[Utterance] = (), report: dict | None = None) -> None:
+        super().__init__(items)
+        self.report = report or {}
+
+
+def demo_corpus_dir() -> Path:
+    """Folder of the bundled bilingual demo corpus (``manifest.csv``, audio, ``textgrids/``)."""
+    return Path(__file__).resolve().parent / "demo_data"
+
+
+def map_emotion(label: str | None, preset: str | None = None) -> str | None:
+    """Map a corpus's emotion label to one of :data:`~phonalign.records.EMOTIONS`, or None.
+
+    Parameters
+    ----------
+    label : str or None
+        As written in the corpus (case and surrounding spaces are ignored).
+    preset : str, optional
+        Which corpus's labels (``msp-podcast`` uses single letters N/H/A/S); None for the
+        English names and common abbreviations (neutral, happy, angry, sad, ...).
+
+    Returns
+    -------
+    str or None
+        The class name, or None for labels outside the four classes (and for empty labels).
+    """
+    if label is None:
+        return None
+    key = str(label).strip()
+    if not key:
+        return None
+    if key in EMOTIONS:
+        return key
+    table = _EMOTION_MAPS.get(preset, _EMOTION_MAPS[None])
+    return table.get(key.lower(), table.get(key))
+
+
+def _map_split(value: str | None) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    key = str(value).strip().lower()
+    return _SPLITS.get(key, key)
+
+
+def read_transcript(path: Path, *, encoding: str = "utf-8") -> str:
+    """Read a transcript file (``.lab``/``.txt``): BOMs honoured, otherwise ``encoding``.
+
+    Raises
+    ------
+    CorpusError
+        If the bytes are not valid in ``encoding`` (naming the file, line and the option to change).
+    """
+    data = path.read_bytes()
+    return _decode(data, path=path, encoding=encoding).strip()
+
+
+def _decode(data: bytes, *, path: Path, encoding: str) -> str:
+    if data[:3] == b"\xef\xbb\xbf":
+        return data[3:].decode("utf-8", errors="strict")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CorpusError(
+            f"transcript is not valid {encoding} (byte 0x{data[err.start]:02x} at offset {err.start})",
+            path=path, line=line,
+            hint="convert the file to UTF-8, or name its encoding with --encoding "
+            "(encoding= in Python), e.g. --encoding gbk or --encoding latin-1",
+        ) from None
+    except LookupError:
+        raise CorpusError(f"unknown text encoding {encoding!r}", path=path,
+                          hint="use a Python codec name such as utf-8, gbk, big5, latin-1") from None
+
+
+class _Collector:
+    """Accumulates utterances and the corpus report; enforces unique, safe ids."""
+
+    def __init__(self, *, source: Path, preset: str | None, strict: bool) -> None:
+        self.utts: list[Utterance] = []
+        self.ids: dict[str, str] = {}
+        self.strict = strict
+        self.dropped: Counter[str] = Counter()
+        self.rejected: list[dict] = []
+        self.missing_transcripts = 0
+        self.source = source
+        self.preset = preset
+
+    def reject(self, err: LamError) -> None:
+        if self.strict:
+            raise err
+        self.rejected.append({"utt_id": err.utt_id, **err.to_report()})
+
+    def emotion(self, raw: str | None, preset: str | None) -> str | None:
+        mapped = map_emotion(raw, preset)
+        if mapped is None and raw is not None and str(raw).strip():
+            self.dropped[str(raw).strip()] += 1
+        return mapped
+
+    def add(self, utt: Utterance, *, source: Path, line: int | None = None) -> None:
+        try:
+            check_utt_id(utt.utt_id, source=source)
+        except LamError as err:
+            err.line = line
+            self.reject(err)
+            return
+        if utt.utt_id in self.ids:
+            self.reject(CorpusError(
+                f"utterance id {utt.utt_id!r} appears twice (also {self.ids[utt.utt_id]})",
+                path=source, line=line, utt_id=utt.utt_id,
+                hint="utterance ids must be unique across the corpus: rename one of the files "
+                "(MFA-style folders use the file name as the id)",
+            ))
+            return
+        if utt.language not in LANGUAGES:
+            self.reject(CorpusError(
+                f"language {utt.language!r} is not one of {list(LANGUAGES)}",
+                path=source, line=line, utt_id=utt.utt_id,
+                hint="pass --language en or --language zh (language= in Python), or fix the language column",
+            ))
+            return
+        self.ids[utt.utt_id] = str(source) if line is None else f"{source}:{line}"
+        self.utts.append(utt)
+
+    def result(self) -> UtteranceList:
+        report = {
+            "source": str(self.source),
+            "preset": self.preset,
+            "n_utterances": len(self.utts),
+            "dropped_emotions": dict(sorted(self.dropped.items())),
+            "rejected": self.rejected,
+            "missing_transcripts": self.missing_transcripts,
+        }
+        return UtteranceList(self.utts, report)
+
+
+def _need_language(language: str | None, source: Path) -> str:
+    if language is None:
+        raise CorpusError(
+            "the corpus has no language column and no language was given",
+            path=source, hint="pass --language en or --language zh (language= in Python)",
+        )
+    return language
+
+
+# --------------------------------------------------------------------------------------------
+# MFA-style directories
+
+
+def _stem_speaker(stem: str, pattern: re.Pattern | None, source: Path) -> str:
+    if pattern is not None:
+        m = pattern.search(stem)
+        if not m:
+            raise CorpusError(f"speaker pattern {pattern.pattern!r} does not match the file name {stem!r}",
+                              path=source, hint="fix --speaker-pattern (a regular expression with a group)")
+        if "speaker" in m.groupdict():
+            return m.group("speaker")
+        return m.group(1) if m.groups() else m.group(0)
+    m = re.match(r"^([^_\-]+)[_\-]", stem)
+    return m.group(1) if m else stem
+
+
+def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus: str,
+                    speaker_pattern: str | None, encoding: str) -> None:
+    pattern = re.compile(speaker_pattern) if speaker_pattern else None
+    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not audio:
+        raise CorpusError(
+            "no audio files found in the corpus directory",
+            path=root,
+            hint=f"expected <speaker>/<utt>{{{','.join(AUDIO_EXTENSIONS)}}} files, or give a "
+            "manifest with --manifest",
+        )
+    lang = _need_language(language, root)
+    for wav in audio:
+        rel = wav.relative_to(root)
+        speaker = rel.parts[-2] if len(rel.parts) > 1 else _stem_speaker(wav.stem, pattern, wav)
+        text = ""
+        for ext in (".lab", ".txt"):
+            tpath = wav.with_suffix(ext)
+            if tpath.exists():
+                try:
+                    text = read_transcript(tpath, encoding=encoding)
+                except CorpusError as err:
+                    err.utt_id = wav.stem
+                    col.reject(err)
+                    text = None
+                break
+        else:
+            col.missing_transcripts += 1
+        if text is None:
+            continue
+        col.add(Utterance(utt_id=wav.stem, audio_path=str(wav.resolve()), text=text, language=lang,
+                          speaker=speaker, corpus=corpus), source=wav)
+
+
+# --------------------------------------------------------------------------------------------
+# manifests
+
+
+def _read_manifest_rows(path: Path, *, encoding: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Rows of a CSV/TSV file with their 1-based line numbers; delimiter from the suffix or sniffed."""
+    if not path.is_file():
+        raise CorpusError("manifest not found", path=path, hint="check the --manifest path")
+    text = _decode(path.read_bytes(), path=path, encoding=encoding)
+    suffix = path.suffix.lower()
+    if suffix == ".tsv":
+        delim = "\t"
+    elif suffix == ".csv":
+        delim = ","
+    else:
+        first = text.split("\n", 1)[0]
+        delim = "\t" if first.count("\t") > first.count(",") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delim)
+    if not reader.fieldnames:
+        raise CorpusError("manifest is empty (no header row)", path=path, line=1)
+    header = [h.strip() for h in reader.fieldnames]
+    reader.fieldnames = header
+    rows = []
+    for row in reader:
+        rows.append((reader.line_num, {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}))
+    return header, rows
+
+
+def _read_manifest(path: Path, col: _Collector, *, columns: Mapping[str, str] | None, language: str | None,
+                   corpus: str, preset: str | None, encoding: str) -> None:
+    header, rows = _read_manifest_rows(path, encoding=encoding)
+    mapping = {f: f for f in _FIELDS}
+    if columns:
+        unknown = set(columns) - set(_FIELDS)
+        if unknown:
+            raise CorpusError(f"unknown field(s) in the column mapping: {sorted(unknown)}",
+                              hint=f"map any of {list(_FIELDS)} to manifest columns")
+        mapping.update(columns)
+    for field in ("audio_path",):
+        if mapping[field] not in header:
+            raise CorpusError(
+                f"manifest has no column {mapping[field]!r} for {field}; its columns are {header}",
+                path=path, line=1,
+                hint=f"map it with columns={{'{field}': 'YourColumn'}} (or --columns {field}=YourColumn)",
+            )
+    if "language" not in (columns or {}) and mapping["language"] not in header:
+        _need_language(language, path)
+    base = path.parent
+    for line, row in rows:
+        def get(field: str) -> str | None:
+            value = row.get(mapping[field])
+            return value if value not in (None, "") else None
+
+        audio = get("audio_path")
+        if audio is None:
+            col.reject(CorpusError("empty audio path", path=path, line=line,
+                                   hint="every row needs an audio file"))
+            continue
+        audio_path = Path(audio)
+        if not audio_path.is_absolute():
+            audio_path = base / audio_path
+        utt_id = get("utt_id") or audio_path.stem
+        lang = language or get("language")
+        col.add(Utterance(
+            utt_id=utt_id,
+            audio_path=str(audio_path.resolve()),
+            text=get("text") or "",
+            language=lang if lang is not None else "",
+            speaker=get("speaker") or "",
+            corpus=get("corpus") or corpus,
+            emotion=col.emotion(get("emotion"), preset),
+            split=_map_split(get("split")),
+        ), source=path, line=line)
+
+
+def _read_msp_podcast(root: Path, col: _Collector, *, manifest: Path | None, encoding: str, corpus: str) -> None:
+    labels = manifest or root / "Labels" / "labels_consensus.csv"
+    if not labels.is_file():
+        raise CorpusError(
+            "MSP-Podcast labels not found",
+            path=labels,
+            hint="point CORPUS at the MSP-Podcast release folder (with Labels/ and Audios/), "
+            "or give the labels file with --manifest",
+        )
+    header, rows = _read_manifest_rows(labels, encoding=encoding)
+    for need in ("FileName", "EmoClass"):
+        if need not in header:
+            raise CorpusError(f"column {need!r} missing; the columns are {header}", path=labels, line=1,
+                              hint="this does not look like labels_consensus.csv")
+    audio_dir = root / "Audios"
+    transcripts = root / "Transcripts"
+    for line, row in rows:
+        name = row["FileName"]
+        stem = Path(name).stem
+        text = ""
+        tpath = transcripts / f"{stem}.txt"
+        if tpath.is_file():
+            try:
+                text = read_transcript(tpath, encoding=encoding)
+            except CorpusError as err:
+                err.utt_id = stem
+                col.reject(err)
+                continue
+        else:
+            col.missing_transcripts += 1
+        speaker = row.get("SpkrID") or ""
+        col.add(Utterance(
+            utt_id=stem,
+            audio_path=str((audio_dir / name).resolve()),
+            text=text,
+            language="en",
+            speaker="" if speaker.lower() == "unknown" else speaker,
+            corpus=corpus,
+            emotion=col.emotion(row.get("EmoClass"), "msp-podcast"),
+            split=_map_split(row.get("Split_Set")),
+        ), source=labels, line=line)
+
+
+def _esd_language(speaker: str) -> str | None:
+    if speaker.isdigit():
+        n = int(speaker)
+        if 1 <= n <= 10:
+            return "zh"
+        if 11 <= n <= 20:
+            return "en"
+    return None
+
+
+def _read_esd(root: Path, col: _Collector, *, encoding: str, corpus: str, language: str | None) -> None:
+    speakers = sorted(p for p in root.iterdir() if p.is_dir() and (p / f"{p.name}.txt").is_file())
+    if not speakers:
+        raise CorpusError(
+            "no ESD speaker folders found (expected 0001/0001.txt ... 0020/0020.txt)",
+            path=root, hint="point CORPUS at the folder that holds the speaker folders 0001 ... 0020",
+        )
+    for spk_dir in speakers:
+        spk = spk_dir.name
+        lang = _esd_language(spk) or language
+        if lang is None:
+            raise CorpusError(f"ESD speaker {spk!r} is outside 0001-0020; its language is unknown",
+                              path=spk_dir, hint="pass --language for such speakers")
+        # index the audio once: <Emotion>/[train|evaluation|test/]<utt>.wav
+        wavs = {p.stem: p for p in spk_dir.rglob("*.wav")}
+        list_file = spk_dir / f"{spk}.txt"
+        try:
+            text = _decode(list_file.read_bytes(), path=list_file, encoding=encoding)
+        except CorpusError as err:
+            col.reject(err)
+            continue
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            if not raw.strip():
+                continue
+            parts = raw.split("\t")
+            if len(parts) < 3:
+                col.reject(CorpusError(
+                    f"expected 'utt_id<TAB>text<TAB>emotion', found {raw[:60]!r}",
+                    path=list_file, line=lineno, hint="check the file's tabs"))
+                continue
+            utt_id, transcript, emotion = parts[0].strip(), parts[1].strip(), parts[-1].strip()
+            wav = wavs.get(utt_id)
+            if wav is None:
+                # report the missing audio at alignment time, where missing files are handled
+                wav = spk_dir / (emotion if emotion.isascii() else "") / f"{utt_id}.wav"
+            split_dir = wav.parent.name.lower()
+            col.add(Utterance(
+                utt_id=utt_id,
+                audio_path=str(wav.resolve()),
+                text=transcript,
+                language=lang,
+                speaker=spk,
+                corpus=corpus,
+                emotion=col.emotion(emotion, "esd"),
+                split=_map_split(split_dir) if split_dir in ("train", "evaluation", "test") else None,
+            ), source=list_file, line=lineno)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def read_corpus(
+    path: str | Path | None,
+    *,
+    manifest: str | Path | None = None,
+    preset: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    language: str | None = None,
+    corpus: str | None = None,
+    speaker_pattern: str | None = None,
+    encoding: str = "utf-8",
+    strict: bool = False,
+) -> UtteranceList:
+    """Read a corpus into utterances (see the module docstring for the layouts).
+
+    Parameters
+    ----------
+    path : str or Path or None
+        Corpus directory, or a CSV/TSV manifest file. None only with ``preset="lam-demo"``.
+    manifest : str or Path, optional
+        A manifest file (relative to ``path`` if not absolute).
+    preset : {"msp-podcast", "esd", "lam-demo"}, optional
+        A published corpus layout.
+    columns : mapping, optional
+        Our field -> manifest column name, for manifests.
+    language : {"en", "zh"}, optional
+        Language of every utterance (overrides a language column); required when the corpus
+        says nothing about it.
+    corpus : str, optional
+        Value of the ``corpus`` column (default: the preset, or the directory's name).
+    speaker_pattern : str, optional
+        Regular expression for speakers of flat directories (group ``speaker`` or group 1).
+    encoding : str
+        Encoding of transcripts and manifests without a byte-order mark.
+    strict : bool
+        Raise on the first unusable row instead of skipping it and listing it in the report.
+
+    Returns
+    -------
+    UtteranceList
+        Utterances in a stable order (file order), with ``.report``.
+
+    Raises
+    ------
+    CorpusError
+        The corpus or manifest cannot be read as asked (the message names file, line and fix).
+    """
+    if preset is not None and preset not in PRESETS:
+        raise CorpusError(f"unknown corpus preset {preset!r}", hint=f"choose one of {list(PRESETS)}")
+    if language is not None and language not in LANGUAGES:
+        raise CorpusError(f"unknown language {language!r}", hint=f"choose one of {list(LANGUAGES)}")
+    if path is None:
+        if preset != "lam-demo":
+            raise CorpusError("no corpus path given", hint="give the corpus directory or manifest")
+        path = demo_corpus_dir()
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise CorpusError("corpus path not found", path=root, hint="check the path")
+    if manifest is not None:
+        manifest = Path(manifest).expanduser()
+        if not manifest.is_absolute() and root.is_dir():
+            manifest = root / manifest
+    elif root.is_file():
+        manifest, root = root, root.parent
+    corpus_name = corpus or preset or root.resolve().name
+    col = _Collector(source=manifest or root, preset=preset, strict=strict)
+    if preset == "msp-podcast":
+        _read_msp_podcast(root, col, manifest=manifest, encoding=encoding, corpus=corpus_name)
+    elif preset == "esd":
+        _read_esd(root, col, encoding=encoding, corpus=corpus_name, language=language)
+    elif preset == "lam-demo":
+        man = manifest or root / "manifest.csv"
+        if not man.is_file():
+            raise CorpusError("the demo corpus manifest is missing", path=man,
+                              hint="reinstall the toolkit, or regenerate the demo corpus")
+        _read_manifest(man, col, columns=columns, language=language, corpus=corpus or "lam-demo",
+                       preset="lam-demo", encoding=encoding)
+    elif manifest is not None:
+        _read_manifest(manifest, col, columns=columns, language=language, corpus=corpus_name,
+                       preset=None, encoding=encoding)
+    else:
+        if not root.is_dir():
+            raise CorpusError("expected a corpus directory or a .csv/.tsv manifest", path=root)
+        _read_directory(root, col, language=language, corpus=corpus_name,
+                        speaker_pattern=speaker_pattern, encoding=encoding)
+    return col.result()
+
+
+def utterances_to_table(utterances: Sequence[Utterance]) -> pa.Table:
+    """Utterances -> a pyarrow table with :data:`~phonalign.records.UTTERANCE_SCHEMA`."""
+    names = UTTERANCE_SCHEMA.names
+    cols = {n: [getattr(u, n) for u in utterances] for n in names}
+    return pa.table(cols, schema=UTTERANCE_SCHEMA)
+
+
+def table_to_utterances(table: pa.Table) -> list[Utterance]:
+    """A table with the columns of :data:`~phonalign.records.UTTERANCE_SCHEMA` -> utterances."""
+    missing = [n for n in UTTERANCE_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise CorpusError(f"utterance table lacks columns {missing}",
+                          hint="it must have the columns of phonalign.records.UTTERANCE_SCHEMA")
+    cols = {n: table.column(n).to_pylist() for n in UTTERANCE_SCHEMA.names}
+    return [Utterance(**{n: cols[n][i] for n in UTTERANCE_SCHEMA.names}) for i in range(table.num_rows)]

@@ -1,0 +1,633 @@
+"""Reading and writing Praat TextGrids: the one place that knows the file format.
+
+Reading goes through praatio's parser (long and short text formats, multi-line labels, ``-0``,
+doubled quotes), with three things added around it:
+
+* **Encoding.** The bytes are decoded here, from the byte-order mark: UTF-16 (BE or LE) and UTF-8
+  with a BOM, otherwise strict UTF-8. A file in any other encoding is an error that names the line
+  of the first undecodable byte, instead of a mis-decoded label.
+* **One fallback, for one case.** praatio writes times such as ``1e-05`` in the long format and
+  then cannot read them back. When praatio fails on a long-format file that contains such a time,
+  the file is read with the ``textgrid`` package instead (with full precision); any other failure
+  is reported, never retried with a different reader.
+* **Errors.** Every parse failure becomes a :class:`~phonalign.errors.TextGridError` with the path,
+  the line where it can be located, and a hint.
+
+praatio is called at the level of :func:`praatio.utilities.textgrid_io.parseTextgridStr` (the
+parser inside ``praatio.textgrid.openTextgrid(..., includeEmptyIntervals=True)``), not through
+``openTextgrid`` itself: we need the decoded text for error locations anyway, and building
+praatio's tier objects only to convert them to ours again doubled the cost of importing large
+alignment directories. The checks praatio does on those objects (ordering, limits) are done here
+in :func:`validate_alignment`, and more strictly (praatio only warns).
+
+Writing produces the long text format in UTF-8 (what Praat writes with "Save as text file"), with
+tiers ``words``, ``phones`` and optionally ``vowel_class``; times are written at full double
+precision and never in scientific notation, so praatio, the ``textgrid`` package and Praat all read
+them back exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import TextGridError
+from .fsutil import atomic_path
+from .records import TIME_TOL, VOWEL_CLASSES, Alignment, Interval
+
+__all__ = [
+    "read_alignment",
+    "write_alignment",
+    "validate_alignment",
+    "decode_textgrid_bytes",
+    "read_tiers",
+    "WORD_TIER_NAMES",
+    "PHONE_TIER_NAMES",
+]
+
+#: Tier names recognised as the word tier (compared case-insensitively), in order of preference.
+WORD_TIER_NAMES: tuple[str, ...] = ("words", "word", "orthography", "ortho")
+#: Tier names recognised as the phone tier (compared case-insensitively), in order of preference.
+PHONE_TIER_NAMES: tuple[str, ...] = ("phones", "phone", "phonemes", "phoneme", "segments", "segment")
+
+#: MFA names the tiers of a multi-speaker file "<speaker> - words" and "<speaker> - phones".
+_MFA_TIER = re.compile(r"^(?P<speaker>.+) - (?P<kind>words|phones)$")
+
+#: A long-format time written in scientific notation (praatio's own output for tiny times).
+_SCI_TIME = re.compile(r"^\s*(?:xmin|xmax|number)\s*=\s*[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*$", re.M)
+
+_DUPLICATE_MODES = ("error", "rename")
+
+
+# --------------------------------------------------------------------------------------------
+# decoding
+
+
+def decode_textgrid_bytes(data: bytes, *, path: str | Path | None = None) -> tuple[str, str]:
+    """Decode the bytes of a TextGrid file as Praat would.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    path : str or Path, optional
+        For error messages.
+
+    Returns
+    -------
+    text : str
+        The decoded text, without a byte-order mark.
+    encoding : str
+        ``"utf-16"``, ``"utf-8-sig"`` or ``"utf-8"``.
+
+    Raises
+    ------
+    TextGridError
+        If the file has no BOM and is not valid UTF-8 (the line of the first bad byte is given).
+    """
+    if data[:2] in (b"\xfe\xff", b"\xff\xfe"):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError as err:
+            raise TextGridError(
+                f"invalid UTF-16 ({err.reason})",
+                path=path,
+                line=data[: err.start].decode("utf-16", errors="replace").count("\n") + 1,
+                hint="re-save the file from Praat (Save as text file)",
+            ) from None
+    if data[:3] == b"\xef\xbb\xbf":
+        encoding, body = "utf-8-sig", data[3:]
+    else:
+        encoding, body = "utf-8", data
+    try:
+        return body.decode("utf-8"), encoding
+    except UnicodeDecodeError as err:
+        line = body.count(b"\n", 0, err.start) + 1
+        looks_utf16 = body[:200].count(b"\x00") > 20
+        hint = (
+            "the file looks like UTF-16 without a byte-order mark; re-save it from Praat, "
+            "or convert it: iconv -f UTF-16LE -t UTF-8"
+            if looks_utf16
+            else "TextGrids must be UTF-8 or UTF-16 with a BOM; convert it, e.g. "
+            "iconv -f LATIN1 -t UTF-8 (use the encoding it was written in)"
+        )
+        raise TextGridError(
+            f"not valid UTF-8 (byte 0x{body[err.start]:02x} at byte offset {err.start})",
+            path=path, line=line, hint=hint,
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# locating a parse error: only used after a reader failed, to tell the user where to look
+
+
+_TOKEN = re.compile(r'"(?:[^"]|"")*"|[^\s"]+|"')
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _locate_parse_error(text: str) -> tuple[int | None, str | None]:
+    """Best-effort (line, description) of the first thing that breaks the TextGrid grammar.
+
+    Walks the file as Praat's text reader does: a sequence of numbers and quoted strings; in the
+    long format everything else (``xmin =``, ``item [1]:``) is decoration. Returns ``(None, None)``
+    when nothing is found, e.g. when the grammar holds but a reader still refused the file.
+    """
+    tokens: list[tuple[str, int]] = []
+    line = 1
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        tokens.append((m.group(0), line))
+    long_format = "item [" in text or "item[" in text
+    if long_format:
+        # keep only values: the token after "=" (numbers, strings, <exists>) and strings
+        values: list[tuple[str, int]] = []
+        for i, (tok, ln) in enumerate(tokens):
+            if tok.startswith('"'):
+                values.append((tok, ln))
+            elif i > 0 and tokens[i - 1][0] == "=":
+                values.append((tok, ln))
+            elif tok in ("<exists>", "<absent>"):
+                values.append((tok, ln))
+        tokens = values
+    it = iter(tokens)
+
+    def take(kind: str) -> tuple[str, int]:
+        try:
+            tok, ln = next(it)
+        except StopIteration:
+            raise _Stop(tokens[-1][1] if tokens else 1, f"file ends where {kind} was expected")
+        if kind == "number" and not _is_number(tok):
+            raise _Stop(ln, f"expected a number, found {tok[:40]!r}")
+        if kind == "string" and not (tok.startswith('"') and tok.endswith('"') and len(tok) >= 2):
+            raise _Stop(ln, f"expected a quoted string, found {tok[:40]!r}")
+        return tok, ln
+
+    try:
+        take("string")  # "ooTextFile"
+        take("string")  # "TextGrid"
+        take("number")
+        take("number")
+        tok, ln = take("flag")
+        if tok != "<exists>":
+            return None, None
+        n_tiers, ln = take("number")
+        for _ in range(int(float(n_tiers))):
+            cls, ln = take("string")
+            take("string")
+            take("number")
+            take("number")
+            n, ln = take("number")
+            per = 3 if cls == '"IntervalTier"' else 2
+            for _ in range(int(float(n))):
+                take("number")
+                if per == 3:
+                    take("number")
+                take("string")
+        extra = next(it, None)
+        if extra is not None:
+            return extra[1], f"unexpected {extra[0][:40]!r} after the last tier"
+    except _Stop as stop:
+        return stop.line, stop.what
+    return None, None
+
+
+class _Stop(Exception):
+    def __init__(self, line: int, what: str) -> None:
+        self.line, self.what = line, what
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _parse_with_praatio(text: str) -> list[dict]:
+    """praatio's parser -> list of tier dicts ``{class, name, xmin, xmax, entries}`` (floats)."""
+    from praatio.utilities import textgrid_io as praatio_io
+
+    grid = praatio_io.parseTextgridStr(text, includeEmptyIntervals=True)
+    tiers = grid["tiers"]
+    for tier in tiers:
+        # praatio keeps the times as the strings it found; "-0" arrives as "0" or "-0"
+        if tier["class"] == "IntervalTier":
+            tier["entries"] = [(float(s) + 0.0, float(e) + 0.0, lab) for s, e, lab in tier["entries"]]
+        else:
+            tier["entries"] = [(float(t) + 0.0, lab) for t, lab in tier["entries"]]
+    return [{"grid_xmin": float(grid["xmin"]) + 0.0, "grid_xmax": float(grid["xmax"]) + 0.0}, *tiers]
+
+
+def _parse_with_textgrid_package(path: Path, encoding: str) -> list[dict]:
+    """The ``textgrid`` package's reader, at full precision, in the same shape as praatio's."""
+    import textgrid as tgpkg
+
+    grid = tgpkg.TextGrid(strict=False)
+    # round_digits=17: the package rounds to 5 decimals by default, losing sample precision
+    grid.read(str(path), round_digits=17, encoding="utf-16" if encoding == "utf-16" else "utf-8-sig")
+    tiers: list[dict] = [{"grid_xmin": float(grid.minTime) + 0.0, "grid_xmax": float(grid.maxTime) + 0.0}]
+    for tier in grid.tiers:
+        if isinstance(tier, tgpkg.IntervalTier):
+            entries = [(float(iv.minTime) + 0.0, float(iv.maxTime) + 0.0, (iv.mark or "").strip())
+                       for iv in tier.intervals]
+            cls = "IntervalTier"
+        else:
+            entries = [(float(p.time) + 0.0, (p.mark or "").strip()) for p in tier.points]
+            cls = "TextTier"
+        tiers.append({"class": cls, "name": tier.name or "", "xmin": float(tier.minTime) + 0.0,
+                      "xmax": float(tier.maxTime if tier.maxTime is not None else grid.maxTime) + 0.0,
+                      "entries": entries})
+    return tiers
+
+
+def read_tiers(path: str | Path, *, duplicate_tiers: str = "error") -> tuple[float, float, list[dict], dict]:
+    """Parse a TextGrid file into its limits and tiers.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.TextGrid`` file (long or short text format).
+    duplicate_tiers : {"error", "rename"}
+        What to do when two tiers share a name: raise, or rename the later ones ``name_2``,
+        ``name_3``, ... (as ``praatio.textgrid.openTextgrid(duplicateNamesMode="rename")`` does).
+
+    Returns
+    -------
+    xmin, xmax : float
+        The grid's limits, seconds.
+    tiers : list of dict
+        ``{"class": "IntervalTier"|"TextTier", "name", "xmin", "xmax", "entries"}`` with entries
+        ``(start, end, label)`` or ``(time, label)``, seconds.
+    info : dict
+        ``{"encoding": ..., "reader": "praatio"|"textgrid"}``.
+    """
+    path = Path(path)
+    if duplicate_tiers not in _DUPLICATE_MODES:
+        raise ValueError(f"duplicate_tiers must be one of {_DUPLICATE_MODES}, not {duplicate_tiers!r}")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TextGridError("TextGrid file not found", path=path,
+                            hint="check the path, or pass the folder of TextGrids (--textgrids DIR)") from None
+    except OSError as err:
+        raise TextGridError(f"cannot read the file ({err.strerror})", path=path) from None
+    if not data.strip():
+        raise TextGridError("the TextGrid file is empty", path=path,
+                            hint="re-export it from Praat or the aligner")
+    text, encoding = decode_textgrid_bytes(data, path=path)
+    if "TextGrid" not in text[:200]:
+        raise TextGridError("not a TextGrid: the header 'Object class = \"TextGrid\"' is missing",
+                            path=path, line=1,
+                            hint="open it in Praat to check; binary TextGrids must be saved as text")
+    reader = "praatio"
+    try:
+        parsed = _parse_with_praatio(text)
+    except Exception as err:  # praatio raises ParsingError, ValueError, IndexError, ...: all "bad file"
+        # praatio cannot read times like 1e-05 in the long format (which it writes itself):
+        # exactly that case goes to the textgrid package; anything else is reported.
+        long_format = "item [" in text or "item[" in text
+        if long_format and _SCI_TIME.search(text):
+            try:
+                parsed = _parse_with_textgrid_package(path, encoding)
+                reader = "textgrid"
+            except Exception as err2:  # same: the package raises bare ValueError/TypeError/...
+                raise _parse_error(path, text, err2) from None
+        else:
+            raise _parse_error(path, text, err) from None
+    limits, tiers = parsed[0], parsed[1:]
+    _check_duplicates(path, tiers, duplicate_tiers)
+    return limits["grid_xmin"], limits["grid_xmax"], tiers, {"encoding": encoding, "reader": reader}
+
+
+def _parse_error(path: Path, text: str, err: Exception) -> TextGridError:
+    line, what = _locate_parse_error(text)
+    detail = what or f"{type(err).__name__}: {err}"
+    return TextGridError(
+        f"cannot parse the TextGrid ({detail})",
+        path=path,
+        line=line,
+        hint="open the file in Praat (Read from file) to see the problem; times must be plain "
+        "numbers and labels double-quoted, with quotes inside labels doubled",
+    )
+
+
+def _check_duplicates(path: Path, tiers: list[dict], mode: str) -> None:
+    seen: dict[str, int] = {}
+    for i, tier in enumerate(tiers):
+        name = tier["name"]
+        if name in seen:
+            if mode == "error":
+                raise TextGridError(
+                    f"tiers {seen[name] + 1} and {i + 1} are both named {name!r}",
+                    path=path,
+                    hint="rename them in Praat, or read them as "
+                    f"{name!r}, {name + '_2'!r}, ... with duplicate_tiers='rename' "
+                    "(command line: --rename-duplicate-tiers)",
+                )
+            new, k = name, 2
+            while new in seen:
+                new = f"{name}_{k}"
+                k += 1
+            tier["name"] = new
+            name = new
+        seen[name] = i
+
+
+def _pick_tiers(
+    path: Path,
+    tiers: list[dict],
+    *,
+    speaker: str | None,
+    words_tier: str | None,
+    phones_tier: str | None,
+) -> tuple[dict, dict | None, str | None]:
+    """Choose the phone and word tiers: explicit names, MFA speaker tiers, or common names."""
+    interval = {t["name"]: t for t in tiers if t["class"] == "IntervalTier"}
+    names = [t["name"] for t in tiers]
+
+    def missing(which: str, name: str) -> TextGridError:
+        return TextGridError(
+            f"no interval tier named {name!r} ({which} tier); the tiers are {names}",
+            path=path, hint=f"pass {which}_tier= one of the interval tiers above",
+        )
+
+    mfa: dict[str, dict[str, dict]] = {}
+    for name, tier in interval.items():
+        m = _MFA_TIER.match(name)
+        if m:
+            mfa.setdefault(m.group("speaker"), {})[m.group("kind")] = tier
+
+    chosen_speaker = None
+    if phones_tier is None and mfa:
+        speakers = sorted(s for s, kinds in mfa.items() if "phones" in kinds)
+        if speaker is not None:
+            if speaker not in mfa or "phones" not in mfa[speaker]:
+                raise TextGridError(f"no tier {speaker + ' - phones'!r}; speakers in this file: {speakers}",
+                                    path=path, hint="pass speaker= one of the speakers listed")
+            chosen_speaker = speaker
+        elif len(speakers) == 1:
+            chosen_speaker = speakers[0]
+        elif len(speakers) > 1:
+            raise TextGridError(
+                f"the file has phone tiers for several speakers: {speakers}",
+                path=path, hint="choose one with speaker= (e.g. speaker=" + repr(speakers[0]) + ")",
+            )
+    elif speaker is not None and phones_tier is None:
+        raise TextGridError(
+            f"speaker={speaker!r} given, but the file has no MFA speaker tiers ('<speaker> - phones'); "
+            f"the tiers are {names}", path=path, hint="leave speaker= unset",
+        )
+
+    if chosen_speaker is not None:
+        phones = mfa[chosen_speaker]["phones"]
+        words = mfa[chosen_speaker].get("words")
+        if words_tier is not None:
+            if words_tier not in interval:
+                raise missing("words", words_tier)
+            words = interval[words_tier]
+        return phones, words, chosen_speaker
+
+    lower = {name.strip().lower(): name for name in interval}
+    if phones_tier is not None:
+        if phones_tier not in interval:
+            raise missing("phones", phones_tier)
+        phones = interval[phones_tier]
+    else:
+        found = next((lower[n] for n in PHONE_TIER_NAMES if n in lower), None)
+        if found is None:
+            raise TextGridError(
+                f"no phone tier found; the tiers are {names}",
+                path=path,
+                hint=f"name it one of {list(PHONE_TIER_NAMES)}, or pass phones_tier= "
+                "(command line: --phones-tier)",
+            )
+        phones = interval[found]
+    if words_tier is not None:
+        if words_tier not in interval:
+            raise missing("words", words_tier)
+        words = interval[words_tier]
+    else:
+        found = next((lower[n] for n in WORD_TIER_NAMES if n in lower), None)
+        words = interval[found] if found is not None else None
+    return phones, words, None
+
+
+def read_alignment(
+    path: str | Path,
+    *,
+    speaker: str | None = None,
+    words_tier: str | None = None,
+    phones_tier: str | None = None,
+    duplicate_tiers: str = "error",
+) -> Alignment:
+    """Read the word and phone intervals of a TextGrid.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.TextGrid`` in the long or short text format, UTF-8 (with or without BOM) or UTF-16
+        with BOM; CRLF line ends, labels with newlines and ``-0`` times are fine.
+    speaker : str, optional
+        For MFA multi-speaker files (tiers ``"<speaker> - words"``, ``"<speaker> - phones"``): the
+        speaker to read. Needed only when the file has several.
+    words_tier, phones_tier : str, optional
+        Explicit tier names. By default the phone tier is the first interval tier named one of
+        :data:`PHONE_TIER_NAMES` (``phones``, ``phone``, ``segments``, ...) and the word tier one of
+        :data:`WORD_TIER_NAMES` (``words``, ``word``, ...), case-insensitively. A missing word
+        tier is allowed (phones then belong to no word).
+    duplicate_tiers : {"error", "rename"}
+        Tiers sharing a name are an error unless ``"rename"`` (``phones``, ``phones_2``, ...).
+
+    Returns
+    -------
+    Alignment
+        Intervals as in the file (empty labels kept as ``""``); ``xmin``/``xmax`` are the grid's
+        limits, seconds; ``extra`` holds ``tiers`` (all tier names), ``phones_tier``,
+        ``words_tier``, ``speaker``, ``encoding`` and ``reader``.
+
+    Raises
+    ------
+    TextGridError
+        Missing, undecodable or unparsable file (with the line where it can be located),
+        duplicate tier names, no phone tier, ambiguous speaker, unsorted or overlapping intervals.
+    """
+    path = Path(path)
+    xmin, xmax, tiers, info = read_tiers(path, duplicate_tiers=duplicate_tiers)
+    phones, words, spk = _pick_tiers(path, tiers, speaker=speaker, words_tier=words_tier,
+                                     phones_tier=phones_tier)
+    alignment = Alignment(
+        words=tuple(Interval(s, e, lab) for s, e, lab in words["entries"]) if words else (),
+        phones=tuple(Interval(s, e, lab) for s, e, lab in phones["entries"]),
+        xmin=xmin,
+        xmax=xmax,
+        source=str(path),
+        extra={
+            "tiers": [t["name"] for t in tiers],
+            "phones_tier": phones["name"],
+            "words_tier": words["name"] if words else None,
+            "speaker": spk,
+            **info,
+        },
+    )
+    validate_alignment(alignment)
+    return alignment
+
+
+def _check_tier(intervals: Sequence[Interval], tier: str, alignment: Alignment, utt_id: str | None) -> None:
+    prev_end = None
+    for i, iv in enumerate(intervals):
+        if not (iv.end >= iv.start):  # also catches NaN
+            raise TextGridError(
+                f"{tier} tier, interval {i + 1} ({iv.label!r}) ends at {iv.end} before it starts at {iv.start}",
+                path=alignment.source, utt_id=utt_id, hint="fix the interval's times in Praat",
+            )
+        if prev_end is not None and iv.start < prev_end - TIME_TOL:
+            raise TextGridError(
+                f"{tier} tier, interval {i + 1} ({iv.label!r}, {iv.start}-{iv.end} s) starts before "
+                f"interval {i} ends ({prev_end} s): intervals overlap or are not sorted",
+                path=alignment.source, utt_id=utt_id,
+                hint="intervals of a tier must be in time order without overlap; fix the tier in Praat",
+            )
+        prev_end = iv.end
+    if intervals and (intervals[0].start < alignment.xmin - TIME_TOL or intervals[-1].end > alignment.xmax + TIME_TOL):
+        raise TextGridError(
+            f"{tier} tier runs from {intervals[0].start} to {intervals[-1].end} s, outside the grid's "
+            f"limits {alignment.xmin}-{alignment.xmax} s",
+            path=alignment.source, utt_id=utt_id, hint="fix the grid's xmin/xmax or the tier's times",
+        )
+
+
+def validate_alignment(alignment: Alignment, *, utt_id: str | None = None) -> None:
+    """Raise :class:`TextGridError` if a tier's intervals are unsorted, overlap, run backwards or
+    leave the grid's limits (tolerance :data:`~phonalign.records.TIME_TOL`)."""
+    _check_tier(alignment.phones, "phones", alignment, utt_id)
+    _check_tier(alignment.words, "words", alignment, utt_id)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _num(x: float) -> str:
+    """Full-precision decimal for a time: shortest round-trip repr, never scientific notation."""
+    r = repr(float(x) + 0.0)
+    if "e" in r or "E" in r or "n" in r:  # 1e-05, inf, nan
+        if not np.isfinite(x):
+            raise ValueError(f"cannot write a non-finite time ({x}) to a TextGrid")
+        r = np.format_float_positional(float(x), unique=True, trim="-")
+    return r
+
+
+def _quote(label: str) -> str:
+    return '"' + label.replace('"', '""') + '"'
+
+
+def _filled(intervals: Sequence[tuple[float, float, str]], xmin: float, xmax: float) -> list[tuple[float, float, str]]:
+    """Praat requires interval tiers to tile [xmin, xmax]: fill gaps with empty intervals."""
+    out: list[tuple[float, float, str]] = []
+    t = xmin
+    for s, e, lab in intervals:
+        if s > t + 1e-12:
+            out.append((t, s, ""))
+        out.append((s, e, lab))
+        t = e
+    if t < xmax - 1e-12 or not out:
+        out.append((t, xmax, ""))
+    return out
+
+
+def _tier_text(lines: list[str], index: int, name: str, xmin: float, xmax: float,
+               entries: list[tuple[float, float, str]]) -> None:
+    lines.append(f"    item [{index}]:")
+    lines.append('        class = "IntervalTier" ')
+    lines.append(f"        name = {_quote(name)} ")
+    lines.append(f"        xmin = {_num(xmin)} ")
+    lines.append(f"        xmax = {_num(xmax)} ")
+    lines.append(f"        intervals: size = {len(entries)} ")
+    for i, (s, e, lab) in enumerate(entries, 1):
+        lines.append(f"        intervals [{i}]:")
+        lines.append(f"            xmin = {_num(s)} ")
+        lines.append(f"            xmax = {_num(e)} ")
+        lines.append(f"            text = {_quote(lab)} ")
+
+
+def alignment_to_textgrid_text(alignment: Alignment, *, vowel_classes: Sequence[str | None] | None = None) -> str:
+    """The long-format TextGrid text of ``alignment`` (see :func:`write_alignment`)."""
+    xmin = alignment.xmin
+    xmax = alignment.xmax
+    phones = [(iv.start, iv.end, iv.label) for iv in alignment.phones]
+    words = [(iv.start, iv.end, iv.label) for iv in alignment.words]
+    # the grid must contain every interval even if xmax was not set (Alignment's default is 0)
+    if phones:
+        xmin = min(xmin, phones[0][0])
+        xmax = max(xmax, phones[-1][1])
+    if words:
+        xmin = min(xmin, words[0][0])
+        xmax = max(xmax, words[-1][1])
+    if xmax <= xmin:
+        raise ValueError("cannot write an empty alignment (no intervals and xmax <= xmin)")
+    tiers: list[tuple[str, list[tuple[float, float, str]]]] = [
+        ("words", _filled(words, xmin, xmax)),
+        ("phones", _filled(phones, xmin, xmax)),
+    ]
+    if vowel_classes is not None:
+        if len(vowel_classes) != len(phones):
+            raise ValueError(f"vowel_classes has {len(vowel_classes)} entries for {len(phones)} phone intervals")
+        vset = set(VOWEL_CLASSES)
+        marks = [(s, e, c if c in vset else "") for (s, e, _), c in zip(phones, vowel_classes)]
+        tiers.append(("vowel_class", _filled(marks, xmin, xmax)))
+    lines = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        f"xmin = {_num(xmin)} ",
+        f"xmax = {_num(xmax)} ",
+        "tiers? <exists> ",
+        f"size = {len(tiers)} ",
+        "item []: ",
+    ]
+    for k, (name, entries) in enumerate(tiers, 1):
+        _tier_text(lines, k, name, xmin, xmax, entries)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_alignment(
+    path: str | Path,
+    alignment: Alignment,
+    *,
+    vowel_classes: Sequence[str | None] | None = None,
+) -> Path:
+    """Write ``alignment`` as a long-format UTF-8 TextGrid, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file; its folder is created.
+    alignment : Alignment
+        Intervals to write; gaps between intervals (and up to the grid's limits) are filled with
+        empty intervals, as Praat requires.
+    vowel_classes : sequence of str, optional
+        One unit class per phone interval (``len(alignment.phones)``); vowel classes
+        (``A E @ i O u``) become the labels of a third tier ``vowel_class``, everything else an
+        empty label. Without it only ``words`` and ``phones`` are written.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    text = alignment_to_textgrid_text(alignment, vowel_classes=vowel_classes)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+    return path
