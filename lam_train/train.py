@@ -132,7 +132,7 @@ class FrameFeaturizer:
             p.requires_grad_(False)
         self._trainable: dict[str, torch.nn.Parameter] = {}
         if finetune_top > 0:
-            blocks = _transformer_blocks(encoder.model)
+            blocks = _transformer_blocks(encoder.model, int(encoder.n_layers))
             if finetune_top > len(blocks):
                 raise TrainError(f"data.finetune_top={finetune_top} but the model has {len(blocks)} layers")
             for i, block in enumerate(blocks[-finetune_top:]):
@@ -144,7 +144,9 @@ class FrameFeaturizer:
         return iter(self._trainable.values())
 
     def train(self, mode: bool = True) -> None:
-        self.encoder.model.train(mode and self.finetune_top > 0)
+        # The upstream stays in eval mode even when fine-tuned: LayerDrop would remove layers
+        # (and anchored hidden states) at random, and its dropout is tuned for pre-training.
+        self.encoder.model.eval()
 
     def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
         waves = [domain.waves[i] for i in idx]
@@ -170,16 +172,14 @@ class FrameFeaturizer:
                 p.copy_(tensors[k])
 
 
-def _transformer_blocks(encoder) -> torch.nn.ModuleList:
-    """The encoder's list of transformer layers: the longest ``ModuleList`` of the model."""
-    best = None
-    for module in encoder.modules():
-        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best)):
-            best = module
-    if best is None:
+def _transformer_blocks(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
+    """The model's list of ``n_layers`` transformer layers (a ``ModuleList`` named ``...layers``)."""
+    found = [m for name, m in model.named_modules()
+             if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers and name.split(".")[-1] == "layers"]
+    if not found:
         raise TrainError("cannot find the transformer layers of this speech model to fine-tune",
                          hint="set data.finetune_top: 0")
-    return best
+    return found[-1]
 
 
 # ---------------------------------------------------------------------------------------------

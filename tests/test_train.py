@@ -235,3 +235,55 @@ def test_cuda_device_without_gpu_is_a_clear_error(features, tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(TrainError, match="no CUDA"):
         run_training(small_config(device="cuda"), strategy="final", seed=0, out_dir=tmp_path, source=features)
+
+
+def _tiny_wav2vec2():
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                         conv_dim=(16, 16, 16), conv_stride=(10, 8, 4), conv_kernel=(10, 8, 4), num_conv_pos_embeddings=16,
+                         num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True)
+    return Wav2Vec2Model(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def demo_aligned_dirs(tmp_path_factory):
+    """utterances.parquet of a few demo-corpus utterances per side (what `lam align` writes)."""
+    import pyarrow.parquet as pq
+
+    from phonalign.corpus import demo_corpus_dir, read_corpus, utterances_to_table
+
+    utts = read_corpus(demo_corpus_dir(), preset="lam-demo")
+    root = tmp_path_factory.mktemp("aligned")
+    for lang in ("en", "zh"):
+        keep = []
+        for split, k in (("train", 8), ("dev", 4), ("test", 4)):
+            keep += [u for u in utts if u.language == lang and u.split == split][:k]
+        (root / lang).mkdir()
+        pq.write_table(utterances_to_table(keep), root / lang / "utterances.parquet")
+    return root
+
+
+@pytest.mark.parametrize("finetune_top", [0, 1])
+def test_frame_mode_trains_on_audio_with_a_tiny_random_model(demo_aligned_dirs, tmp_path, finetune_top):
+    from analysis.models import load_encoder
+
+    encoder = load_encoder(_tiny_wav2vec2(), device="cpu")
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    cfg = RunConfig(
+        data=DataConfig(input="frames", source_aligned=str(demo_aligned_dirs / "en"),
+                        target_aligned=str(demo_aligned_dirs / "zh"), source_language="en", target_language="zh",
+                        max_seconds=1.5, finetune_top=finetune_top),
+        model=ModelConfig(width=8, head_hidden=(8, 8, 8), encoder_heads=2),
+        train=TrainConfig(epochs=2, batch_size=4, progress=False, device="cpu"))
+    m = run_training(cfg, strategy="all+coral", seed=0, out_dir=tmp_path, encoder=encoder)
+    assert m["layers"] == [0, 1, 2] and m["coral"] and m["epochs_run"] == 2
+    assert m["target_test"]["n"] == 4 and len(m["coral_distance"]["adapted"]) == 3
+    after = encoder.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    if finetune_top:
+        assert changed and all(".layers.1." in k for k in changed)  # only the top layer moved
+        assert any(k.startswith("feat.upstream.1.") for k in _weights(tmp_path))
+    else:
+        assert changed == []
