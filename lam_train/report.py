@@ -1,0 +1,218 @@
+"""Results across strategies and seeds: tables (CSV, Markdown), figures, the CORAL ablation.
+
+Reads the ``metrics.json`` of every run under ``RUNS/<strategy>/seed<k>/`` and writes:
+
+* ``results.csv`` / ``results.md``: one row per strategy, target-test UAR mean +- std over seeds
+  (sample std), per-seed values, per-class recall, source-dev UAR, layers, lambda -- like the
+  paper's tables;
+* ``coral.csv`` / part of ``results.md``: CORAL distance between source and target test
+  representations at the anchored layers, with anchoring and with lambda = 0 on the same layers
+  (the ``-nocoral`` twin), and their ratio;
+* ``figures/uar.{png,svg}`` and ``figures/confusion_<strategy>.{png,svg}`` (counts summed over
+  seeds, rows normalised to recall).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from phonalign.fsutil import atomic_path, atomic_write_text
+from phonalign.records import EMOTIONS
+
+from .config import parse_strategy
+from .evaluate import mean_std
+
+
+def twin_of(strategy: str) -> str | None:
+    """The lambda = 0 run on the same layers as an anchored strategy (None if not anchored)."""
+    s = parse_strategy(strategy)
+    if not s.coral:
+        return None
+    return s.selection if s.selection in ("final", "all") else f"{s.selection}-nocoral"
+
+
+def collect(runs_dir: str | Path) -> dict[str, list[dict]]:
+    """``{strategy: [metrics of each seed, by seed]}`` from ``runs_dir/<strategy>/seed*/metrics.json``."""
+    out: dict[str, list[dict]] = {}
+    for path in sorted(Path(runs_dir).glob("*/seed*/metrics.json")):
+        m = json.loads(path.read_text(encoding="utf-8"))
+        out.setdefault(m["strategy"], []).append(m)
+    for runs in out.values():
+        runs.sort(key=lambda m: m["seed"])
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{100 * v:.2f}"
+
+
+def summarise(runs: dict[str, list[dict]], order: Sequence[str] | None = None) -> list[dict]:
+    """One row per strategy (in ``order``, then the rest): UAR mean/std and the rest, as numbers."""
+    names = [s for s in (order or []) if s in runs] + sorted(s for s in runs if s not in (order or []))
+    rows = []
+    for name in names:
+        ms = runs[name]
+        scored = [m for m in ms if m.get("target_test")]
+        uars = [m["target_test"]["uar"] for m in scored]
+        mean, std = mean_std(uars)
+        dev_mean, dev_std = mean_std(m["source_dev"]["uar"] for m in ms)
+        recall = {}
+        for e in EMOTIONS:
+            vals = [m["target_test"]["recall"][e] for m in scored if m["target_test"]["recall"][e] is not None]
+            recall[e] = mean_std(vals)[0] if vals else None
+        coral = [float(np.mean(m["coral_distance"]["adapted"])) for m in scored if m.get("coral_distance")]
+        rows.append({
+            "strategy": name, "layers": ms[0]["layers"], "coral": ms[0]["coral"], "lambda": ms[0]["lambda"],
+            "n_seeds": len(ms), "seeds": [m["seed"] for m in ms], "uar_mean": mean, "uar_std": std,
+            "uar_per_seed": uars, "source_dev_uar_mean": dev_mean, "source_dev_uar_std": dev_std,
+            "recall": recall, "coral_distance_mean": mean_std(coral)[0] if coral else None,
+            "oracle": any(m.get("oracle") for m in ms),
+            "best_epoch_mean": float(np.mean([m["best_epoch"] for m in ms])),
+        })
+    return rows
+
+
+def coral_ablation(runs: dict[str, list[dict]], order: Sequence[str] | None = None) -> list[dict]:
+    """Anchored strategies next to their lambda = 0 twins: CORAL at the anchored layers.
+
+    Distances are averaged over the anchored layers, then over seeds; ``ratio`` is
+    anchored / not anchored (below 0.5 = anchoring at least halves the distance).
+    ``input_distance`` is the same measure on the (standardised) model features the adapters
+    read, which no training changes: a scale-free reference for reading the two.
+    """
+    out = []
+    for name in [s for s in (order or runs) if s in runs]:
+        twin = twin_of(name)
+        if twin is None or twin not in runs:
+            continue
+        a = [float(np.mean(m["coral_distance"]["adapted"])) for m in runs[name] if m.get("coral_distance")]
+        b = [float(np.mean(m["coral_distance"]["adapted"])) for m in runs[twin] if m.get("coral_distance")]
+        inp = [float(np.mean(m["coral_distance"]["input"])) for m in runs[name] if m.get("coral_distance")]
+        if not a or not b:
+            continue
+        am, bm = float(np.mean(a)), float(np.mean(b))
+        out.append({"strategy": name, "twin": twin, "layers": runs[name][0]["layers"],
+                    "lambda": runs[name][0]["lambda"], "anchored": am, "not_anchored": bm,
+                    "ratio": am / bm if bm > 0 else float("nan"), "input_distance": float(np.mean(inp)),
+                    "n_seeds": min(len(a), len(b))})
+    return out
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow([json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c] for c in columns])
+    return buf.getvalue()
+
+
+def markdown(rows: list[dict], ablation: list[dict], *, title: str = "Results") -> str:
+    """The results as Markdown tables (UAR in %, mean +- std over seeds)."""
+    lines = [f"# {title}", "", "Target-test UAR (%), mean ± std over seeds (sample std); model selection on "
+             + ("**target dev (oracle)**" if any(r["oracle"] for r in rows) else "source-dev UAR") + ".", "",
+             "| strategy | layers | CORAL λ | target UAR | per seed | source-dev UAR | "
+             + " | ".join(f"{e} recall" for e in EMOTIONS) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(EMOTIONS)]
+    for r in rows:
+        lines.append(
+            f"| {r['strategy']} | {','.join(map(str, r['layers']))} | {r['lambda']:g} | "
+            f"{_pct(r['uar_mean'])} ± {_pct(r['uar_std'])} | {' '.join(_pct(u) for u in r['uar_per_seed'])} | "
+            f"{_pct(r['source_dev_uar_mean'])} ± {_pct(r['source_dev_uar_std'])} | "
+            + " | ".join(_pct(r["recall"][e]) for e in EMOTIONS) + " |")
+    if ablation:
+        lines += ["", "## CORAL distance at the anchored layers (source test vs target test)", "",
+                  "Deep CORAL distance ||C_s − C_t||²_F / 4d² of the adapted features, mean over the anchored "
+                  "layers and seeds, with anchoring and with λ = 0 on the same layers.", "",
+                  "| strategy | layers | anchored | λ = 0 | ratio | model features (input) |", "|---|---|---|---|---|---|"]
+        for a in ablation:
+            lines.append(f"| {a['strategy']} | {','.join(map(str, a['layers']))} | {a['anchored']:.3g} | "
+                         f"{a['not_anchored']:.3g} | {a['ratio']:.3f} | {a['input_distance']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def _savefig(fig, stem: Path) -> list[str]:
+    out = []
+    for ext in ("png", "svg"):
+        with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+        out.append(str(stem.with_suffix(f".{ext}")))
+    return out
+
+
+def figures(runs: dict[str, list[dict]], rows: list[dict], fig_dir: str | Path) -> list[str]:
+    """UAR bar chart with seed spread, and one confusion matrix per strategy (PNG + SVG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir = Path(fig_dir)
+    written: list[str] = []
+    scored = [r for r in rows if r["uar_per_seed"]]
+    if scored:
+        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(scored) + 2), 3.5))
+        x = np.arange(len(scored))
+        colours = ["#0072B2" if r["coral"] else "#999999" for r in scored]  # Okabe-Ito blue / grey
+        ax.bar(x, [100 * r["uar_mean"] for r in scored], yerr=[100 * r["uar_std"] for r in scored],
+               color=colours, capsize=3)
+        for i, r in enumerate(scored):
+            ax.plot([i] * len(r["uar_per_seed"]), [100 * u for u in r["uar_per_seed"]], "k.", ms=4)
+        ax.axhline(100 / len(EMOTIONS), color="#D55E00", ls="--", lw=1, label="chance")
+        ax.set_xticks(x, [r["strategy"] for r in scored], rotation=30, ha="right")
+        ax.set_ylabel("target-test UAR (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title("UAR by strategy (bars: mean ± std over seeds; dots: seeds; blue: CORAL)", fontsize=9)
+        ax.legend(loc="upper right", fontsize=8)
+        written += _savefig(fig, fig_dir / "uar")
+        plt.close(fig)
+    for name, ms in runs.items():
+        scored_ms = [m for m in ms if m.get("target_test")]
+        if not scored_ms:
+            continue
+        cm = np.sum([np.array(m["target_test"]["confusion"]) for m in scored_ms], axis=0)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        fig, ax = plt.subplots(figsize=(4, 3.6))
+        im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+        for i in range(len(EMOTIONS)):
+            for j in range(len(EMOTIONS)):
+                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center",
+                        color="black" if norm[i, j] > 0.5 else "white", fontsize=8)
+        ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=30, ha="right")
+        ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("reference")
+        ax.set_title(f"{name}: target test, {len(scored_ms)} seed(s)", fontsize=9)
+        fig.colorbar(im, ax=ax, label="recall (row share)")
+        safe = name.replace("+", "_plus_")
+        written += _savefig(fig, fig_dir / f"confusion_{safe}")
+        plt.close(fig)
+    return written
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path, *, order: Sequence[str] | None = None,
+                 title: str = "Results", figures_too: bool = True) -> dict:
+    """Write results.csv, results.md, coral.csv, results.json and figures; return the summary."""
+    out_dir = Path(out_dir)
+    runs = collect(runs_dir)
+    rows = summarise(runs, order)
+    abl = coral_ablation(runs, order)
+    cols = ["strategy", "layers", "coral", "lambda", "n_seeds", "uar_mean", "uar_std", "uar_per_seed",
+            "source_dev_uar_mean", "source_dev_uar_std", "recall", "coral_distance_mean", "oracle", "best_epoch_mean"]
+    atomic_write_text(out_dir / "results.csv", _csv_text(rows, cols))
+    if abl:
+        atomic_write_text(out_dir / "coral.csv", _csv_text(abl, list(abl[0])))
+    atomic_write_text(out_dir / "results.md", markdown(rows, abl, title=title))
+    from phonalign.fsutil import atomic_write_json
+
+    summary = {"strategies": rows, "coral_ablation": abl}
+    atomic_write_json(out_dir / "results.json", summary)
+    if figures_too:
+        summary["figures"] = figures(runs, rows, out_dir / "figures")
+    return summary
