@@ -292,14 +292,18 @@ def load_encoder(model, *, device: str = "auto", dtype: str = "float32", whisper
         Name recorded in the store (defaults to ``model`` or the model's ``name_or_path``).
     """
     preprocessor = None
+    revision = None
     if isinstance(model, (str, Path)):
         name = str(model)
         try:
-            from .model_sources import load_pretrained
-        except ImportError:  # the offline loader (issue 5) not installed yet: plain local transformers
-            load_pretrained = None
-        if load_pretrained is not None:
-            built = load_pretrained(name)
+            from .model_sources import resolve_pretrained
+        except ImportError:  # the offline loader (issue 5) absent: plain local transformers
+            resolve_pretrained = None
+        if resolve_pretrained is not None:
+            loaded = resolve_pretrained(name)
+            built, revision = loaded.model, loaded.revision
+            preprocessor = _read_preprocessor(_model_dir(str(loaded.location)))
+            model_id = model_id or loaded.model_id
         else:
             from transformers import AutoModel
 
@@ -308,15 +312,12 @@ def load_encoder(model, *, device: str = "auto", dtype: str = "float32", whisper
             except OSError as err:
                 raise ModelError(f"cannot load model {name!r}: {err}",
                                  hint="pass a local model directory or a cached hub id") from err
-        preprocessor = _read_preprocessor(_model_dir(name))
-        if preprocessor is None:
-            src = getattr(built, "name_or_path", None) or getattr(built.config, "_name_or_path", None)
-            preprocessor = _read_preprocessor(_model_dir(src)) if src else None
-        model_id = model_id or name
+            preprocessor = _read_preprocessor(_model_dir(name))
+            model_id = model_id or name
     else:
         built = model
         model_id = model_id or getattr(built.config, "_name_or_path", "") or type(built).__name__
-    revision = getattr(built.config, "_commit_hash", None)
+    revision = revision or getattr(built.config, "_commit_hash", None)
     return SpeechEncoder(built, model_id=model_id, revision=revision, device=device, dtype=dtype,
                          whisper_mode=whisper_mode, do_normalize=do_normalize, preprocessor=preprocessor)
 

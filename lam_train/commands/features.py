@@ -1,10 +1,53 @@
-"""`lam features`: placeholder until its issue lands (owner replaces this module)."""
+"""`lam features ALIGNED OUT --model ID`: every layer pooled per utterance and segment -> feature store."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError as err:
+        raise typer.BadParameter(f"{text!r} is not I/N (e.g. 0/4)") from err
+    if not (n >= 1 and 0 <= i < n):
+        raise typer.BadParameter(f"shard {text}: need 0 <= I < N")
+    return i, n
+
+
 def register(app: typer.Typer) -> None:
     @app.command("features")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+    def features(
+        aligned: Path = typer.Argument(..., help="Output directory of `lam align` (utterances.parquet + "
+                                       "segments.parquet), or a plain corpus for utterance features only."),
+        out: Path = typer.Argument(..., help="Feature store directory (created, or resumed)."),
+        model: str = typer.Option(..., "--model", help="Hub id, local directory, CTranslate2 Whisper "
+                                  "directory or `whisper-base`."),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16 (the last two on CUDA)"),
+        batch_seconds: float = typer.Option(60.0, help="Cap on padded audio per batch, seconds."),
+        whisper_mode: str = typer.Option("crop", help="crop: pad to 30 s, crop the output (as trained); "
+                                         "trim: encode the real length only (faster, approximate)."),
+        shard: str = typer.Option("0/1", help="I/N: process every N-th utterance starting at I."),
+        strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
+        chunk_rows: int = typer.Option(4096, help="Rows per committed chunk of the store."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        """Pool every layer of MODEL per utterance and per phone segment into a feature store.
+
+        Rerun the same command to resume after a crash: committed utterances are skipped.
+        """
+        from analysis.extract import extract_features
+
+        if not aligned.exists():
+            raise typer.BadParameter(f"{aligned} does not exist", param_hint="ALIGNED")
+        report = extract_features(aligned, out, model=model, device=device, dtype=dtype,
+                                  batch_seconds=batch_seconds, whisper_mode=whisper_mode,
+                                  shard=_parse_shard(shard), strict=strict, chunk_rows=chunk_rows,
+                                  progress=progress)
+        typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
+                   f"{report['skipped_done']} already done, {report['n_failed']} failed -> {out}")
+        if report["n_failed"]:
+            typer.echo(f"failures are listed in {out / 'report.json'}", err=True)

