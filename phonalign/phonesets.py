@@ -727,11 +727,15 @@ def pinyin_final(syllable: str) -> tuple[str | None, int | None, bool]:
     elif initial == "w":
         final = _W_FINALS.get(rest)
     elif initial in ("j", "q", "x"):
-        final = {"u": "ü", "ue": "üe", "uan": "üan", "un": "ün"}.get(rest, rest)
+        final = {"u": "ü", "ue": "üe", "uan": "üan", "un": "ün", "iu": "iou"}.get(rest, rest)
     elif initial in _APICAL_INITIALS and rest == "i":
         final = "iii" if initial in ("zh", "ch", "sh", "r") else "ii"
     else:
         final = {"iu": "iou", "ui": "uei", "un": "uen", "ue": "üe"}.get(rest, rest)
+    if final is not None and initial in ("j", "q", "x") and final[0] not in "iü":
+        final = None  # j q x combine only with i- and ü- finals
+    elif final is not None and final[0] == "ü" and initial not in ("", "n", "l", "j", "q", "x", "y"):
+        final = None
     if final is None or final not in load_table()["pinyin"] or final in _PINYIN_INITIALS + ("ng",):
         raise PhoneSetError(f"{syllable!r} is not a pinyin syllable",
                             hint="context takes one pinyin syllable per phone, e.g. 'zhong1', 'lü4', "
