@@ -1,10 +1,38 @@
-"""`lam train`: placeholder until its issue lands (owner replaces this module)."""
+"""`lam train CONFIG`: train (and report) on existing feature stores, one run or a grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+    def train(
+        config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
+        strategy: Optional[List[str]] = typer.Option(
+            None, "--strategy", "-s",
+            help="Train only this strategy (repeatable): final, final+coral, BL, GL, WL, RL1..RL3, all "
+                 "[+coral|-nocoral]. Default: the config's strategies."),
+        seed: Optional[List[int]] = typer.Option(None, "--seed", help="Only this seed (repeatable). Default: the config's."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
+        device: Optional[str] = typer.Option(None, "--device", help="Override train.device: auto, cpu or cuda."),
+    ) -> None:
+        """Train the emotion classifier with CORAL layer anchoring on the config's feature stores.
+
+        Writes OUT/runs/<strategy>/seed<k>/{model.safetensors,metrics.json} and OUT/report/.
+        Finished runs are skipped and interrupted ones resume from their last checkpoint.
+        """
+        from lam_train.config import load_config
+        from lam_train.pipeline import train_only
+
+        over: dict = {}
+        if out is not None:
+            over["output"] = str(out.resolve())
+        if epochs is not None or device is not None:
+            over["train"] = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
+        cfg = load_config(config, overrides=over)
+        train_only(cfg, strategies=strategy or None, seeds=seed or None, log=typer.echo)

@@ -1,0 +1,350 @@
+"""The whole pipeline in one call: align -> features -> similarity -> every strategy x seed -> report.
+
+``run_pipeline(cfg)`` (``lam run CONFIG``) fills one output folder::
+
+    OUT/
+      config.yaml, versions.json      resolved configuration and library versions (write_run_info)
+      steps/<step>.json               completion record of each step (fingerprint, seconds, summary)
+      aligned/{source,target}/        lam align output (utterances.parquet, segments.parquet, ...)
+      features/{source,target}/       feature stores (lam features)
+      similarity/rankings.json        layer rankings and selections (lam similarity) + figures
+      runs/<strategy>/seed<k>/        model.safetensors, metrics.json (one per strategy and seed)
+      report/                         results.md/.csv/.json, coral.csv, figures/, report.md
+
+Every step records its completion with a fingerprint of the settings it depends on; a rerun skips
+the completed steps (and the finished runs inside the training step), resumes an interrupted one
+from what it wrote, and refuses an output folder made with other settings instead of mixing them.
+
+``train_only(cfg)`` (``lam train CONFIG``) runs the training and report steps on existing feature
+stores (and rankings) named in the config. ``run_demo`` (``lam demo``) is ``run_pipeline`` on the
+bundled bilingual demo corpus, English -> Mandarin, with the offline Whisper base model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from phonalign.fsutil import atomic_write_json, atomic_write_text
+from phonalign.provenance import to_plain, write_run_info
+
+from .config import DEMO_CORPUS, RunConfig, config_to_dict, load_config, parse_strategy
+from .errors import ConfigError, TrainError
+
+STEPS = ("align", "features", "similarity", "train", "report")
+DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(to_plain(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class StepRecorder:
+    """Completion records in ``OUT/steps/<name>.json``; a step done with the same fingerprint is
+    skipped, one done with another fingerprint is an error (the folder belongs to other settings)."""
+
+    def __init__(self, out: Path, *, log: Callable[[str], None] = print):
+        self.dir = out / "steps"
+        self.log = log
+
+    def run(self, name: str, fingerprint_of: Any, fn: Callable[[], dict | None]) -> dict:
+        path = self.dir / f"{name}.json"
+        fp = _fingerprint(fingerprint_of)
+        if path.is_file():
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            if rec.get("fingerprint") != fp:
+                raise ConfigError(
+                    f"step {name!r} of this output folder was made with other settings",
+                    path=path, hint="use a new output folder (--out), or delete the folder to start again")
+            self.log(f"[lam] {name}: done earlier, skipped")
+            return rec.get("summary") or {}
+        self.log(f"[lam] {name} ...")
+        t0 = time.perf_counter()
+        summary = fn() or {}
+        rec = {"step": name, "fingerprint": fp, "seconds": round(time.perf_counter() - t0, 3),
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary}
+        atomic_write_json(path, rec)
+        self.log(f"[lam] {name}: done in {rec['seconds']:.1f} s")
+        return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# steps
+
+
+def _read_sides(cfg: RunConfig):
+    """Utterances of the source and target sides (one corpus split by language, or two corpora)."""
+    from phonalign.corpus import demo_corpus_dir, read_corpus
+
+    c = cfg.corpus
+    if c.path is None:
+        raise ConfigError("corpus.path is not set", hint="name a corpus folder or manifest (or '@demo')")
+    path = demo_corpus_dir() if c.path == DEMO_CORPUS else Path(c.path)
+    preset = c.preset or ("lam-demo" if c.path == DEMO_CORPUS else None)
+    src_all = read_corpus(path, preset=preset)
+    if c.target_path:
+        tpath = demo_corpus_dir() if c.target_path == DEMO_CORPUS else Path(c.target_path)
+        tgt_all = read_corpus(tpath, preset=c.target_preset)
+    else:
+        tgt_all = src_all
+    src = [u for u in src_all if c.source_language is None or u.language == c.source_language]
+    tgt = [u for u in tgt_all if c.target_language is None or u.language == c.target_language]
+    if c.limit_per_split is not None:
+        src, tgt = _limit(src, c.limit_per_split), _limit(tgt, c.limit_per_split)
+    for side, utts, lang in (("source", src, c.source_language), ("target", tgt, c.target_language)):
+        if not utts:
+            raise ConfigError(f"the {side} side has no utterances (language {lang!r})", path=path,
+                              hint="check corpus.source_language / corpus.target_language against the corpus")
+    return src, tgt
+
+
+def _limit(utts, k: int):
+    """At most ``k`` utterances per (split, emotion), in corpus order: small balanced subsets."""
+    seen: dict = {}
+    out = []
+    for u in utts:
+        key = (u.split, u.emotion)
+        if seen.get(key, 0) < k:
+            seen[key] = seen.get(key, 0) + 1
+            out.append(u)
+    return out
+
+
+def _textgrids_for(cfg: RunConfig, side: str) -> str | None:
+    from phonalign.corpus import demo_corpus_dir
+
+    c = cfg.corpus
+    tg = c.target_textgrids if side == "target" and c.target_textgrids else c.textgrids
+    path = c.target_path if side == "target" and c.target_path else c.path
+    if tg is None and path == DEMO_CORPUS:
+        return str(demo_corpus_dir() / "textgrids")
+    return tg
+
+
+def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+    from phonalign.align import get_aligner
+    from phonalign.align.run import align_corpus
+
+    src, tgt = _read_sides(cfg)
+    summary = {}
+    for side, utts in (("source", src), ("target", tgt)):
+        opts = {}
+        if cfg.corpus.aligner == "textgrid":
+            tg = _textgrids_for(cfg, side)
+            if tg is not None:
+                opts["textgrids"] = tg
+        report = align_corpus(utts, out / "aligned" / side, get_aligner(cfg.corpus.aligner, **opts), progress=progress)
+        counts = report.get("counts", {})
+        summary[side] = {"utterances": len(utts), "ok": counts.get("ok"), "failed": counts.get("failed")}
+    return summary
+
+
+def step_features(cfg: RunConfig, out: Path, *, progress: bool, encoder=None) -> dict:
+    from analysis.extract import extract_features
+
+    f = cfg.features
+    model = encoder if encoder is not None else f.model
+    summary = {}
+    for side in ("source", "target"):
+        rep = extract_features(out / "aligned" / side, out / "features" / side, model=model, device=f.device,
+                               dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
+                               progress=progress, model_id=f.model if encoder is not None else None)
+        summary[side] = {k: rep.get(k) for k in ("ok", "failed", "rows_written", "seconds", "forward_seconds")
+                         if k in rep}
+        if isinstance(summary[side].get("failed"), list):
+            summary[side]["failed"] = len(summary[side]["failed"])
+    return summary
+
+
+def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+    from analysis.similarity import compare_stores
+
+    s = cfg.similarity
+    sim_dir = out / "similarity"
+    compare_stores(out / "features" / "source", out / "features" / "target", sim_dir, metric=s.metric, k=s.k,
+                   n_boot=s.n_boot, seed=s.seed, progress=progress)
+    try:  # figures are a courtesy of the analysis room's plots; the rankings are what training needs
+        from analysis.plots import plot_similarity_dir
+    except ImportError:
+        plot_similarity_dir = None
+    if plot_similarity_dir is not None:
+        plot_similarity_dir(sim_dir)
+    from analysis.rankings import load_selections
+
+    return {"rankings": str(sim_dir / "rankings.json"),
+            "selections": load_selections(sim_dir / "rankings.json", unit=cfg.unit)}
+
+
+def expand_strategies(cfg: RunConfig) -> list[str]:
+    """The strategies to train: the config's, plus each anchored one's lambda = 0 twin when
+    ``coral_ablation`` is on (so the report can show what anchoring does)."""
+    from .report import twin_of
+
+    names = list(cfg.strategies)
+    if cfg.coral_ablation:
+        for s in cfg.strategies:
+            twin = twin_of(s)
+            if twin is not None and twin not in names:
+                names.append(twin)
+    return names
+
+
+def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_store: str | None,
+               rankings: str | None, log: Callable[[str], None] = print, encoder=None) -> dict:
+    from .data import open_features
+    from .train import CachedFeatures, run_training
+
+    selections = None
+    needs = any(parse_strategy(s).selection not in ("final", "all") for s in cfg.strategies)
+    if rankings:
+        from analysis.rankings import load_selections
+
+        selections = load_selections(rankings, unit=cfg.unit)
+    elif needs:
+        raise ConfigError("strategies BL/GL/WL/RL* need a rankings file",
+                          hint="set `rankings:` (from `lam similarity`) or use only final / all strategies")
+    source = target = None
+    if cfg.data.input == "pooled":
+        source = CachedFeatures(open_features(source_store))
+        target = source if target_store in (None, source_store) else CachedFeatures(open_features(target_store))
+    names = expand_strategies(cfg)
+    total = len(names) * len(cfg.seeds)
+    done = 0
+    t0 = time.perf_counter()
+    for name in names:
+        for seed in cfg.seeds:
+            run_dir = out / "runs" / name / f"seed{seed}"
+            m = run_training(cfg, strategy=name, seed=seed, out_dir=run_dir, source=source, target=target,
+                             selections=selections, encoder=encoder)
+            done += 1
+            uar = m["target_test"]["uar"] if m.get("target_test") else float("nan")
+            log(f"[lam]   {done}/{total} {name} seed {seed}: layers {m['layers']}, target UAR {uar:.3f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return {"runs": total, "strategies": names, "seeds": list(cfg.seeds)}
+
+
+def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Mapping[str, float]) -> dict:
+    from .report import write_report
+
+    rep_dir = out / "report"
+    names = expand_strategies(cfg)
+    summary = write_report(out / "runs", rep_dir, order=names, title=f"{cfg.name}: results")
+    lines = [(rep_dir / "results.md").read_text(encoding="utf-8"), "", "## Where things are", ""]
+    if rankings:
+        from analysis.rankings import read_rankings
+
+        doc = read_rankings(rankings)
+        unit = doc["units"].get(cfg.unit, {})
+        lines += [f"- Layer rankings (`{cfg.unit}`, metric {doc.get('metric')}): `{rankings}`; "
+                  f"selections: {json.dumps(unit.get('selections', {}))}"]
+    lines += [f"- Figures: `{rep_dir / 'figures'}` (uar.png, confusion_<strategy>.png)",
+              f"- Runs (model.safetensors, metrics.json): `{out / 'runs'}`",
+              f"- Configuration: `{out / 'config.yaml'}`", "",
+              "Step times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
+    atomic_write_text(rep_dir / "report.md", "\n".join(lines) + "\n")
+    write_run_info(rep_dir, step="report", config=cfg)
+    return {"report": str(rep_dir / "report.md"), "results": str(rep_dir / "results.md")}
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def _step_seconds(out: Path) -> dict[str, float]:
+    res = {}
+    for s in STEPS:
+        p = out / "steps" / f"{s}.json"
+        if p.is_file():
+            res[s] = json.loads(p.read_text(encoding="utf-8")).get("seconds", 0.0)
+    return res
+
+
+def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print,
+                 encoder=None) -> dict:
+    """``lam run``: every step into ``cfg.output``; returns ``{"report": path, ...}``.
+
+    ``encoder`` (a built model or :class:`analysis.models.SpeechEncoder`) replaces
+    ``cfg.features.model`` -- tests pass a small random model this way.
+    """
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_info(out, step="run", config=cfg)
+    if progress != cfg.train.progress:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=progress))
+    steps = StepRecorder(out, log=log)
+    c = config_to_dict(cfg)
+    fp_align = {"corpus": c["corpus"]}
+    fp_feat = {**fp_align, "features": c["features"]}
+    fp_sim = {**fp_feat, "similarity": c["similarity"]}
+    fp_train = {**fp_sim, "rankings": c["rankings"], "unit": c["unit"], "data": c["data"], "model": c["model"],
+                "train": {k: v for k, v in c["train"].items() if k != "progress"}}
+    steps.run("align", fp_align, lambda: step_align(cfg, out, progress=progress))
+    steps.run("features", fp_feat, lambda: step_features(cfg, out, progress=progress, encoder=encoder))
+    if cfg.rankings:
+        rankings = cfg.rankings
+    else:
+        steps.run("similarity", fp_sim, lambda: step_similarity(cfg, out, progress=progress))
+        rankings = str(out / "similarity" / "rankings.json")
+    train_cfg = cfg.replace(data=dataclasses.replace(
+        cfg.data, source_store=str(out / "features" / "source"), target_store=str(out / "features" / "target"),
+        source_aligned=str(out / "aligned" / "source"), target_aligned=str(out / "aligned" / "target")))
+    # strategies and seeds may grow between reruns: finished runs are kept, new ones trained
+    steps.run(f"train-{_fingerprint([expand_strategies(cfg), list(cfg.seeds)])}", fp_train,
+              lambda: step_train(train_cfg, out, source_store=train_cfg.data.source_store,
+                                 target_store=train_cfg.data.target_store, rankings=rankings, log=log,
+                                 encoder=encoder if cfg.data.input == "frames" else None))
+    res = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
+    log(f"[lam] report: {res['report']}")
+    return res
+
+
+def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+               log: Callable[[str], None] = print) -> dict:
+    """``lam train``: training (+ report) on the feature stores and rankings named in ``cfg``."""
+    if strategies:
+        cfg = cfg.replace(strategies=tuple(strategies))
+    if seeds:
+        cfg = cfg.replace(seeds=tuple(seeds))
+    d = cfg.data
+    if d.input == "pooled" and not d.source_store:
+        raise ConfigError("data.source_store is not set", hint="name the feature store written by `lam features`")
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_info(out, step="train", config=cfg)
+    t0 = time.perf_counter()
+    step_train(cfg, out, source_store=d.source_store, target_store=d.target_store or d.source_store,
+               rankings=cfg.rankings, log=log)
+    res = step_report(cfg, out, rankings=cfg.rankings, timings={"train": time.perf_counter() - t0})
+    log(f"[lam] report: {res['report']}")
+    return res
+
+
+def demo_config(*, out: str | Path = "lam_demo", model: str | None = None, seeds: int | None = None,
+                overrides: Mapping | None = None) -> RunConfig:
+    """The demo's config (``lam_train/configs/demo.yaml``) with the command's options applied."""
+    from .config import merge
+
+    over: dict = {"output": str(Path(out).resolve())}
+    if model is not None:
+        over["features"] = {"model": model}
+    if seeds is not None:
+        if seeds < 1:
+            raise ConfigError("--seeds must be at least 1")
+        over["seeds"] = list(range(seeds))
+    return load_config(DEMO_CONFIG, overrides=merge(over, overrides or {}))
+
+
+def run_demo(*, out: str | Path = "lam_demo", model: str | None = None, seeds: int | None = None,
+             progress: bool = True, log: Callable[[str], None] = print, overrides: Mapping | None = None,
+             encoder=None) -> dict:
+    """``lam demo``: the whole pipeline on the bundled demo corpus, English -> Mandarin."""
+    cfg = demo_config(out=out, model=model, seeds=seeds, overrides=overrides)
+    t0 = time.perf_counter()
+    res = run_pipeline(cfg, progress=progress, log=log, encoder=encoder)
+    res["seconds"] = time.perf_counter() - t0
+    return res
