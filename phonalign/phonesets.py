@@ -586,22 +586,28 @@ def _mandarin_ipa_context(out: list[PhoneInfo], options: ClassOptions) -> None:
     """MFA Mandarin: ``o`` is [o] after w or a labialised onset, [ɤ] (``@``) otherwise; ``@``
     vowels before ``ɻ`` (er) are rhotic."""
     n = len(out)
+    cache = _cache_for("mfa_mandarin_ipa+o", options)
     for i, info in enumerate(out):
         phone = info.phone
         if phone != "o" and phone != "ə":
             continue
         nxt = out[i + 1].phone if i + 1 < n else ""
-        if phone == "ə":
-            if nxt == "ɻ":
-                out[i] = _replace(info, "@", "", options, rhotic=True)
-            continue
         if nxt == "ɻ":
-            out[i] = _replace(info, "@", "", options, rhotic=True)
+            rule = "rhotic"
+        elif phone == "ə":
+            continue
         elif nxt == "ŋ":
-            out[i] = _replace(info, "@", "", options)
+            continue  # the table's default, @
         elif i > 0 and (out[i - 1].phone == "w" or out[i - 1].phone.endswith("ʷ")):
-            out[i] = _replace(info, "O", "", options)
-        # else: the table's default, @
+            rule = "O"
+        else:
+            continue  # the table's default, @
+        key = (info.label, rule)
+        new = cache.get(key)
+        if new is None:
+            new = cache[key] = (_replace(info, "@", "", options, rhotic=True) if rule == "rhotic"
+                                else _replace(info, "O", "", options))
+        out[i] = new
 
 
 _APICAL_INITIALS = frozenset({"z", "c", "s", "zh", "ch", "sh", "r"})
@@ -645,31 +651,43 @@ def _apply_pinyin_context(out: list[PhoneInfo], context: Sequence[str | None], p
     if len(context) != len(out):
         raise PhoneSetError(f"context has {len(context)} syllables for {len(out)} phone labels",
                             hint="give one pinyin syllable (or None) per phone label")
-    finals = load_table()["pinyin"]
-    parsed: dict[str, tuple[str | None, int | None, bool]] = {}
+    # The result for a phone depends only on its label and its syllable: cache it, so that a corpus
+    # of a few thousand distinct (label, syllable) pairs costs one dict lookup per phone.
+    cache = _cache_for(phone_set + "+pinyin", options)
+    missing = object()
     for i, syl in enumerate(context):
         if syl is None or syl == "":
             continue
-        info = out[i]
-        if info.unit_class in ("silence", "unknown"):
-            continue
-        entry = _lookup(info.phone, phone_set, table)
-        if entry is None:
-            continue
-        is_nucleus = entry.unit_class in VOWEL_CLASSES or entry.role == "apical"
-        if syl not in parsed:
-            parsed[syl] = pinyin_final(syl)
-        final, tone, erhua = parsed[syl]
-        if not is_nucleus:
-            if info.tone is None and tone is not None and entry.syllabic:
-                out[i] = _replace(info, entry.unit_class, entry.role, options, tone=tone)
-            continue
-        if final is None or final not in finals:
-            continue  # syllabic nasal interjections (m, n, ng): keep the phone's own class
-        f = finals[final]
-        out[i] = _replace(info, f.unit_class, f.role, options,
-                          rhotic=f.rhotic or erhua, syllabic=f.syllabic,
-                          tone=info.tone if info.tone is not None else tone)
+        key = (out[i].label, syl)
+        new = cache.get(key, missing)
+        if new is missing:
+            new = cache[key] = _with_syllable(out[i], syl, phone_set, table, options)
+        if new is not None:
+            out[i] = new
+
+
+def _with_syllable(info: PhoneInfo, syl: str, phone_set: str, table: dict[str, PhoneEntry],
+                   options: ClassOptions) -> PhoneInfo | None:
+    """``info`` re-classified from the final of its pinyin syllable, or None to keep it."""
+    if not isinstance(syl, str):
+        raise PhoneSetError(f"context syllables must be strings or None, not {type(syl).__name__}",
+                            hint="give one pinyin syllable (or None) per phone label")
+    if info.unit_class in ("silence", "unknown"):
+        return None
+    entry = _lookup(info.phone, phone_set, table)
+    if entry is None:
+        return None
+    final, tone, erhua = pinyin_final(syl)
+    if not (entry.unit_class in VOWEL_CLASSES or entry.role == "apical"):
+        if info.tone is None and tone is not None and entry.syllabic:
+            return _replace(info, entry.unit_class, entry.role, options, tone=tone)
+        return None
+    finals = load_table()["pinyin"]
+    if final is None or final not in finals:
+        return None  # syllabic nasal interjections (m, n, ng): keep the phone's own class
+    f = finals[final]
+    return _replace(info, f.unit_class, f.role, options, rhotic=f.rhotic or erhua, syllabic=f.syllabic,
+                    tone=info.tone if info.tone is not None else tone)
 
 
 _PINYIN_INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q",
