@@ -91,7 +91,7 @@ NOISE_LABELS: frozenset[str] = frozenset(
 
 _ROLES = frozenset({"", "trap", "strut", "strut_stressed", "u_umlaut", "rhotic", "mandarin_o", "apical"})
 _TABLE_COLUMNS = ("phone_set", "phone", "unit_class", "diphthong", "rhotic", "syllabic", "role",
-                  "arpabet", "notes")
+                  "arpabet", "arpabet_seq", "notes")
 _BRACKETED = re.compile(r"^(<[^<>]*>|\[[^\[\]]*\]|\{[^{}]*\}|\+[^+]*\+)$")
 
 # Chao tone letters, and the contours that are standard Mandarin tones. MFA writes tone 1 as ˥,
@@ -239,7 +239,9 @@ class PhoneEntry:
 
     ``role`` names the option or context rule that may change the class (``trap``, ``strut``,
     ``strut_stressed``, ``u_umlaut``, ``rhotic``, ``mandarin_o``, ``apical`` or ``""``);
-    ``arpabet`` is the closest ARPAbet phone (English sets; None where there is none).
+    ``arpabet`` is the closest single ARPAbet phone (English sets; None where there is none) and
+    ``arpabet_seq`` the phones CMUdict spells it with (``("AA", "R")`` for espeak ``A@``; the
+    single phone where the column is empty).
     """
 
     phone_set: str
@@ -250,6 +252,7 @@ class PhoneEntry:
     syllabic: bool
     role: str
     arpabet: str | None
+    arpabet_seq: tuple[str, ...] | None
     notes: str
     line: int
 
@@ -311,7 +314,10 @@ def load_table(path: str | Path | None = None) -> dict[str, dict[str, PhoneEntry
         if len(cols) != len(_TABLE_COLUMNS):
             raise PhoneSetError(f"expected {len(_TABLE_COLUMNS)} tab-separated columns, found {len(cols)}",
                                 path=path, line=lineno, hint="columns: " + " ".join(_TABLE_COLUMNS))
-        ps, phone, cls, dip, rho, syl, role, arpa, notes = cols
+        ps, phone, cls, dip, rho, syl, role, arpa, arpa_seq, notes = cols
+        if (arpa or arpa_seq) and ps not in ARPABET_SETS:
+            raise PhoneSetError(f"{ps} rows have no ARPAbet counterpart", path=path, line=lineno,
+                                hint=f"fill the arpabet columns only for {', '.join(ARPABET_SETS)}")
         if ps not in table:
             raise PhoneSetError(f"unknown phone set {ps!r}", path=path, line=lineno,
                                 hint=f"valid phone sets: {', '.join(PHONE_SETS)}")
@@ -333,11 +339,20 @@ def load_table(path: str | Path | None = None) -> dict[str, dict[str, PhoneEntry
             diphthong=_parse_bool(dip, path, lineno, "diphthong"),
             rhotic=_parse_bool(rho, path, lineno, "rhotic"),
             syllabic=_parse_bool(syl, path, lineno, "syllabic"),
-            role=role, arpabet=arpa or None, notes=notes, line=lineno,
+            role=role, arpabet=arpa or None,
+            arpabet_seq=tuple(arpa_seq.split()) if arpa_seq else ((arpa,) if arpa else None),
+            notes=notes, line=lineno,
         )
     if not header_seen:
         raise PhoneSetError("the phone table has no header", path=path,
                             hint="columns: " + "\t".join(_TABLE_COLUMNS))
+    for ps in ARPABET_SETS:
+        for entry in table[ps].values():
+            for arpa in (entry.arpabet,) + (entry.arpabet_seq or ()):
+                if arpa is not None and arpa not in table["arpabet"]:
+                    raise PhoneSetError(f"{arpa!r} (ARPAbet of {entry.phone!r}) is not an ARPAbet phone "
+                                        "of the table", path=path, line=entry.line,
+                                        hint="use a phone of the arpabet rows, without stress digit")
     return table
 
 
@@ -779,20 +794,25 @@ def unknown_labels(labels: Iterable[str], phone_set: str) -> set[str]:
             if i.unit_class == "unknown" and _special_class(unicodedata.normalize("NFC", i.label).strip()) is None}
 
 
-def to_arpabet(phones: Sequence[str], *, phone_set: str) -> list[str | None]:
+def to_arpabet(phones: Sequence[str], *, phone_set: str, expand: bool = False) -> list[str | None]:
     """The closest ARPAbet phone (no stress digit) of each English phone label.
 
     Parameters
     ----------
-    phones : sequence of str
+    phones : sequence of str, length n
         Phone labels of ``phone_set`` (stress/length marks allowed).
     phone_set : {"arpabet", "mfa_english_ipa", "espeak_en"}
+    expand : bool
+        False (default): one ARPAbet phone per label, for comparing phone segments one to one
+        (espeak ``A@`` -> ``"AA"``). True: the phones CMUdict spells the label with, joined by
+        spaces (``A@`` -> ``"AA R"``, ``@L`` -> ``"AH L"``), for pronunciations.
 
     Returns
     -------
-    list of (str or None)
+    list of (str or None), length n
         None for pauses, noise, unknown labels and phones with no ARPAbet counterpart (espeak
-        ``r-`` after ``3``, which ARPAbet folds into ``ER``).
+        ``r-``, the r-colouring after ``3`` that ARPAbet folds into ``ER``, and ``;``, a palatal
+        glide CMUdict does not write).
 
     Raises
     ------
@@ -805,11 +825,11 @@ def to_arpabet(phones: Sequence[str], *, phone_set: str) -> list[str | None]:
                             hint=f"to_arpabet works for {', '.join(ARPABET_SETS)}")
     out: list[str | None] = []
     for info in classify(phones, phone_set=phone_set):
-        if info.unit_class in ("silence", "unknown"):
+        entry = None if info.unit_class in ("silence", "unknown") else _lookup(info.phone, phone_set, table)
+        if entry is None or entry.arpabet is None:
             out.append(None)
-            continue
-        entry = _lookup(info.phone, phone_set, table)
-        out.append(None if entry is None else entry.arpabet)
+        else:
+            out.append(" ".join(entry.arpabet_seq) if expand else entry.arpabet)
     return out
 
 

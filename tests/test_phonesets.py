@@ -75,7 +75,7 @@ def test_table_flags_are_consistent(phone_set):
 def test_load_table_raises_with_line_when_a_phone_is_listed_twice(tmp_path):
     src = (Path(__file__).parents[1] / "phonalign" / "data" / "phones.tsv").read_text(encoding="utf-8")
     bad = tmp_path / "phones.tsv"
-    bad.write_text(src + "arpabet\tAA\tA\t0\t0\t0\t\tAA\tagain\n", encoding="utf-8")
+    bad.write_text(src + "arpabet\tAA\tA\t0\t0\t0\t\tAA\t\tagain\n", encoding="utf-8")
     with pytest.raises(PhoneSetError) as err:
         load_table(bad)
     assert err.value.line == len(src.splitlines()) + 1 and "twice" in str(err.value)
@@ -84,16 +84,18 @@ def test_load_table_raises_with_line_when_a_phone_is_listed_twice(tmp_path):
 @pytest.mark.parametrize(
     "row, complaint",
     [
-        ("arpabet\tQQ\tvowel\t0\t0\t0\t\t\t", "unit class"),
-        ("arpabet\tQQ\tA\tyes\t0\t0\t\t\t", "0 or 1"),
-        ("klingon\tQQ\tA\t0\t0\t0\t\t\t", "phone set"),
-        ("arpabet\tQQ\tA\t0\t0\t0\tsometimes\t\t", "role"),
+        ("arpabet\tQQ\tvowel\t0\t0\t0\t\t\t\t", "unit class"),
+        ("arpabet\tQQ\tA\tyes\t0\t0\t\t\t\t", "0 or 1"),
+        ("klingon\tQQ\tA\t0\t0\t0\t\t\t\t", "phone set"),
+        ("arpabet\tQQ\tA\t0\t0\t0\tsometimes\t\t\t", "role"),
         ("arpabet\tQQ\tA\t0\t0", "columns"),
-        ("arpabet\tQQ\tsilence\t0\t0\t0\t\t\t", "unit class"),
+        ("arpabet\tQQ\tsilence\t0\t0\t0\t\t\t\t", "unit class"),
+        ("arpabet\tQQ\tA\t0\t0\t0\t\tQQ\tQQ XX\t", "not an ARPAbet phone"),
+        ("espeak_cmn\tq\tconsonant\t0\t0\t0\t\tK\t\t", "no ARPAbet counterpart"),
     ],
 )
 def test_load_table_rejects_malformed_rows(tmp_path, row, complaint):
-    header = "phone_set\tphone\tunit_class\tdiphthong\trhotic\tsyllabic\trole\tarpabet\tnotes\n"
+    header = "phone_set\tphone\tunit_class\tdiphthong\trhotic\tsyllabic\trole\tarpabet\tarpabet_seq\tnotes\n"
     bad = tmp_path / "phones.tsv"
     bad.write_text(header + row + "\n", encoding="utf-8")
     with pytest.raises(PhoneSetError, match=complaint) as err:
@@ -103,13 +105,17 @@ def test_load_table_rejects_malformed_rows(tmp_path, row, complaint):
 
 def test_arpabet_column_names_real_arpabet_phones():
     arpabet = set(inventory("arpabet"))
-    for phone_set in ("mfa_english_ipa", "espeak_en"):
+    for phone_set in ("arpabet", "mfa_english_ipa", "espeak_en"):
         for entry in load_table()[phone_set].values():
             if entry.arpabet is None:
                 # only espeak's r-colouring and palatal glide lack a counterpart
                 assert (phone_set, entry.phone) in {("espeak_en", "r-"), ("espeak_en", ";")}
+                assert entry.arpabet_seq is None
             else:
-                assert entry.arpabet in arpabet, entry
+                assert entry.arpabet in arpabet and entry.arpabet in entry.arpabet_seq, entry
+                assert set(entry.arpabet_seq) <= arpabet and 1 <= len(entry.arpabet_seq) <= 2, entry
+    for phone_set in ("mfa_mandarin_ipa", "pinyin", "espeak_cmn"):
+        assert all(e.arpabet is None for e in load_table()[phone_set].values())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -597,6 +603,15 @@ def test_to_arpabet_maps_espeak_and_mfa_english_to_arpabet():
         "M", "AA", "N", "T", "R", "IY", "AO", "L"]
     assert to_arpabet(["AH0", "sil", "K"], phone_set="arpabet") == ["AH", None, "K"]
     assert to_arpabet(["m", "E", "Z", "3", "r-"], phone_set="espeak_en") == ["M", "EH", "ZH", "ER", None]
+
+
+def test_to_arpabet_expands_to_cmudict_spellings():
+    # car, bottle, fire, button: CMUdict K AA1 R, B AA1 T AH0 L, F AY1 ER0, B AH1 T AH0 N
+    labels = ["k", "A@", "b", "0", "t#", "@L", "f", "aI3", "b", "V", "?", "n-", ";"]
+    assert to_arpabet(labels, phone_set="espeak_en", expand=True) == [
+        "K", "AA R", "B", "AA", "T", "AH L", "F", "AY ER", "B", "AH", "T", "AH N", None]
+    assert to_arpabet(labels, phone_set="espeak_en")[:6] == ["K", "AA", "B", "AA", "T", "L"]
+    assert to_arpabet(["B", "AA1", "T", "EL"], phone_set="arpabet", expand=True) == ["B", "AA", "T", "AH L"]
 
 
 def test_to_arpabet_refuses_mandarin():
