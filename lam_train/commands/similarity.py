@@ -1,10 +1,41 @@
-"""`lam similarity`: placeholder until its issue lands (owner replaces this module)."""
+"""`lam similarity SOURCE_STORE TARGET_STORE --out DIR`: layer x unit similarity, rankings, selections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     @app.command("similarity")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+    def similarity(
+        source: Path = typer.Argument(..., help="Feature store of the source corpus (`lam features`)."),
+        target: Path = typer.Argument(..., help="Feature store of the target corpus, same model."),
+        out: Path = typer.Option(..., "--out", help="Output directory (rankings.json, scores.parquet, ...)."),
+        metric: Optional[List[str]] = typer.Option(
+            None, "--metric", help="centroid_cosine (default), pairwise_cosine, standardized_cosine, coral, mmd; "
+            "repeat for several. The first one drives rankings.json."),
+        units: Optional[List[str]] = typer.Option(
+            None, "--units", help="Utt Vowl Cons A E @ i O u (default: all); repeat or comma-separate."),
+        k: int = typer.Option(3, "--k", help="Layers in the GL / WL / RL selections and the top-k stability."),
+        bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap draws resampling utterances (0: none)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of bootstrap draws, half splits and random layers."),
+        by_emotion: bool = typer.Option(False, "--by-emotion", help="Score per emotion and rank on the average."),
+        ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the percentile intervals."),
+        halves: int = typer.Option(10, "--halves", help="Random half splits for the within-language reference."),
+        max_rows: int = typer.Option(1000, "--max-rows", help="Rows per unit and corpus for coral / mmd."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        """Compare two feature stores layer by layer for every unit, with bootstrap intervals."""
+        from analysis.similarity import UNITS, run_similarity
+
+        for p, name in ((source, "SOURCE_STORE"), (target, "TARGET_STORE")):
+            if not p.is_dir():
+                raise typer.BadParameter(f"{p} is not a directory", param_hint=name)
+        unit_list = [u for item in (units or []) for u in item.split(",") if u] or list(UNITS)
+        out_info = run_similarity(source, target, out, metrics=metric or ["centroid_cosine"], units=unit_list, k=k,
+                                  n_bootstrap=bootstrap, seed=seed, by_emotion=by_emotion, ci_level=ci_level,
+                                  n_halves=halves, max_rows=max_rows, progress=progress)
+        typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}")
