@@ -425,7 +425,6 @@ def normalise(label: str, *, phone_set: str) -> tuple[str, int | None, int | Non
                 contour = "".join(_TONE_LETTER_DIGIT[c] for c in m.group(0))
                 phone, tone = phone[: m.start()], _CHAO_TONES.get(contour)
     elif phone_set == "pinyin":
-        phone = phone.lower()
         m = _PINYIN_TONE.match(phone)
         if m:
             phone, tone = m.group(1), int(m.group(2))
@@ -471,6 +470,8 @@ def _lookup(phone: str, phone_set: str, table: dict[str, PhoneEntry]) -> PhoneEn
             return table.get(bare)
     elif phone_set == "arpabet" and phone.isascii() and phone.islower():
         return table.get(phone.upper())  # Buckeye/TIMIT-style lower-case ARPAbet
+    elif phone_set == "pinyin" and not phone.islower():
+        return table.get(phone.lower())  # "ZH", "Ao3": pinyin is written in lower case
     return None
 
 

@@ -722,3 +722,19 @@ def test_classify_keeps_well_above_half_a_million_phones_per_second(phone_set):
         best = min(best, time.perf_counter() - t0)
     rate = sum(map(len, batch)) / best
     assert rate > 500_000, f"{rate:,.0f} phones/s"
+
+
+def test_case_variants_classify_but_do_not_sway_detection():
+    # classification is lenient (lower-case ARPAbet, upper-case pinyin) ...
+    assert classes(["aa1", "zh"], "arpabet") == ["A", "unknown"]
+    assert classes(["ZH", "Ao3"], "pinyin") == ["consonant", "A"]
+    # ... detection is exact, so upper-case ARPAbet does not look like pinyin
+    scores = phone_set_scores(DETECTION_CASES["arpabet"])
+    assert scores["pinyin"] == 0.0 and scores["arpabet"] == 1.0
+
+
+def test_mfa_mandarin_v2_spellings_are_covered():
+    labels = ["x", "au˨˩˦", "p", "ei˥˥", "ʈʂ", "ou˥˥", "t", "ai˦"]  # mandarin_mfa v2.0 phones
+    assert detect_phone_set(labels) == "mfa_mandarin_ipa"
+    infos = classify(labels, phone_set="mfa_mandarin_ipa")
+    assert [(i.unit_class, i.tone) for i in infos[1::2]] == [("A", 3), ("E", 1), ("O", 1), ("A", 5)]
