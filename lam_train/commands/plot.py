@@ -1,10 +1,25 @@
-"""`lam plot`: placeholder until its issue lands (owner replaces this module)."""
+"""`lam plot DIR [--compare DIR2]`: figures of `lam similarity` results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     @app.command("plot")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+    def plot(
+        results: Path = typer.Argument(..., help="Output directory of `lam similarity`."),
+        compare: Optional[Path] = typer.Option(None, "--compare", help="A second result directory (e.g. another "
+                                               "model), drawn side by side."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Figure directory (default: RESULTS/figures)."),
+        metric: Optional[str] = typer.Option(None, "--metric", help="Draw rankings_<metric>.json instead of "
+                                             "rankings.json."),
+    ) -> None:
+        """Similarity vs layer with CI bands, layer x unit heatmap, rank stability (PNG + SVG)."""
+        from analysis.plots import plot_results
+
+        paths = plot_results(results, out, compare=compare, metric=metric)
+        typer.echo(f"{len(paths)} figures -> {paths[0].parent}")
