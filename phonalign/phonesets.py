@@ -407,6 +407,9 @@ def normalise(label: str, *, phone_set: str) -> tuple[str, int | None, int | Non
     """
     if phone_set not in PHONE_SETS:
         _check_phone_set(phone_set)
+    if not isinstance(label, str):
+        raise PhoneSetError(f"phone labels must be strings, not {type(label).__name__} ({label!r})",
+                            hint="pass the labels of the phone tier as str")
     phone = unicodedata.normalize("NFC", label).strip()
     stress = tone = None
     if _special_class(phone) is not None:
@@ -502,9 +505,10 @@ def _resolve(label, phone_set: str, options: ClassOptions) -> PhoneInfo:
     if not isinstance(label, str):
         raise PhoneSetError(f"phone labels must be strings, not {type(label).__name__} ({label!r})",
                             hint="pass the labels of the phone tier as str")
-    special = _special_class(unicodedata.normalize("NFC", label).strip())
+    stripped = unicodedata.normalize("NFC", label).strip()
+    special = _special_class(stripped)
     if special is not None:
-        return PhoneInfo(label, unicodedata.normalize("NFC", label).strip(), special)
+        return PhoneInfo(label, stripped, special)
     phone, stress, tone = normalise(label, phone_set=phone_set)
     entry = _lookup(phone, phone_set, load_table()[phone_set])
     if entry is None:

@@ -507,6 +507,13 @@ def test_options_round_trip_through_a_plain_dict(opts):
     assert ClassOptions.from_dict(d) == opts
 
 
+@given(st.builds(ClassOptions, **{k: st.sampled_from(v) for k, v in OPTION_CHOICES.items()}))
+def test_options_round_trip_through_yaml(opts):
+    yaml = pytest.importorskip("yaml")
+    text = yaml.safe_dump({"vowel_classes": opts.to_dict()})
+    assert ClassOptions.from_dict(yaml.safe_load(text)["vowel_classes"]) == opts
+
+
 def test_option_defaults_are_those_of_phonesets_md():
     assert ClassOptions().to_dict() == {"trap": "A", "strut": "@", "u_umlaut": "i", "rhotic": "@",
                                         "diphthong": "nucleus"}
@@ -525,6 +532,8 @@ def test_from_dict_rejects_unknown_values_listing_the_valid_ones():
     assert "'i', 'u', 'exclude'" in str(err.value)
     with pytest.raises(PhoneSetError):
         ClassOptions(trap="a")
+    with pytest.raises(PhoneSetError, match="mapping"):
+        ClassOptions.from_dict(["trap", "A"])
 
 
 # ------------------------------------------------------------------------------------------------
