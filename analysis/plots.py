@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
 import numpy as np  # noqa: E402
 
 from phonalign.provenance import write_run_info  # noqa: E402
@@ -54,7 +55,7 @@ def _save(fig, out: Path, name: str, formats: Sequence[str]) -> list[Path]:
 
 
 def _title(doc: dict) -> str:
-    scope = f", emotion-averaged" if doc.get("emotion") == "averaged" else ""
+    scope = ", emotion-averaged" if doc.get("emotion") == "averaged" else ""
     return f"{doc['model']}{scope}"
 
 
@@ -88,7 +89,7 @@ def plot_layer_curves(docs: Sequence[dict], out: Path, *, units=("Utt", "Vowl", 
 
 def plot_heatmap(docs: Sequence[dict], out: Path, *, formats=FORMATS) -> list[Path]:
     """Layer x unit heatmap (utterances, consonants, the six vowels, all vowels), one per model."""
-    fig, axes = plt.subplots(1, len(docs), figsize=(5.0 * len(docs), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(docs), figsize=(5.8 * len(docs), 4.2), squeeze=False, layout="constrained")
     for ax, doc in zip(axes[0], docs):
         units = [u for u in HEATMAP_UNITS if u in doc["units"]]
         layers = doc["units"][units[0]]["layers"]
@@ -102,8 +103,9 @@ def plot_heatmap(docs: Sequence[dict], out: Path, *, formats=FORMATS) -> list[Pa
         ax.set_title(_title(doc), fontsize=10)
         for r, u in enumerate(units):  # mark each unit's best layer
             best = doc["units"][u]["selections"]["BL"][0]
-            ax.text(best, r, "*", ha="center", va="center", color="white", fontsize=12, fontweight="bold")
-        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+            ax.text(best, r, "*", ha="center", va="center", color="black", fontsize=13, fontweight="bold",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")])
+        cb = fig.colorbar(im, ax=ax)
         cb.set_label(METRIC_LABELS.get(doc["metric"], doc["metric"]), fontsize=8)
     return _save(fig, out, "heatmap", formats)
 
