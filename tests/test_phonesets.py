@@ -747,3 +747,39 @@ def test_mfa_mandarin_v2_spellings_are_covered():
     assert detect_phone_set(labels) == "mfa_mandarin_ipa"
     infos = classify(labels, phone_set="mfa_mandarin_ipa")
     assert [(i.unit_class, i.tone) for i in infos[1::2]] == [("A", 3), ("E", 1), ("O", 1), ("A", 5)]
+
+
+# The class tables of PHONESETS.md, copied verbatim.
+PHONESETS_MD_TABLES = {
+    "arpabet": {
+        "A": "AA AE AW AY", "E": "EH EY", "@": "AH ER AX AXR", "i": "IH IY IX", "O": "AO OW OY",
+        "u": "UH UW UX",
+        "consonant": "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH EL EM EN ENG DX NX Q",
+        "silence": "SIL sil sp h# pau epi",
+    },
+    "mfa_english_ipa": {
+        "A": "a aː æ æː ɑ ɑː aj aw", "E": "e eː ej ɛ ɛː", "@": "ə ɐ ʌ ɜ ɜː ɚ ɝ ɝː", "i": "i iː ɪ",
+        "O": "o oː ow əw ɔ ɔː ɔj ɒ ɒː", "u": "u uː ʉ ʉː ʊ",
+    },
+    "mfa_mandarin_ipa": {
+        "A": "a aj aw", "E": "e ej", "@": "ə", "O": "ow", "i": "i y", "u": "u",
+        "consonant": "z̩ ʐ̩ m̩ n̩ ŋ̍ j w ɥ ɻ ʔ",
+    },
+    "espeak_en": {"vowel": "0 A: a aa a# aI aU 3 3: @ @2 E e@ eI I i i: i@3 O: O2 O@ o@ oU u: U V",
+                  "consonant": "@L"},
+    "espeak_cmn": {"vowel": "a A ai ei iE i iou o u ua y yE @", "consonant": "i["},
+}
+
+
+@pytest.mark.parametrize(
+    "phone_set, cls, phone",
+    [(ps, c, p) for ps, t in PHONESETS_MD_TABLES.items() for c, ps_ in t.items() for p in ps_.split()],
+)
+def test_classes_listed_in_phonesets_md(phone_set, cls, phone):
+    info = one(phone, phone_set)
+    if cls == "vowel":
+        assert info.unit_class in VOWEL_CLASSES
+    else:
+        assert info.unit_class == cls
+    if phone in ("EL", "EM", "EN", "ENG", "z̩", "ʐ̩", "m̩", "n̩", "ŋ̍", "@L", "i["):
+        assert info.syllabic
