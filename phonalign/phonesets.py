@@ -795,8 +795,8 @@ def unknown_labels(labels: Iterable[str], phone_set: str) -> set[str]:
     _check_phone_set(phone_set)
     distinct = set(labels)
     infos = classify(sorted(distinct, key=str), phone_set=phone_set)
-    return {i.label for i in infos
-            if i.unit_class == "unknown" and _special_class(unicodedata.normalize("NFC", i.label).strip()) is None}
+    # noise markers come back with their stripped label as phone; table misses are what is left
+    return {i.label for i in infos if i.unit_class == "unknown" and _special_class(i.phone) is None}
 
 
 def to_arpabet(phones: Sequence[str], *, phone_set: str, expand: bool = False) -> list[str | None]:
