@@ -783,3 +783,33 @@ def test_classes_listed_in_phonesets_md(phone_set, cls, phone):
         assert info.unit_class == cls
     if phone in ("EL", "EM", "EN", "ENG", "z̩", "ʐ̩", "m̩", "n̩", "ŋ̍", "@L", "i["):
         assert info.syllabic
+
+
+MANDARIN_LABELS = ["o˥", "o", "w", "kʷ", "tʷ", "k", "f", "ŋ", "ɻ", "ə˧˥", "", "sil", "a˥", "n"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(MANDARIN_LABELS), max_size=12))
+def test_mfa_mandarin_o_rule_holds_in_any_utterance(labels):
+    infos = classify(labels, phone_set="mfa_mandarin_ipa")
+    assert len(infos) == len(labels)
+    phones = [normalise(lab, phone_set="mfa_mandarin_ipa")[0] for lab in labels]
+    for i, info in enumerate(infos):
+        if info.phone != "o":
+            continue
+        nxt = phones[i + 1] if i + 1 < len(phones) else ""
+        prev = phones[i - 1] if i > 0 else ""
+        labialised = prev == "w" or prev.endswith("ʷ")
+        expected = "O" if labialised and nxt not in ("ŋ", "ɻ") else "@"
+        assert info.unit_class == expected
+        assert info.rhotic == (nxt == "ɻ")
+
+
+@settings(max_examples=100, deadline=None)
+@given(phone_set=st.sampled_from(["arpabet", "mfa_english_ipa", "espeak_en"]), data=st.data())
+def test_context_free_sets_classify_each_label_on_its_own(phone_set, data):
+    pool = inventory(phone_set) + ["", "sil", "spn", "??"]
+    labels = data.draw(st.lists(st.sampled_from(pool), max_size=20))
+    opts = data.draw(st.builds(ClassOptions, **{k: st.sampled_from(v) for k, v in OPTION_CHOICES.items()}))
+    assert classify(labels, phone_set=phone_set, options=opts) == [
+        classify([lab], phone_set=phone_set, options=opts)[0] for lab in labels]
