@@ -545,27 +545,38 @@ def _filled(intervals: Sequence[tuple[float, float, str]], xmin: float, xmax: fl
     return out
 
 
-def _tier_text(lines: list[str], index: int, name: str, xmin: float, xmax: float,
+_INTERVAL = '        intervals [%d]:\n            xmin = %r \n            xmax = %r \n            text = "%s" \n'
+
+
+def _tier_text(parts: list[str], index: int, name: str, xmin: float, xmax: float,
                entries: list[tuple[float, float, str]]) -> None:
-    lines.append(f"    item [{index}]:")
-    lines.append('        class = "IntervalTier" ')
-    lines.append(f"        name = {_quote(name)} ")
-    lines.append(f"        xmin = {_num(xmin)} ")
-    lines.append(f"        xmax = {_num(xmax)} ")
-    lines.append(f"        intervals: size = {len(entries)} ")
-    for i, (s, e, lab) in enumerate(entries, 1):
-        lines.append(f"        intervals [{i}]:")
-        lines.append(f"            xmin = {_num(s)} ")
-        lines.append(f"            xmax = {_num(e)} ")
-        lines.append(f"            text = {_quote(lab)} ")
+    parts.append(
+        f"    item [{index}]:\n"
+        '        class = "IntervalTier" \n'
+        f"        name = {_quote(name)} \n"
+        f"        xmin = {_num(xmin)} \n"
+        f"        xmax = {_num(xmax)} \n"
+        f"        intervals: size = {len(entries)} \n"
+    )
+    # This runs for every phone of every utterance of a corpus: one %-format per interval, with
+    # %r giving the shortest exact repr. repr switches to scientific notation below 1e-4 (and
+    # for inf/nan), which praatio cannot read: such tiers take the slow exact path.
+    body = "".join([_INTERVAL % (i, s, e, lab.replace('"', '""') if '"' in lab else lab)
+                    for i, (s, e, lab) in enumerate(entries, 1)])
+    if "e-" in body or "e+" in body or "inf" in body or "nan" in body:  # rare (or a label with "e-")
+        body = "".join([f"        intervals [{i}]:\n            xmin = {_num(s)} \n"
+                        f"            xmax = {_num(e)} \n            text = {_quote(lab)} \n"
+                        for i, (s, e, lab) in enumerate(entries, 1)])
+    parts.append(body)
 
 
 def alignment_to_textgrid_text(alignment: Alignment, *, vowel_classes: Sequence[str | None] | None = None) -> str:
     """The long-format TextGrid text of ``alignment`` (see :func:`write_alignment`)."""
     xmin = alignment.xmin
     xmax = alignment.xmax
-    phones = [(iv.start, iv.end, iv.label) for iv in alignment.phones]
-    words = [(iv.start, iv.end, iv.label) for iv in alignment.words]
+    # float(...) + 0.0: plain floats (numpy scalars have another repr) and no "-0.0"
+    phones = [(float(iv.start) + 0.0, float(iv.end) + 0.0, iv.label) for iv in alignment.phones]
+    words = [(float(iv.start) + 0.0, float(iv.end) + 0.0, iv.label) for iv in alignment.words]
     # the grid must contain every interval even if xmax was not set (Alignment's default is 0)
     if phones:
         xmin = min(xmin, phones[0][0])
@@ -585,20 +596,19 @@ def alignment_to_textgrid_text(alignment: Alignment, *, vowel_classes: Sequence[
         vset = set(VOWEL_CLASSES)
         marks = [(s, e, c if c in vset else "") for (s, e, _), c in zip(phones, vowel_classes)]
         tiers.append(("vowel_class", _filled(marks, xmin, xmax)))
-    lines = [
-        'File type = "ooTextFile"',
-        'Object class = "TextGrid"',
-        "",
-        f"xmin = {_num(xmin)} ",
-        f"xmax = {_num(xmax)} ",
-        "tiers? <exists> ",
-        f"size = {len(tiers)} ",
-        "item []: ",
+    parts = [
+        'File type = "ooTextFile"\n'
+        'Object class = "TextGrid"\n'
+        "\n"
+        f"xmin = {_num(xmin)} \n"
+        f"xmax = {_num(xmax)} \n"
+        "tiers? <exists> \n"
+        f"size = {len(tiers)} \n"
+        "item []: \n"
     ]
     for k, (name, entries) in enumerate(tiers, 1):
-        _tier_text(lines, k, name, xmin, xmax, entries)
-    lines.append("")
-    return "\n".join(lines)
+        _tier_text(parts, k, name, xmin, xmax, entries)
+    return "".join(parts)
 
 
 def write_alignment(

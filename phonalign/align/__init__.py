@@ -1,0 +1,59 @@
+"""Aligner backends, chosen by name: ``textgrid`` (import existing TextGrids), ``mfa`` (Montreal
+Forced Aligner) and ``pocketsphinx``.
+
+Backends are imported only when asked for, so that ``lam --help`` and a notebook that only reads
+TextGrids never import pocketsphinx or look for ``mfa``. The batch runner around them is
+:func:`phonalign.align.run.align_corpus`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+from ..errors import AlignerError
+from .base import Aligner, AlignResult
+
+__all__ = ["get_aligner", "ALIGNERS", "Aligner", "AlignResult"]
+
+#: name -> "module:class" of each backend.
+ALIGNERS: dict[str, str] = {
+    "textgrid": "phonalign.align.textgrid_backend:TextGridAligner",
+    "mfa": "phonalign.align.mfa:MFAAligner",
+    "pocketsphinx": "phonalign.align.pocketsphinx_backend:PocketsphinxAligner",
+}
+
+
+def get_aligner(name: str, **options) -> Aligner:
+    """Build the backend called ``name`` with ``options`` (only those the user gave).
+
+    Parameters
+    ----------
+    name : {"textgrid", "mfa", "pocketsphinx"}
+    **options
+        Keyword arguments of the backend's constructor, e.g. ``textgrids=DIR`` for ``textgrid``,
+        ``dictionary=..., acoustic_model=..., beam=10`` for ``mfa``, ``padding=...`` for
+        ``pocketsphinx``. Anything not given keeps the backend's default.
+
+    Raises
+    ------
+    AlignerError
+        Unknown backend name (listing the valid ones), an option the backend does not take
+        (listing the ones it does), or a backend module that cannot be imported.
+    """
+    if name not in ALIGNERS:
+        raise AlignerError(f"unknown aligner {name!r}", hint=f"choose one of {', '.join(ALIGNERS)}")
+    module_name, class_name = ALIGNERS[name].split(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as err:
+        raise AlignerError(f"the {name!r} aligner cannot be loaded ({err})",
+                           hint="reinstall the toolkit; `pip install -e .` from the repository") from None
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params]
+    if unknown and not takes_any:
+        valid = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        raise AlignerError(f"the {name!r} aligner has no option(s) {', '.join(map(repr, unknown))}",
+                           hint=f"its options are: {', '.join(valid)}")
+    return cls(**options)

@@ -1,0 +1,619 @@
+"""The alignment batch runner: utterances in, an "aligned corpus" directory out.
+
+:func:`align_corpus` drives any :class:`~phonalign.align.base.Aligner` and owns everything around
+it, the same for every backend:
+
+* **Checks before aligning**: each utterance id must be safe as a file name
+  (:func:`phonalign.fsutil.check_utt_id`; nothing is ever written outside ``OUT``) and its audio
+  readable and non-empty (header only, :func:`phonalign.audio.audio_duration`).
+* **Checks after aligning**: intervals sorted and not overlapping, the alignment no longer than the
+  audio by more than 10 ms (:mod:`phonalign.segments`), the phone set detected per language from
+  the labels unless given (:func:`phonalign.phonesets.detect_phone_set`).
+* **Outputs** (``OUT`` below)::
+
+      OUT/textgrids/<utt_id>.TextGrid   words, phones and vowel_class tiers (one per utterance)
+      OUT/segments.parquet              SEGMENT_SCHEMA, all utterances, in input order
+      OUT/utterances.parquet            UTTERANCE_SCHEMA, the utterances aligned
+      OUT/report.json                   per-utterance status and reason, counts, unknown labels,
+                                        dropped emotions, phone sets
+      OUT/config.yaml, OUT/versions.json
+      OUT/parts/                        the run's journal (see below)
+
+* **Streaming and resuming** (corpora of 10^5-10^6 utterances): results are buffered and written
+  every ``chunk_size`` utterances as ``parts/segments-NNNNN.parquet`` followed by
+  ``parts/status-NNNNN.parquet`` (per-utterance outcome), each atomically. A status part is the
+  commit marker of its chunk: on a rerun, utterances recorded there as ``ok`` are skipped, failed
+  ones are retried, and a segments part without its status part (a run killed between the two
+  writes) is discarded. The final tables are assembled from the parts at the end, so an
+  interrupted run followed by a rerun gives the same tables as one uninterrupted run.
+* **Failures** are recorded per utterance and the batch goes on; ``strict=True`` stops at the first
+  (after saving what is done) and raises its error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..audio import audio_duration
+from ..errors import AlignerError, LamError, PhonalignError, PhoneSetError
+from ..fsutil import atomic_path, atomic_write_json, check_utt_id
+from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
+from ..segments import check_against_audio, columns_to_table, segment_columns
+from ..textgrid_io import alignment_to_textgrid_text
+from .base import Aligner, AlignResult
+
+__all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES"]
+
+#: Per-utterance outcome, one row per attempt, in ``parts/status-NNNNN.parquet``.
+STATUS_SCHEMA = pa.schema([
+    ("utt_id", pa.string()),
+    ("status", pa.string()),      # "ok" | "failed"
+    ("error", pa.string()),       # exception type, null when ok
+    ("message", pa.string()),
+    ("path", pa.string()),
+    ("line", pa.int32()),
+    ("hint", pa.string()),
+    ("n_segments", pa.int32()),
+    ("phone_set", pa.string()),
+    ("duration", pa.float64()),   # audio duration, seconds
+])
+
+#: From this many utterances on, TextGrids are written by a child process (see _FileWriter).
+WRITER_PROCESS_FROM = 200
+
+#: Number of aligned utterances of a language pooled to detect its phone set.
+DETECT_UTTERANCES = 20
+
+_PART = re.compile(r"^(segments|status)-(\d{5,})\.parquet$")
+
+
+class _Journal:
+    """The ``parts/`` folder: committed chunks, the resume state, and the buffer of the next chunk."""
+
+    def __init__(self, out: Path, *, fingerprint: dict) -> None:
+        self.dir = out / "parts"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.dir / "state.json"
+        self.state = {"fingerprint": fingerprint, "phone_sets": {}}
+        if self.state_path.exists():
+            import json
+
+            old = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if old.get("fingerprint") != fingerprint:
+                raise AlignerError(
+                    "this output folder holds a run made with other settings "
+                    f"(before: {old.get('fingerprint')}; now: {fingerprint})",
+                    path=out,
+                    hint="use a new output folder, or delete OUT/parts to start this one again",
+                )
+            self.state = old
+        else:
+            atomic_write_json(self.state_path, self.state)
+        # leftovers of a killed run: temporary files and segment parts whose chunk never committed
+        for p in self.dir.iterdir():
+            if p.name.startswith("."):
+                p.unlink(missing_ok=True)
+        numbers = {kind: set() for kind in ("segments", "status")}
+        for p in self.dir.iterdir():
+            m = _PART.match(p.name)
+            if m:
+                numbers[m.group(1)].add(int(m.group(2)))
+        for k in numbers["segments"] - numbers["status"]:
+            (self.dir / f"segments-{k:05d}.parquet").unlink()
+        self.committed = sorted(numbers["status"])
+        self.next_part = (max(self.committed) + 1) if self.committed else 1
+        self.rows: list[dict[str, list]] = []  # segment columns, one dict per utterance
+        self.status: list[tuple] = []  # STATUS_SCHEMA rows
+        self.writer: _FileWriter | None = None
+
+    @property
+    def phone_sets(self) -> dict[str, str]:
+        return self.state["phone_sets"]
+
+    def set_phone_set(self, language: str, phone_set: str) -> None:
+        self.state["phone_sets"][language] = phone_set
+        atomic_write_json(self.state_path, self.state)
+
+    def done(self) -> set[str]:
+        """Utterances whose latest committed outcome is ``ok``."""
+        latest: dict[str, str] = {}
+        for k in self.committed:
+            t = pq.read_table(self.dir / f"status-{k:05d}.parquet", columns=["utt_id", "status"])
+            latest.update(zip(t.column("utt_id").to_pylist(), t.column("status").to_pylist()))
+        return {u for u, s in latest.items() if s == "ok"}
+
+    def record(self, utt_id: str, *, error: LamError | None = None, n_segments: int = 0,
+               phone_set: str | None = None, duration: float | None = None) -> None:
+        if error is None:
+            self.status.append((utt_id, "ok", None, None, None, None, None, n_segments, phone_set, duration))
+        else:
+            self.status.append((utt_id, "failed", type(error).__name__, error.message, error.path,
+                                error.line, error.hint, n_segments, phone_set, duration))
+
+    def add_rows(self, columns: dict[str, list]) -> None:
+        self.rows.append(columns)
+
+    def write_file(self, path: Path, data: bytes) -> None:
+        if self.writer is not None:
+            self.writer.write(path, data)
+        else:
+            _write_atomically(path, data)
+
+    def pending(self) -> int:
+        return len(self.status)
+
+    def flush(self) -> None:
+        """Commit the buffered chunk: its TextGrids, the segments part, then the status part that
+        marks it done."""
+        if self.writer is not None:
+            self.writer.sync()  # every TextGrid of the chunk is on disk before it is marked done
+        if not self.status:
+            return
+        k = self.next_part
+        chain = itertools.chain.from_iterable
+        seg = columns_to_table({name: list(chain(r[name] for r in self.rows)) for name in SEGMENT_SCHEMA.names})
+        with atomic_path(self.dir / f"segments-{k:05d}.parquet") as tmp:
+            pq.write_table(seg, tmp, compression="zstd")
+        cols = list(zip(*self.status))
+        status = pa.table({name: pa.array(col, type=STATUS_SCHEMA.field(name).type)
+                           for name, col in zip(STATUS_SCHEMA.names, cols)}, schema=STATUS_SCHEMA)
+        with atomic_path(self.dir / f"status-{k:05d}.parquet") as tmp:
+            pq.write_table(status, tmp, compression="zstd")
+        self.committed.append(k)
+        self.next_part = k + 1
+        self.rows = []
+        self.status = []
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+# The writer process: reads frames <II path-length data-length><path><data> from stdin and writes
+# each file atomically (phonalign.fsutil.atomic_path); a frame with both lengths 0 asks it to
+# answer "ok" (or the first error) on stdout once everything before it is written. It ignores
+# Ctrl-C so that an interrupted run can still commit the chunk it has finished, and stops at the
+# end of its input (also when the parent is killed). Plain bytes through a pipe: no pickle.
+_WRITER_CODE = '''
+import os, signal, struct, sys
+from pathlib import Path
+from phonalign.fsutil import atomic_path
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+rd, out = sys.stdin.buffer, sys.stdout.buffer
+error = None
+while True:
+    head = rd.read(8)
+    if len(head) < 8:
+        break
+    n_path, n_data = struct.unpack("<II", head)
+    if n_path == 0 and n_data == 0:
+        out.write((("err " + error) if error else "ok").encode("utf-8", "replace") + b"\\n")
+        out.flush()
+        error = None
+        continue
+    path = os.fsdecode(rd.read(n_path))
+    data = rd.read(n_data)
+    if len(data) < n_data:
+        break
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as err:
+        error = error or f"{path}: {err}"
+'''
+
+
+class _FileWriter:
+    """Writes files in a child process, so that creating them (kernel time, slow on some file
+    systems) overlaps with parsing and classifying the next utterances in this one."""
+
+    def __init__(self) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import phonalign
+
+        env = dict(os.environ)
+        root = str(Path(phonalign.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # unbuffered: every file goes into the pipe at once, so the child starts on it at once
+        self.proc = subprocess.Popen([sys.executable, "-c", _WRITER_CODE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, bufsize=0)
+        try:  # a larger pipe lets this process run ahead of the writer by ~300 TextGrids (Linux)
+            import fcntl
+
+            fcntl.fcntl(self.proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+        except (ImportError, OSError):
+            pass
+
+    def write(self, path: Path, data: bytes) -> None:
+        import os
+        import struct
+
+        p = os.fsencode(path)
+        try:
+            self._send(struct.pack("<II", len(p), len(data)) + p + data)
+        except BrokenPipeError:
+            raise AlignerError("the TextGrid writer process stopped", path=path) from None
+
+    def _send(self, frame: bytes) -> None:
+        view = memoryview(frame)
+        while view:  # an unbuffered pipe may take part of a frame (e.g. after a signal)
+            view = view[self.proc.stdin.write(view) or 0:]
+
+    def sync(self) -> None:
+        try:
+            self._send(b"\0" * 8)
+            answer = self.proc.stdout.readline().decode("utf-8", "replace").strip()
+        except BrokenPipeError:
+            answer = ""
+        if answer != "ok":
+            raise AlignerError(f"writing TextGrids failed: {answer[4:] or 'the writer process stopped'}",
+                               hint="check free disk space and permissions of the output folder")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.proc.wait(timeout=60)
+        self.proc.stdout.close()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="utt", disable=not enabled, mininterval=0.5, leave=False)
+
+
+def align_corpus(
+    utterances: Sequence[Utterance],
+    out_dir: str | Path,
+    aligner: Aligner,
+    *,
+    strict: bool = False,
+    phone_set: str | None = None,
+    options=None,
+    jobs: int = 1,
+    progress: bool = True,
+    chunk_size: int = 2000,
+    corpus_report: dict | None = None,
+) -> dict:
+    """Align ``utterances`` with ``aligner`` and write the aligned-corpus directory ``out_dir``.
+
+    Parameters
+    ----------
+    utterances : sequence of Utterance
+        The corpus (e.g. from :func:`phonalign.corpus.read_corpus`; its ``report`` attribute, if
+        any, is merged into ``report.json``).
+    out_dir : str or Path
+        Output folder; created if needed. A folder from an earlier run with the same settings is
+        resumed (utterances already done are skipped).
+    aligner : Aligner
+        The backend (:func:`phonalign.align.get_aligner`).
+    strict : bool
+        Stop at the first failing utterance and raise its error (after saving what is done).
+    phone_set : str, optional
+        Phone set of the labels; default: the backend's, else detected per language from the
+        first :data:`DETECT_UTTERANCES` aligned utterances.
+    options : phonalign.phonesets.ClassOptions, optional
+        Named options of the vowel-class mapping (default ``ClassOptions()``).
+    jobs : int
+        Processes the backend may use.
+    progress : bool
+        Show progress bars (tqdm).
+    chunk_size : int
+        Utterances per committed chunk (``parts/``): what an interruption can lose at most.
+    corpus_report : dict, optional
+        Reader report to include (defaults to ``utterances.report``).
+
+    Returns
+    -------
+    dict
+        The report also written to ``OUT/report.json``.
+
+    Raises
+    ------
+    LamError
+        With ``strict=True``, the first utterance's error; always, errors that concern the whole
+        run (backend not available, an output folder made with other settings).
+    """
+    from ..phonesets import ClassOptions, detect_phone_set
+    from ..provenance import write_run_info
+
+    t0 = time.perf_counter()
+    options = options if options is not None else ClassOptions()
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tg_dir = out / "textgrids"
+    tg_dir.mkdir(exist_ok=True)
+    aligner.check_available()
+    if corpus_report is None:
+        corpus_report = getattr(utterances, "report", None) or {}
+    fingerprint = {"aligner": aligner.config(), "phone_set": phone_set,
+                   "options": options.to_dict()}
+    journal = _Journal(out, fingerprint=fingerprint)
+    if phone_set is not None:
+        fixed_phone_set = phone_set
+    else:
+        fixed_phone_set = aligner.phone_set
+    done = journal.done()
+
+    # ---- pass 1: ids and audio, before any aligner work --------------------------------------
+    utts: list[Utterance] = list(utterances)
+    seen: set[str] = set()
+    order: list[str] = []  # safe, unique ids in input order (the final tables' order)
+    todo: list[Utterance] = []
+    durations: dict[str, float] = {}
+    n_resumed = 0
+    input_failures: list[tuple[str, LamError]] = []
+
+    def fail(utt_id: str, err: LamError, duration: float | None = None) -> None:
+        journal.record(utt_id, error=err, duration=duration)
+        if strict:
+            raise err
+        if journal.pending() >= chunk_size:
+            journal.flush()
+
+    try:
+        bar = _progress(len(utts), "checking audio", progress)
+        for utt in utts:
+            bar.update(1)
+            try:
+                check_utt_id(utt.utt_id)
+                if utt.utt_id in seen:
+                    raise PhonalignError("the utterance id appears twice in the corpus", utt_id=utt.utt_id,
+                                         hint="utterance ids must be unique; rename one of them")
+            except LamError as err:
+                # a property of the input, checked again on every run: reported, never journalled,
+                # never used as a file name
+                input_failures.append((utt.utt_id, err))
+                if strict:
+                    raise
+                continue
+            seen.add(utt.utt_id)
+            order.append(utt.utt_id)
+            if utt.utt_id in done:
+                n_resumed += 1
+                continue
+            try:
+                durations[utt.utt_id] = audio_duration(utt.audio_path)
+            except LamError as err:
+                err.utt_id = utt.utt_id
+                fail(utt.utt_id, err)
+                continue
+            todo.append(utt)
+        bar.close()
+
+        # ---- pass 2: align, check, classify, write ----------------------------------------------
+        by_id = {u.utt_id: u for u in todo}
+        waiting: dict[str, list[tuple[Utterance, Alignment, dict]]] = {}  # language -> results
+        finished: set[str] = set()
+
+        def finish(utt: Utterance, alignment: Alignment, info: dict, ps: str) -> None:
+            duration = durations[utt.utt_id]
+            try:
+                check_against_audio(alignment, duration, utt_id=utt.utt_id)
+                cols = segment_columns(utt.utt_id, alignment, phone_set=ps, options=options,
+                                       context=info.get("pinyin"))
+                text = alignment_to_textgrid_text(alignment, vowel_classes=cols["unit_class"])
+            except LamError as err:
+                err.utt_id = utt.utt_id
+                fail(utt.utt_id, err, duration)
+                return
+            except ValueError as err:  # an alignment that cannot be written (e.g. non-finite times)
+                fail(utt.utt_id, PhonalignError(str(err), path=alignment.source, utt_id=utt.utt_id),
+                     duration)
+                return
+            journal.write_file(tg_dir / f"{utt.utt_id}.TextGrid", text.encode("utf-8"))
+            journal.add_rows(cols)
+            journal.record(utt.utt_id, n_segments=len(cols["index"]), phone_set=ps, duration=duration)
+            if journal.pending() >= chunk_size:
+                journal.flush()
+
+        def release(language: str) -> None:
+            """Detect the phone set of ``language`` from the waiting results, then finish them."""
+            batch = waiting.pop(language, [])
+            if not batch:
+                return
+            labels = [p.label for _, a, _ in batch for p in a.phones]
+            try:
+                ps = detect_phone_set(labels)
+            except PhoneSetError as err:
+                for utt, _, _ in batch:
+                    fail(utt.utt_id, PhoneSetError(err.message, utt_id=utt.utt_id, hint=err.hint))
+                return
+            journal.set_phone_set(language, ps)
+            for utt, alignment, info in batch:
+                finish(utt, alignment, info, ps)
+
+        if len(todo) >= WRITER_PROCESS_FROM:
+            journal.writer = _FileWriter()
+        bar = _progress(len(todo), "aligning", progress)
+        for result in aligner.align(todo, out / "parts", jobs=jobs) if todo else ():
+            bar.update(1)
+            utt = by_id.get(result.utt_id)
+            if utt is None or result.utt_id in finished:
+                raise AlignerError(f"the {aligner.name!r} backend returned an unexpected or repeated "
+                                   f"utterance {result.utt_id!r}", hint="this is a bug in the backend")
+            finished.add(result.utt_id)
+            if not result.ok:
+                err = result.error or AlignerError("the aligner returned no alignment")
+                err.utt_id = err.utt_id or result.utt_id
+                fail(result.utt_id, err, durations.get(result.utt_id))
+                continue
+            ps = fixed_phone_set or journal.phone_sets.get(utt.language)
+            if ps is None:
+                waiting.setdefault(utt.language, []).append((utt, result.alignment, result.info))
+                if len(waiting[utt.language]) >= DETECT_UTTERANCES:
+                    release(utt.language)
+                continue
+            finish(utt, result.alignment, result.info, ps)
+        for language in list(waiting):
+            release(language)
+        bar.close()
+        for utt in todo:
+            if utt.utt_id not in finished:
+                fail(utt.utt_id, AlignerError(f"the {aligner.name!r} backend returned no result",
+                                              utt_id=utt.utt_id))
+    finally:
+        # keep what is done, whatever stopped us (strict failure, Ctrl-C, a bug)
+        try:
+            journal.flush()
+        finally:
+            journal.close()
+
+    # ---- assemble ---------------------------------------------------------------------------
+    report = _assemble(out, journal, utts, order, aligner=aligner, options=options, strict=strict,
+                       jobs=jobs, corpus_report=corpus_report, n_resumed=n_resumed,
+                       input_failures=input_failures)
+    report["seconds"] = round(time.perf_counter() - t0, 3)
+    atomic_write_json(out / "report.json", report)
+    write_run_info(out, step="align", config={
+        "aligner": aligner.config(),
+        "phone_set": phone_set,
+        "detected_phone_sets": dict(journal.phone_sets),
+        "options": options.to_dict(),
+        "strict": strict,
+        "jobs": jobs,
+        "chunk_size": chunk_size,
+        "n_utterances": len(utts),
+    })
+    return report
+
+
+def _positions(ids: pa.ChunkedArray | pa.Array, order: pa.Array) -> pa.Array:
+    return pc.index_in(ids, value_set=order)
+
+
+def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[str], *,
+              aligner: Aligner, options, strict: bool, jobs: int, corpus_report: dict,
+              n_resumed: int, input_failures: list[tuple[str, LamError]]) -> dict:
+    """Combine the committed parts into ``segments.parquet``, ``utterances.parquet`` and the report."""
+    from ..corpus import utterances_to_table
+
+    order_arr = pa.array(order, type=pa.string())
+    # latest outcome of each utterance (a retried failure may have succeeded later)
+    status_parts = [pq.read_table(journal.dir / f"status-{k:05d}.parquet") for k in journal.committed]
+    status = pa.concat_tables(status_parts) if status_parts else STATUS_SCHEMA.empty_table()
+    latest: dict[str, dict] = {}
+    for row in status.to_pylist():
+        latest[row["utt_id"]] = row
+    input_ids = {u.utt_id for u in utts}
+    ok_ids = {u for u, r in latest.items() if r["status"] == "ok" and u in input_ids}
+
+    # segments: stream the parts in input order when their ranges do not interleave
+    seg_paths = [journal.dir / f"segments-{k:05d}.parquet" for k in journal.committed]
+    ranges = []
+    for p in seg_paths:
+        pos = _positions(pq.read_table(p, columns=["utt_id"]).column("utt_id"), order_arr)
+        if pos.null_count < len(pos):
+            ranges.append((pc.min(pos).as_py(), pc.max(pos).as_py(), p))
+    ranges.sort(key=lambda r: r[0])
+    monotonic = all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
+    ok_arr = pa.array(sorted(ok_ids), type=pa.string())
+
+    def prepared(table: pa.Table) -> pa.Table:
+        keep = pc.is_in(table.column("utt_id"), value_set=ok_arr)
+        table = table.filter(keep)
+        pos = _positions(table.column("utt_id"), order_arr)
+        table = table.append_column("_pos", pos)
+        return table.sort_by([("_pos", "ascending"), ("index", "ascending")]).drop_columns(["_pos"])
+
+    unknown: Counter[str] = Counter()
+    by_class: Counter[str] = Counter()
+    n_segments = 0
+
+    def tally(table: pa.Table) -> None:
+        nonlocal n_segments
+        n_segments += table.num_rows
+        vc = pc.value_counts(table.column("unit_class"))
+        for item in vc.to_pylist():
+            by_class[item["values"]] += item["counts"]
+        unk = table.filter(pc.equal(table.column("unit_class"), "unknown")).column("label")
+        for item in pc.value_counts(unk).to_pylist():
+            unknown[item["values"]] += item["counts"]
+
+    seg_out = out / "segments.parquet"
+    with atomic_path(seg_out) as tmp:
+        if monotonic:
+            with pq.ParquetWriter(tmp, SEGMENT_SCHEMA, compression="zstd") as writer:
+                for _, _, p in ranges:
+                    table = prepared(pq.read_table(p))
+                    tally(table)
+                    writer.write_table(table)
+        else:
+            tables = [pq.read_table(p) for _, _, p in ranges]
+            table = prepared(pa.concat_tables(tables)) if tables else SEGMENT_SCHEMA.empty_table()
+            tally(table)
+            pq.write_table(table, tmp, compression="zstd")
+
+    aligned = [u for u in utts if u.utt_id in ok_ids]
+    with atomic_path(out / "utterances.parquet") as tmp:
+        pq.write_table(utterances_to_table(aligned), tmp, compression="zstd")
+
+    items = []
+    errors: Counter[str] = Counter()
+    for utt_id in order:
+        row = latest.get(utt_id)
+        if row is None:
+            continue
+        item = {"utt_id": utt_id, "status": row["status"]}
+        if row["status"] == "ok":
+            item.update(n_segments=row["n_segments"], phone_set=row["phone_set"])
+        else:
+            errors[row["error"]] += 1
+            item.update(reason=row["message"], error=row["error"], path=row["path"], line=row["line"],
+                        hint=row["hint"])
+        items.append(item)
+    for utt_id, err in input_failures:
+        errors[type(err).__name__] += 1
+        items.append({"utt_id": utt_id, "status": "failed", "reason": err.message,
+                      "error": type(err).__name__, "path": err.path, "line": err.line, "hint": err.hint})
+    rejected = list(corpus_report.get("rejected", []))
+    for rej in rejected:
+        errors[rej.get("error") or "CorpusError"] += 1
+        items.append({"utt_id": rej.get("utt_id"), "status": "rejected", "reason": rej.get("message"),
+                      "error": rej.get("error"), "path": rej.get("path"), "line": rej.get("line"),
+                      "hint": rej.get("hint")})
+    n_failed = sum(1 for i in items if i["status"] == "failed")
+    return {
+        "out_dir": str(out),
+        "aligner": aligner.config(),
+        "phone_sets": dict(journal.phone_sets),
+        "options": options.to_dict(),
+        "counts": {
+            "utterances": len(utts),
+            "ok": len(aligned),
+            "failed": n_failed,
+            "rejected_by_reader": len(rejected),
+            "resumed": n_resumed,
+            "segments": n_segments,
+            "by_class": {c: by_class.get(c, 0) for c in UNIT_CLASSES},
+            "errors": dict(sorted(errors.items())),
+        },
+        "unknown_labels": dict(unknown.most_common()),
+        "dropped_emotions": dict(corpus_report.get("dropped_emotions", {})),
+        "corpus": {k: v for k, v in corpus_report.items() if k not in ("rejected", "dropped_emotions")},
+        "outputs": {"segments": str(seg_out), "utterances": str(out / "utterances.parquet"),
+                    "textgrids": str(out / "textgrids")},
+        "utterances": items,
+    }
