@@ -96,6 +96,8 @@ def register(app: typer.Typer) -> None:
         single_speaker: Optional[bool] = typer.Option(None, "--single-speaker", help="mfa: no speaker adaptation."),
         clean: Optional[bool] = typer.Option(None, "--clean/--no-clean", help="mfa: remove MFA's temporary files first."),
         padding: Optional[float] = typer.Option(None, "--padding", help="pocketsphinx: padding around words, seconds."),
+        chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
+                                       help="Utterances per saved chunk: the most an interruption can lose."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ) -> None:
         """Align a corpus, or import its TextGrids, into OUT: textgrids/<utt>.TextGrid (words, phones,
@@ -164,7 +166,7 @@ def register(app: typer.Typer) -> None:
                            strict=strict)
         backend = get_aligner(aligner, **given)
         report = align_corpus(utts, out, backend, strict=strict, phone_set=phone_set, options=options,
-                              jobs=jobs, progress=progress)
+                              jobs=jobs, progress=progress, chunk_size=chunk_size)
 
         console = Console(stderr=False)
         c = report["counts"]
