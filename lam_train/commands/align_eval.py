@@ -1,10 +1,61 @@
-"""`lam align-eval`: placeholder until its issue lands (owner replaces this module)."""
+"""`lam align-eval HYP REF`: alignment accuracy of one set of TextGrids against another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     @app.command("align-eval")
-    def _cmd() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(1)
+    def align_eval(
+        hyp: Path = typer.Argument(..., help="Folder of hypothesis TextGrids (<utt_id>.TextGrid, searched "
+                                   "recursively), e.g. OUT/textgrids of `lam align`."),
+        ref: Path = typer.Argument(..., help="Folder of reference TextGrids, e.g. the demo corpus's "
+                                   "ground truth (phonalign/demo_data/textgrids)."),
+        manifest: Optional[Path] = typer.Option(None, "--manifest",
+                                                help="CSV/TSV with utt_id and language columns, or an "
+                                                "utterances.parquet: languages for the per-language table "
+                                                "(default: from the reference's phone set)."),
+        language: Optional[str] = typer.Option(None, "--language", help="Only utterances of this language."),
+        common: str = typer.Option("auto", "--common",
+                                   help="Common phone set: auto, arpabet (English sets via to_arpabet), "
+                                   "label (same phone set both sides), class (unit classes)."),
+        hyp_phone_set: Optional[str] = typer.Option(None, "--hyp-phone-set", help="Phone set of HYP (default: detected)."),
+        ref_phone_set: Optional[str] = typer.Option(None, "--ref-phone-set", help="Phone set of REF (default: detected)."),
+        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON here."),
+    ) -> None:
+        """Compare HYP with REF: phone-sequence agreement, and for boundaries between matching phones
+        the mean and median absolute error and the share within 10, 20 and 50 ms, per language and
+        per phone class.
+
+        Example (pocketsphinx on the English half of the demo corpus):
+
+          lam align lam-demo out/ps --aligner pocketsphinx -j 2
+
+          lam align-eval out/ps/textgrids phonalign/demo_data/textgrids --language en
+        """
+        from phonalign.align_eval import evaluate_dirs, print_report, read_languages
+        from phonalign.fsutil import atomic_write_json
+
+        languages = read_languages(manifest) if manifest else None
+        utt_ids = None
+        if language is not None:
+            if languages is None:
+                # without a manifest, the reference's own manifest (if it is the demo corpus) tells
+                candidate = ref.parent / "manifest.csv"
+                languages = read_languages(candidate) if candidate.is_file() else None
+            if languages is None:
+                from phonalign.align_eval import AlignEvalError
+
+                raise AlignEvalError("--language needs to know each utterance's language",
+                                     hint="pass --manifest (CSV with utt_id, language, or utterances.parquet)")
+            utt_ids = [u for u, lang in languages.items() if lang == language]
+        report = evaluate_dirs(hyp, ref, languages=languages, common=common, hyp_phone_set=hyp_phone_set,
+                               ref_phone_set=ref_phone_set, utt_ids=utt_ids)
+        print_report(report)
+        if json_out is not None:
+            atomic_write_json(json_out, report)
+            typer.echo(f"report written to {json_out}")
