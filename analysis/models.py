@@ -28,6 +28,7 @@ Front ends
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,13 +172,18 @@ class SpeechEncoder:
         return np.asarray(self.frame_spec.n_frames(np.asarray(lengths, np.int64)), np.int64).reshape(-1)
 
     # ------------------------------------------------------------------ running
-    def forward(self, waves: Sequence[np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+    def forward(self, waves, lengths=None, *, grad: bool = False) -> tuple[torch.Tensor, np.ndarray]:
         """Hidden states of every layer.
 
         Parameters
         ----------
-        waves : sequence of ndarray, float32, shape (n_samples_b,)
-            Mono audio at 16 kHz, one array per utterance (any lengths).
+        waves : sequence of ndarray (n_samples_b,), or array / Tensor (B, n_max)
+            Mono audio at 16 kHz, float32: one array per utterance (any lengths), or a padded batch.
+        lengths : array of int, shape (B,), optional
+            Real lengths (samples) of a padded batch; ignored for a sequence of arrays.
+        grad : bool
+            Keep the autograd graph (fine-tuning); by default the model runs under
+            ``torch.inference_mode()``.
 
         Returns
         -------
@@ -185,6 +191,11 @@ class SpeechEncoder:
             ``T`` is the most valid frames in the batch; frames past ``valid_frames[b]`` are zero.
         valid_frames : ndarray of int64, shape (B,)
         """
+        if isinstance(waves, torch.Tensor):
+            waves = waves.detach().cpu().numpy()
+        if isinstance(waves, np.ndarray) and waves.ndim == 2:
+            n = np.full(len(waves), waves.shape[1]) if lengths is None else np.asarray(lengths, np.int64)
+            waves = [waves[b, : int(n[b])] for b in range(len(waves))]
         lengths = np.array([len(w) for w in waves], np.int64)
         if lengths.size == 0:
             raise ModelError("forward() was given no audio")
@@ -202,7 +213,7 @@ class SpeechEncoder:
         t_max = int(valid.max())
         out = torch.zeros((self.n_layers + 1, len(waves), t_max, self.hidden_size), dtype=torch.float32,
                           device=self.device)
-        with torch.inference_mode():
+        with (contextlib.nullcontext() if grad else torch.inference_mode()):
             for idx in groups:
                 hs = self._run([waves[i] for i in idx], lengths[idx])
                 for j, b in enumerate(idx):

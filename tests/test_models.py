@@ -124,3 +124,14 @@ def test_half_precision_on_cuda_is_close_to_float32():
     ref, _ = load_encoder(model, device="cpu").forward(waves)
     half, _ = load_encoder(random_model("wavlm"), device="cuda", dtype="bfloat16").forward(waves)
     assert torch.nn.functional.cosine_similarity(half.cpu()[-1, 0], ref[-1, 0], dim=-1).mean() > 0.98
+
+
+def test_forward_accepts_a_padded_batch_with_lengths():
+    enc = load_encoder(random_model("hubert"), device="cpu")
+    waves = _waves([8000, 5000], seed=4)
+    padded = np.zeros((2, 8000), np.float32)
+    padded[0], padded[1, :5000] = waves[0], waves[1]
+    a, va = enc.forward(waves)
+    b, vb = enc.forward(torch.from_numpy(padded), lengths=[8000, 5000])
+    assert list(va) == list(vb)
+    torch.testing.assert_close(a, b)
