@@ -70,7 +70,7 @@ class FeaturesConfig:
 class SimilarityConfig:
     """Layer similarity and selections (``lam run``): metric, top-k and the seed of RL1..RL3."""
 
-    metric: str = "cosine"
+    metric: str = "centroid_cosine"
     k: int = 3
     n_boot: int = 0
     seed: int = 0

@@ -162,21 +162,25 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool, encoder=None) ->
 
 
 def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
-    from analysis.similarity import compare_stores
+    """Layer x unit similarity of the two stores -> ``similarity/rankings.json`` (+ figures).
+
+    Never per emotion: that would read target labels to choose layers.
+    """
+    from analysis.rankings import load_selections
+    from analysis.similarity import run_similarity
 
     s = cfg.similarity
     sim_dir = out / "similarity"
-    compare_stores(out / "features" / "source", out / "features" / "target", sim_dir, metric=s.metric, k=s.k,
-                   n_boot=s.n_boot, seed=s.seed, progress=progress)
-    try:  # figures are a courtesy of the analysis room's plots; the rankings are what training needs
-        from analysis.plots import plot_similarity_dir
+    run_similarity(out / "features" / "source", out / "features" / "target", sim_dir, metrics=(s.metric,), k=s.k,
+                   n_bootstrap=s.n_boot, seed=s.seed, by_emotion=False, progress=progress)
+    figures = []
+    try:  # figures come from the analysis room's plots; the rankings are what training needs
+        from analysis import plots
     except ImportError:
-        plot_similarity_dir = None
-    if plot_similarity_dir is not None:
-        plot_similarity_dir(sim_dir)
-    from analysis.rankings import load_selections
-
-    return {"rankings": str(sim_dir / "rankings.json"),
+        plots = None
+    if plots is not None and hasattr(plots, "plot_dir"):
+        figures = plots.plot_dir(sim_dir)
+    return {"rankings": str(sim_dir / "rankings.json"), "figures": [str(f) for f in figures or []],
             "selections": load_selections(sim_dir / "rankings.json", unit=cfg.unit)}
 
 
@@ -242,7 +246,7 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
         unit = doc["units"].get(cfg.unit, {})
         lines += [f"- Layer rankings (`{cfg.unit}`, metric {doc.get('metric')}): `{rankings}`; "
                   f"selections: {json.dumps(unit.get('selections', {}))}"]
-    lines += [f"- Figures: `{rep_dir / 'figures'}` (uar.png, confusion_<strategy>.png)",
+    lines += [f"- Figures: `{rep_dir / 'figures'}` (uar.png, confusion.png)",
               f"- Runs (model.safetensors, metrics.json): `{out / 'runs'}`",
               f"- Configuration: `{out / 'config.yaml'}`", "",
               "Step times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]

@@ -8,8 +8,8 @@ Reads the ``metrics.json`` of every run under ``RUNS/<strategy>/seed<k>/`` and w
 * ``coral.csv`` / part of ``results.md``: CORAL distance between source and target test
   representations at the anchored layers, with anchoring and with lambda = 0 on the same layers
   (the ``-nocoral`` twin), and their ratio;
-* ``figures/uar.{png,svg}`` and ``figures/confusion_<strategy>.{png,svg}`` (counts summed over
-  seeds, rows normalised to recall).
+* ``figures/uar.{png,svg}`` and ``figures/confusion.{png,svg}`` (one panel per strategy, counts
+  summed over seeds, colour = row share, i.e. recall).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def _savefig(fig, stem: Path) -> list[str]:
 
 
 def figures(runs: dict[str, list[dict]], rows: list[dict], fig_dir: str | Path) -> list[str]:
-    """UAR bar chart with seed spread, and one confusion matrix per strategy (PNG + SVG)."""
+    """UAR bar chart with seed spread, and a grid of confusion matrices (PNG + SVG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,26 +172,38 @@ def figures(runs: dict[str, list[dict]], rows: list[dict], fig_dir: str | Path) 
         ax.legend(loc="upper right", fontsize=8)
         written += _savefig(fig, fig_dir / "uar")
         plt.close(fig)
-    for name, ms in runs.items():
-        scored_ms = [m for m in ms if m.get("target_test")]
-        if not scored_ms:
-            continue
-        cm = np.sum([np.array(m["target_test"]["confusion"]) for m in scored_ms], axis=0)
-        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        fig, ax = plt.subplots(figsize=(4, 3.6))
-        im = ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
-        for i in range(len(EMOTIONS)):
-            for j in range(len(EMOTIONS)):
-                ax.text(j, i, f"{cm[i, j]}", ha="center", va="center",
-                        color="black" if norm[i, j] > 0.5 else "white", fontsize=8)
-        ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=30, ha="right")
-        ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("reference")
-        ax.set_title(f"{name}: target test, {len(scored_ms)} seed(s)", fontsize=9)
-        fig.colorbar(im, ax=ax, label="recall (row share)")
-        safe = name.replace("+", "_plus_")
-        written += _savefig(fig, fig_dir / f"confusion_{safe}")
+    # One grid of confusion matrices (not one file per strategy: matplotlib's drawing dominates the
+    # report's time, and one page is easier to compare at a glance).
+    panels = [(name, [m for m in ms if m.get("target_test")]) for name, ms in runs.items()]
+    panels = [(n, ms) for n, ms in panels if ms]
+    order = {r["strategy"]: i for i, r in enumerate(rows)}
+    panels.sort(key=lambda p: order.get(p[0], len(order)))
+    if panels:
+        ncol = min(4, len(panels))
+        nrow = -(-len(panels) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.9 * nrow), squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.axis("off")
+        short = [e[:3] for e in EMOTIONS]
+        for ax, (name, ms) in zip(axes.flat, panels):
+            cm = np.sum([np.array(m["target_test"]["confusion"]) for m in ms], axis=0)
+            norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+            ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+            for i in range(len(EMOTIONS)):
+                for j in range(len(EMOTIONS)):
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="black" if norm[i, j] > 0.5 else "white")
+            ax.set_xticks(range(len(EMOTIONS)), short, fontsize=7)
+            ax.set_yticks(range(len(EMOTIONS)), short, fontsize=7)
+            ax.set_title(f"{name} ({len(ms)} seed{'s' if len(ms) > 1 else ''})", fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("reference", fontsize=8)
+        for ax in axes[-1, :]:
+            ax.set_xlabel("predicted", fontsize=8)
+        fig.suptitle("Target-test confusion matrices (counts summed over seeds; colour = row share, 0-1)",
+                     fontsize=9)
+        fig.tight_layout()
+        written += _savefig(fig, fig_dir / "confusion")
         plt.close(fig)
     return written
 

@@ -1,0 +1,162 @@
+"""The pipeline in one command: `lam run` end to end on a tiny config, step skipping, configs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from lam_train.cli import app
+from lam_train.config import RunConfig, config_from_dict, dump_config, load_config
+from lam_train.errors import ConfigError
+from lam_train.pipeline import DEMO_CONFIG
+
+CONFIGS = Path(__file__).resolve().parents[1] / "lam_train" / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper_dir(tmp_path_factory):
+    """A randomly initialised 2-layer Whisper saved as a local model folder (nothing downloaded)."""
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=32)
+    path = tmp_path_factory.mktemp("tiny-whisper")
+    WhisperModel(cfg).save_pretrained(path)
+    return path
+
+
+def _tiny_config(tmp_path: Path, model_dir: Path, **extra) -> Path:
+    cfg = {
+        "name": "tiny", "output": "out", "unit": "Vowl", "seeds": [0],
+        "strategies": ["final", "final+coral", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all"],
+        "corpus": {"path": "@demo", "preset": "lam-demo", "source_language": "en", "target_language": "zh",
+                   "aligner": "textgrid", "limit_per_split": 2},
+        "features": {"model": str(model_dir), "whisper_mode": "trim", "device": "cpu"},
+        "similarity": {"k": 1, "n_boot": 0},
+        "data": {"source_language": "en", "target_language": "zh"},
+        "model": {"width": 8, "head_hidden": [8, 8, 8]},
+        "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "lambda_coral": 1.0},
+    }
+    for k, v in extra.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_lam_run_goes_end_to_end_on_a_tiny_config_and_skips_done_steps_on_rerun(tmp_path, tiny_whisper_dir):
+    config = _tiny_config(tmp_path, tiny_whisper_dir)
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(config), "--no-progress"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    for rel in ("aligned/source/segments.parquet", "aligned/target/utterances.parquet", "features/source/meta.json",
+                "similarity/rankings.json", "report/results.md", "report/results.csv", "report/coral.csv",
+                "report/report.md", "report/figures/uar.png", "report/figures/uar.svg",
+                "report/figures/confusion.png", "config.yaml", "versions.json"):
+        assert (out / rel).is_file(), rel
+    results = json.loads((out / "report" / "results.json").read_text())
+    names = [r["strategy"] for r in results["strategies"]]
+    # every strategy, then the lambda = 0 twins of the anchored ones
+    assert names[:9] == ["final", "final+coral", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all"]
+    assert {"BL-nocoral", "GL-nocoral", "RL3-nocoral"} <= set(names)
+    by = {r["strategy"]: r for r in results["strategies"]}
+    rankings = json.loads((out / "similarity" / "rankings.json").read_text())
+    assert by["BL"]["layers"] == rankings["units"]["Vowl"]["selections"]["BL"]
+    assert by["all"]["layers"] == [0, 1, 2] and by["final"]["layers"] == [2]
+    assert all(0.0 <= r["uar_mean"] <= 1.0 for r in results["strategies"])
+    assert {a["strategy"] for a in results["coral_ablation"]} >= {"final+coral", "BL", "GL"}
+    md = (out / "report" / "results.md").read_text()
+    assert "| final+coral |" in md and "± " in md
+    assert "report.md" in res.output
+    # a rerun skips every step and trains nothing
+    again = runner.invoke(app, ["run", str(config), "--no-progress"], catch_exceptions=False)
+    assert again.exit_code == 0
+    assert again.output.count("done earlier, skipped") == 4, again.output
+    # other settings into the same folder: refused, nothing mixed
+    changed = _tiny_config(tmp_path, tiny_whisper_dir, train={"epochs": 3})
+    bad = runner.invoke(app, ["run", str(changed), "--no-progress"])
+    assert bad.exit_code != 0 and isinstance(bad.exception, ConfigError)
+    assert "other settings" in str(bad.exception)
+
+
+def test_lam_train_trains_one_strategy_on_existing_stores(tmp_path, tiny_whisper_dir):
+    from lam_train.pipeline import run_pipeline
+
+    cfg = load_config(_tiny_config(tmp_path, tiny_whisper_dir, strategies=["final"]))
+    run_pipeline(cfg, progress=False, log=lambda s: None)
+    out = tmp_path / "out"
+    train_cfg = {"output": "trained", "unit": "Vowl", "seeds": [0, 1], "rankings": str(out / "similarity"),
+                 "data": {"source_store": str(out / "features" / "source"),
+                          "target_store": str(out / "features" / "target"),
+                          "source_language": "en", "target_language": "zh"},
+                 "model": {"width": 8, "head_hidden": [8, 8, 8]},
+                 "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "progress": False}}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(train_cfg))
+    res = CliRunner().invoke(app, ["train", str(path), "--strategy", "GL", "--seed", "1"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    runs = sorted(p.relative_to(tmp_path / "trained" / "runs").as_posix()
+                  for p in (tmp_path / "trained" / "runs").glob("*/*"))
+    assert runs == ["GL-nocoral/seed1", "GL/seed1"]
+    assert (tmp_path / "trained" / "report" / "results.md").is_file()
+
+
+def test_config_round_trips_through_yaml():
+    cfg = load_config(DEMO_CONFIG)
+    again = config_from_dict(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_load_and_hold_no_absolute_paths(name):
+    raw = yaml.safe_load((CONFIGS / name).read_text())
+
+    def walk(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from walk(v)
+        elif isinstance(x, str):
+            yield x
+
+    assert not [s for s in walk(raw) if os.path.isabs(s) or s.startswith("~")]
+    assert isinstance(load_config(CONFIGS / name), RunConfig)
+
+
+def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lamda_coral: 1.0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert "lamda_coral" in str(err.value) and "lambda_coral" in err.value.hint and str(p) in str(err.value)
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer"),
+    ({"train": {"balance": "oversample"}}, "train.balance"),
+    ({"train": {"batch_size": 1}}, "batch_size must be >= 2"),
+    ({"strategies": ["final", "best"]}, "unknown strategy"),
+    ({"unit": "vowels"}, "unit"),
+    ({"seeds": []}, "at least one seed"),
+    ({"model": {"head_hidden": [8, 8]}}, "list of 3"),
+    ({"data": {"finetune_top": 2}}, "frames"),
+])
+def test_bad_values_raise_config_errors_that_say_which_key(raw, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        config_from_dict(raw)
+
+
+def test_lam_demo_help_names_its_options():
+    res = CliRunner().invoke(app, ["demo", "--help"])
+    assert res.exit_code == 0 and "--seeds" in res.output and "--model" in res.output
