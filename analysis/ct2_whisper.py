@@ -52,14 +52,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from phonalign.errors import LamError
-
-try:  # the analysis room's error family, once it lands
-    from analysis.errors import AnalysisError as _Base
-except ImportError:  # pragma: no cover - depends on commit order of the rooms
-    class _Base(LamError):  # type: ignore[no-redef]
-        """Errors of the ``analysis`` package (local stand-in until ``analysis/errors.py``)."""
-
+from analysis.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +98,8 @@ _HASH_BLOCK = 16 << 20
 _ACTIVATION_GELU = 3
 
 
-class ModelLoadError(_Base):
-    """A model cannot be found, read or converted."""
+class ModelLoadError(ModelError):
+    """A model cannot be found, read or converted (a :class:`~analysis.errors.ModelError`)."""
 
 
 class CT2FormatError(ModelLoadError):

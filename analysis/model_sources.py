@@ -77,7 +77,10 @@ class LoadedModel:
     route : str
         ``local-dir``, ``hf-cache``, ``ct2-package`` or ``hub``.
     location : str
-        The directory the weights were read from.
+        The Hugging Face directory the weights were loaded from (for a CTranslate2 source, its
+        converted copy in the cache, which also holds ``preprocessor_config.json``).
+    source : str
+        Where the model was found (the CTranslate2 directory, the package data folder, the id).
     revision : str or None
         Hub commit, or the CTranslate2 source hash, where known.
     tried : list of str
@@ -90,6 +93,7 @@ class LoadedModel:
     location: str
     revision: str | None = None
     tried: list[str] = field(default_factory=list)
+    source: str = ""
 
 
 class _RouteFailed(Exception):
@@ -195,12 +199,13 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
         try:
             if is_ct2_directory(path):
                 model = load_ct2_whisper(CT2Source.from_directory(path), cache_dir=cache_dir, dtype=dtype)
-                return LoadedModel(model.eval(), str(path), "local-dir", str(path), _ct2_revision(model), tried)
+                return LoadedModel(model.eval(), str(path), "local-dir", model.name_or_path, _ct2_revision(model),
+                                   tried, source=str(path))
             if _is_hf_directory(path):
                 model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
                 cls = _hf_model_class(model_type, text)
                 model = cls.from_pretrained(path, dtype=dtype, local_files_only=True)
-                return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, tried)
+                return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, tried, source=str(path))
         except ModelLoadError:
             raise  # a CTranslate2 directory that is broken: say so, do not fall back to another model
         except (OSError, ValueError) as exc:
@@ -222,8 +227,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
     # 2. the Hugging Face cache, offline
     try:
         model = cls.from_pretrained(model_id, dtype=dtype, local_files_only=True)
-        return LoadedModel(model.eval(), model_id, "hf-cache", str(getattr(model.config, "_name_or_path", model_id)),
-                           getattr(model.config, "_commit_hash", None), tried)
+        return LoadedModel(model.eval(), model_id, "hf-cache", _snapshot_dir(model_id, model),
+                           getattr(model.config, "_commit_hash", None), tried, source=model_id)
     except (OSError, ValueError) as exc:
         tried.append(f"hf-cache: {model_id} is not in the Hugging Face cache ({_first_line(exc)})")
         hints.append("download it once on a connected machine and copy the cache; set HF_HOME to its location")
@@ -233,8 +238,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
         try:
             source = ct2_package_source(model_id)
             model = load_ct2_whisper(source, cache_dir=cache_dir, dtype=dtype)
-            return LoadedModel(model.eval(), model_id, "ct2-package", str(source.model_files[0].parent),
-                               _ct2_revision(model), tried)
+            return LoadedModel(model.eval(), model_id, "ct2-package", model.name_or_path, _ct2_revision(model),
+                               tried, source=str(source.model_files[0].parent))
         except ModelLoadError as exc:
             tried.append(f"ct2-package: {exc.message}")
             hints.append(exc.hint or f"pip install '.[{_PACKAGE_EXTRA}]'")
@@ -246,8 +251,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
     if allow_download:
         try:
             model = cls.from_pretrained(model_id, dtype=dtype)
-            return LoadedModel(model.eval(), model_id, "hub", model_id,
-                               getattr(model.config, "_commit_hash", None), tried)
+            return LoadedModel(model.eval(), model_id, "hub", _snapshot_dir(model_id, model),
+                               getattr(model.config, "_commit_hash", None), tried, source=model_id)
         except (OSError, ValueError) as exc:
             tried.append(f"hub: download of {model_id} failed ({_first_line(exc)})")
             hints.append("check the id and the network, or use one of the offline routes")
@@ -258,6 +263,17 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
     lines = [f"  - {t}\n      to enable: {h}" for t, h in zip(tried, hints)]
     raise ModelLoadError(f"cannot load model {text!r}; routes tried:\n" + "\n".join(lines),
                          hint="enable one of the routes above")
+
+
+def _snapshot_dir(model_id: str, model) -> str:
+    """The local snapshot directory of a hub model (config.json's folder), or the id if unknown."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(model_id, "config.json", revision=getattr(model.config, "_commit_hash", None))
+    except (ImportError, ValueError, OSError):  # a provenance convenience only; never fatal
+        hit = None
+    return str(Path(hit).parent) if isinstance(hit, str) else model_id
 
 
 def _looks_like_hub_id(text: str) -> bool:
