@@ -115,7 +115,7 @@ def read_cmudict(path: str | Path) -> dict[str, list[list[str]]]:
             if not phones:
                 raise AlignerError(f"no pronunciation for {parts[0]!r}", path=path, line=lineno,
                                    hint="write the word, then its ARPAbet phones: 'TOMATO  T AH M EY T OW'")
-            bad = [p for p in phones if p not in ARPABET_PHONES]
+            bad = [raw for raw, p in zip(parts[1:], phones) if p not in ARPABET_PHONES]
             if bad:
                 raise AlignerError(
                     f"unknown phone(s) {', '.join(bad)} for {parts[0]!r}", path=path, line=lineno,
@@ -169,6 +169,11 @@ class _Worker:
         config = self.decoder.config
         self.hop = 1.0 / float(config["frate"])
         self.frame_offset = float(config["wlen"]) / 2.0 - self.hop / 2.0
+        # The feature extractor's state (cepstral mean among others) carries over from one
+        # utterance to the next inside a decoder, so an utterance's alignment would depend on what
+        # the process aligned before, and so on -j. Every pass starts from a reinitialised
+        # extractor and the initial mean instead (reinit_feat costs ~0.1 ms).
+        self.cmn0 = self.decoder.get_cmn()
         self.g2p_cache: dict[str, list[str] | None] = {}
         if settings.dictionary:
             extra = read_cmudict(settings.dictionary)
@@ -249,6 +254,8 @@ class _Worker:
         pcm = self._pcm(wave, utt_id)
         d = self.decoder
         d.set_align_text(" ".join(words))
+        d.reinit_feat()
+        d.set_cmn(self.cmn0)
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
@@ -260,6 +267,8 @@ class _Worker:
                 "(each phone needs at least 30 ms) cannot align",
             )
         d.set_alignment()
+        d.reinit_feat()
+        d.set_cmn(self.cmn0)
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
