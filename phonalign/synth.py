@@ -147,6 +147,8 @@ class Synthesis:
     sample_rate: int
     alignment: Alignment
     raw: RawSynthesis
+    #: phone intervals in samples of ``raw`` (after the closure move), for :func:`build_alignment`
+    intervals: tuple[tuple[int, int, str, int], ...] = ()
 
 
 class _Espeak:
@@ -381,18 +383,41 @@ def move_stop_closures(
     return [tuple(iv) for iv in out]  # type: ignore[misc]
 
 
-def _word_label(text: str, pos: int, length: int) -> str:
-    word = text[pos - 1:pos - 1 + length] if pos > 0 else ""
-    return word.strip(" .,;:!?\"'")
+def _word_spans(raw: RawSynthesis, text: str) -> list[tuple[int, list[str]]]:
+    """(text position, words) of each ``espeakEVENT_WORD``. espeak sometimes speaks two words as
+    one (``out of``): its word event then covers the text up to the next event, several words."""
+    events = sorted(raw.words, key=lambda w: w.text_position)
+    out = []
+    for k, w in enumerate(events):
+        stop = events[k + 1].text_position - 1 if k + 1 < len(events) else len(text)
+        span = text[w.text_position - 1:max(stop, w.text_position - 1 + w.length)]
+        words = [t for t in (tok.strip(" .,;:!?\"'") for tok in span.split()) if t]
+        if words:
+            out.append((w.text_position, words))
+    return out
+
+
+def _phone_count(word: str, voice: str) -> int:
+    """How many phones espeak gives ``word`` said on its own."""
+    raw = synthesize_raw(word, voice=voice)
+    return sum(1 for e in raw.phonemes if not is_pause(e.label))
 
 
 def build_alignment(
-    raw: RawSynthesis, text: str, intervals: Sequence[tuple[int, int, str, int]], *, source: str | None = None
+    raw: RawSynthesis,
+    text: str,
+    intervals: Sequence[tuple[int, int, str, int]],
+    *,
+    voice: str | None = None,
+    source: str | None = None,
 ) -> Alignment:
     """Words and phones in seconds from phone intervals (samples at ``raw.sample_rate``).
 
     A phone belongs to the word whose ``espeakEVENT_WORD`` has the same text position; a word
-    spans its first phone's start to its last phone's end. Gaps between words are empty.
+    spans its first phone's start to its last phone's end. Gaps between words are empty. Where
+    espeak spoke several words as one (``out of``), their phones are shared out by the number of
+    phones each word has on its own (needs ``voice``); if the counts do not add up, the words keep
+    one interval labelled with all of them.
 
     Raises
     ------
@@ -407,17 +432,21 @@ def build_alignment(
     for k, (_, _, lab, pos) in enumerate(intervals):
         if lab:
             by_pos.setdefault(pos, []).append(k)
-    for w in raw.words:
-        ks = by_pos.get(w.text_position)
-        label = _word_label(text, w.text_position, w.length)
-        if not label:
-            continue
+    for pos, labels in _word_spans(raw, text):
+        ks = by_pos.get(pos)
         if not ks:
-            raise SynthError(f"espeak-ng produced no phones for the word {label!r} of {text!r}",
+            raise SynthError(f"espeak-ng produced no phones for {' '.join(labels)!r} of {text!r}",
                              hint="rephrase the sentence or spell the word as it is pronounced")
         if ks != list(range(ks[0], ks[-1] + 1)):
-            raise SynthError(f"the phones of {label!r} are not contiguous in {text!r}")
-        words.append(Interval(intervals[ks[0]][0] / sr, intervals[ks[-1]][1] / sr, label))
+            raise SynthError(f"the phones of {' '.join(labels)!r} are not contiguous in {text!r}")
+        counts = [_phone_count(w, voice) for w in labels] if len(labels) > 1 and voice else []
+        if counts and sum(counts) == len(ks) and all(counts):
+            first = ks[0]
+            for word, c in zip(labels, counts):
+                words.append(Interval(intervals[first][0] / sr, intervals[first + c - 1][1] / sr, word))
+                first += c
+        else:
+            words.append(Interval(intervals[ks[0]][0] / sr, intervals[ks[-1]][1] / sr, " ".join(labels)))
     # Fill the gaps with empty intervals so the tier covers the grid, as Praat expects.
     tier: list[Interval] = []
     cursor = 0.0
@@ -442,6 +471,11 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
+def spoken_text(text: str) -> str:
+    """``text`` with a final full stop if it has no final punctuation (sentence intonation)."""
+    return text if text.rstrip()[-1:] in {".", "!", "?"} else text.rstrip() + "."
+
+
 def synthesize(
     text: str,
     *,
@@ -449,6 +483,7 @@ def synthesize(
     prosody: Prosody = Prosody(),
     sample_rate: int = OUTPUT_RATE,
     move_closures: bool = True,
+    split_words: bool = True,
 ) -> Synthesis:
     """Synthesise ``text`` and return 16 kHz audio with its ground-truth alignment.
 
@@ -465,22 +500,28 @@ def synthesize(
         Output rate, Hz (boundaries are in seconds and do not depend on it).
     move_closures : bool
         Apply :func:`move_stop_closures` (the ground truth of the demo corpus does).
+    split_words : bool
+        Share out the phones of words espeak spoke as one (``out of``) by synthesising each word
+        alone. espeak-ng keeps state between calls, so these extra calls can shift the timing of
+        the *next* synthesis by a few ms; the corpus script therefore splits words only after
+        all audio is made (``split_words=False``, then :func:`build_alignment` with ``voice``).
 
     Returns
     -------
     Synthesis
         ``wave`` (n,) float32 at ``sample_rate``; alignment with phones in espeak mnemonics.
     """
-    spoken = text if text.rstrip()[-1:] in {".", "!", "?"} else text.rstrip() + "."
+    spoken = spoken_text(text)
     raw = synthesize_raw(spoken, voice=voice, prosody=prosody)
     if len(raw.samples) == 0 or not raw.phonemes:
         raise SynthError(f"espeak-ng produced no speech for {text!r} with voice {voice!r}")
     intervals = phone_intervals(raw)
     if move_closures:
         intervals = move_stop_closures(intervals, raw.samples, sample_rate=raw.sample_rate)
-    alignment = build_alignment(raw, spoken, intervals)
+    alignment = build_alignment(raw, spoken, intervals, voice=voice if split_words else None)
     wave = resample(raw.samples.astype(np.float32) / 32768.0, raw.sample_rate, sample_rate)
-    return Synthesis(wave=wave, sample_rate=sample_rate, alignment=alignment, raw=raw)
+    return Synthesis(wave=wave, sample_rate=sample_rate, alignment=alignment, raw=raw,
+                     intervals=tuple(intervals))
 
 
 # --------------------------------------------------------------------------------------------

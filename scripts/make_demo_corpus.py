@@ -32,7 +32,7 @@ from phonalign.provenance import write_run_info
 from phonalign.records import UTTERANCE_SCHEMA
 from phonalign.synth import (
     DEMO_HANZI, DEMO_SEED, DEMO_SENTENCES, DEMO_SPLITS, DEMO_VOICES, EMOTION_PROSODY,
-    PROSODY_JITTER, demo_plan, espeak_version, synthesize,
+    PROSODY_JITTER, build_alignment, demo_plan, espeak_version, spoken_text, synthesize,
 )
 
 MAX_BYTES = 15 * 1024 * 1024
@@ -115,14 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     plan = demo_plan(args.seed)
     manifest_rows, synth_rows = [], []
     total_s = 0.0
+    done = []
     for p in tqdm(plan, desc="synthesising", unit="utt"):
-        syn = synthesize(p.text, voice=p.voice, prosody=p.prosody)
+        # words are split after all audio is made: extra espeak calls in between would shift
+        # the timing of the following utterances (espeak keeps state between calls)
+        syn = synthesize(p.text, voice=p.voice, prosody=p.prosody, split_words=False)
+        done.append((p, syn))
         total_s += len(syn.wave) / syn.sample_rate
         buf = io.BytesIO()
         sf.write(buf, np.clip(syn.wave, -1.0, 1.0), syn.sample_rate, format="FLAC", subtype="PCM_16")
         with atomic_path(out / "audio" / f"{p.utt_id}.flac") as tmp:
             tmp.write_bytes(buf.getvalue())
-        write_textgrid(out / "textgrids" / f"{p.utt_id}.TextGrid", syn.alignment)
         manifest_rows.append({
             "utt_id": p.utt_id, "audio_path": f"audio/{p.utt_id}.flac", "text": p.text,
             "language": p.language, "speaker": p.speaker, "corpus": "lam-demo",
@@ -131,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         synth_rows.append({"utt_id": p.utt_id, "voice": p.voice, "sentence": f"s{p.sentence_index:02d}",
                            "rate": p.prosody.rate, "pitch": p.prosody.pitch, "range": p.prosody.range,
                            "volume": p.prosody.volume})
+
+    for p, syn in tqdm(done, desc="TextGrids", unit="utt"):
+        alignment = build_alignment(syn.raw, spoken_text(p.text), syn.intervals, voice=p.voice)
+        write_textgrid(out / "textgrids" / f"{p.utt_id}.TextGrid", alignment)
 
     for name, rows, fields in (("manifest.csv", manifest_rows, UTTERANCE_SCHEMA.names),
                                ("synthesis.csv", synth_rows, list(synth_rows[0]))):
