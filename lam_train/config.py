@@ -134,6 +134,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    checkpoint_every: int = 1  # epochs between resume checkpoints (and after the last epoch)
+    cpu_threads: int = 0  # torch threads on CPU; 0 = auto: 1 for pooled input, torch's default for frames
     progress: bool = True
 
 
@@ -304,6 +306,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(t.batch_size >= 2, f"train.batch_size must be >= 2 (CORAL needs two rows), got {t.batch_size}")
     _check(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
     _check(t.patience >= 1, f"train.patience must be >= 1, got {t.patience}")
+    _check(t.cpu_threads >= 0, f"train.cpu_threads must be >= 0, got {t.cpu_threads}")
+    _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
     _check(m.width >= 1 and all(h >= 1 for h in m.head_hidden), "model: widths must be >= 1")
     _check(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
     _check(m.encoder_layers >= 0, "model.encoder_layers must be >= 0")

@@ -42,6 +42,16 @@ def uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
+def uar_fast(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = len(EMOTIONS)) -> float:
+    """The same UAR as :func:`uar` from one ``bincount`` (no input validation): for the per-epoch
+    model selection inside the training loop, where scikit-learn's checks cost more than the
+    epoch itself on small data. Tested equal to :func:`uar`."""
+    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    support = cm.sum(axis=1)
+    present = support > 0
+    return float((np.diag(cm)[present] / support[present]).mean())
+
+
 def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
     """Recall of each emotion (None where the class is absent from ``y_true``)."""
     y_true, y_pred = _check(y_true, y_pred)

@@ -31,7 +31,7 @@ from .config import RunConfig, Strategy, config_to_dict, parse_strategy
 from .coral import coral_loss
 from .data import Domain, Standardizer, class_weights, epoch_order
 from .errors import TrainError
-from .evaluate import scores, uar
+from .evaluate import scores, uar_fast
 from .model import EmotionClassifier, masked_mean
 
 CHECKPOINT = "checkpoint.safetensors"  # last completed epoch: for resuming
@@ -114,10 +114,8 @@ class FrameFeaturizer:
     """Frame sequences on the fly: waveforms -> speech model -> anchored layers (+ mask).
 
     ``encoder`` is an :class:`analysis.models.SpeechEncoder`. It is frozen (its ``forward``
-    runs under ``inference_mode``), or its top ``finetune_top`` transformer layers are trained:
-    then the padded batch runs with gradients through the wrapper's ``_run`` (batch padding
-    then follows the model's own attention mask; for group-norm wav2vec 2.0 models and Whisper
-    ``trim`` this differs slightly from one-at-a-time features). Each layer's frames are
+    runs under ``inference_mode``), or its top ``finetune_top`` transformer layers are trained
+    (``forward(..., grad=True)`` keeps the graph). Each layer's frames are
     layer-normalised (no parameters) so the adapters see a common scale. Also returns the
     anchored upstream layers pooled over valid frames: with fine-tuning, CORAL aligns those.
     """
@@ -150,14 +148,9 @@ class FrameFeaturizer:
 
     def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
         waves = [domain.waves[i] for i in idx]
-        if self.finetune_top > 0 and torch.is_grad_enabled():
-            lengths = np.array([len(w) for w in waves], np.int64)
-            valid_np = self.encoder.valid_frames(lengths)
-            hidden = self.encoder._run(waves, lengths)[:, :, : int(valid_np.max())].float()
-            valid = torch.from_numpy(valid_np).to(device)
-        else:
-            hidden, valid_np = self.encoder(waves)
-            valid = torch.from_numpy(np.asarray(valid_np)).to(device)
+        grad = self.finetune_top > 0 and torch.is_grad_enabled()
+        hidden, valid_np = self.encoder(waves, grad=grad)
+        valid = torch.from_numpy(np.asarray(valid_np)).to(device)
         x = hidden[self.layers].to(device)  # (n_sel, B, T, H)
         x = torch.nn.functional.layer_norm(x, x.shape[-1:])
         mask = torch.arange(x.shape[2], device=device)[None, :] < valid[:, None]
@@ -286,6 +279,27 @@ def read_metadata(path: str | Path) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def cpu_threads(cfg: RunConfig, device: torch.device):
+    """Torch's intra-op threads for this run, restored afterwards.
+
+    The pooled-input classifier does matrix products of a few dozen rows: extra OpenMP threads
+    only add synchronisation, and on a loaded machine they spin-wait (measured on the demo, 2
+    cores under load: 2.7 s with 1 thread, 34 s with 2). ``auto`` (0) therefore uses 1 thread for
+    pooled input and leaves frame mode (a speech model's forward pass) at torch's default.
+    """
+    n = cfg.train.cpu_threads or (1 if cfg.data.input == "pooled" else 0)
+    if device.type != "cpu" or n == 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit(
     cfg: RunConfig,
     *,
@@ -406,7 +420,7 @@ def fit(
             opt.step()
             sums += (loss.item(), loss_ce.item(), loss_coral.item())
         pred = predict(model, featurizer, selection_domain, device, batch_size=max(256, bs))
-        score = uar(selection_domain.y.numpy(), pred)
+        score = uar_fast(selection_domain.y.numpy(), pred)
         row = {"epoch": epoch, "loss": float(sums[0] / n_batches), "ce": float(sums[1] / n_batches),
                "coral": float(sums[2] / n_batches), "dev_uar": score, "seconds": time.perf_counter() - t0}
         history.append(row)
@@ -418,7 +432,9 @@ def fit(
         bar.set_postfix(loss=f"{row['loss']:.3f}", dev_uar=f"{score:.3f}")
         meta["state"] = {"epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad,
                          "history": history}
-        save_checkpoint(ckpt, model=model, featurizer=featurizer, opt=opt, best_state=best_state, rng=rng, meta=meta)
+        if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs or bad >= t.patience:
+            save_checkpoint(ckpt, model=model, featurizer=featurizer, opt=opt, best_state=best_state, rng=rng,
+                            meta=meta)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     bar.close()
@@ -601,11 +617,20 @@ def run_training(
     run = {"strategy": strat.name, "selection": strat.selection, "coral": use_coral, "lambda": lam,
            "seed": seed, "layers": layers, "n_model_layers": n_layers}
     cfg_plain = config_to_dict(cfg)
+    device = resolve_device(cfg.train.device)
+    with cpu_threads(cfg, device):
+        return _fit_and_evaluate(cfg, cfg_plain, run, model=model, featurizer=featurizer, data=data, seed=seed,
+                                 out_dir=out_dir, use_coral=use_coral, device=device, on_epoch_end=on_epoch_end)
+
+
+def _fit_and_evaluate(cfg, cfg_plain, run, *, model, featurizer, data, seed, out_dir, use_coral, device,
+                      on_epoch_end) -> dict:
+    layers = run["layers"]
+    done = out_dir / METRICS
     result = fit(cfg, model=model, featurizer=featurizer, source_train=data.source_train,
                  source_dev=data.source_dev, target_train=data.target_train if use_coral else None,
                  coral=use_coral, seed=seed, out_dir=out_dir, oracle_dev=data.oracle_dev,
                  run_meta={"run": run, "config": cfg_plain}, on_epoch_end=on_epoch_end)
-    device = resolve_device(cfg.train.device)
     metrics = {**run, "selection_on": cfg.train.selection, "oracle": cfg.train.selection == "oracle_target_dev",
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                "selection_uar": result.best_score, "resumed_from": result.resumed_from,

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import balanced_accuracy_score
 
 from lam_train.errors import TrainError
-from lam_train.evaluate import confusion, mean_std, per_class_recall, scores, uar
+from lam_train.evaluate import confusion, mean_std, per_class_recall, scores, uar, uar_fast
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
@@ -17,6 +17,7 @@ def test_uar_equals_balanced_accuracy(pairs):
     y_true = np.array([p[0] for p in pairs])
     y_pred = np.array([p[1] for p in pairs])
     assert uar(y_true, y_pred) == pytest.approx(balanced_accuracy_score(y_true, y_pred), abs=1e-12)
+    assert uar_fast(y_true, y_pred) == pytest.approx(uar(y_true, y_pred), abs=1e-12)
 
 
 def test_uar_is_unweighted_while_accuracy_is_not():
