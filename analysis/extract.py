@@ -249,96 +249,103 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
                                             fixed_seconds=fixed)] if ids.size else []
     chunk = _Chunk()
     seg_tab = segs
-    for batch in batches:
-        waves, kept = [], []
-        for i in batch:
-            i = int(i)
-            try:
-                wav = load_audio(audio_path(i), sr=SAMPLE_RATE)
-                check_length(i, len(wav))
-            except LamError as err:
-                err.utt_id = err.utt_id or utt_ids[i]
-                fail(i, err)
-                bar.update(1)
-                continue
-            lengths[i] = len(wav)
-            waves.append(wav)
-            kept.append(i)
-        if not kept:
-            continue
-        batch = np.array(kept, np.int64)
-        tf = time.perf_counter()
-        try:
-            hidden, valid = enc.forward(waves)
-            if enc.device.type == "cuda":
-                torch.cuda.synchronize(enc.device)  # time the forward, not its launch
-        except LamError as err:
+    try:
+        for batch in batches:
+            waves, kept = [], []
             for i in batch:
-                fail(int(i), ExtractionError(str(err.message), utt_id=utt_ids[i], hint=err.hint))
+                i = int(i)
+                try:
+                    wav = load_audio(audio_path(i), sr=SAMPLE_RATE)
+                    check_length(i, len(wav))
+                except LamError as err:
+                    err.utt_id = err.utt_id or utt_ids[i]
+                    fail(i, err)
+                    bar.update(1)
+                    continue
+                lengths[i] = len(wav)
+                waves.append(wav)
+                kept.append(i)
+            if not kept:
+                continue
+            batch = np.array(kept, np.int64)
+            tf = time.perf_counter()
+            try:
+                hidden, valid = enc.forward(waves)
+                if enc.device.type == "cuda":
+                    torch.cuda.synchronize(enc.device)  # time the forward, not its launch
+            except LamError as err:
+                for i in batch:
+                    fail(int(i), ExtractionError(str(err.message), utt_id=utt_ids[i], hint=err.hint))
+                bar.update(len(batch))
+                continue
+            report["forward_seconds"] += time.perf_counter() - tf
+            span_b, span_f, span_s, rows = [], [], [], {k: [] for k in (
+                "unit_id", "kind", "utt_id", "seg_index", "unit_class", "phone", "start", "end", "language",
+                "speaker", "corpus", "emotion", "split", "first_frame", "stop_frame")}
+            for b, i in enumerate(batch):  # per utterance: gather its segment rows (vectorised within)
+                i = int(i)
+                u = utt_ids[i]
+                n = int(valid[b])
+                meta = [cols["language"][i], cols["speaker"][i], cols["corpus"][i], cols["emotion"][i], cols["split"][i]]
+                seg_first = np.zeros(0, np.int64)
+                seg_stop = np.zeros(0, np.int64)
+                seg_part = None
+                if u in seg_rows:
+                    a, z = seg_rows[u]
+                    part = seg_tab.slice(a, z - a)
+                    cls = np.asarray(part.column("unit_class").to_pylist(), dtype=object)
+                    keep = ~np.isin(cls, SKIPPED_CLASSES)
+                    seg_part = part.filter(pa.array(keep))
+                    if seg_part.num_rows:
+                        try:
+                            seg_first, seg_stop = frames_for_segments(
+                                seg_part.column("start").to_numpy(), seg_part.column("end").to_numpy(),
+                                spec=enc.frame_spec, n_frames=n)
+                        except LamError as err:
+                            err.utt_id = u
+                            fail(i, err)
+                            continue
+                k = 1 + len(seg_first)
+                span_b.append(np.full(k, b))
+                span_f.append(np.concatenate([[0], seg_first]))
+                span_s.append(np.concatenate([[n], seg_stop]))
+                rows["unit_id"].append(u)
+                rows["kind"].append("utt")
+                rows["utt_id"].append(u)
+                rows["seg_index"].append(-1)
+                rows["unit_class"].append("utterance")
+                rows["phone"].append(None)
+                rows["start"].append(0.0)
+                rows["end"].append(lengths[i] / SAMPLE_RATE)
+                if seg_part is not None and seg_part.num_rows:
+                    idx = seg_part.column("index").to_pylist()
+                    rows["unit_id"].extend(f"{u}#{j}" for j in idx)
+                    rows["kind"].extend(["segment"] * len(idx))
+                    rows["utt_id"].extend([u] * len(idx))
+                    rows["seg_index"].extend(idx)
+                    rows["unit_class"].extend(seg_part.column("unit_class").to_pylist())
+                    rows["phone"].extend(seg_part.column("phone").to_pylist())
+                    rows["start"].extend(seg_part.column("start").to_pylist())
+                    rows["end"].extend(seg_part.column("end").to_pylist())
+                for name, value in zip(("language", "speaker", "corpus", "emotion", "split"), meta):
+                    rows[name].extend([value] * k)
+                rows["first_frame"].extend(span_f[-1].tolist())
+                rows["stop_frame"].extend(span_s[-1].tolist())
+                report["ok"] += 1
+            if span_b:
+                pooled = pool_batch(hidden, np.concatenate(span_b), np.concatenate(span_f), np.concatenate(span_s))
+                chunk.add(rows, pooled.cpu().numpy())
+                report["rows_written"] += int(pooled.shape[1])
             bar.update(len(batch))
-            continue
-        report["forward_seconds"] += time.perf_counter() - tf
-        span_b, span_f, span_s, rows = [], [], [], {k: [] for k in (
-            "unit_id", "kind", "utt_id", "seg_index", "unit_class", "phone", "start", "end", "language",
-            "speaker", "corpus", "emotion", "split", "first_frame", "stop_frame")}
-        for b, i in enumerate(batch):  # per utterance: gather its segment rows (vectorised within)
-            i = int(i)
-            u = utt_ids[i]
-            n = int(valid[b])
-            meta = [cols["language"][i], cols["speaker"][i], cols["corpus"][i], cols["emotion"][i], cols["split"][i]]
-            seg_first = np.zeros(0, np.int64)
-            seg_stop = np.zeros(0, np.int64)
-            seg_part = None
-            if u in seg_rows:
-                a, z = seg_rows[u]
-                part = seg_tab.slice(a, z - a)
-                cls = np.asarray(part.column("unit_class").to_pylist(), dtype=object)
-                keep = ~np.isin(cls, SKIPPED_CLASSES)
-                seg_part = part.filter(pa.array(keep))
-                if seg_part.num_rows:
-                    try:
-                        seg_first, seg_stop = frames_for_segments(
-                            seg_part.column("start").to_numpy(), seg_part.column("end").to_numpy(),
-                            spec=enc.frame_spec, n_frames=n)
-                    except LamError as err:
-                        err.utt_id = u
-                        fail(i, err)
-                        continue
-            k = 1 + len(seg_first)
-            span_b.append(np.full(k, b))
-            span_f.append(np.concatenate([[0], seg_first]))
-            span_s.append(np.concatenate([[n], seg_stop]))
-            rows["unit_id"].append(u)
-            rows["kind"].append("utt")
-            rows["utt_id"].append(u)
-            rows["seg_index"].append(-1)
-            rows["unit_class"].append("utterance")
-            rows["phone"].append(None)
-            rows["start"].append(0.0)
-            rows["end"].append(lengths[i] / SAMPLE_RATE)
-            if seg_part is not None and seg_part.num_rows:
-                idx = seg_part.column("index").to_pylist()
-                rows["unit_id"].extend(f"{u}#{j}" for j in idx)
-                rows["kind"].extend(["segment"] * len(idx))
-                rows["utt_id"].extend([u] * len(idx))
-                rows["seg_index"].extend(idx)
-                rows["unit_class"].extend(seg_part.column("unit_class").to_pylist())
-                rows["phone"].extend(seg_part.column("phone").to_pylist())
-                rows["start"].extend(seg_part.column("start").to_pylist())
-                rows["end"].extend(seg_part.column("end").to_pylist())
-            for name, value in zip(("language", "speaker", "corpus", "emotion", "split"), meta):
-                rows[name].extend([value] * k)
-            rows["first_frame"].extend(span_f[-1].tolist())
-            rows["stop_frame"].extend(span_s[-1].tolist())
-            report["ok"] += 1
-        if span_b:
-            pooled = pool_batch(hidden, np.concatenate(span_b), np.concatenate(span_f), np.concatenate(span_s))
-            chunk.add(rows, pooled.cpu().numpy())
-            report["rows_written"] += int(pooled.shape[1])
-        bar.update(len(batch))
-        if chunk.n >= chunk_rows:
-            chunk.commit(store, prefix)
-            _write_report(out, report, t0)
+            if chunk.n >= chunk_rows:
+                chunk.commit(store, prefix)
+                _write_report(out, report, t0)
+    except BaseException:
+        # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug)
+        chunk.commit(store, prefix)
+        _write_report(out, report, t0)
+        bar.close()
+        raise
     chunk.commit(store, prefix)
     bar.close()
     return _write_report(out, report, t0)

@@ -102,7 +102,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
 
     def dying_append(self, index, layers, *, chunk_id=None):
         calls["n"] += 1
-        if calls["n"] == 2:  # killed while writing the second chunk: layers written, index not
+        if calls["n"] >= 2:  # SIGKILL while writing the second chunk: layers written, index not
             for i, arr in enumerate(layers):
                 d = self.path / "layers" / f"layer_{i:02d}"
                 d.mkdir(parents=True, exist_ok=True)
@@ -218,3 +218,21 @@ def test_plain_corpus_manifest_gives_utterance_vectors_only(tmp_path):
     st = FeatureStore.open(tmp_path / "st")
     assert report["ok"] == 2 and st.index.column("kind").to_pylist() == ["utt", "utt"]
     assert st.meta["settings"]["input"] == "utterances"
+
+
+def test_interrupted_run_commits_the_utterances_already_pooled(tmp_path, monkeypatch):
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    enc = load_encoder(random_model("hubert"), device="cpu")
+    real_forward, calls = enc.forward, {"n": 0}
+
+    def forward_then_ctrl_c(waves, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_forward(waves, *args, **kwargs)
+
+    monkeypatch.setattr(enc, "forward", forward_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(aligned, tmp_path / "st", model=enc, batch_seconds=1.0, chunk_rows=10_000, progress=False)
+    assert len(FeatureStore.open(tmp_path / "st").done_utt_ids()) == 2
+    assert json.loads((tmp_path / "st" / "report.json").read_text())["ok"] == 2
