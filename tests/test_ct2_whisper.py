@@ -177,6 +177,21 @@ def test_generation_config_and_tokenizer_carry_whisper_decoding_settings(tiny_ct
     assert proc.tokenizer.decode(ids) == "hello world"
 
 
+def test_vocabulary_txt_alone_gives_the_same_token_ids_as_tokenizer_json(tiny_ct2_dir, tmp_path):
+    from transformers import WhisperTokenizer
+
+    with_json = WhisperTokenizer.from_pretrained(_convert(tiny_ct2_dir, tmp_path, "json"))
+    vocab = with_json.get_vocab()
+    lines = [tok for tok, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    assert [vocab[t] for t in lines] == list(range(len(lines)))
+    (tiny_ct2_dir / "tokenizer.json").unlink()
+    (tiny_ct2_dir / "vocabulary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    vocab_only = WhisperTokenizer.from_pretrained(_convert(tiny_ct2_dir, tmp_path, "vocab"))
+    assert vocab_only.get_vocab() == vocab
+    ids = with_json("héllo wörld", add_special_tokens=False).input_ids + [257, 266]
+    assert vocab_only.decode(ids, skip_special_tokens=True) == with_json.decode(ids, skip_special_tokens=True)
+
+
 def test_tiny_converted_model_generates_after_the_language_and_task_prompt(tiny_ct2_dir, tmp_path):
     model = ct2.load_ct2_whisper(tiny_ct2_dir, cache_dir=tmp_path / "cache")
     feats = torch.randn(1, 8, 24)
