@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=13)
     ap.add_argument("--hidden", type=int, default=768)
     ap.add_argument("--seg-per-utt", type=int, default=25)
-    ap.add_argument("--bootstrap", type=int, default=50)
+    ap.add_argument("--bootstrap", type=int, default=20)
     ap.add_argument("--halves", type=int, default=10)
     ap.add_argument("--workdir", default="/tmp/lam_bench_similarity")
     ap.add_argument("--clean", action="store_true", help="delete the stores afterwards")

@@ -192,3 +192,21 @@ def test_lam_similarity_writes_rankings_that_training_can_load(tmp_path):
     coral = json.loads((tmp_path / "sim" / "rankings_coral.json").read_text())
     assert coral["higher_is_more_similar"] is False
     assert (tmp_path / "sim" / "scores.parquet").is_file() and (tmp_path / "sim" / "config.yaml").is_file()
+
+
+def test_memory_does_not_grow_with_the_number_of_segments(tmp_path):
+    import tracemalloc
+
+    peaks = []
+    for seg_per_utt, chunk_utts in ((8, 16), (64, 2)):  # 8x the segments, same rows per chunk
+        src = make_store(tmp_path / f"s{seg_per_utt}", cosines=[0.9, 0.5, 0.2], n_utt=48, seg_per_utt=seg_per_utt,
+                         hidden=64, side="source", chunk_utts=chunk_utts)
+        tgt = make_store(tmp_path / f"t{seg_per_utt}", cosines=[0.9, 0.5, 0.2], n_utt=48, seg_per_utt=seg_per_utt,
+                         hidden=64, side="target", chunk_utts=chunk_utts)
+        src.index, tgt.index  # index tables are per row by design; measure the layer streaming
+        tracemalloc.start()
+        compare_stores(src, tgt, n_bootstrap=20)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    rows_ratio = 8.0
+    assert peaks[1] < 2.0 * peaks[0] < rows_ratio * peaks[0], peaks
