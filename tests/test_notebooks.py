@@ -31,11 +31,13 @@ def _execute(name: str, work: Path) -> nbformat.NotebookNode:
            "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     client = NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                             resources={"metadata": {"path": str(work)}})
-    client.execute(env=env)
-    keep = os.environ.get("LAM_NOTEBOOK_KEEP")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, Path(keep) / f"{name}.ipynb")
+    try:
+        client.execute(env=env)
+    finally:
+        keep = os.environ.get("LAM_NOTEBOOK_KEEP")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, Path(keep) / f"{name}.ipynb")
     return nb
 
 
