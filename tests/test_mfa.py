@@ -207,7 +207,7 @@ def test_align_through_a_fake_mfa_reports_oovs_and_unaligned_utterances(tmp_path
     assert results["oov1"].ok and results["oov1"].info["oov"] == ["blorfy"]
     assert not results["bad1"].ok
     assert "Could not find a path" in results["bad1"].error.message
-    assert (tmp_path / "w" / "mfa_align.log").read_text().startswith("fake mfa: aligned 2 files")
+    assert (tmp_path / "w" / "mfa" / "mfa_align.log").read_text().startswith("fake mfa: aligned 2 files")
 
 
 def test_align_corpus_with_mfa_records_each_failure_and_goes_on(tmp_path, monkeypatch, mfa_dir):

@@ -3,7 +3,7 @@
 MFA is installed from conda-forge (``environment.yml``), not pip, so the toolkit never imports it:
 it stages the corpus in MFA's layout, runs the ``mfa`` command, and reads back what MFA wrote.
 
-* **Staging** (:meth:`MFAAligner.stage`): ``<workdir>/corpus/<speaker>/<utt_id>.<ext>`` (a
+* **Staging** (:meth:`MFAAligner.stage`): ``<workdir>/mfa/corpus/<speaker>/<utt_id>.<ext>`` (a
   symbolic link to the audio for WAV/FLAC, a 16 kHz WAV copy for other formats, or copies with
   ``copy_audio=True``) and ``<utt_id>.lab`` holding the transcript. One folder per speaker is how
   MFA knows speakers (for its speaker adaptation; ``single_speaker=True`` turns that off).
@@ -228,7 +228,7 @@ class MFAAligner(Aligner):
             )
 
     def align(self, utterances: Sequence[Utterance], workdir: Path, *, jobs: int = 1) -> Iterator[AlignResult]:
-        workdir = Path(workdir)
+        workdir = Path(workdir) / "mfa"  # the runner keeps its own files in workdir
         if not utterances:
             return
         self.check_available()

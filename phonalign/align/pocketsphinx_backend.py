@@ -176,13 +176,13 @@ class _Worker:
         self.cmn0 = self.decoder.get_cmn()
         self.g2p_cache: dict[str, list[str] | None] = {}
         if settings.dictionary:
-            extra = read_cmudict(settings.dictionary)
-            words = list(extra.items())
-            for k, (word, prons) in enumerate(words):
-                for j, pron in enumerate(prons):
-                    name = word if j == 0 else f"{word}({j + 1})"
-                    # replace a CMUdict entry of the same name: the user's file wins
-                    self.decoder.add_word(name, " ".join(pron), update=(k == len(words) - 1))
+            entries = [(word if j == 0 else f"{word}({j + 1})", " ".join(pron))
+                       for word, prons in read_cmudict(settings.dictionary).items()
+                       for j, pron in enumerate(prons)]
+            for k, (name, phones) in enumerate(entries):
+                # an entry of the same name replaces CMUdict's: the user's file wins; the search
+                # is rebuilt once, after the last word
+                self.decoder.add_word(name, phones, update=(k == len(entries) - 1))
 
     # -- one utterance --------------------------------------------------------------------
     def align_one(self, job: tuple[str, str, str, str]) -> dict:
@@ -398,6 +398,9 @@ class PocketsphinxAligner(Aligner):
         Amplitude (in 16-bit steps) of the seeded noise added before decoding; 0 disables it.
     mp_context : str, optional
         multiprocessing start method for ``jobs > 1`` (default: ``fork`` where available).
+    hmm, lexicon : str or Path, optional
+        Another pocketsphinx acoustic model folder and its full pronunciation dictionary
+        (default: the US-English model and CMUdict shipped with the wheel).
     """
 
     name = "pocketsphinx"
@@ -405,7 +408,8 @@ class PocketsphinxAligner(Aligner):
 
     def __init__(self, dictionary: str | Path | None = None, g2p: str | None = None, padding: float = 0.4,
                  *, beam: float = 1e-200, wbeam: float = 1e-200, pbeam: float = 1e-200, maxhmmpf: int = -1,
-                 noise_lsb: int = 1, mp_context: str | None = None) -> None:
+                 noise_lsb: int = 1, mp_context: str | None = None, hmm: str | Path | None = None,
+                 lexicon: str | Path | None = None) -> None:
         if g2p not in (None, "espeak"):
             raise AlignerError(f"unknown G2P fallback {g2p!r}", hint="use g2p=None or g2p='espeak'")
         if padding < 0:
@@ -413,7 +417,8 @@ class PocketsphinxAligner(Aligner):
         self.settings = PocketsphinxSettings(
             dictionary=None if dictionary is None else str(Path(dictionary).resolve()),
             g2p=g2p, padding=float(padding), beam=beam, wbeam=wbeam, pbeam=pbeam, maxhmmpf=maxhmmpf,
-            noise_lsb=noise_lsb,
+            noise_lsb=noise_lsb, hmm=None if hmm is None else str(hmm),
+            lexicon=None if lexicon is None else str(lexicon),
         )
         self.mp_context = mp_context
         self._local: _Worker | None = None
