@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phonalign.align import get_aligner
 from phonalign.align.pocketsphinx_backend import (
     ARPABET_PHONES,
     PocketsphinxAligner,
+    _tile,
     normalize_words,
     read_cmudict,
 )
@@ -190,3 +193,17 @@ def test_align_corpus_writes_the_good_one_and_reports_every_bad_one(tmp_path):
         assert utt.utt_id in text
     for reason in ("no alignment", "silent", "empty", "wxrmq", "does not look like English", "English only"):
         assert reason in text
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.floats(-0.5, 3.0), st.floats(0.0, 0.4), st.sampled_from(["", "AH", "K"])),
+                max_size=12),
+       st.floats(0.5, 3.0))
+def test_intervals_are_tiled_over_the_audio_whatever_the_decoder_returns(raw, duration):
+    # clipped, overlapping, zero-length and out-of-range intervals all become a clean tiling
+    intervals = [[max(0.0, min(s, duration)), max(0.0, min(s + d, duration)), lab] for s, d, lab in raw]
+    tiled = _tile(intervals, duration)
+    assert tiled[0][0] == 0.0 and tiled[-1][1] == pytest.approx(duration)
+    assert all(a[1] == b[0] for a, b in zip(tiled, tiled[1:]))
+    assert all(e > s for s, e, _ in tiled)
+    assert not any(a[2] == "" and b[2] == "" for a, b in zip(tiled, tiled[1:]))

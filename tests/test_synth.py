@@ -12,6 +12,8 @@ import csv
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phonalign.corpus import demo_corpus_dir
 from phonalign.records import EMOTIONS
@@ -231,3 +233,17 @@ def test_regenerating_an_utterance_reproduces_the_committed_boundaries():
         assert [x.label for x in syn.alignment.phones] == [x.label for x in ref.phones]
         starts = np.array([x.start for x in syn.alignment.phones])
         assert np.max(np.abs(starts - [x.start for x in ref.phones])) < 0.015
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5000), st.sampled_from(["_", "_:", "_|", "a", "t", "s"]),
+                          st.integers(1, 40)), min_size=1, max_size=15))
+def test_phone_intervals_tile_the_audio_for_any_event_list(events):
+    n = 5000
+    raw = RawSynthesis(np.zeros(n, dtype=np.int16), ESPEAK_RATE,
+                       tuple(PhonemeEvent(s, lab, pos) for s, lab, pos in events), ())
+    ivs = phone_intervals(raw)
+    assert ivs[0][0] == 0 and ivs[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:]))
+    assert all(e > s for s, e, _, _ in ivs)
+    assert not any(a[2] == "" and b[2] == "" for a, b in zip(ivs, ivs[1:]))

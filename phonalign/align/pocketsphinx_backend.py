@@ -317,18 +317,22 @@ def _tile(intervals: list, duration: float) -> list:
         start = max(start, cursor)
         if end - start <= 1e-9:
             continue
-        if start > cursor + 1e-9:
+        if start - cursor > 1e-9:
             out.append([cursor, start, ""])
+        else:
+            start = cursor  # float noise: no sliver of silence
         if out and label == "" and out[-1][2] == "":
             out[-1][1] = end
         else:
             out.append([start, end, label])
         cursor = end
-    if duration > cursor + 1e-9:
+    if duration - cursor > 1e-9:
         if out and out[-1][2] == "":
             out[-1][1] = duration
         else:
             out.append([cursor, duration, ""])
+    elif out:
+        out[-1][1] = duration
     merged: list[list] = []
     for iv in out:
         if merged and iv[2] == "" and merged[-1][2] == "":
