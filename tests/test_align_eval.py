@@ -137,3 +137,19 @@ def test_pocketsphinx_on_english_demo_meets_the_accuracy_targets(tmp_path):
     assert overall["agreement"] > 0.9
     assert overall["within_20ms"] >= 0.75, overall
     assert overall["within_50ms"] >= 0.95, overall
+
+
+def test_languages_come_from_an_utterances_parquet_or_a_csv(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from phonalign.align_eval import AlignEvalError, read_languages
+
+    pq.write_table(pa.table({"utt_id": ["a", "b"], "language": ["en", "zh"], "text": ["x", "y"]}),
+                   tmp_path / "utterances.parquet")
+    assert read_languages(tmp_path / "utterances.parquet") == {"a": "en", "b": "zh"}
+    (tmp_path / "m.tsv").write_text("utt_id\tlanguage\na\ten\n", encoding="utf-8")
+    assert read_languages(tmp_path / "m.tsv") == {"a": "en"}
+    (tmp_path / "bad.csv").write_text("id,lang\na,en\n", encoding="utf-8")
+    with pytest.raises(AlignEvalError, match="utt_id and language"):
+        read_languages(tmp_path / "bad.csv")
