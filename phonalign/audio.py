@@ -8,6 +8,7 @@ and empty files raise :class:`~phonalign.errors.AudioError` naming the file and 
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -98,9 +99,12 @@ def _wav_header_duration(path: Path) -> float | None:
     the caller falls back to soundfile.
     """
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-            size = fh.seek(0, 2)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            head = os.read(fd, 512)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     except OSError:
         return None
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -123,6 +127,27 @@ def _wav_header_duration(path: Path) -> float | None:
     return None
 
 
+def _flac_header_duration(path: Path) -> float | None:
+    """Duration of a FLAC file from its STREAMINFO block (sample rate, total samples), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            head = os.read(fd, 42)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    # "fLaC", then the first metadata block must be STREAMINFO (type 0, 34 bytes)
+    if len(head) < 42 or head[:4] != b"fLaC" or (head[4] & 0x7F) != 0:
+        return None
+    info = int.from_bytes(head[18:26], "big")  # rate:20 channels-1:3 bits-1:5 total:36
+    rate = info >> 44
+    total = info & ((1 << 36) - 1)
+    if not rate or not total:  # total 0 means "unknown": ask libsndfile
+        return None
+    return total / rate
+
+
 def audio_duration(path: str | Path) -> float:
     """Duration of an audio file in seconds, from its header (the samples are not decoded).
 
@@ -132,7 +157,9 @@ def audio_duration(path: str | Path) -> float:
         The file is missing, unreadable, or holds no samples.
     """
     path = Path(path)
-    duration = _wav_header_duration(path) if path.suffix.lower() == ".wav" else None
+    suffix = path.suffix.lower()
+    duration = (_wav_header_duration(path) if suffix == ".wav"
+                else _flac_header_duration(path) if suffix == ".flac" else None)
     if duration is None:
         import soundfile as sf
 

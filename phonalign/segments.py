@@ -86,7 +86,7 @@ def segment_columns(
     context: Sequence[str | None] | None = None,
     validate: bool = True,
 ) -> dict[str, list]:
-    """The columns of :data:`SEGMENT_SCHEMA` for one utterance, as Python lists.
+    """The columns of :data:`SEGMENT_SCHEMA` for one utterance, as Python sequences (lists/tuples).
 
     The batch runner extends these lists over many utterances and builds one table per chunk,
     which is far cheaper than one table per utterance. See :func:`segments_from_alignment`.
@@ -100,19 +100,25 @@ def segment_columns(
                      options=options if options is not None else ClassOptions(), context=context)
     words, word_index = _word_of_each_phone(alignment)
     n = len(phones)
+    if n == 0:
+        return {name: [] for name in SEGMENT_SCHEMA.names}
+    # one transposition instead of one comprehension per column: this runs per utterance
+    label, start, end = zip(*[(p.label, p.start, p.end) for p in phones])
+    phone, unit_class, diphthong, rhotic, syllabic, stress, tone = zip(
+        *[(i.phone, i.unit_class, i.diphthong, i.rhotic, i.syllabic, i.stress, i.tone) for i in infos])
     return {
         "utt_id": [utt_id] * n,
         "index": list(range(n)),
-        "label": [p.label for p in phones],
-        "phone": [i.phone for i in infos],
-        "unit_class": [i.unit_class for i in infos],
-        "start": [p.start for p in phones],
-        "end": [p.end for p in phones],
-        "diphthong": [i.diphthong for i in infos],
-        "rhotic": [i.rhotic for i in infos],
-        "syllabic": [i.syllabic for i in infos],
-        "stress": [i.stress for i in infos],
-        "tone": [i.tone for i in infos],
+        "label": label,
+        "phone": phone,
+        "unit_class": unit_class,
+        "start": start,
+        "end": end,
+        "diphthong": diphthong,
+        "rhotic": rhotic,
+        "syllabic": syllabic,
+        "stress": stress,
+        "tone": tone,
         "word": words,
         "word_index": word_index,
         "phone_set": [phone_set] * n,

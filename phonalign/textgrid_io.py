@@ -28,11 +28,13 @@ them back exactly.
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import struct
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from .errors import TextGridError
 from .fsutil import atomic_path
@@ -213,18 +215,23 @@ class _Stop(Exception):
 
 
 def _parse_with_praatio(text: str) -> list[dict]:
-    """praatio's parser -> list of tier dicts ``{class, name, xmin, xmax, entries}`` (floats)."""
+    """praatio's parser -> ``[{grid_xmin, grid_xmax}, tier dicts {class, name, xmin, xmax, entries}]``.
+
+    Entry times stay the strings praatio found (``"-0"`` included); :func:`_float_entries`
+    converts the tiers that are used, so unused tiers (pitch points, notes) cost nothing more.
+    """
     from praatio.utilities import textgrid_io as praatio_io
 
     grid = praatio_io.parseTextgridStr(text, includeEmptyIntervals=True)
-    tiers = grid["tiers"]
-    for tier in tiers:
-        # praatio keeps the times as the strings it found; "-0" arrives as "0" or "-0"
-        if tier["class"] == "IntervalTier":
-            tier["entries"] = [(float(s) + 0.0, float(e) + 0.0, lab) for s, e, lab in tier["entries"]]
-        else:
-            tier["entries"] = [(float(t) + 0.0, lab) for t, lab in tier["entries"]]
-    return [{"grid_xmin": float(grid["xmin"]) + 0.0, "grid_xmax": float(grid["xmax"]) + 0.0}, *tiers]
+    return [{"grid_xmin": float(grid["xmin"]) + 0.0, "grid_xmax": float(grid["xmax"]) + 0.0}, *grid["tiers"]]
+
+
+def _float_entries(tier: dict) -> list[tuple]:
+    """A tier's entries with float times (``+ 0.0`` turns ``-0`` into ``0.0``); ValueError if one
+    is not a number."""
+    if tier["class"] == "IntervalTier":
+        return [(float(s) + 0.0, float(e) + 0.0, lab) for s, e, lab in tier["entries"]]
+    return [(float(t) + 0.0, lab) for t, lab in tier["entries"]]
 
 
 def _parse_with_textgrid_package(path: Path, encoding: str) -> list[dict]:
@@ -271,6 +278,17 @@ def read_tiers(path: str | Path, *, duplicate_tiers: str = "error") -> tuple[flo
         ``{"encoding": ..., "reader": "praatio"|"textgrid"}``.
     """
     path = Path(path)
+    text, grid_xmin, grid_xmax, tiers, info = _read_raw(path, duplicate_tiers)
+    try:
+        for tier in tiers:
+            tier["entries"] = _float_entries(tier)
+    except ValueError as err:
+        raise _parse_error(path, text, err) from None
+    return grid_xmin, grid_xmax, tiers, info
+
+
+def _read_raw(path: Path, duplicate_tiers: str) -> tuple[str, float, float, list[dict], dict]:
+    """Decode and parse; tiers with their entries as parsed (see :func:`_parse_with_praatio`)."""
     if duplicate_tiers not in _DUPLICATE_MODES:
         raise ValueError(f"duplicate_tiers must be one of {_DUPLICATE_MODES}, not {duplicate_tiers!r}")
     try:
@@ -280,7 +298,7 @@ def read_tiers(path: str | Path, *, duplicate_tiers: str = "error") -> tuple[flo
                             hint="check the path, or pass the folder of TextGrids (--textgrids DIR)") from None
     except OSError as err:
         raise TextGridError(f"cannot read the file ({err.strerror})", path=path) from None
-    if not data.strip():
+    if not data or data.isspace():
         raise TextGridError("the TextGrid file is empty", path=path,
                             hint="re-export it from Praat or the aligner")
     text, encoding = decode_textgrid_bytes(data, path=path)
@@ -305,7 +323,7 @@ def read_tiers(path: str | Path, *, duplicate_tiers: str = "error") -> tuple[flo
             raise _parse_error(path, text, err) from None
     limits, tiers = parsed[0], parsed[1:]
     _check_duplicates(path, tiers, duplicate_tiers)
-    return limits["grid_xmin"], limits["grid_xmax"], tiers, {"encoding": encoding, "reader": reader}
+    return text, limits["grid_xmin"], limits["grid_xmax"], tiers, {"encoding": encoding, "reader": reader}
 
 
 def _parse_error(path: Path, text: str, err: Exception) -> TextGridError:
@@ -461,12 +479,19 @@ def read_alignment(
         duplicate tier names, no phone tier, ambiguous speaker, unsorted or overlapping intervals.
     """
     path = Path(path)
-    xmin, xmax, tiers, info = read_tiers(path, duplicate_tiers=duplicate_tiers)
+    text, xmin, xmax, tiers, info = _read_raw(path, duplicate_tiers)
     phones, words, spk = _pick_tiers(path, tiers, speaker=speaker, words_tier=words_tier,
                                      phones_tier=phones_tier)
+    try:
+        # praatio's time strings -> floats (+ 0.0 turns "-0" into 0.0), straight into Intervals
+        phone_ivs = tuple([Interval(float(s) + 0.0, float(e) + 0.0, lab) for s, e, lab in phones["entries"]])
+        word_ivs = tuple([Interval(float(s) + 0.0, float(e) + 0.0, lab)
+                          for s, e, lab in words["entries"]]) if words else ()
+    except ValueError as err:
+        raise _parse_error(path, text, err) from None
     alignment = Alignment(
-        words=tuple(Interval(s, e, lab) for s, e, lab in words["entries"]) if words else (),
-        phones=tuple(Interval(s, e, lab) for s, e, lab in phones["entries"]),
+        words=word_ivs,
+        phones=phone_ivs,
         xmin=xmin,
         xmax=xmax,
         source=str(path),
@@ -521,8 +546,10 @@ def _num(x: float) -> str:
     """Full-precision decimal for a time: shortest round-trip repr, never scientific notation."""
     r = repr(float(x) + 0.0)
     if "e" in r or "E" in r or "n" in r:  # 1e-05, inf, nan
-        if not np.isfinite(x):
+        if not math.isfinite(x):
             raise ValueError(f"cannot write a non-finite time ({x}) to a TextGrid")
+        import numpy as np
+
         r = np.format_float_positional(float(x), unique=True, trim="-")
     return r
 
@@ -545,47 +572,93 @@ def _filled(intervals: Sequence[tuple[float, float, str]], xmin: float, xmax: fl
     return out
 
 
-_INTERVAL = '        intervals [%d]:\n            xmin = %r \n            xmax = %r \n            text = "%s" \n'
+_INTERVAL = '        intervals [%d]:\n            xmin = %s \n            xmax = %s \n            text = "%s" \n'
+_VOWELS = frozenset(VOWEL_CLASSES)
 
 
-def _tier_text(parts: list[str], index: int, name: str, xmin: float, xmax: float,
-               entries: list[tuple[float, float, str]]) -> None:
+def _tier_text(parts: list[str], index: int, name: str, xmin: str, xmax: str,
+               entries: list[tuple[float, float, str]], text_of: dict[float, str]) -> None:
+    n = len(entries)
     parts.append(
         f"    item [{index}]:\n"
         '        class = "IntervalTier" \n'
         f"        name = {_quote(name)} \n"
-        f"        xmin = {_num(xmin)} \n"
-        f"        xmax = {_num(xmax)} \n"
-        f"        intervals: size = {len(entries)} \n"
+        f"        xmin = {xmin} \n"
+        f"        xmax = {xmax} \n"
+        f"        intervals: size = {n} \n"
     )
-    # This runs for every phone of every utterance of a corpus: one %-format per interval, with
-    # %r giving the shortest exact repr. repr switches to scientific notation below 1e-4 (and
-    # for inf/nan), which praatio cannot read: such tiers take the slow exact path.
-    body = "".join([_INTERVAL % (i, s, e, lab.replace('"', '""') if '"' in lab else lab)
-                    for i, (s, e, lab) in enumerate(entries, 1)])
-    if "e-" in body or "e+" in body or "inf" in body or "nan" in body:  # rare (or a label with "e-")
-        body = "".join([f"        intervals [{i}]:\n            xmin = {_num(s)} \n"
-                        f"            xmax = {_num(e)} \n            text = {_quote(lab)} \n"
-                        for i, (s, e, lab) in enumerate(entries, 1)])
-    parts.append(body)
+    # This runs for every phone of every utterance of a corpus: one %-format for the whole tier,
+    # with each boundary's digits computed once (text_of) for all three tiers.
+    flat: list = []
+    add = flat.extend
+    for i, (s, e, lab) in enumerate(entries, 1):
+        add((i, text_of[s], text_of[e], lab.replace('"', '""') if '"' in lab else lab))
+    parts.append((_INTERVAL * n) % tuple(flat))
 
 
-def alignment_to_textgrid_text(alignment: Alignment, *, vowel_classes: Sequence[str | None] | None = None) -> str:
-    """The long-format TextGrid text of ``alignment`` (see :func:`write_alignment`)."""
-    xmin = alignment.xmin
-    xmax = alignment.xmax
-    # float(...) + 0.0: plain floats (numpy scalars have another repr) and no "-0.0"
-    phones = [(float(iv.start) + 0.0, float(iv.end) + 0.0, iv.label) for iv in alignment.phones]
-    words = [(float(iv.start) + 0.0, float(iv.end) + 0.0, iv.label) for iv in alignment.words]
-    # the grid must contain every interval even if xmax was not set (Alignment's default is 0)
-    if phones:
-        xmin = min(xmin, phones[0][0])
-        xmax = max(xmax, phones[-1][1])
-    if words:
-        xmin = min(xmin, words[0][0])
-        xmax = max(xmax, words[-1][1])
+def grid_limits(alignment: Alignment) -> tuple[float, float]:
+    """The (xmin, xmax) a written TextGrid gets: the alignment's limits, widened to hold every
+    interval (``Alignment`` defaults ``xmax`` to 0). Raises ValueError if they are not finite or
+    leave nothing to write."""
+    xmin, xmax = alignment.xmin, alignment.xmax
+    for ivs in (alignment.phones, alignment.words):
+        if ivs:
+            xmin = min(xmin, ivs[0].start)
+            xmax = max(xmax, ivs[-1].end)
+    xmin, xmax = float(xmin) + 0.0, float(xmax) + 0.0
+    if not (math.isfinite(xmin) and math.isfinite(xmax)):
+        raise ValueError(f"cannot write non-finite grid limits ({xmin}, {xmax}) to a TextGrid")
     if xmax <= xmin:
         raise ValueError("cannot write an empty alignment (no intervals and xmax <= xmin)")
+    return xmin, xmax
+
+
+def pack_tiers(xmin: float, xmax: float,
+               words: tuple[Sequence[float], Sequence[float], Sequence[str]],
+               phones: tuple[Sequence[float], Sequence[float], Sequence[str]],
+               vowel_classes: Sequence[str] | None = None) -> bytes:
+    """A compact byte encoding of the tiers of an output TextGrid, for :func:`textgrid_text_from_packed`.
+
+    ``words`` and ``phones`` are ``(starts, ends, labels)``. Times travel as raw doubles (exact),
+    labels as UTF-8 JSON: this hands TextGrids to a writer process without pickle and at a
+    fraction of the cost of formatting them.
+    """
+    n_words, n_phones = len(words[2]), len(phones[2])
+    times = array("d", (xmin, xmax))
+    times.extend(words[0])
+    times.extend(words[1])
+    times.extend(phones[0])
+    times.extend(phones[1])
+    labels = json.dumps([words[2], phones[2], vowel_classes], ensure_ascii=False)
+    return struct.pack("<II", n_words, n_phones) + times.tobytes() + labels.encode("utf-8")
+
+
+def pack_alignment(alignment: Alignment, vowel_classes: Sequence[str] | None = None) -> bytes:
+    """:func:`pack_tiers` of an :class:`Alignment` (limits from :func:`grid_limits`)."""
+    xmin, xmax = grid_limits(alignment)
+    w, p = alignment.words, alignment.phones
+    return pack_tiers(xmin, xmax,
+                      ([iv.start for iv in w], [iv.end for iv in w], [iv.label for iv in w]),
+                      ([iv.start for iv in p], [iv.end for iv in p], [iv.label for iv in p]),
+                      vowel_classes)
+
+
+def textgrid_text_from_packed(data: bytes) -> str:
+    """The TextGrid text of tiers packed by :func:`pack_tiers`."""
+    n_words, n_phones = struct.unpack_from("<II", data)
+    n_times = 2 + 2 * (n_words + n_phones)
+    times = array("d")
+    times.frombytes(data[8:8 + 8 * n_times])
+    word_labels, phone_labels, classes = json.loads(data[8 + 8 * n_times:].decode("utf-8"))
+    t = times.tolist()
+    a, b, c = 2 + n_words, 2 + 2 * n_words, 2 + 2 * n_words + n_phones
+    words = list(zip(t[2:a], t[a:b], word_labels))
+    phones = list(zip(t[b:c], t[c:], phone_labels))
+    return _textgrid_text(t[0], t[1], words, phones, classes)
+
+
+def _textgrid_text(xmin: float, xmax: float, words: list[tuple[float, float, str]],
+                   phones: list[tuple[float, float, str]], vowel_classes: Sequence[str] | None) -> str:
     tiers: list[tuple[str, list[tuple[float, float, str]]]] = [
         ("words", _filled(words, xmin, xmax)),
         ("phones", _filled(phones, xmin, xmax)),
@@ -593,22 +666,45 @@ def alignment_to_textgrid_text(alignment: Alignment, *, vowel_classes: Sequence[
     if vowel_classes is not None:
         if len(vowel_classes) != len(phones):
             raise ValueError(f"vowel_classes has {len(vowel_classes)} entries for {len(phones)} phone intervals")
-        vset = set(VOWEL_CLASSES)
-        marks = [(s, e, c if c in vset else "") for (s, e, _), c in zip(phones, vowel_classes)]
+        marks = [(s, e, c if c in _VOWELS else "") for (s, e, _), c in zip(phones, vowel_classes)]
         tiers.append(("vowel_class", _filled(marks, xmin, xmax)))
+    # Digits of every boundary, once: repr is the shortest string that reads back to the same
+    # double; it switches to scientific notation below 1e-4 (which praatio cannot read) and
+    # spells inf/nan, so those few go through _num (positional notation, or an error).
+    text_of: dict[float, str] = {}
+    for _, entries in tiers:
+        for s, e, _lab in entries:
+            if s not in text_of:
+                text_of[s] = repr(s)
+            if e not in text_of:
+                text_of[e] = repr(e)
+    text_of[xmin] = repr(xmin)
+    text_of[xmax] = repr(xmax)
+    for t, r in text_of.items():
+        if "e" in r or "n" in r:
+            text_of[t] = _num(t)
     parts = [
         'File type = "ooTextFile"\n'
         'Object class = "TextGrid"\n'
         "\n"
-        f"xmin = {_num(xmin)} \n"
-        f"xmax = {_num(xmax)} \n"
+        f"xmin = {text_of[xmin]} \n"
+        f"xmax = {text_of[xmax]} \n"
         "tiers? <exists> \n"
         f"size = {len(tiers)} \n"
         "item []: \n"
     ]
     for k, (name, entries) in enumerate(tiers, 1):
-        _tier_text(parts, k, name, xmin, xmax, entries)
+        _tier_text(parts, k, name, text_of[xmin], text_of[xmax], entries, text_of)
     return "".join(parts)
+
+
+def alignment_to_textgrid_text(alignment: Alignment, *, vowel_classes: Sequence[str | None] | None = None) -> str:
+    """The long-format TextGrid text of ``alignment`` (see :func:`write_alignment`)."""
+    xmin, xmax = grid_limits(alignment)
+    # float(...) + 0.0: plain floats (numpy scalars have another repr) and no "-0.0"
+    phones = [(float(iv.start) + 0.0, float(iv.end) + 0.0, iv.label) for iv in alignment.phones]
+    words = [(float(iv.start) + 0.0, float(iv.end) + 0.0, iv.label) for iv in alignment.words]
+    return _textgrid_text(xmin, xmax, words, phones, vowel_classes)
 
 
 def write_alignment(

@@ -82,3 +82,10 @@ def test_truncated_wav_reports_the_samples_present(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # the header still claims 1 s
     assert audio_duration(path) == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000])
+def test_flac_header_duration_matches_soundfile(tmp_path, rate):
+    path = tmp_path / f"tone_{rate}.flac"
+    sf.write(str(path), np.zeros(rate + 123, dtype=np.float32), rate, format="FLAC")
+    assert audio_duration(path) == sf.info(str(path)).duration == (rate + 123) / rate

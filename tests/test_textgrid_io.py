@@ -273,3 +273,13 @@ def test_praat_opens_what_we_write(tmp_path, mfa_dir):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["3", "18", "A"]
+
+
+def test_packed_tiers_format_to_the_same_text(mfa_dir, praatio_dir):
+    from phonalign.textgrid_io import alignment_to_textgrid_text, pack_alignment, textgrid_text_from_packed
+
+    alignment, classes = _michael_with_classes(mfa_dir)
+    assert textgrid_text_from_packed(pack_alignment(alignment, classes)) == \
+        alignment_to_textgrid_text(alignment, vowel_classes=classes)
+    mary = read_alignment(praatio_dir / "mary.TextGrid")  # pauses and a grid wider than the tiers
+    assert textgrid_text_from_packed(pack_alignment(mary)) == alignment_to_textgrid_text(mary)

@@ -33,12 +33,14 @@ it, the same for every backend:
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -48,7 +50,7 @@ from ..errors import AlignerError, LamError, PhonalignError, PhoneSetError
 from ..fsutil import atomic_path, atomic_write_json, check_utt_id
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
-from ..textgrid_io import alignment_to_textgrid_text
+from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
 from .base import Aligner, AlignResult
 
 __all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES"]
@@ -142,11 +144,20 @@ class _Journal:
     def add_rows(self, columns: dict[str, list]) -> None:
         self.rows.append(columns)
 
-    def write_file(self, path: Path, data: bytes) -> None:
+    def write_textgrid(self, path: Path, alignment: Alignment, cols: dict) -> None:
+        """Write the output TextGrid of one utterance (in the writer process when there is one);
+        ``cols`` are its segment columns (phone times, labels and classes)."""
         if self.writer is not None:
-            self.writer.write(path, data)
+            xmin, xmax = grid_limits(alignment)
+            w = alignment.words
+            self.writer.write(path, pack_tiers(
+                xmin, xmax,
+                ([iv.start for iv in w], [iv.end for iv in w], [iv.label for iv in w]),
+                (cols["start"], cols["end"], cols["label"]),
+                cols["unit_class"]))
         else:
-            _write_atomically(path, data)
+            text = alignment_to_textgrid_text(alignment, vowel_classes=cols["unit_class"])
+            _write_atomically(path, text.encode("utf-8"))
 
     def pending(self) -> int:
         return len(self.status)
@@ -162,12 +173,12 @@ class _Journal:
         chain = itertools.chain.from_iterable
         seg = columns_to_table({name: list(chain(r[name] for r in self.rows)) for name in SEGMENT_SCHEMA.names})
         with atomic_path(self.dir / f"segments-{k:05d}.parquet") as tmp:
-            pq.write_table(seg, tmp, compression="zstd")
+            pq.write_table(seg, tmp, compression="snappy")
         cols = list(zip(*self.status))
         status = pa.table({name: pa.array(col, type=STATUS_SCHEMA.field(name).type)
                            for name, col in zip(STATUS_SCHEMA.names, cols)}, schema=STATUS_SCHEMA)
         with atomic_path(self.dir / f"status-{k:05d}.parquet") as tmp:
-            pq.write_table(status, tmp, compression="zstd")
+            pq.write_table(status, tmp, compression="snappy")
         self.committed.append(k)
         self.next_part = k + 1
         self.rows = []
@@ -184,15 +195,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-# The writer process: reads frames <II path-length data-length><path><data> from stdin and writes
-# each file atomically (phonalign.fsutil.atomic_path); a frame with both lengths 0 asks it to
+# The writer process: reads frames <II path-length payload-length><path><payload> from stdin, the
+# payload tiers packed by phonalign.textgrid_io.pack_tiers; formats it as a TextGrid
+# and writes it atomically (phonalign.fsutil.atomic_path). A frame with both lengths 0 asks it to
 # answer "ok" (or the first error) on stdout once everything before it is written. It ignores
 # Ctrl-C so that an interrupted run can still commit the chunk it has finished, and stops at the
 # end of its input (also when the parent is killed). Plain bytes through a pipe: no pickle.
 _WRITER_CODE = '''
 import os, signal, struct, sys
-from pathlib import Path
 from phonalign.fsutil import atomic_path
+from phonalign.textgrid_io import textgrid_text_from_packed
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 rd, out = sys.stdin.buffer, sys.stdout.buffer
 error = None
@@ -211,16 +223,18 @@ while True:
     if len(data) < n_data:
         break
     try:
+        text = textgrid_text_from_packed(data)
         with atomic_path(path) as tmp:
-            tmp.write_bytes(data)
-    except OSError as err:
+            tmp.write_bytes(text.encode("utf-8"))
+    except (OSError, ValueError) as err:
         error = error or f"{path}: {err}"
 '''
 
 
 class _FileWriter:
-    """Writes files in a child process, so that creating them (kernel time, slow on some file
-    systems) overlaps with parsing and classifying the next utterances in this one."""
+    """Formats and writes TextGrids in a child process, so that this work (and creating the files:
+    kernel time, slow on some file systems) overlaps with reading and classifying the next
+    utterances in this one."""
 
     def __init__(self) -> None:
         import os
@@ -374,6 +388,9 @@ def align_corpus(
             journal.flush()
 
     try:
+        if len(utts) - len(done) >= WRITER_PROCESS_FROM:
+            # started first, so that its start-up (imports) overlaps with the audio checks
+            journal.writer = _FileWriter()
         bar = _progress(len(utts), "checking audio", progress)
         for utt in utts:
             bar.update(1)
@@ -414,7 +431,7 @@ def align_corpus(
                 check_against_audio(alignment, duration, utt_id=utt.utt_id)
                 cols = segment_columns(utt.utt_id, alignment, phone_set=ps, options=options,
                                        context=info.get("pinyin"))
-                text = alignment_to_textgrid_text(alignment, vowel_classes=cols["unit_class"])
+                grid_limits(alignment)  # what would stop the TextGrid writer: check it here
             except LamError as err:
                 err.utt_id = utt.utt_id
                 fail(utt.utt_id, err, duration)
@@ -423,7 +440,7 @@ def align_corpus(
                 fail(utt.utt_id, PhonalignError(str(err), path=alignment.source, utt_id=utt.utt_id),
                      duration)
                 return
-            journal.write_file(tg_dir / f"{utt.utt_id}.TextGrid", text.encode("utf-8"))
+            journal.write_textgrid(tg_dir / f"{utt.utt_id}.TextGrid", alignment, cols)
             journal.add_rows(cols)
             journal.record(utt.utt_id, n_segments=len(cols["index"]), phone_set=ps, duration=duration)
             if journal.pending() >= chunk_size:
@@ -445,8 +462,6 @@ def align_corpus(
             for utt, alignment, info in batch:
                 finish(utt, alignment, info, ps)
 
-        if len(todo) >= WRITER_PROCESS_FROM:
-            journal.writer = _FileWriter()
         bar = _progress(len(todo), "aligning", progress)
         for result in aligner.align(todo, out / "parts", jobs=jobs) if todo else ():
             bar.update(1)
@@ -531,12 +546,21 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
     monotonic = all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
     ok_arr = pa.array(sorted(ok_ids), type=pa.string())
 
-    def prepared(table: pa.Table) -> pa.Table:
+    def prepared(table: pa.Table) -> tuple[pa.Table, bool]:
+        """The part's rows of utterances now ok, in input order; and whether that changed it."""
+        changed = False
         keep = pc.is_in(table.column("utt_id"), value_set=ok_arr)
-        table = table.filter(keep)
-        pos = _positions(table.column("utt_id"), order_arr)
-        table = table.append_column("_pos", pos)
-        return table.sort_by([("_pos", "ascending"), ("index", "ascending")]).drop_columns(["_pos"])
+        if not pc.all(keep).as_py():
+            table = table.filter(keep)
+            changed = True
+        pos = _positions(table.column("utt_id"), order_arr).to_numpy(zero_copy_only=False)
+        idx = table.column("index").to_numpy()
+        dp, di = np.diff(pos), np.diff(idx)
+        if not np.all((dp > 0) | ((dp == 0) & (di > 0))):
+            table = table.append_column("_pos", pa.array(pos))
+            table = table.sort_by([("_pos", "ascending"), ("index", "ascending")]).drop_columns(["_pos"])
+            changed = True
+        return table, changed
 
     unknown: Counter[str] = Counter()
     by_class: Counter[str] = Counter()
@@ -553,22 +577,38 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
             unknown[item["values"]] += item["counts"]
 
     seg_out = out / "segments.parquet"
-    with atomic_path(seg_out) as tmp:
-        if monotonic:
-            with pq.ParquetWriter(tmp, SEGMENT_SCHEMA, compression="zstd") as writer:
-                for _, _, p in ranges:
-                    table = prepared(pq.read_table(p))
-                    tally(table)
-                    writer.write_table(table)
-        else:
-            tables = [pq.read_table(p) for _, _, p in ranges]
-            table = prepared(pa.concat_tables(tables)) if tables else SEGMENT_SCHEMA.empty_table()
-            tally(table)
-            pq.write_table(table, tmp, compression="zstd")
+    linked = False
+    if monotonic and len(ranges) == 1:
+        table, changed = prepared(pq.read_table(ranges[0][2]))
+        if not changed:
+            # one part, already the final table (the usual case up to chunk_size utterances):
+            # link it into place instead of re-encoding it (parts are only ever replaced)
+            link = journal.dir / ".segments-link.parquet"
+            try:
+                link.unlink(missing_ok=True)
+                os.link(ranges[0][2], link)
+                os.replace(link, seg_out)
+                linked = True
+                tally(table)
+            except OSError:  # no hard links on this file system: write it
+                link.unlink(missing_ok=True)
+    if not linked:
+        with atomic_path(seg_out) as tmp:
+            if monotonic:
+                with pq.ParquetWriter(tmp, SEGMENT_SCHEMA) as writer:
+                    for _, _, p in ranges:
+                        table = prepared(pq.read_table(p))[0]
+                        tally(table)
+                        writer.write_table(table)
+            else:
+                tables = [pq.read_table(p) for _, _, p in ranges]
+                table = prepared(pa.concat_tables(tables))[0] if tables else SEGMENT_SCHEMA.empty_table()
+                tally(table)
+                pq.write_table(table, tmp)
 
     aligned = [u for u in utts if u.utt_id in ok_ids]
     with atomic_path(out / "utterances.parquet") as tmp:
-        pq.write_table(utterances_to_table(aligned), tmp, compression="zstd")
+        pq.write_table(utterances_to_table(aligned), tmp, compression="snappy")
 
     items = []
     errors: Counter[str] = Counter()
