@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 from phonalign.corpus import demo_corpus_dir
 from phonalign.records import EMOTIONS
 from phonalign.synth import (
-    DEMO_SENTENCES,
     EMOTION_PROSODY,
     ESPEAK_RATE,
     PhonemeEvent,
