@@ -207,3 +207,26 @@ def test_intervals_are_tiled_over_the_audio_whatever_the_decoder_returns(raw, du
     assert all(a[1] == b[0] for a, b in zip(tiled, tiled[1:]))
     assert all(e > s for s, e, _ in tiled)
     assert not any(a[2] == "" and b[2] == "" for a, b in zip(tiled, tiled[1:]))
+
+
+def test_a_worker_that_dies_is_replaced_and_its_utterance_reported(monkeypatch, tmp_path):
+    import os
+
+    from phonalign.align import pocketsphinx_backend as backend
+
+    original = backend._Worker.align_one
+
+    def crash_on_demand(self, job):
+        if job[0] == "crash":
+            os._exit(3)  # what a segfault inside pocketsphinx looks like from outside
+        return original(self, job)
+
+    # the workers are forked, so they inherit the patched method
+    monkeypatch.setattr(backend._Worker, "align_one", crash_on_demand)
+    good = _demo("en", 3)
+    crash = Utterance("crash", good[0].audio_path, good[0].text, "en", "s", "c")
+    results = {r.utt_id: r for r in PocketsphinxAligner(mp_context="fork").align(
+        [good[0], crash, good[1], good[2]], tmp_path, jobs=2)}
+    assert len(results) == 4
+    assert not results["crash"].ok and "died (exit code 3)" in results["crash"].error.message
+    assert all(results[u.utt_id].ok for u in good)

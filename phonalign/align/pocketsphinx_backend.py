@@ -29,10 +29,15 @@ a hint, unless a pronunciation comes from ``dictionary`` (a CMUdict-format file:
 ``g2p="espeak"`` fallback (espeak-ng's English letter-to-sound rules through libespeak-ng, mapped
 to ARPAbet with :func:`phonalign.phonesets.to_arpabet`). English only: other languages fail per
 utterance with a clear reason.
+
+With ``jobs > 1``, utterances go one at a time to worker processes, each with its own decoder;
+jobs and results cross the pipes as JSON bytes (no pickle). A worker that dies is replaced and its
+utterance reported as failed.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import re
 import zlib
@@ -368,19 +373,84 @@ def _result_from_record(rec: dict) -> AlignResult:
     return AlignResult(rec["utt_id"], alignment, None, info)
 
 
-# Worker-process state: one decoder per process, built once by the pool's initializer.
-_WORKER: _Worker | None = None
+def _serve(conn, settings_json: str) -> None:
+    """Worker process: build one decoder, then align the jobs that arrive on ``conn``.
+
+    Jobs and results travel as JSON bytes (``send_bytes``), never pickled; an empty message
+    ends the worker.
+    """
+    worker = _Worker(PocketsphinxSettings(**json.loads(settings_json)))
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except EOFError:
+            return
+        if not message:
+            return
+        job = tuple(json.loads(message))
+        conn.send_bytes(json.dumps(worker.align_one(job)).encode("utf-8"))
 
 
-def _init_worker(settings: dict) -> None:
-    global _WORKER
-    _WORKER = _Worker(PocketsphinxSettings(**settings))
+class _WorkerPool:
+    """``jobs`` worker processes fed one utterance at a time; a worker that dies is replaced and
+    its utterance reported as failed."""
 
+    def __init__(self, n: int, settings: PocketsphinxSettings, method: str) -> None:
+        self.ctx = multiprocessing.get_context(method)
+        self.settings_json = json.dumps(asdict(settings))
+        self.workers: list[tuple] = [self._start() for _ in range(n)]
 
-def _work(job: tuple[str, str, str, str]) -> dict:
-    if _WORKER is None:  # only if the pool was built without _init_worker
-        raise RuntimeError("pocketsphinx worker used before initialisation")
-    return _WORKER.align_one(job)
+    def _start(self) -> tuple:
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_serve, args=(child, self.settings_json), daemon=True)
+        proc.start()
+        child.close()
+        return proc, parent
+
+    def run(self, jobs: Sequence[tuple[str, str, str, str]]) -> Iterator[dict]:
+        from multiprocessing.connection import wait
+
+        pending = list(reversed(jobs))
+        busy: dict = {}  # connection -> (worker index, job)
+
+        def feed(k: int) -> None:
+            if pending:
+                job = pending.pop()
+                conn = self.workers[k][1]
+                conn.send_bytes(json.dumps(list(job)).encode("utf-8"))
+                busy[conn] = (k, job)
+
+        for k in range(len(self.workers)):
+            feed(k)
+        while busy:
+            for conn in wait(list(busy)):
+                k, job = busy.pop(conn)
+                try:
+                    data = conn.recv_bytes()
+                except (EOFError, OSError):
+                    # the process died (a crash inside pocketsphinx): report, replace, go on
+                    self.workers[k][0].join(timeout=1)
+                    code = self.workers[k][0].exitcode
+                    self.workers[k] = self._start()
+                    yield {"utt_id": job[0], "info": {}, "error": _error_record(AlignerError(
+                        f"the pocketsphinx worker process died (exit code {code})", utt_id=job[0],
+                        path=job[1], hint="check the audio file; run with -j 1 to see the error"), job[0])}
+                    feed(k)
+                    continue
+                yield json.loads(data)
+                feed(k)
+
+    def close(self) -> None:
+        for proc, conn in self.workers:
+            try:
+                conn.send_bytes(b"")
+            except OSError:
+                pass
+            conn.close()
+        for proc, _ in self.workers:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
 
 
 class PocketsphinxAligner(Aligner):
@@ -462,7 +532,9 @@ class PocketsphinxAligner(Aligner):
         # fork where the platform has it: workers need nothing but this module, and unlike
         # spawn it works from scripts without an ``if __name__ == "__main__"`` guard.
         method = self.mp_context or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        ctx = multiprocessing.get_context(method)
-        with ctx.Pool(jobs, initializer=_init_worker, initargs=(asdict(self.settings),)) as pool:
-            for rec in pool.imap_unordered(_work, jobs_list, chunksize=1):
+        pool = _WorkerPool(jobs, self.settings, method)
+        try:
+            for rec in pool.run(jobs_list):
                 yield _result_from_record(rec)
+        finally:
+            pool.close()
