@@ -301,12 +301,19 @@ def test_a_killed_lam_align_resumes_to_the_same_tables(tmp_path, mfa_dir):
     assert pq.read_table(out / "utterances.parquet").equals(pq.read_table(fresh / "utterances.parquet"))
 
 
-def test_parallel_jobs_give_the_same_tables(tmp_path, mfa_dir):
-    utts = read_corpus(_many(tmp_path / "c", mfa_dir, 70), language="en")
-    align_corpus(utts, tmp_path / "one", get_aligner("textgrid"), progress=False)
-    align_corpus(utts, tmp_path / "two", get_aligner("textgrid"), progress=False, jobs=2)
+def test_parallel_jobs_give_the_same_tables_and_report(tmp_path, mfa_dir, edge_dir):
+    corpus = _many(tmp_path / "c", mfa_dir, 140)  # more than 4 blocks: the reader processes are used
+    shutil.copy(edge_dir / "overlapping_phone_intervals.TextGrid", corpus / "spk1" / "u0070.TextGrid")
+    (corpus / "spk2" / "u0101.TextGrid").unlink()
+    utts = read_corpus(corpus, language="en")
+    one = align_corpus(utts, tmp_path / "one", get_aligner("textgrid"), progress=False)
+    two = align_corpus(utts, tmp_path / "two", get_aligner("textgrid"), progress=False, jobs=2)
     assert pq.read_table(tmp_path / "one" / "segments.parquet").equals(
         pq.read_table(tmp_path / "two" / "segments.parquet"))
+    assert one["utterances"] == two["utterances"] and two["counts"]["failed"] == 2
+    bad = {i["utt_id"]: i for i in two["utterances"] if i["status"] == "failed"}
+    assert bad["u0070"]["error"] == "TextGridError" and "overlap" in bad["u0070"]["reason"]
+    assert "no TextGrid" in bad["u0101"]["reason"]
 
 
 # --- phone sets and backends ------------------------------------------------------------------------

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from ..errors import AlignerError, LamError, TextGridError
@@ -81,17 +83,13 @@ class TextGridAligner(Aligner):
                 "duplicate_tiers": self.duplicate_tiers}
 
     def align(self, utterances: Sequence[Utterance], workdir: Path, *, jobs: int = 1) -> Iterator[AlignResult]:
-        """Yield one result per utterance, in input order."""
-        tasks = [(u.utt_id, self._find(u)) for u in utterances]
+        """Yield one result per utterance, in input order (``jobs`` reader processes)."""
         opts = self._options()
-        if jobs > 1 and len(tasks) > 64:
-            # Parsing is pure Python: processes, not threads. Results come back in input order.
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                yield from pool.map(_read_one, tasks, [opts] * len(tasks),
-                                    chunksize=max(16, min(512, len(tasks) // (8 * jobs))))
-        else:
-            for task in tasks:
-                yield _read_one(task, opts)
+        if jobs > 1 and len(utterances) > 4 * _BLOCK:
+            yield from _read_in_processes(utterances, self._find, opts, jobs)
+            return
+        for utt in utterances:
+            yield _read_one((utt.utt_id, self._find(utt)), opts)
 
     def _find(self, utt: Utterance) -> str | TextGridError:
         try:
@@ -128,3 +126,102 @@ def _read_one(task: tuple[str, str | TextGridError], opts: dict) -> AlignResult:
     except LamError as err:
         err.utt_id = utt_id
         return AlignResult(utt_id, None, err, {"textgrid": where})
+
+
+# -- parallel reading --------------------------------------------------------------------------
+# Parsing is pure Python, so jobs > 1 means processes. Each reader is a `python -c` child that
+# takes JSON task lines on stdin and answers one JSON line per task (times survive JSON exactly:
+# shortest round-trip reprs). No pickle. Blocks of tasks go round-robin to the readers and are
+# collected in the same order, so results stream out in input order; each reader has at most two
+# blocks in flight, which keeps the pipes from filling up both ways.
+
+_BLOCK = 32
+
+_READER_CODE = """
+import json, sys
+from phonalign.errors import LamError
+from phonalign.textgrid_io import read_alignment
+opts = json.loads(sys.argv[1])
+for line in sys.stdin:
+    task = json.loads(line)
+    try:
+        a = read_alignment(task["path"], **opts)
+        out = {"a": [a.xmin, a.xmax, [[i.start, i.end, i.label] for i in a.words],
+                     [[i.start, i.end, i.label] for i in a.phones], a.source, a.extra]}
+    except LamError as err:
+        out = {"e": [type(err).__name__, err.message, err.path, err.line, err.hint]}
+    sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\\n")
+    if task["flush"]:
+        sys.stdout.flush()
+"""
+
+
+def _result_from_json(utt_id: str, where: str, line: str) -> AlignResult:
+    from .. import errors
+    from ..records import Alignment, Interval
+
+    msg = json.loads(line)
+    if "e" in msg:
+        kind, message, path, lineno, hint = msg["e"]
+        cls = getattr(errors, kind, None)
+        if not (isinstance(cls, type) and issubclass(cls, LamError)):
+            cls = TextGridError
+        return AlignResult(utt_id, None, cls(message, path=path, line=lineno, utt_id=utt_id, hint=hint),
+                           {"textgrid": where})
+    xmin, xmax, words, phones, source, extra = msg["a"]
+    alignment = Alignment(words=tuple(Interval(*w) for w in words), phones=tuple(Interval(*p) for p in phones),
+                          xmin=xmin, xmax=xmax, source=source, extra=extra)
+    return AlignResult(utt_id, alignment, None, {"textgrid": where})
+
+
+def _read_in_processes(utterances: Sequence[Utterance], find, opts: dict, jobs: int) -> Iterator[AlignResult]:
+    import phonalign
+
+    env = dict(os.environ)
+    root = str(Path(phonalign.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    readers = [subprocess.Popen([sys.executable, "-c", _READER_CODE, json.dumps(opts)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")
+               for _ in range(jobs)]
+    blocks = [utterances[i:i + _BLOCK] for i in range(0, len(utterances), _BLOCK)]
+    sent: list[list[tuple[str, str | LamError]]] = []
+
+    def send(j: int) -> None:
+        tasks = [(u.utt_id, find(u)) for u in blocks[j]]
+        todo = [where for _, where in tasks if isinstance(where, str)]
+        proc = readers[j % jobs]
+        for k, where in enumerate(todo):
+            proc.stdin.write(json.dumps({"path": where, "flush": k == len(todo) - 1}) + "\n")
+        proc.stdin.flush()
+        sent.append(tasks)
+
+    try:
+        for j in range(min(len(blocks), 2 * jobs)):
+            send(j)
+        for j in range(len(blocks)):
+            proc = readers[j % jobs]
+            for utt_id, where in sent[j]:
+                if not isinstance(where, str):
+                    yield AlignResult(utt_id, None, where)
+                    continue
+                line = proc.stdout.readline()
+                if not line:
+                    raise AlignerError("a TextGrid reader process stopped unexpectedly",
+                                       hint="rerun; the utterances done so far are kept")
+                yield _result_from_json(utt_id, where, line)
+            sent[j] = []
+            if j + 2 * jobs < len(blocks):
+                send(j + 2 * jobs)
+    finally:
+        for proc in readers:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in readers:
+            proc.stdout.close()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
