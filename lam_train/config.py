@@ -117,6 +117,7 @@ class ModelConfig:
     head_hidden: tuple[int, int, int] = (128, 64, 32)
     encoder_layers: int = 1
     encoder_heads: int = 4
+    normalize_adapted: bool = True  # parameter-free layer norm after each adapter (see model.py)
 
 
 @dataclass(frozen=True)

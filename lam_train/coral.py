@@ -73,3 +73,20 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ct = _covariance(target.to(dtype))
         d = source.shape[-1]
         return (cs - ct).square().sum(dim=(-2, -1)) / (4.0 * d * d)
+
+
+def coral_relative(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Scale-free CORAL: ``||C_S - C_T||_F^2 / (||C_S||_F^2 + ||C_T||_F^2)``, in [0, 2].
+
+    Deep CORAL shrinks when both domains' features shrink together, which a trained adapter can
+    do; this ratio does not change when both inputs are scaled by the same factor, so a fall in
+    it is a change of shape, not of scale. Same shapes and rules as :func:`coral_loss`.
+    """
+    coral_loss(source, target)  # the same input checks
+    dtype = torch.float64 if torch.float64 in (source.dtype, target.dtype) else torch.float32
+    with torch.autocast(device_type=source.device.type, enabled=False):
+        cs = _covariance(source.to(dtype))
+        ct = _covariance(target.to(dtype))
+        num = (cs - ct).square().sum(dim=(-2, -1))
+        den = cs.square().sum(dim=(-2, -1)) + ct.square().sum(dim=(-2, -1))
+        return num / den.clamp_min(torch.finfo(dtype).tiny)

@@ -31,8 +31,10 @@ class LayerAdapters(nn.Module):
     width : shared output width.
     """
 
-    def __init__(self, n_layers: int, in_dim: int, width: int, *, activation: str = "gelu", dropout: float = 0.0):
+    def __init__(self, n_layers: int, in_dim: int, width: int, *, activation: str = "gelu", dropout: float = 0.0,
+                 normalize: bool = False):
         super().__init__()
+        self.normalize = normalize
         self.weight = nn.Parameter(torch.empty(n_layers, in_dim, width))
         self.bias = nn.Parameter(torch.zeros(n_layers, width))
         bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation, per layer
@@ -47,7 +49,11 @@ class LayerAdapters(nn.Module):
             y = torch.einsum("lbh,lhw->lbw", x, self.weight) + self.bias[:, None, :]
         else:
             y = torch.einsum("lbth,lhw->lbtw", x, self.weight) + self.bias[:, None, None, :]
-        return self.drop(self.act(y))
+        y = self.drop(self.act(y))
+        # Parameter-free layer norm of each adapted vector: without it, the cheapest way to lower
+        # CORAL is to shrink every adapted feature towards 0 (the covariances vanish together),
+        # which aligns nothing; with it, CORAL can only fall by making the shapes agree.
+        return torch.nn.functional.layer_norm(y, y.shape[-1:]) if self.normalize else y
 
 
 class LayerWeighting(nn.Module):
@@ -102,10 +108,12 @@ class EmotionClassifier(nn.Module):
         sequence: bool = False,
         encoder_layers: int = 1,
         encoder_heads: int = 4,
+        normalize_adapted: bool = False,
     ):
         super().__init__()
         self.n_layers, self.in_dim, self.sequence = n_layers, in_dim, sequence
-        self.adapters = LayerAdapters(n_layers, in_dim, width, activation=activation, dropout=dropout)
+        self.adapters = LayerAdapters(n_layers, in_dim, width, activation=activation, dropout=dropout,
+                                      normalize=normalize_adapted)
         self.weighting = LayerWeighting(n_layers)
         self.encoder = None
         if sequence and encoder_layers > 0:

@@ -261,10 +261,9 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
 
 def _step_seconds(out: Path) -> dict[str, float]:
     res = {}
-    for s in STEPS:
-        p = out / "steps" / f"{s}.json"
-        if p.is_file():
-            res[s] = json.loads(p.read_text(encoding="utf-8")).get("seconds", 0.0)
+    for p in sorted((out / "steps").glob("*.json"), key=lambda p: p.stat().st_mtime):
+        res[p.stem.split("-")[0]] = res.get(p.stem.split("-")[0], 0.0) + json.loads(
+            p.read_text(encoding="utf-8")).get("seconds", 0.0)
     return res
 
 

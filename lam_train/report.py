@@ -84,7 +84,9 @@ def coral_ablation(runs: dict[str, list[dict]], order: Sequence[str] | None = No
     Distances are averaged over the anchored layers, then over seeds; ``ratio`` is
     anchored / not anchored (below 0.5 = anchoring at least halves the distance).
     ``input_distance`` is the same measure on the (standardised) model features the adapters
-    read, which no training changes: a scale-free reference for reading the two.
+    read, which no training changes. ``relative_*`` is the scale-free CORAL
+    (:func:`~lam_train.coral.coral_relative`): an adapter that only shrank its output would lower
+    the Deep CORAL distance but not this one.
     """
     out = []
     for name in [s for s in (order or runs) if s in runs]:
@@ -94,12 +96,17 @@ def coral_ablation(runs: dict[str, list[dict]], order: Sequence[str] | None = No
         a = [float(np.mean(m["coral_distance"]["adapted"])) for m in runs[name] if m.get("coral_distance")]
         b = [float(np.mean(m["coral_distance"]["adapted"])) for m in runs[twin] if m.get("coral_distance")]
         inp = [float(np.mean(m["coral_distance"]["input"])) for m in runs[name] if m.get("coral_distance")]
+        rel_a = [float(np.mean(m["coral_distance"].get("adapted_relative", [np.nan]))) for m in runs[name]
+                 if m.get("coral_distance")]
+        rel_b = [float(np.mean(m["coral_distance"].get("adapted_relative", [np.nan]))) for m in runs[twin]
+                 if m.get("coral_distance")]
         if not a or not b:
             continue
         am, bm = float(np.mean(a)), float(np.mean(b))
         out.append({"strategy": name, "twin": twin, "layers": runs[name][0]["layers"],
                     "lambda": runs[name][0]["lambda"], "anchored": am, "not_anchored": bm,
                     "ratio": am / bm if bm > 0 else float("nan"), "input_distance": float(np.mean(inp)),
+                    "relative_anchored": float(np.mean(rel_a)), "relative_not_anchored": float(np.mean(rel_b)),
                     "n_seeds": min(len(a), len(b))})
     return out
 
@@ -129,11 +136,15 @@ def markdown(rows: list[dict], ablation: list[dict], *, title: str = "Results") 
     if ablation:
         lines += ["", "## CORAL distance at the anchored layers (source test vs target test)", "",
                   "Deep CORAL distance ||C_s − C_t||²_F / 4d² of the adapted features, mean over the anchored "
-                  "layers and seeds, with anchoring and with λ = 0 on the same layers.", "",
-                  "| strategy | layers | anchored | λ = 0 | ratio | model features (input) |", "|---|---|---|---|---|---|"]
+                  "layers and seeds, with anchoring and with λ = 0 on the same layers; the scale-free version "
+                  "||C_s − C_t||²_F / (||C_s||²_F + ||C_t||²_F) (unchanged if an adapter only shrinks its "
+                  "output); and the Deep CORAL distance of the model features the adapters read.", "",
+                  "| strategy | layers | anchored | λ = 0 | ratio | scale-free anchored | scale-free λ = 0 "
+                  "| model features |", "|---|---|---|---|---|---|---|---|"]
         for a in ablation:
             lines.append(f"| {a['strategy']} | {','.join(map(str, a['layers']))} | {a['anchored']:.3g} | "
-                         f"{a['not_anchored']:.3g} | {a['ratio']:.3f} | {a['input_distance']:.3g} |")
+                         f"{a['not_anchored']:.3g} | {a['ratio']:.3f} | {a['relative_anchored']:.3f} | "
+                         f"{a['relative_not_anchored']:.3f} | {a['input_distance']:.3g} |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ from phonalign.fsutil import atomic_path, atomic_write_json
 from phonalign.records import EMOTIONS
 
 from .config import RunConfig, Strategy, config_to_dict, parse_strategy
-from .coral import coral_loss
+from .coral import coral_loss, coral_relative
 from .data import Domain, Standardizer, class_weights, epoch_order
 from .errors import TrainError
 from .evaluate import scores, uar_fast
@@ -177,6 +177,18 @@ def _transformer_blocks(model: torch.nn.Module, n_layers: int) -> torch.nn.Modul
 
 # ---------------------------------------------------------------------------------------------
 # the fit loop
+
+
+#: Settings that do not change a run's numbers: a checkpoint may be resumed with other values.
+_NO_EFFECT = {"output": None, "train": ("progress", "checkpoint_every", "cpu_threads")}
+
+
+def _result_config(cfg: dict | None) -> dict | None:
+    if cfg is None:
+        return None
+    out = {k: v for k, v in cfg.items() if k != "output"}
+    out["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in _NO_EFFECT["train"]}
+    return out
 
 
 @dataclass
@@ -352,6 +364,8 @@ def fit(
     bs = min(t.batch_size, source_train.n)
     tbs = min(t.batch_size, target_train.n) if coral else 0
     lam = float(t.lambda_coral) if coral else 0.0
+    # float16 autocast needs loss scaling (bfloat16, the default, has float32's range and does not)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and t.amp and t.amp_dtype == "float16")
 
     ckpt = out_dir / CHECKPOINT
     meta = dict(run_meta or {})
@@ -359,8 +373,8 @@ def fit(
     best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     if ckpt.is_file():
         info = read_metadata(ckpt)
-        if info.get("run") != json.loads(json.dumps(meta.get("run"))) or info.get("config") != json.loads(
-                json.dumps(meta.get("config"))):
+        if info.get("run") != json.loads(json.dumps(meta.get("run"))) or _result_config(info.get("config")) != \
+                _result_config(json.loads(json.dumps(meta.get("config")))):
             raise TrainError("a checkpoint of a different run is in the output folder", path=ckpt,
                              hint="use a new output folder, or delete the folder to start again")
         tensors = load_file(str(ckpt))
@@ -377,6 +391,8 @@ def fit(
         start_epoch, best_epoch, best_score, bad, history = (st["epoch"] + 1, st["best_epoch"], st["best_score"],
                                                              st["bad_epochs"], st["history"])
         resumed = st["epoch"]
+        if st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
 
     from tqdm.auto import tqdm
 
@@ -416,8 +432,9 @@ def fit(
                 loss_ce = ce(logits.float(), ys)
                 loss = loss_ce + lam * loss_coral
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             sums += (loss.item(), loss_ce.item(), loss_coral.item())
         pred = predict(model, featurizer, selection_domain, device, batch_size=max(256, bs))
         score = uar_fast(selection_domain.y.numpy(), pred)
@@ -431,7 +448,7 @@ def fit(
             bad += 1
         bar.set_postfix(loss=f"{row['loss']:.3f}", dev_uar=f"{score:.3f}")
         meta["state"] = {"epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad,
-                         "history": history}
+                         "history": history, "scaler": scaler.state_dict() if scaler.is_enabled() else None}
         if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs or bad >= t.patience:
             save_checkpoint(ckpt, model=model, featurizer=featurizer, opt=opt, best_state=best_state, rng=rng,
                             meta=meta)
@@ -613,7 +630,8 @@ def run_training(
     seed_everything(seed)  # model initialisation depends on the seed only
     model = EmotionClassifier(n_layers=len(layers), in_dim=in_dim, width=m.width, head_hidden=m.head_hidden,
                               dropout=m.dropout, activation=m.activation, sequence=featurizer.sequence,
-                              encoder_layers=m.encoder_layers, encoder_heads=m.encoder_heads)
+                              encoder_layers=m.encoder_layers, encoder_heads=m.encoder_heads,
+                              normalize_adapted=m.normalize_adapted)
     run = {"strategy": strat.name, "selection": strat.selection, "coral": use_coral, "lambda": lam,
            "seed": seed, "layers": layers, "n_model_layers": n_layers}
     cfg_plain = config_to_dict(cfg)
@@ -648,6 +666,7 @@ def _fit_and_evaluate(cfg, cfg_plain, run, *, model, featurizer, data, seed, out
             "between": f"source {'test' if data.source_test is not None else 'dev'} and target test",
             "layers": layers,
             "adapted": representation_coral(feat_s, feat_t),
+            "adapted_relative": [float(v) for v in coral_relative(feat_s.double(), feat_t.double())],
             "input": representation_coral(up_s, up_t),
         }
     else:

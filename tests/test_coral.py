@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lam_train.coral import coral_loss
+from lam_train.coral import coral_loss, coral_relative
 from lam_train.errors import TrainError
 
 
@@ -72,3 +72,13 @@ def test_coral_stays_float32_under_bfloat16_autocast():
 def test_coral_raises_on_bad_shapes(s_shape, t_shape):
     with pytest.raises(TrainError):
         coral_loss(torch.randn(*s_shape), torch.randn(*t_shape))
+
+
+def test_relative_coral_ignores_a_common_scale_but_deep_coral_does_not():
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    t = torch.randn(40, 6, generator=g, dtype=torch.float64) @ torch.randn(6, 6, generator=g, dtype=torch.float64)
+    assert float(coral_relative(0.01 * s, 0.01 * t)) == pytest.approx(float(coral_relative(s, t)), rel=1e-9)
+    assert float(coral_loss(0.01 * s, 0.01 * t)) == pytest.approx(1e-8 * float(coral_loss(s, t)), rel=1e-9)
+    assert 0.0 <= float(coral_relative(s, t)) <= 2.0
+    assert float(coral_relative(s, s)) == 0.0
