@@ -556,8 +556,8 @@ def ct2_to_hf_state_dict(ckpt: CT2Checkpoint) -> tuple[dict[str, np.ndarray], Wh
         put(f"{dst}.weight", t.float32(f"{src}/weight"), (out_dim, in_dim), f"{src}/weight")
         put(f"{dst}.bias", t.float32(f"{src}/bias"), (out_dim,), f"{src}/bias")
 
-    def split_rows(src: str, parts: Sequence[str | None], d: int) -> None:
-        """A fused projection: rows [i*d:(i+1)*d] of weight/bias go to parts[i]; None = k_proj."""
+    def split_rows(src: str, parts: Sequence[str], d: int) -> None:
+        """A fused projection: rows [i*d:(i+1)*d] of weight/bias go to parts[i] (a k_proj has no bias)."""
         w, b = t.float32(f"{src}/weight"), t.float32(f"{src}/bias")
         if w.shape != (len(parts) * d, d) or b.shape != (len(parts) * d,):
             raise t.error(f"{src}: shapes {list(w.shape)}/{list(b.shape)}, expected "
@@ -1009,8 +1009,12 @@ def convert_ct2_whisper(source: CT2Source | str | Path, out_dir: str | Path, *, 
         if out_dir.exists():
             if _is_complete(out_dir):
                 return out_dir  # another process won the race; its output is identical
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+            shutil.rmtree(out_dir)  # a leftover without its completion marker
+        try:
+            os.replace(tmp, out_dir)
+        except OSError:
+            if not _is_complete(out_dir):  # not a lost race with an identical conversion
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -5,6 +5,8 @@ with ``HF_HUB_OFFLINE=1`` and an empty, private Hugging Face cache unless it bui
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -78,7 +80,7 @@ def test_local_ctranslate2_directory_is_detected_and_converted(tmp_path):
     export_ct2_whisper(whisper, tmp_path / "ct2", dtype="float32", tokenizer=_byte_tokenizer(300))
     loaded = ms.resolve_pretrained(tmp_path / "ct2")
     assert loaded.route == "local-dir" and loaded.source == str(tmp_path / "ct2")
-    assert (tmp_path / "lam-cache" / "ct2") in __import__("pathlib").Path(loaded.location).parents
+    assert (tmp_path / "lam-cache" / "ct2") in Path(loaded.location).parents
     assert loaded.revision and len(loaded.revision) == 64
     for k, v in whisper.state_dict().items():
         torch.testing.assert_close(loaded.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
@@ -164,3 +166,14 @@ def test_processor_of_a_local_encoder_directory_is_its_feature_extractor(tmp_pat
     tr.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(tmp_path / "m")
     fe = ms.load_processor(tmp_path / "m")
     assert isinstance(fe, tr.Wav2Vec2FeatureExtractor) and fe.do_normalize is False
+
+
+@pytest.mark.network
+@pytest.mark.skipif(not os.environ.get("LAM_TEST_NETWORK"), reason="set LAM_TEST_NETWORK=1 to allow downloads")
+def test_hub_route_downloads_when_allowed_and_the_cache_serves_it_next(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    first = ms.resolve_pretrained("openai/whisper-tiny", allow_download=True)
+    assert first.route == "hub" and first.revision
+    again = ms.resolve_pretrained("openai/whisper-tiny", allow_download=False)
+    assert again.route == "hf-cache" and again.revision == first.revision
