@@ -283,3 +283,18 @@ def test_packed_tiers_format_to_the_same_text(mfa_dir, praatio_dir):
         alignment_to_textgrid_text(alignment, vowel_classes=classes)
     mary = read_alignment(praatio_dir / "mary.TextGrid")  # pauses and a grid wider than the tiers
     assert textgrid_text_from_packed(pack_alignment(mary)) == alignment_to_textgrid_text(mary)
+
+
+def test_packed_tiers_keep_any_label_exactly():
+    from phonalign.textgrid_io import alignment_to_textgrid_text, pack_alignment, textgrid_text_from_packed
+
+    odd = ["", "a\x1eb", "c\x1fd", 'q"uote', "new\nline", "ʈʂʰ˥˩"]
+    phones = tuple(Interval(0.1 * k, 0.1 * (k + 1), lab) for k, lab in enumerate(odd))
+    alignment = Alignment(words=(Interval(0.0, 0.6, "w\x1e"),), phones=phones, xmin=0.0, xmax=0.6)
+    for classes in (None, ["A"] * 6, [""] * 6):
+        assert textgrid_text_from_packed(pack_alignment(alignment, classes)) == \
+            alignment_to_textgrid_text(alignment, vowel_classes=classes)
+    plain = Alignment(words=(), phones=phones[:1], xmin=0.0, xmax=0.1)
+    for classes in (None, ["silence"]):
+        assert textgrid_text_from_packed(pack_alignment(plain, classes)) == \
+            alignment_to_textgrid_text(plain, vowel_classes=classes)
