@@ -38,7 +38,9 @@ class FeatureTable(Protocol):
 
     index: pa.Table
 
-    def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray: ...
+    def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
+        """Vectors of one layer, (n_rows, hidden) float32; all rows when ``rows`` is None."""
+        ...
 
 
 class ArrayFeatures:
@@ -60,6 +62,7 @@ class ArrayFeatures:
         self.meta = meta or {"model_id": "arrays", "n_layers": n_layers, "hidden_size": hidden}
 
     def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
+        """Vectors of one layer, (n_rows, hidden) float32; all rows when ``rows`` is None."""
         if int(layer) not in self._layers:
             raise TrainError(f"layer {layer} is not in this feature table (have {sorted(self._layers)})")
         x = self._layers[int(layer)]
@@ -125,10 +128,12 @@ class Domain:
 
     @property
     def n(self) -> int:
+        """Number of utterances."""
         return len(self.utt_ids)
 
     @property
     def labelled(self) -> bool:
+        """True when the domain carries emotion labels (never for a target training domain)."""
         return self.y is not None
 
 
@@ -244,6 +249,7 @@ class Standardizer:
 
     @classmethod
     def identity(cls, n_layers: int, hidden: int) -> "Standardizer":
+        """No-op statistics (mean 0, std 1) of shape (n_layers, 1, hidden)."""
         return cls(mean=torch.zeros(n_layers, 1, hidden), std=torch.ones(n_layers, 1, hidden))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

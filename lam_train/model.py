@@ -70,6 +70,7 @@ class LayerWeighting(nn.Module):
 
     @property
     def weights(self) -> torch.Tensor:
+        """Current layer weights, (n_layers,) summing to 1 (detached)."""
         return torch.softmax(self.logits.detach(), dim=0)
 
 

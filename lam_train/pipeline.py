@@ -53,6 +53,7 @@ class StepRecorder:
         self.log = log
 
     def run(self, name: str, fingerprint_of: Any, fn: Callable[[], dict | None]) -> dict:
+        """Run step ``name`` unless recorded as done with the same fingerprint; return its summary."""
         path = self.dir / f"{name}.json"
         fp = _fingerprint(fingerprint_of)
         if path.is_file():
@@ -127,6 +128,7 @@ def _textgrids_for(cfg: RunConfig, side: str) -> str | None:
 
 
 def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+    """Align both sides into ``OUT/aligned/{source,target}`` (``lam align``); counts per side."""
     from phonalign.align import get_aligner
     from phonalign.align.run import align_corpus
 
@@ -145,6 +147,7 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
 
 
 def step_features(cfg: RunConfig, out: Path, *, progress: bool, encoder=None) -> dict:
+    """Extract every layer of both sides into ``OUT/features/{source,target}`` (``lam features``)."""
     from analysis.extract import extract_features
 
     f = cfg.features
@@ -200,6 +203,7 @@ def expand_strategies(cfg: RunConfig) -> list[str]:
 
 def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_store: str | None,
                rankings: str | None, log: Callable[[str], None] = print, encoder=None) -> dict:
+    """Train every strategy (and its lambda = 0 twin) for every seed into ``OUT/runs``."""
     from .data import open_features
     from .train import CachedFeatures, run_training
 
@@ -233,6 +237,7 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
 
 
 def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Mapping[str, float]) -> dict:
+    """Tables, figures and ``report.md`` in ``OUT/report``; returns their paths."""
     from .report import write_report
 
     rep_dir = out / "report"

@@ -94,6 +94,7 @@ class PooledFeaturizer:
         self.standardizer = standardizer
 
     def parameters(self):
+        """Trainable parameters of the featuriser (none when pooled or frozen)."""
         return iter(())
 
     def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
@@ -101,12 +102,15 @@ class PooledFeaturizer:
         return self.standardizer(x), None, None
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Tensors to save in checkpoints and model files."""
         return {"norm.mean": self.standardizer.mean, "norm.std": self.standardizer.std}
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state` saved."""
         self.standardizer = Standardizer(mean=tensors["norm.mean"], std=tensors["norm.std"])
 
     def train(self, mode: bool = True) -> None:
+        """Switch between training and evaluation behaviour (as ``nn.Module.train``)."""
         pass
 
 
@@ -139,9 +143,11 @@ class FrameFeaturizer:
                     self._trainable[f"upstream.{len(blocks) - finetune_top + i}.{name}"] = p
 
     def parameters(self):
+        """Trainable parameters of the featuriser (none when pooled or frozen)."""
         return iter(self._trainable.values())
 
     def train(self, mode: bool = True) -> None:
+        """Switch between training and evaluation behaviour (as ``nn.Module.train``)."""
         # The upstream stays in eval mode even when fine-tuned: LayerDrop would remove layers
         # (and anchored hidden states) at random, and its dropout is tuned for pre-training.
         self.encoder.model.eval()
@@ -157,9 +163,11 @@ class FrameFeaturizer:
         return x, mask, masked_mean(x, mask)
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Tensors to save in checkpoints and model files."""
         return {k: v.detach() for k, v in self._trainable.items()}
 
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state` saved."""
         with torch.no_grad():
             for k, p in self._trainable.items():
                 p.copy_(tensors[k])
@@ -490,6 +498,7 @@ class CachedFeatures:
         self._cache: dict[int, np.ndarray] = {}
 
     def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
+        """Vectors of one layer, (n_rows, hidden) float32, read from the store once."""
         if int(layer) not in self._cache:
             self._cache[int(layer)] = np.asarray(self._f.read_layer(int(layer)), dtype=np.float32)
         x = self._cache[int(layer)]

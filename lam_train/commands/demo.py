@@ -8,6 +8,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add `lam demo` to the ``lam`` app."""
     @app.command("demo")
     def demo(
         out: Path = typer.Option(Path("lam_demo"), "--out", help="Output folder."),

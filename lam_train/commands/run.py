@@ -9,6 +9,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add `lam run` to the ``lam`` app."""
     @app.command("run")
     def run(
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
