@@ -190,3 +190,6 @@ def register(app: typer.Typer) -> None:
                           + ", ".join(f"{k} {v}" for k, v in report["dropped_emotions"].items()))
         console.print(f"report: {Path(out) / 'report.json'}")
         console.print(f"segments: {report['outputs']['segments']}")
+        if c["ok"] == 0 and c["utterances"] + c["rejected_by_reader"] > 0:
+            console.print("[red]no utterance could be aligned[/red]: the reasons are in the report")
+            raise typer.Exit(1)

@@ -18,6 +18,7 @@ it, the same for every backend:
                                         dropped emotions, phone sets
       OUT/config.yaml, OUT/versions.json
       OUT/parts/                        the run's journal (see below)
+      OUT/work/                         the backend's scratch space
 
 * **Streaming and resuming** (corpora of 10^5-10^6 utterances): results are buffered and written
   every ``chunk_size`` utterances as ``parts/segments-NNNNN.parquet`` followed by
@@ -102,7 +103,7 @@ class _Journal:
             atomic_write_json(self.state_path, self.state)
         # leftovers of a killed run: temporary files and segment parts whose chunk never committed
         for p in self.dir.iterdir():
-            if p.name.startswith("."):
+            if p.name.startswith(".") and p.is_file():
                 p.unlink(missing_ok=True)
         numbers = {kind: set() for kind in ("segments", "status")}
         for p in self.dir.iterdir():
@@ -359,6 +360,8 @@ def align_corpus(
     out.mkdir(parents=True, exist_ok=True)
     tg_dir = out / "textgrids"
     tg_dir.mkdir(exist_ok=True)
+    workdir = out / "work"  # the backend's scratch space (MFA stages its corpus there)
+    workdir.mkdir(exist_ok=True)
     aligner.check_available()
     if corpus_report is None:
         corpus_report = getattr(utterances, "report", None) or {}
@@ -463,7 +466,7 @@ def align_corpus(
                 finish(utt, alignment, info, ps)
 
         bar = _progress(len(todo), "aligning", progress)
-        for result in aligner.align(todo, out / "parts", jobs=jobs) if todo else ():
+        for result in aligner.align(todo, workdir, jobs=jobs) if todo else ():
             bar.update(1)
             utt = by_id.get(result.utt_id)
             if utt is None or result.utt_id in finished:
