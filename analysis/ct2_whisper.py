@@ -490,11 +490,11 @@ class _Taker:
             raise self.error(f"variables with no place in WhisperForConditionalGeneration: {shown}")
 
 
-def _layer_count(names: Iterable[str], prefix: str) -> int:
+def _layer_count(names: Iterable[str], prefix: str, taker: "_Taker") -> int:
     pattern = re.compile(re.escape(prefix) + r"/layer_(\d+)/")
     indices = {int(m.group(1)) for n in names if (m := pattern.match(n))}
     if indices != set(range(len(indices))):
-        raise CT2FormatError(f"{prefix} layers are not numbered 0..N-1: found {sorted(indices)}")
+        raise taker.error(f"{prefix} layers are not numbered 0..N-1: found {sorted(indices)}")
     return len(indices)
 
 
@@ -524,7 +524,7 @@ def ct2_to_hf_state_dict(ckpt: CT2Checkpoint) -> tuple[dict[str, np.ndarray], Wh
                              path=ckpt.paths[0], hint="pass a faster-whisper / CTranslate2 Whisper directory")
     t = _Taker(ckpt)
     names = list(ckpt.variables) + list(ckpt.aliases)
-    n_enc, n_dec = _layer_count(names, "encoder"), _layer_count(names, "decoder")
+    n_enc, n_dec = _layer_count(names, "encoder", t), _layer_count(names, "decoder", t)
     if not n_enc or not n_dec:
         raise t.error(f"found {n_enc} encoder and {n_dec} decoder layers; a Whisper model has both")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tokenizers import pre_tokenizers
 from transformers import AddedToken, WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizer
 
@@ -274,6 +276,33 @@ def test_garbage_file_is_refused_not_misread(tmp_path):
         ct2.read_ct2_model(tmp_path / "model.bin")
 
 
+@pytest.fixture(scope="module")
+def tiny_model_bin(tmp_path_factory, tiny_model):
+    out = ct2.export_ct2_whisper(tiny_model, tmp_path_factory.mktemp("flip") / "m", dtype="float16")
+    return (out / "model.bin").read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_bytes_are_either_read_or_refused_with_a_format_error(tiny_model_bin, tmp_path, data):
+    """Any byte flip or cut: the reader parses, or raises CT2FormatError - never another exception."""
+    raw = bytearray(tiny_model_bin)
+    for _ in range(data.draw(st.integers(1, 3))):
+        # header bytes matter most: bias positions towards the first 400 bytes and the alias table
+        pos = data.draw(st.one_of(st.integers(0, 400), st.integers(len(raw) - 120, len(raw) - 1),
+                                  st.integers(0, len(raw) - 1)))
+        raw[pos] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    path = tmp_path / "model.bin"
+    path.write_bytes(bytes(raw))
+    try:
+        with ct2.read_ct2_model(path) as ckpt:
+            ct2.ct2_to_hf_state_dict(ckpt)
+    except CT2FormatError as err:
+        assert str(path) in str(err)
+
+
 def test_missing_variable_is_named(tmp_path, tiny_model):
     variables, aliases = ct2.hf_to_ct2_variables(tiny_model)
     del variables["decoder/layer_1/attention/linear_2/bias"]
@@ -290,6 +319,16 @@ def test_unused_variable_is_named(tmp_path, tiny_model):
     with ct2.read_ct2_model(tmp_path / "model.bin") as ckpt, \
             pytest.raises(CT2FormatError, match="no place in WhisperForConditionalGeneration: .*relative_position_keys"):
         ct2.ct2_to_hf_state_dict(ckpt)
+
+
+def test_gap_in_layer_numbers_is_refused_naming_the_file(tmp_path, tiny_model):
+    variables, aliases = ct2.hf_to_ct2_variables(tiny_model)
+    variables = {k.replace("encoder/layer_1/", "encoder/layer_2/"): v for k, v in variables.items()}
+    ct2.write_ct2_model(tmp_path / "model.bin", variables, aliases)
+    with ct2.read_ct2_model(tmp_path / "model.bin") as ckpt, \
+            pytest.raises(CT2FormatError, match=r"encoder layers are not numbered 0..N-1: found \[0, 2\]") as err:
+        ct2.ct2_to_hf_state_dict(ckpt)
+    assert str(tmp_path / "model.bin") in str(err.value)
 
 
 def test_nonzero_key_bias_is_refused_rather_than_dropped(tmp_path, tiny_model):
