@@ -267,6 +267,35 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(tmp_path,
     assert not [p for p in out.rglob(".*")]  # no temporary files left
 
 
+class _OutOfOrder(Aligner):
+    """The textgrid backend yielding results first, last, second, second to last, ..., as a
+    parallel backend may: every chunk then spans the whole corpus."""
+
+    name = "textgrid"
+
+    def __init__(self) -> None:
+        self.inner = get_aligner("textgrid")
+
+    def align(self, utterances, workdir, *, jobs=1):
+        results = list(self.inner.align(utterances, workdir, jobs=jobs))
+        while results:
+            yield results.pop(0)
+            if results:
+                yield results.pop()
+
+    def config(self):
+        return self.inner.config()
+
+
+def test_results_in_any_order_give_tables_in_input_order(tmp_path, mfa_dir):
+    utts = read_corpus(_many(tmp_path / "c", mfa_dir, 24), language="en")
+    align_corpus(utts, tmp_path / "forward", get_aligner("textgrid"), progress=False)
+    align_corpus(utts, tmp_path / "backward", _OutOfOrder(), chunk_size=5, progress=False)
+    assert len(list((tmp_path / "backward" / "parts").glob("segments-*.parquet"))) == 5
+    for name in ("segments.parquet", "utterances.parquet"):
+        assert pq.read_table(tmp_path / "forward" / name).equals(pq.read_table(tmp_path / "backward" / name))
+
+
 def test_rerun_with_other_settings_is_refused(tmp_path, mfa_dir):
     utts = read_corpus(_many(tmp_path / "c", mfa_dir, 2), language="en")
     align_corpus(utts, tmp_path / "out", get_aligner("textgrid"), progress=False)

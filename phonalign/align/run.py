@@ -532,11 +532,15 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
     # latest outcome of each utterance (a retried failure may have succeeded later)
     status_parts = [pq.read_table(journal.dir / f"status-{k:05d}.parquet") for k in journal.committed]
     status = pa.concat_tables(status_parts) if status_parts else STATUS_SCHEMA.empty_table()
-    latest: dict[str, dict] = {}
-    for row in status.to_pylist():
-        latest[row["utt_id"]] = row
+    # keep each utterance's last row, vectorised (10^6 rows as Python dicts would take gigabytes)
+    if status.num_rows:
+        status = status.append_column("_row", pa.array(np.arange(status.num_rows)))
+        last = status.group_by("utt_id").aggregate([("_row", "max")]).column("_row_max")
+        status = status.take(pc.sort_indices(last)).drop_columns(["_row"])
+    cols = {name: status.column(name).to_pylist() for name in STATUS_SCHEMA.names}
+    latest: dict[str, int] = {u: i for i, u in enumerate(cols["utt_id"])}
     input_ids = {u.utt_id for u in utts}
-    ok_ids = {u for u, r in latest.items() if r["status"] == "ok" and u in input_ids}
+    ok_ids = {u for u, i in latest.items() if cols["status"][i] == "ok" and u in input_ids}
 
     # segments: stream the parts in input order when their ranges do not interleave
     seg_paths = [journal.dir / f"segments-{k:05d}.parquet" for k in journal.committed]
@@ -616,16 +620,16 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
     items = []
     errors: Counter[str] = Counter()
     for utt_id in order:
-        row = latest.get(utt_id)
-        if row is None:
+        i = latest.get(utt_id)
+        if i is None:
             continue
-        item = {"utt_id": utt_id, "status": row["status"]}
-        if row["status"] == "ok":
-            item.update(n_segments=row["n_segments"], phone_set=row["phone_set"])
+        item = {"utt_id": utt_id, "status": cols["status"][i]}
+        if cols["status"][i] == "ok":
+            item.update(n_segments=cols["n_segments"][i], phone_set=cols["phone_set"][i])
         else:
-            errors[row["error"]] += 1
-            item.update(reason=row["message"], error=row["error"], path=row["path"], line=row["line"],
-                        hint=row["hint"])
+            errors[cols["error"][i]] += 1
+            item.update(reason=cols["message"][i], error=cols["error"][i], path=cols["path"][i],
+                        line=cols["line"][i], hint=cols["hint"][i])
         items.append(item)
     for utt_id, err in input_failures:
         errors[type(err).__name__] += 1
