@@ -300,7 +300,8 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], 
         rankings = str(out / "similarity" / "rankings.json")
     train_cfg = cfg.replace(data=dataclasses.replace(
         cfg.data, source_store=str(out / "features" / "source"), target_store=str(out / "features" / "target"),
-        source_aligned=str(out / "aligned" / "source"), target_aligned=str(out / "aligned" / "target")))
+        source_aligned=str(out / "aligned" / "source"), target_aligned=str(out / "aligned" / "target"),
+        encoder=cfg.data.encoder or cfg.features.model))
     # strategies and seeds may grow between reruns: finished runs are kept, new ones trained
     steps.run(f"train-{_fingerprint([expand_strategies(cfg), list(cfg.seeds)])}", fp_train,
               lambda: step_train(train_cfg, out, source_store=train_cfg.data.source_store,

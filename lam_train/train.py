@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from phonalign.fsutil import atomic_path, atomic_write_json
+from phonalign.provenance import write_run_info
 from phonalign.records import EMOTIONS
 
 from .config import RunConfig, Strategy, config_to_dict, parse_strategy
@@ -603,6 +604,7 @@ def run_training(
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_run_info(out_dir, step="train", config=cfg, seed=seed)
     strat = parse_strategy(strategy)
     if lambda_coral is not None:
         cfg = cfg.replace(train=__import__("dataclasses").replace(cfg.train, lambda_coral=float(lambda_coral)))

@@ -289,3 +289,15 @@ def test_frame_mode_trains_on_audio_with_a_tiny_random_model(demo_aligned_dirs, 
         assert any(k.startswith("feat.upstream.1.") for k in _weights(tmp_path))
     else:
         assert changed == []
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_with_autocast_scores_like_cpu(features, tmp_path):
+    for dtype in ("bfloat16", "float16"):
+        gpu = run_training(small_config(epochs=30, device="cuda", amp=True, amp_dtype=dtype), strategy="final+coral",
+                           seed=0, out_dir=tmp_path / dtype, source=features)
+        assert gpu["epochs_run"] == 30 and all(np.isfinite(h["loss"]) for h in gpu["history"])
+    cpu = run_training(small_config(epochs=30, device="cpu"), strategy="final+coral", seed=0,
+                       out_dir=tmp_path / "cpu", source=features)
+    assert abs(gpu["source_dev"]["uar"] - cpu["source_dev"]["uar"]) <= 0.15
