@@ -19,7 +19,6 @@ import soundfile as sf
 from praatio import textgrid as ptg
 from typer.testing import CliRunner
 
-from conftest import write_tone
 from phonalign.align import get_aligner
 from phonalign.align import run as run_module
 from phonalign.align.base import Aligner

@@ -12,7 +12,7 @@ it, the same for every backend:
 * **Outputs** (``OUT`` below)::
 
       OUT/textgrids/<utt_id>.TextGrid   words, phones and vowel_class tiers (one per utterance)
-      OUT/segments.parquet              SEGMENT_SCHEMA, all utterances, in input order
+      OUT/segments.parquet              SEGMENT_SCHEMA, the utterances aligned, in input order
       OUT/utterances.parquet            UTTERANCE_SCHEMA, the utterances aligned
       OUT/report.json                   per-utterance status and reason, counts, unknown labels,
                                         dropped emotions, phone sets
@@ -29,6 +29,10 @@ it, the same for every backend:
   interrupted run followed by a rerun gives the same tables as one uninterrupted run.
 * **Failures** are recorded per utterance and the batch goes on; ``strict=True`` stops at the first
   (after saving what is done) and raises its error.
+* **A writer process** formats and writes the TextGrids of runs of :data:`WRITER_PROCESS_FROM`
+  utterances or more (tiers handed over as packed bytes through a pipe, never pickle), so that
+  creating thousands of files overlaps with reading and classifying; a chunk is committed only
+  once the writer confirms its files are on disk.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from ..fsutil import atomic_path, atomic_write_json, check_utt_id
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
-from .base import Aligner, AlignResult
+from .base import Aligner
 
 __all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES"]
 
