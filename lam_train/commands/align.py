@@ -176,7 +176,8 @@ def register(app: typer.Typer) -> None:
             f"{c['segments']} segments"
         )
         vowels = {k: v for k, v in c["by_class"].items() if v}
-        console.print("classes: " + ", ".join(f"{k} {v}" for k, v in vowels.items()))
+        if vowels:
+            console.print("classes: " + ", ".join(f"{k} {v}" for k, v in vowels.items()))
         if report["phone_sets"]:
             console.print("phone sets: " + ", ".join(f"{k}: {v}" for k, v in report["phone_sets"].items()))
         if report["unknown_labels"]:

@@ -462,8 +462,9 @@ def align_corpus(
             try:
                 ps = detect_phone_set(labels)
             except PhoneSetError as err:
-                for utt, _, _ in batch:
-                    fail(utt.utt_id, PhoneSetError(err.message, utt_id=utt.utt_id, hint=err.hint))
+                for utt, alignment, _ in batch:
+                    fail(utt.utt_id, PhoneSetError(err.message, path=alignment.source, utt_id=utt.utt_id,
+                                                   hint=err.hint))
                 return
             journal.set_phone_set(language, ps)
             for utt, alignment, info in batch:
