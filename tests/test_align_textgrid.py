@@ -252,6 +252,8 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(tmp_path,
     status = pq.read_table(out / "parts" / "status-00007.parquet")
     assert status.num_rows == 1
     assert not (out / "segments.parquet").exists() and not (out / "report.json").exists()
+    # what a killed writer would leave behind: a temporary file beside the TextGrids
+    (out / "textgrids" / ".u0029.TextGrid.abc123.TextGrid").write_text("half a grid")
     report = align_corpus(utts, out, get_aligner("textgrid"), chunk_size=4, progress=False)
     assert report["counts"]["resumed"] == 25 and report["counts"]["ok"] == 30
     fresh = tmp_path / "fresh"

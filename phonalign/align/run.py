@@ -372,6 +372,12 @@ def align_corpus(
     fingerprint = {"aligner": aligner.config(), "phone_set": phone_set,
                    "options": options.to_dict()}
     journal = _Journal(out, fingerprint=fingerprint)
+    if journal.committed:
+        # a resumed run: temporary files of TextGrids being written when the last run was killed
+        with os.scandir(tg_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") and entry.is_file():
+                    os.unlink(entry.path)
     if phone_set is not None:
         fixed_phone_set = phone_set
     else:
