@@ -146,7 +146,7 @@ class _Chunk:
 def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype: str = "float32",
                      batch_seconds: float = 60.0, whisper_mode: str = "crop", shard: tuple[int, int] = (0, 1),
                      strict: bool = False, chunk_rows: int = 4096, progress: bool = True,
-                     model_id: str | None = None) -> dict:
+                     model_id: str | None = None, language: str | None = None) -> dict:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
     Parameters
@@ -164,6 +164,8 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
         ``(I, N)``: process utterances whose position in utt_id order is ``I`` mod ``N``.
     strict : bool
         Stop at the first failing utterance instead of recording it and going on.
+    language : str, optional
+        Only utterances of this ``language`` (e.g. ``en``), to make one store per corpus side.
     chunk_rows : int
         Rows per committed chunk (memory held before a commit: ``chunk_rows x (L+1) x H x 4`` bytes).
 
@@ -179,6 +181,12 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
     if not (n_shards >= 1 and 0 <= i_shard < n_shards):
         raise ExtractionError(f"shard {i_shard}/{n_shards} is not valid", hint="use --shard I/N with 0 <= I < N")
     utts, segs = _read_inputs(src)
+    if language is not None:
+        keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language
+        if not keep.any():
+            raise ExtractionError(f"no utterance of language {language!r}", path=src,
+                                  hint="check --language against the corpus' language column")
+        utts = utts.filter(pa.array(keep))
     if segs is not None:
         segs = segs.sort_by([("utt_id", "ascending"), ("index", "ascending")])
     seg_rows = _segments_by_utt(segs)
@@ -193,7 +201,8 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
     config = ExtractConfig(model=enc.model_id, device=str(enc.device), dtype=enc.dtype_name,
                            batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
                            n_shards=n_shards, strict=strict, chunk_rows=chunk_rows)
-    write_run_info(out, step="features", config={**asdict(config), "input": str(src), "settings": settings})
+    write_run_info(out, step="features", config={**asdict(config), "input": str(src), "language": language,
+                                                 "settings": settings})
 
     utt_ids = utts.column("utt_id").to_pylist()
     order = np.argsort(np.asarray(utt_ids, dtype=object), kind="stable")

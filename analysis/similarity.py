@@ -200,11 +200,18 @@ def similarity(a, b, *, metric: str = "centroid_cosine", standardize_with: tuple
 class _View:
     """What the analysis needs from one store's index, as integer arrays."""
 
-    def __init__(self, store: FeatureStore, *, name: str) -> None:
+    def __init__(self, store: FeatureStore, *, name: str, language: str | None = None) -> None:
         self.store, self.name = store, name
         idx = store.index
         utt = np.asarray(idx.column("utt_id").to_pylist(), dtype=object)
-        self.utt_ids, self.row_utt = np.unique(utt, return_inverse=True)
+        # rows of another language (one store holding both corpora) take no part at all
+        if language is None:
+            self.row_keep = np.ones(len(utt), bool)
+        else:
+            self.row_keep = np.asarray(idx.column("language").to_pylist(), dtype=object) == language
+        self.utt_ids, kept_utt = np.unique(utt[self.row_keep], return_inverse=True)
+        self.row_utt = np.zeros(len(utt), np.int64)
+        self.row_utt[self.row_keep] = kept_utt
         self.n_utt = len(self.utt_ids)
         kind = np.asarray(idx.column("kind").to_pylist(), dtype=object)
         ucls = np.asarray(idx.column("unit_class").to_pylist(), dtype=object)
@@ -213,6 +220,7 @@ class _View:
         seg = kind == "segment"
         for i, name_ in enumerate(_CLASSES[1:], start=1):
             cls[seg & (ucls == name_)] = i
+        cls[~self.row_keep] = -1
         self.row_cls = cls
         counts = np.zeros((len(_CLASSES), self.n_utt))
         ok = cls >= 0
@@ -220,7 +228,7 @@ class _View:
         self.counts = counts  # (8, n_utt)
         emo = np.asarray(idx.column("emotion").to_pylist(), dtype=object)
         self.utt_emotion = np.full(self.n_utt, None, dtype=object)
-        self.utt_emotion[self.row_utt] = emo
+        self.utt_emotion[self.row_utt[self.row_keep]] = emo[self.row_keep]
 
     def group_matrix(self, offset: int, n: int) -> tuple[np.ndarray, sp.csr_matrix]:
         """Groups (class * n_utt + utt) touched by rows offset..offset+n and their indicator."""
@@ -285,6 +293,7 @@ def _weights(view: _View, rng: np.random.Generator, n_bootstrap: int, n_halves: 
 def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = ("centroid_cosine",),
                    units: Sequence[str] = UNITS, n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False,
                    ci_level: float = 0.95, n_halves: int = 10, max_rows: int = 1000,
+                   source_language: str | None = None, target_language: str | None = None,
                    progress: bool = False) -> SimilarityResult:
     """Per-layer similarity of every unit between two feature stores (streamed; see module docstring).
 
@@ -305,6 +314,9 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
         Random within-language half splits for the reference.
     max_rows : int
         Subsample per unit and corpus for ``coral`` and ``mmd``.
+    source_language, target_language : str, optional
+        Keep only rows of this ``language`` (so that one store may hold both corpora; pass it as
+        both ``source`` and ``target``).
 
     Returns
     -------
@@ -325,10 +337,12 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
         raise SimilarityError(f"the stores were made differently: {source.model_id} {source.meta.get('settings')} vs "
                               f"{target.model_id} {target.meta.get('settings')}", path=target.path,
                               hint="extract both corpora with the same model and settings")
-    src, tgt = _View(source, name="source"), _View(target, name="target")
-    for v in (src, tgt):
+    src = _View(source, name="source", language=source_language)
+    tgt = _View(target, name="target", language=target_language)
+    for v, lang in ((src, source_language), (tgt, target_language)):
         if v.n_utt == 0:
-            raise SimilarityError("the store is empty", path=v.store.path, hint="run `lam features` first")
+            what = "the store is empty" if lang is None else f"the store has no utterance of language {lang!r}"
+            raise SimilarityError(what, path=v.store.path, hint="run `lam features` first, or check --*-language")
     rng = np.random.default_rng(seed)
     w_src = _weights(src, rng, n_bootstrap, n_halves)
     w_tgt = _weights(tgt, rng, n_bootstrap, n_halves)
@@ -396,7 +410,8 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
                         sum(p.n_source for p in parts), sum(p.n_target for p in parts),
                         sum(p.n_utt_source for p in parts), sum(p.n_utt_target for p in parts))
     config = dict(metrics=list(metrics), units=list(units), n_bootstrap=n_bootstrap, seed=seed, by_emotion=by_emotion,
-                  ci_level=ci_level, n_halves=n_halves, max_rows=max_rows)
+                  ci_level=ci_level, n_halves=n_halves, max_rows=max_rows, source_language=source_language,
+                  target_language=target_language)
     return SimilarityResult(n_layers=source.n_layers, source_model=source.model_id, target_model=target.model_id,
                             revision=source.meta.get("revision"), config=config, results=res)
 
@@ -414,9 +429,10 @@ def _stream_sums(v: _View, layer: int, h: int, need_norm: bool) -> dict:
             nrm = np.linalg.norm(x, axis=1, keepdims=True)
             s_n = g @ (x / np.where(nrm > 0, nrm, 1.0))
             sn[uniq] += s_n
-        tot += x.sum(0)
-        tot2 += np.einsum("nh,nh->h", x, x)
-        n_all += x.shape[0]
+        mine = x[v.row_keep[offset:offset + x.shape[0]]]
+        tot += mine.sum(0)
+        tot2 += np.einsum("nh,nh->h", mine, mine)
+        n_all += mine.shape[0]
         del x, arr
     out = {"S": s.reshape(len(_CLASSES), v.n_utt, h), "tot": tot, "tot2": tot2, "n": n_all,
            "counts": v.counts}
@@ -585,7 +601,8 @@ def result_table(result: SimilarityResult):
 
 def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), units=UNITS, k: int = 3,
                    n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False, ci_level: float = 0.95,
-                   n_halves: int = 10, max_rows: int = 1000, progress: bool = True) -> dict:
+                   n_halves: int = 10, max_rows: int = 1000, source_language: str | None = None,
+                   target_language: str | None = None, progress: bool = True) -> dict:
     """`lam similarity`: compare two stores and write scores, rankings and selections to ``out_dir``.
 
     Writes ``rankings.json`` (first metric), ``rankings_<metric>.json`` (every metric),
@@ -609,7 +626,7 @@ def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), uni
     src, tgt = FeatureStore.open(source), FeatureStore.open(target)
     result = compare_stores(src, tgt, metrics=metrics, units=units, n_bootstrap=n_bootstrap, seed=seed,
                             by_emotion=by_emotion, ci_level=ci_level, n_halves=n_halves, max_rows=max_rows,
-                            progress=progress)
+                            source_language=source_language, target_language=target_language, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     write_run_info(out, step="similarity", seed=seed,
                    config={"source_store": str(source), "target_store": str(target), "k": k, **result.config})

@@ -210,3 +210,26 @@ def test_memory_does_not_grow_with_the_number_of_segments(tmp_path):
         tracemalloc.stop()
     rows_ratio = 8.0
     assert peaks[1] < 2.0 * peaks[0] < rows_ratio * peaks[0], peaks
+
+
+def test_one_store_with_both_languages_equals_two_stores(tmp_path):
+    from test_extract import UTTS, make_aligned_dir
+
+    from analysis.extract import extract_features
+    from analysis.models import random_model
+
+    aligned = make_aligned_dir(tmp_path / "al", {**UTTS, "u4": 0.8, "u5": 0.9})
+    model = random_model("hubert")
+    extract_features(aligned, tmp_path / "both", model=model, device="cpu", progress=False)
+    for lang in ("en", "zh"):
+        extract_features(aligned, tmp_path / lang, model=model, device="cpu", progress=False, language=lang)
+    both = FeatureStore.open(tmp_path / "both")
+    one = compare_stores(both, both, source_language="en", target_language="zh", units=["Utt", "Cons"],
+                         n_bootstrap=0, metrics=["centroid_cosine", "standardized_cosine"])
+    two = compare_stores(FeatureStore.open(tmp_path / "en"), FeatureStore.open(tmp_path / "zh"), units=["Utt", "Cons"],
+                         n_bootstrap=0, metrics=["centroid_cosine", "standardized_cosine"])
+    for unit in ("Utt", "Cons"):
+        for m in ("centroid_cosine", "standardized_cosine"):
+            np.testing.assert_allclose(one.results["all"][unit][m].score, two.results["all"][unit][m].score, rtol=1e-5)
+    with pytest.raises(SimilarityError, match="no utterance of language 'fr'"):
+        compare_stores(both, both, source_language="fr")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -33,6 +34,8 @@ def register(app: typer.Typer) -> None:
         shard: str = typer.Option("0/1", help="I/N: process every N-th utterance starting at I."),
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
         chunk_rows: int = typer.Option(4096, help="Rows per committed chunk of the store."),
+        language: Optional[str] = typer.Option(None, "--language", help="Only utterances of this language "
+                                               "(e.g. en), to make one store per corpus side."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
         """Pool every layer of MODEL per utterance and per phone segment into a feature store.
@@ -46,7 +49,7 @@ def register(app: typer.Typer) -> None:
         report = extract_features(aligned, out, model=model, device=device, dtype=dtype,
                                   batch_seconds=batch_seconds, whisper_mode=whisper_mode,
                                   shard=_parse_shard(shard), strict=strict, chunk_rows=chunk_rows,
-                                  progress=progress)
+                                  progress=progress, language=language)
         typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
                    f"{report['skipped_done']} already done, {report['n_failed']} failed -> {out}")
         if report["n_failed"]:

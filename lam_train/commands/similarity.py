@@ -26,6 +26,10 @@ def register(app: typer.Typer) -> None:
         ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the percentile intervals."),
         halves: int = typer.Option(10, "--halves", help="Random half splits for the within-language reference."),
         max_rows: int = typer.Option(1000, "--max-rows", help="Rows per unit and corpus for coral / mmd."),
+        source_language: Optional[str] = typer.Option(None, "--source-language", help="Keep only source rows of "
+                                                      "this language (one store may hold both corpora)."),
+        target_language: Optional[str] = typer.Option(None, "--target-language", help="Keep only target rows of "
+                                                      "this language."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
         """Compare two feature stores layer by layer for every unit, with bootstrap intervals."""
@@ -37,5 +41,6 @@ def register(app: typer.Typer) -> None:
         unit_list = [u for item in (units or []) for u in item.split(",") if u] or list(UNITS)
         out_info = run_similarity(source, target, out, metrics=metric or ["centroid_cosine"], units=unit_list, k=k,
                                   n_bootstrap=bootstrap, seed=seed, by_emotion=by_emotion, ci_level=ci_level,
-                                  n_halves=halves, max_rows=max_rows, progress=progress)
+                                  n_halves=halves, max_rows=max_rows, source_language=source_language,
+                                  target_language=target_language, progress=progress)
         typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}")
