@@ -547,25 +547,25 @@ def result_rankings(result: SimilarityResult, *, metric: str, k: int = 3, scope:
                "n_source": r.n_source, "n_target": r.n_target, "n_utt_source": r.n_utt_source,
                "n_utt_target": r.n_utt_target}
         if full:
-            if np.all(np.isnan(r.score[1:])):
-                raise SimilarityError(f"no scores for a unit with {r.n_source} source and {r.n_target} target rows",
-                                      hint="drop that unit with --units")
             out["top_k_frequency"] = top_k_frequency(r.boot, k=k, higher_is_more_similar=higher)
             out["ranking"] = rank_layers(r.score, higher_is_more_similar=higher)
             out["selections"] = select_layers(r.score, k=k, seed=seed, higher_is_more_similar=higher)
         return out
 
-    units = {}
+    units, skipped = {}, {}
     for u, by_metric in result.results[scope].items():
         r = by_metric[metric]
-        if r.n_source == 0 or r.n_target == 0:
-            continue  # a unit absent from a corpus (e.g. no 'O' vowels) has no ranking
-        units[u] = entry(r, True)
+        if r.n_source == 0 or r.n_target == 0:  # e.g. no 'O' vowels in one corpus: no ranking
+            skipped[u] = f"{r.n_source} source and {r.n_target} target rows"
+        elif np.all(np.isnan(r.score[1:])):  # e.g. coral on a single row
+            skipped[u] = f"no score defined with {r.n_source} source and {r.n_target} target rows"
+        else:
+            units[u] = entry(r, True)
     doc = {"model": result.source_model, "target_model": result.target_model, "revision": result.revision,
            "source_store": source_store, "target_store": target_store, "metric": metric,
            "higher_is_more_similar": higher, "n_layers": result.n_layers, "k": k, "seed": seed,
            "n_bootstrap": result.config["n_bootstrap"], "ci_level": level, "n_halves": result.config["n_halves"],
-           "emotion": None if scope == "all" else scope, "units": units}
+           "emotion": None if scope == "all" else scope, "units": units, "skipped_units": skipped}
     emos = [s for s in result.results if s not in ("all", "averaged")]
     if emos:
         doc["by_emotion"] = {e: {u: entry(m[metric], False) for u, m in result.results[e].items()} for e in emos}

@@ -233,3 +233,14 @@ def test_one_store_with_both_languages_equals_two_stores(tmp_path):
             np.testing.assert_allclose(one.results["all"][unit][m].score, two.results["all"][unit][m].score, rtol=1e-5)
     with pytest.raises(SimilarityError, match="no utterance of language 'fr'"):
         compare_stores(both, both, source_language="fr")
+
+
+def test_unit_missing_from_one_corpus_is_skipped_with_a_reason(tmp_path):
+    from analysis.similarity import result_rankings
+
+    src = make_store(tmp_path / "s", cosines=[0.9, 0.5, 0.2], n_utt=6, side="source")
+    tgt = make_store(tmp_path / "t", cosines=[0.9, 0.5, 0.2], n_utt=6, side="target")
+    res = compare_stores(src, tgt, units=["Vowl", "O"], n_bootstrap=5, metrics=["coral"])
+    res.results["all"]["O"]["coral"].n_target = 0  # as if the target had no 'O' vowel
+    doc = result_rankings(res, metric="coral", k=1)
+    assert list(doc["units"]) == ["Vowl"] and "0 target rows" in doc["skipped_units"]["O"]
