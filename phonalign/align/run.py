@@ -597,7 +597,8 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
     seg_out = out / "segments.parquet"
     linked = False
     if monotonic and len(ranges) == 1:
-        table, changed = prepared(pq.read_table(ranges[0][2]))
+        # the columns that decide (order, membership) and that are counted: not the whole part
+        table, changed = prepared(pq.read_table(ranges[0][2], columns=["utt_id", "index", "unit_class", "label"]))
         if not changed:
             # one part, already the final table (the usual case up to chunk_size utterances):
             # link it into place instead of re-encoding it (parts are only ever replaced)
