@@ -7,6 +7,7 @@ reproduced (and doubted) months later.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import platform
 import sys
@@ -25,6 +26,12 @@ _TRACKED = ("numpy", "torch", "transformers", "praatio", "pyarrow", "scikit-lear
 
 def versions() -> dict[str, str]:
     """Versions of Python, the toolkit and the libraries whose behaviour affects results."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    # Reading package metadata costs ~70 ms; versions cannot change inside one process.
     out = {"lam-toolkit": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
     for name in _TRACKED:
         try:
