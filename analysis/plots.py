@@ -159,3 +159,8 @@ def plot_results(result_dir, out_dir=None, *, compare=None, metric: str | None =
     write_run_info(out, step="plot", config={"results": [str(d) for d in dirs], "rankings": name,
                                               "formats": list(formats)})
     return paths
+
+
+def plot_dir(result_dir, out_dir=None, **kwargs) -> list[Path]:
+    """Alias of :func:`plot_results` (the pipeline's name for it)."""
+    return plot_results(result_dir, out_dir, **kwargs)

@@ -135,3 +135,11 @@ def test_forward_accepts_a_padded_batch_with_lengths():
     b, vb = enc.forward(torch.from_numpy(padded), lengths=[8000, 5000])
     assert list(va) == list(vb)
     torch.testing.assert_close(a, b)
+
+
+def test_forward_with_grad_lets_gradients_reach_the_top_layer():
+    enc = load_encoder(random_model("wavlm"), device="cpu")
+    hidden, _ = enc(_waves([8000]), grad=True)
+    hidden[-1].sum().backward()
+    top = enc.model.encoder.layers[-1].feed_forward.output_dense.weight
+    assert top.grad is not None and top.grad.abs().sum() > 0
