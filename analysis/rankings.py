@@ -32,12 +32,14 @@
 Selections are lists of transformer layer indices in ``1..L`` (never 0), sorted ascending:
 ``final`` the last layer; ``BL`` the most similar layer; ``GL`` the k most similar; ``WL`` the k
 least similar; ``RL1..RL3`` k layers drawn uniformly without replacement with
-``numpy.random.default_rng([seed, i])`` (the same draw for every unit).
+``numpy.random.default_rng([seed, i])`` (the same draw for every unit), redrawn from that
+stream while it repeats an earlier RL group, so the three differ whenever ``C(L, k) >= 3``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -88,9 +90,19 @@ def select_layers(scores: Sequence[float], *, k: int = 3, seed: int = 0,
         "GL": sorted(ranking[:k]),
         "WL": sorted(ranking[-k:]),
     }
+    # Three *different* random groups where there are at least three to choose from: with 6 layers
+    # and k=3 two independent draws coincide one time in twenty, which would make RL1..RL3 a
+    # smaller control than the table suggests. A collision redraws from the same seeded stream.
+    n_groups = math.comb(n_layers, k)
+    drawn: list[list[int]] = []
     for i in (1, 2, 3):
         rng = np.random.default_rng([int(seed), i])
-        out[f"RL{i}"] = sorted(int(x) for x in rng.choice(np.arange(1, n_layers + 1), size=k, replace=False))
+        while True:
+            group = sorted(int(x) for x in rng.choice(np.arange(1, n_layers + 1), size=k, replace=False))
+            if group not in drawn or len(drawn) >= n_groups:
+                break
+        drawn.append(group)
+        out[f"RL{i}"] = group
     return out
 
 

@@ -55,3 +55,14 @@ def test_read_rankings_raises_on_damaged_file(tmp_path):
                                                         "units": {"Utt": {"selections": {"final": [9]}}}}))
     with pytest.raises(RankingsError, match="lacks selections"):
         load_selections(tmp_path, unit="Utt")
+
+
+def test_random_selections_are_three_different_groups_when_enough_exist():
+    from analysis.rankings import select_layers
+
+    scores = [0.1 * i for i in range(7)]  # layers 0..6 -> 6 transformer layers
+    for seed in range(200):
+        sel = select_layers(scores, k=3, seed=seed)
+        groups = {tuple(sel[f"RL{i}"]) for i in (1, 2, 3)}
+        assert len(groups) == 3, (seed, sel)
+        assert all(1 <= layer <= 6 for g in groups for layer in g)
