@@ -23,8 +23,14 @@ from .rankings import read_rankings  # noqa: E402
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = {"orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "black": "#000000"}
-UNIT_COLOURS = {"Utt": OKABE_ITO["blue"], "Vowl": OKABE_ITO["vermillion"], "Cons": OKABE_ITO["green"]}
-UNIT_STYLES = {"Utt": "-", "Vowl": "--", "Cons": ":"}
+UNIT_COLOURS = {"Utt": OKABE_ITO["blue"], "Vowl": OKABE_ITO["vermillion"], "Cons": OKABE_ITO["green"],
+                # the six vowel classes share a panel of their own: the remaining Okabe-Ito hues,
+                # each with its own marker so that colour is never the only cue
+                "A": OKABE_ITO["orange"], "E": OKABE_ITO["sky"], "@": OKABE_ITO["purple"],
+                "i": OKABE_ITO["black"], "O": OKABE_ITO["blue"], "u": OKABE_ITO["green"]}
+UNIT_STYLES = {"Utt": "-", "Vowl": "--", "Cons": ":", "A": "-", "E": "--", "@": "-.", "i": ":",
+               "O": "-", "u": "--"}
+UNIT_MARKERS = {"A": "s", "E": "^", "@": "D", "i": "v", "O": "P", "u": "X"}
 HEATMAP_UNITS = ("Utt", "Cons", "A", "E", "@", "i", "O", "u", "Vowl")
 METRIC_LABELS = {
     "centroid_cosine": "centroid cosine similarity (unitless, -1..1)",
@@ -70,8 +76,8 @@ def plot_layer_curves(docs: Sequence[dict], out: Path, *, units=("Utt", "Vowl", 
             e = doc["units"][u]
             x, y = np.asarray(e["layers"]), _arr(e["score"])
             lo, hi = _arr(e["ci_low"]), _arr(e["ci_high"])
-            ax.plot(x, y, UNIT_STYLES.get(u, "-"), color=UNIT_COLOURS.get(u, OKABE_ITO["black"]), marker="o",
-                    ms=3, lw=1.8, label=f"{u} (n={e['n_source']}/{e['n_target']})")
+            ax.plot(x, y, UNIT_STYLES.get(u, "-"), color=UNIT_COLOURS.get(u, OKABE_ITO["black"]),
+                    marker=UNIT_MARKERS.get(u, "o"), ms=3, lw=1.8, label=f"{u} (n={e['n_source']}/{e['n_target']})")
             if np.isfinite(lo).any():
                 ax.fill_between(x, lo, hi, color=UNIT_COLOURS.get(u, OKABE_ITO["black"]), alpha=0.2, lw=0)
             best = e["selections"]["BL"][0]

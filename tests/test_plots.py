@@ -53,3 +53,13 @@ def test_plot_raises_when_rankings_are_missing(tmp_path):
 
     with pytest.raises(RankingsError, match="not found"):
         plot_results(tmp_path)
+
+
+def test_every_unit_of_the_heatmap_has_its_own_colour_and_marker_style():
+    from analysis.plots import HEATMAP_UNITS, UNIT_COLOURS, UNIT_MARKERS, UNIT_STYLES
+
+    vowels = ("A", "E", "@", "i", "O", "u")
+    assert all(u in UNIT_COLOURS and u in UNIT_STYLES for u in HEATMAP_UNITS)
+    # within the vowel panel no two classes look the same
+    looks = {(UNIT_COLOURS[v], UNIT_STYLES[v], UNIT_MARKERS[v]) for v in vowels}
+    assert len({UNIT_COLOURS[v] for v in vowels}) == 6 and len(looks) == 6
