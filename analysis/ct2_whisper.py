@@ -756,6 +756,7 @@ class CT2Source:
         return cls(tuple(files), opt("config.json"), opt("tokenizer.json"), opt("vocabulary.txt"))
 
     def all_files(self) -> list[Path]:
+        """Every file the checkpoint is made of (weights parts, config, tokenizer), for hashing."""
         return [*self.model_files, *(p for p in (self.config, self.tokenizer, self.vocabulary) if p is not None)]
 
 

@@ -254,6 +254,7 @@ class UnitResult:
     n_utt_target: int = 0
 
     def ci(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Percentile bootstrap interval at ``level`` (e.g. 0.95): ``(low, high)``, each ``(n_layers,)``."""
         q = (1 - level) / 2 * 100
         if self.boot.shape[0] == 0:
             nan = np.full_like(self.score, np.nan)

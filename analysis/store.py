@@ -181,6 +181,7 @@ class FeatureStore:
 
     @property
     def hidden_size(self) -> int:
+        """Width of every layer's vectors (the model's hidden size)."""
         return int(self.meta["hidden_size"])
 
     @property
@@ -190,6 +191,7 @@ class FeatureStore:
 
     @property
     def model_id(self) -> str:
+        """The model the features were extracted with, as given to ``lam features --model``."""
         return self.meta["model_id"]
 
     def _scan(self) -> list[tuple[str, int]]:

@@ -56,6 +56,7 @@ class Interval:
 
     @property
     def duration(self) -> float:
+        """``end - start``, seconds."""
         return self.end - self.start
 
 

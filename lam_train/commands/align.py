@@ -55,6 +55,7 @@ def _looks_like_path(value: str) -> bool:
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``lam align`` to the ``lam`` app."""
     @app.command("align")
     def align(
         corpus: str = typer.Argument(..., help="Corpus folder (MFA style: speaker/utt.wav + utt.lab), a "

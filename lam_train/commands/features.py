@@ -19,6 +19,7 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``lam features`` to the ``lam`` app."""
     @app.command("features")
     def features(
         aligned: Path = typer.Argument(..., help="Output directory of `lam align` (utterances.parquet + "

@@ -9,6 +9,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``lam inventory`` to the ``lam`` app."""
     @app.command("inventory")
     def inventory(
         out: Path = typer.Argument(..., help="Output folder of `lam align` (holds segments.parquet)."),

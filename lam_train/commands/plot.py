@@ -9,6 +9,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``lam plot`` to the ``lam`` app."""
     @app.command("plot")
     def plot(
         results: Path = typer.Argument(..., help="Output directory of `lam similarity`."),

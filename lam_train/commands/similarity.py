@@ -9,6 +9,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``lam similarity`` to the ``lam`` app."""
     @app.command("similarity")
     def similarity(
         source: Path = typer.Argument(..., help="Feature store of the source corpus (`lam features`)."),

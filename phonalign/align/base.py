@@ -32,6 +32,7 @@ class AlignResult:
 
     @property
     def ok(self) -> bool:
+        """True when the utterance was aligned."""
         return self.alignment is not None and self.error is None
 
 
