@@ -83,6 +83,7 @@ class UttResult:
 
     @property
     def agreement(self) -> float:
+        """Share of reference phones matched by an identical hypothesis phone (0..1)."""
         return self.n_match / self.n_ref if self.n_ref else float("nan")
 
 

@@ -9,6 +9,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``lam align-eval`` to the ``lam`` app."""
     @app.command("align-eval")
     def align_eval(
         hyp: Path = typer.Argument(..., help="Folder of hypothesis TextGrids (<utt_id>.TextGrid, searched "
