@@ -163,10 +163,9 @@ def test_lam_demo_help_names_its_options():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("LAM_TEST_DEMO") != "1",
-                    reason="the full `lam demo` (Whisper base on 240 utterances, 45 trainings) takes minutes; "
-                           "it is the README's main job. Run it here with LAM_TEST_DEMO=1.")
 def test_lam_demo_meets_the_issue_claims(tmp_path):
+    # The whole demo (Whisper base on 240 utterances, 45 trainings): minutes, but it is what the
+    # issue promises, so it runs in the default suite rather than behind an opt-in flag.
     from lam_train.pipeline import run_demo
 
     res = run_demo(out=tmp_path / "demo", seeds=3, progress=False, log=lambda s: None)
