@@ -142,6 +142,17 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
                 opts["textgrids"] = tg
         report = align_corpus(utts, out / "aligned" / side, get_aligner(cfg.corpus.aligner, **opts), progress=progress)
         counts = report.get("counts", {})
+        if not counts.get("ok"):
+            # nothing to extract or train on: stop here, with the first reason, rather than fail
+            # two steps later on an empty feature store
+            first = next((u for u in report.get("utterances", []) if u.get("status") != "ok"), {})
+            raise TrainError(
+                f"no utterance of the {side} corpus could be aligned ({counts.get('failed', 0)} failed; "
+                f"first: {first.get('utt_id')}: {first.get('reason')})",
+                path=out / "aligned" / side / "report.json",
+                hint=first.get("hint") or "see the report; for the textgrid aligner set corpus.textgrids "
+                "to the folder of the TextGrids",
+            )
         summary[side] = {"utterances": len(utts), "ok": counts.get("ok"), "failed": counts.get("failed")}
     return summary
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from lam_train.cli import app
 from lam_train.config import RunConfig, config_from_dict, dump_config, load_config
-from lam_train.errors import ConfigError
+from lam_train.errors import ConfigError, TrainError
 from lam_train.pipeline import DEMO_CONFIG
 
 CONFIGS = Path(__file__).resolve().parents[1] / "lam_train" / "configs"
@@ -182,3 +182,19 @@ def test_lam_demo_meets_the_issue_claims(tmp_path):
         assert ablation[name]["ratio"] <= 0.5, ablation[name]
     for a in ablation.values():  # everywhere: the covariance shapes move closer, not just the scale
         assert a["relative_anchored"] < a["relative_not_anchored"], a
+
+
+def test_lam_run_stops_after_align_with_the_reason_when_nothing_aligns(tmp_path, tiny_whisper_dir):
+    # the demo folder given as a plain path: the textgrid aligner looks beside the audio files,
+    # where there are no TextGrids, so every utterance fails
+    from phonalign.corpus import demo_corpus_dir
+
+    config = _tiny_config(tmp_path, tiny_whisper_dir,
+                          corpus={"path": str(demo_corpus_dir()), "preset": "lam-demo", "source_language": "en",
+                                  "target_language": "zh", "aligner": "textgrid", "limit_per_split": 1})
+    res = CliRunner().invoke(app, ["run", str(config), "--no-progress"])
+    err = res.exception
+    assert isinstance(err, TrainError), res.output
+    assert "no utterance of the source corpus could be aligned" in err.message
+    assert err.path.endswith("report.json") and "--textgrids" in err.hint  # the aligner's own hint
+    assert not (tmp_path / "out" / "features").exists()  # stopped before extracting anything
