@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# Set up a fresh machine for the toolkit: system packages (espeak-ng for the demo-corpus generator,
-# sox/ffmpeg for audio conversion), a virtual environment in .venv, the CPU build of torch first
-# (so that no multi-GB CUDA build is pulled in), then this project with its extras.
+# Set up a fresh machine for the toolkit: system packages (espeak-ng, praat), a virtual
+# environment in .venv, the CPU build of torch first (so that no multi-GB CUDA build is pulled
+# in), then this project with its extras.
 # Idempotent: rerunning it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
-if ! ldconfig -p 2>/dev/null | grep -q libespeak-ng; then
+# espeak-ng: the demo-corpus generator and pocketsphinx's G2P fallback (and their tests);
+# praat: the test that Praat itself opens the TextGrids we write.
+need=()
+ldconfig -p 2>/dev/null | grep -q libespeak-ng || need+=(espeak-ng)
+command -v praat >/dev/null || need+=(praat)
+if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    echo "setup: installing espeak-ng (apt)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox ffmpeg >/dev/null
+    echo "setup: installing ${need[*]} (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "setup: espeak-ng is missing; install it (apt-get install espeak-ng) to regenerate the demo corpus" >&2
+    echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) for the demo-corpus" \
+         "generator and the Praat compatibility test (their tests are skipped without them)" >&2
   fi
 fi
 
