@@ -59,8 +59,11 @@ class ExtractConfig:
     chunk_rows: int = 4096
 
 
-def _read_inputs(src: Path) -> tuple[pa.Table, pa.Table | None]:
-    """(utterances, segments or None) of an aligned directory or a plain corpus."""
+def _read_inputs(src: Path, *, language: str | None = None) -> tuple[pa.Table, pa.Table | None]:
+    """(utterances, segments or None) of an aligned directory or a plain corpus.
+
+    ``language`` is passed to the corpus reader for a plain corpus, whose folders do not say it.
+    """
     utt_path = src / "utterances.parquet"
     if utt_path.is_file():
         utts = pq.read_table(utt_path)
@@ -74,7 +77,7 @@ def _read_inputs(src: Path) -> tuple[pa.Table, pa.Table | None]:
         raise ExtractionError("input not found", path=src, hint="pass the output directory of `lam align`")
     from phonalign.corpus import read_corpus, utterances_to_table
 
-    return utterances_to_table(read_corpus(src)), None
+    return utterances_to_table(read_corpus(src, language=language)), None
 
 
 def _segments_by_utt(segs: pa.Table | None) -> dict[str, tuple[int, int]]:
@@ -165,7 +168,8 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
     strict : bool
         Stop at the first failing utterance instead of recording it and going on.
     language : str, optional
-        Only utterances of this ``language`` (e.g. ``en``), to make one store per corpus side.
+        Only utterances of this ``language`` (e.g. ``en``), to make one store per corpus side; for a
+        plain corpus folder (which does not say its language) it is also the utterances' language.
     chunk_rows : int
         Rows per committed chunk (memory held before a commit: ``chunk_rows x (L+1) x H x 4`` bytes).
 
@@ -180,7 +184,7 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
     i_shard, n_shards = int(shard[0]), int(shard[1])
     if not (n_shards >= 1 and 0 <= i_shard < n_shards):
         raise ExtractionError(f"shard {i_shard}/{n_shards} is not valid", hint="use --shard I/N with 0 <= I < N")
-    utts, segs = _read_inputs(src)
+    utts, segs = _read_inputs(src, language=language)
     if language is not None:
         keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language
         if not keep.any():

@@ -236,3 +236,18 @@ def test_interrupted_run_commits_the_utterances_already_pooled(tmp_path, monkeyp
         extract_features(aligned, tmp_path / "st", model=enc, batch_seconds=1.0, chunk_rows=10_000, progress=False)
     assert len(FeatureStore.open(tmp_path / "st").done_utt_ids()) == 2
     assert json.loads((tmp_path / "st" / "report.json").read_text())["ok"] == 2
+
+
+def test_plain_mfa_style_folder_takes_its_language_from_the_language_option(tmp_path):
+    import shutil
+
+    aligned = make_aligned_dir(tmp_path / "al", {"a": 0.6, "b": 0.9})
+    corpus = tmp_path / "corpus" / "spk1"
+    corpus.mkdir(parents=True)
+    for r in pq.read_table(aligned / "utterances.parquet").to_pylist():
+        shutil.copy(r["audio_path"], corpus / f"{r['utt_id']}.wav")
+        (corpus / f"{r['utt_id']}.lab").write_text("hello there\n", encoding="utf-8")
+    report = extract_features(tmp_path / "corpus", tmp_path / "st", model=random_model("hubert"), device="cpu",
+                              progress=False, language="en")
+    st = FeatureStore.open(tmp_path / "st")
+    assert report["ok"] == 2 and set(st.index.column("language").to_pylist()) == {"en"}

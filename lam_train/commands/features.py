@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
         chunk_rows: int = typer.Option(4096, help="Rows per committed chunk of the store."),
         language: Optional[str] = typer.Option(None, "--language", help="Only utterances of this language "
-                                               "(e.g. en), to make one store per corpus side."),
+                                               "(e.g. en), to make one store per corpus side; for a plain "
+                                               "corpus folder, the language of its utterances."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
         """Pool every layer of MODEL per utterance and per phone segment into a feature store.
