@@ -46,9 +46,9 @@ import re
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -265,7 +265,7 @@ class CT2Checkpoint:
             self._buffer.close()
             self._buffer = None
 
-    def __enter__(self) -> "CT2Checkpoint":
+    def __enter__(self) -> CT2Checkpoint:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -490,7 +490,7 @@ class _Taker:
             raise self.error(f"variables with no place in WhisperForConditionalGeneration: {shown}")
 
 
-def _layer_count(names: Iterable[str], prefix: str, taker: "_Taker") -> int:
+def _layer_count(names: Iterable[str], prefix: str, taker: _Taker) -> int:
     pattern = re.compile(re.escape(prefix) + r"/layer_(\d+)/")
     indices = {int(m.group(1)) for n in names if (m := pattern.match(n))}
     if indices != set(range(len(indices))):
@@ -748,7 +748,7 @@ class CT2Source:
     vocabulary: Path | None = None
 
     @classmethod
-    def from_directory(cls, directory: str | Path) -> "CT2Source":
+    def from_directory(cls, directory: str | Path) -> CT2Source:
         """Find ``model.bin`` (or ``model.bin.part1..N``) and its companions in ``directory``."""
         directory = Path(directory)
         files = ct2_model_files(directory)
@@ -810,8 +810,8 @@ def build_tokenizer(source: CT2Source, vocab_size: int):
             shutil.copyfile(source.tokenizer, Path(tmp) / "tokenizer.json")
             tok = WhisperTokenizer.from_pretrained(tmp, local_files_only=True)
     elif source.vocabulary is not None:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
         from tokenizers import AddedToken as RawAddedToken
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
         tokens = source.vocabulary.read_text(encoding="utf-8").split("\n")
         if tokens and tokens[-1] == "":
@@ -1109,7 +1109,6 @@ def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | Path | 
         On CPU, in eval mode.
     """
     import torch
-    from transformers import WhisperForConditionalGeneration
 
     directory = cached_conversion(source, cache_dir=cache_dir, verify=verify)
     return load_converted(directory, dtype=dtype or torch.float32)

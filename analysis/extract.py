@@ -225,8 +225,6 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
             raise err
         report["failed"][utt_ids[i]] = err.to_report()
 
-    from phonalign.audio import load_audio
-
     from phonalign.audio import audio_duration, load_audio
 
     def audio_path(i: int) -> Path:

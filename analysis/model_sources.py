@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .ct2_whisper import CT2Source, ModelLoadError, is_ct2_directory, load_ct2_whisper, cached_conversion
+from .ct2_whisper import CT2Source, ModelLoadError, cached_conversion, is_ct2_directory, load_ct2_whisper
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -90,7 +90,7 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: str | Path) -> "FeatureStore":
+    def open(cls, path: str | Path) -> FeatureStore:
         """Open an existing store for reading (and appending).
 
         Raises
@@ -124,7 +124,7 @@ class FeatureStore:
         hidden_size: int,
         settings: Mapping,
         frame_spec: Mapping | None = None,
-    ) -> "FeatureStore":
+    ) -> FeatureStore:
         """Create a store, or reopen one made with the same model and settings for appending.
 
         Parameters

@@ -17,9 +17,10 @@ for evaluation (and for the flagged ``oracle_target_dev`` selection).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -241,14 +242,14 @@ class Standardizer:
     std: torch.Tensor
 
     @classmethod
-    def fit(cls, x: torch.Tensor) -> "Standardizer":
+    def fit(cls, x: torch.Tensor) -> Standardizer:
         """x : (n_layers, n, hidden) -> statistics over n."""
         mean = x.mean(dim=1, keepdim=True)
         std = x.std(dim=1, keepdim=True).clamp_min(1e-6)
         return cls(mean=mean, std=std)
 
     @classmethod
-    def identity(cls, n_layers: int, hidden: int) -> "Standardizer":
+    def identity(cls, n_layers: int, hidden: int) -> Standardizer:
         """No-op statistics (mean 0, std 1) of shape (n_layers, 1, hidden)."""
         return cls(mean=torch.zeros(n_layers, 1, hidden), std=torch.ones(n_layers, 1, hidden))
 

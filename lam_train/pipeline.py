@@ -26,9 +26,10 @@ import dataclasses
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from phonalign.fsutil import atomic_write_json, atomic_write_text
 from phonalign.provenance import to_plain, write_run_info
@@ -68,7 +69,7 @@ class StepRecorder:
         t0 = time.perf_counter()
         summary = fn() or {}
         rec = {"step": name, "fingerprint": fp, "seconds": round(time.perf_counter() - t0, 3),
-               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "summary": summary}
+               "finished": datetime.now(UTC).isoformat(timespec="seconds"), "summary": summary}
         atomic_write_json(path, rec)
         self.log(f"[lam] {name}: done in {rec['seconds']:.1f} s")
         return summary

@@ -16,9 +16,9 @@ import contextlib
 import json
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from phonalign.fsutil import atomic_path, atomic_write_json
 from phonalign.provenance import write_run_info
-from phonalign.records import EMOTIONS
 
 from .config import RunConfig, Strategy, config_to_dict, parse_strategy
 from .coral import coral_loss, coral_relative

@@ -16,8 +16,8 @@ length (physical length twice that), 2 ms time step, pre-emphasis of 6 dB/octave
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -11,9 +11,10 @@ import functools
 import importlib.metadata
 import platform
 import sys
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -69,5 +70,5 @@ def write_run_info(out_dir: str | Path, *, step: str, config: Any, seed: int | N
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
     atomic_write_json(
         out_dir / "versions.json",
-        {"step": step, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"), **versions()},
+        {"step": step, "written": datetime.now(UTC).isoformat(timespec="seconds"), **versions()},
     )

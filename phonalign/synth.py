@@ -29,8 +29,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -155,7 +155,7 @@ class _Espeak:
     """The process-wide libespeak-ng handle (the library has global state: one per process)."""
 
     _lock = threading.Lock()
-    _instance: "_Espeak | None" = None
+    _instance: _Espeak | None = None
 
     def __init__(self) -> None:
         name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
@@ -187,7 +187,7 @@ class _Espeak:
         self.lib.espeak_SetSynthCallback(self._callback)
 
     @classmethod
-    def get(cls) -> "_Espeak":
+    def get(cls) -> _Espeak:
         with cls._lock:
             if cls._instance is None:
                 cls._instance = cls()

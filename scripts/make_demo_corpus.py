@@ -31,8 +31,18 @@ from phonalign.fsutil import atomic_path, atomic_write_text
 from phonalign.provenance import write_run_info
 from phonalign.records import UTTERANCE_SCHEMA
 from phonalign.synth import (
-    DEMO_HANZI, DEMO_SEED, DEMO_SENTENCES, DEMO_SPLITS, DEMO_VOICES, EMOTION_PROSODY,
-    PROSODY_JITTER, build_alignment, demo_plan, espeak_version, spoken_text, synthesize,
+    DEMO_HANZI,
+    DEMO_SEED,
+    DEMO_SENTENCES,
+    DEMO_SPLITS,
+    DEMO_VOICES,
+    EMOTION_PROSODY,
+    PROSODY_JITTER,
+    build_alignment,
+    demo_plan,
+    espeak_version,
+    spoken_text,
+    synthesize,
 )
 
 MAX_BYTES = 15 * 1024 * 1024

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import write_tone
+
 from phonalign.audio import audio_duration, load_audio
 from phonalign.errors import AudioError
 

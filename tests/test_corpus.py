@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 from conftest import write_tone
+
 from phonalign.corpus import (
     demo_corpus_dir,
     map_emotion,

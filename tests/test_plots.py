@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import matplotlib.image as mpimg
+from test_similarity import TRUTH, make_store
 from typer.testing import CliRunner
 
 from analysis.errors import RankingsError
 from analysis.plots import OKABE_ITO, plot_results
 from analysis.similarity import run_similarity
-from test_similarity import TRUTH, make_store
 
 
 def _results(tmp_path, name, seed):

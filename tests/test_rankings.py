@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from analysis.errors import RankingsError
-from analysis.rankings import (load_selections, rank_layers, read_rankings, select_layers,
-                               top_k_frequency, write_rankings)
+from analysis.rankings import (
+    load_selections,
+    rank_layers,
+    read_rankings,
+    select_layers,
+    top_k_frequency,
+    write_rankings,
+)
 
 
 def test_rank_layers_ignores_layer_zero_and_orders_by_similarity():

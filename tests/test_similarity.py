@@ -11,8 +11,16 @@ from typer.testing import CliRunner
 
 from analysis.errors import SimilarityError
 from analysis.rankings import load_selections
-from analysis.similarity import (METRICS, _coral_from_grams, _mmd_from_kernels, _sqdist, compare_stores,
-                                 coral_distance, mmd_rbf, similarity)
+from analysis.similarity import (
+    METRICS,
+    _coral_from_grams,
+    _mmd_from_kernels,
+    _sqdist,
+    compare_stores,
+    coral_distance,
+    mmd_rbf,
+    similarity,
+)
 from analysis.store import FeatureStore, index_table
 
 CLASSES = ["A", "E", "@", "i", "O", "u", "consonant", "silence"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,7 +21,7 @@ _FLAG = {"textgrids": "--textgrids", "speaker": "--speaker", "words_tier": "--wo
          "padding": "--padding", "g2p": "--g2p"}
 
 
-def _parse_columns(spec: Optional[str]) -> Optional[dict]:
+def _parse_columns(spec: str | None) -> dict | None:
     if not spec:
         return None
     from phonalign.errors import CorpusError
@@ -37,7 +36,7 @@ def _parse_columns(spec: Optional[str]) -> Optional[dict]:
     return out
 
 
-def _check_path(path: Optional[Path], what: str, *, directory: bool | None = None) -> None:
+def _check_path(path: Path | None, what: str, *, directory: bool | None = None) -> None:
     from phonalign.errors import LamError
 
     if path is None:
@@ -63,25 +62,25 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Argument(..., help="Output folder (created; an earlier run there is resumed)."),
         aligner: str = typer.Option("textgrid", "--aligner", "-a",
                                     help="Backend: textgrid (import existing TextGrids), mfa, pocketsphinx."),
-        manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV/TSV manifest (relative to CORPUS)."),
-        preset: Optional[str] = typer.Option(None, "--preset",
+        manifest: Path | None = typer.Option(None, "--manifest", help="CSV/TSV manifest (relative to CORPUS)."),
+        preset: str | None = typer.Option(None, "--preset",
                                              help="Corpus layout: msp-podcast, esd or lam-demo."),
-        columns: Optional[str] = typer.Option(None, "--columns",
+        columns: str | None = typer.Option(None, "--columns",
                                               help="Manifest column mapping FIELD=COLUMN,... "
                                               "(fields: utt_id, audio_path, text, language, speaker, emotion, split)."),
-        language: Optional[str] = typer.Option(None, "--language", help="Language of the corpus: en or zh."),
-        speaker_pattern: Optional[str] = typer.Option(None, "--speaker-pattern",
+        language: str | None = typer.Option(None, "--language", help="Language of the corpus: en or zh."),
+        speaker_pattern: str | None = typer.Option(None, "--speaker-pattern",
                                                       help="Regex for the speaker in flat folders' file names "
                                                       "(group 'speaker' or group 1; default: stem up to the first _ or -)."),
         encoding: str = typer.Option("utf-8", "--encoding", help="Encoding of transcripts and manifests without a BOM."),
-        textgrids: Optional[Path] = typer.Option(None, "--textgrids",
+        textgrids: Path | None = typer.Option(None, "--textgrids",
                                                  help="textgrid: folder of <utt_id>.TextGrid (default: beside each audio file)."),
-        speaker: Optional[str] = typer.Option(None, "--speaker", help="textgrid: speaker of MFA multi-speaker tiers."),
-        phones_tier: Optional[str] = typer.Option(None, "--phones-tier", help="textgrid: name of the phone tier."),
-        words_tier: Optional[str] = typer.Option(None, "--words-tier", help="textgrid: name of the word tier."),
+        speaker: str | None = typer.Option(None, "--speaker", help="textgrid: speaker of MFA multi-speaker tiers."),
+        phones_tier: str | None = typer.Option(None, "--phones-tier", help="textgrid: name of the phone tier."),
+        words_tier: str | None = typer.Option(None, "--words-tier", help="textgrid: name of the word tier."),
         rename_duplicate_tiers: bool = typer.Option(False, "--rename-duplicate-tiers",
                                                     help="textgrid: read tiers sharing a name as NAME, NAME_2, ..."),
-        phone_set: Optional[str] = typer.Option(None, "--phone-set",
+        phone_set: str | None = typer.Option(None, "--phone-set",
                                                 help="Phone set of the labels (arpabet, mfa_english_ipa, mfa_mandarin_ipa, "
                                                 "pinyin, espeak_en, espeak_cmn); default: detected per language."),
         trap: str = typer.Option("A", "--trap", help="Class of English TRAP (æ, AE): A or E."),
@@ -91,14 +90,14 @@ def register(app: typer.Typer) -> None:
         diphthong: str = typer.Option("nucleus", "--diphthong", help="Diphthongs: class of their nucleus (nucleus) or exclude."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
-        dictionary: Optional[str] = typer.Option(None, "--dictionary", help="mfa/pocketsphinx: pronunciation dictionary (path or MFA model name)."),
-        acoustic_model: Optional[str] = typer.Option(None, "--acoustic-model", help="mfa: acoustic model (path or MFA model name)."),
-        beam: Optional[int] = typer.Option(None, "--beam", help="mfa: beam width (MFA default 10)."),
-        retry_beam: Optional[int] = typer.Option(None, "--retry-beam", help="mfa: retry beam width (MFA default 40)."),
-        single_speaker: Optional[bool] = typer.Option(None, "--single-speaker", help="mfa: no speaker adaptation."),
-        clean: Optional[bool] = typer.Option(None, "--clean/--no-clean", help="mfa: remove MFA's temporary files first."),
-        padding: Optional[float] = typer.Option(None, "--padding", help="pocketsphinx: silence added at both ends of the audio before decoding (removed from the times), seconds; default 0.4."),
-        g2p: Optional[str] = typer.Option(None, "--g2p", help="pocketsphinx: pronounce out-of-vocabulary words with this grapheme-to-phoneme fallback (espeak); without it OOV utterances fail and are listed in the report."),
+        dictionary: str | None = typer.Option(None, "--dictionary", help="mfa/pocketsphinx: pronunciation dictionary (path or MFA model name)."),
+        acoustic_model: str | None = typer.Option(None, "--acoustic-model", help="mfa: acoustic model (path or MFA model name)."),
+        beam: int | None = typer.Option(None, "--beam", help="mfa: beam width (MFA default 10)."),
+        retry_beam: int | None = typer.Option(None, "--retry-beam", help="mfa: retry beam width (MFA default 40)."),
+        single_speaker: bool | None = typer.Option(None, "--single-speaker", help="mfa: no speaker adaptation."),
+        clean: bool | None = typer.Option(None, "--clean/--no-clean", help="mfa: remove MFA's temporary files first."),
+        padding: float | None = typer.Option(None, "--padding", help="pocketsphinx: silence added at both ends of the audio before decoding (removed from the times), seconds; default 0.4."),
+        g2p: str | None = typer.Option(None, "--g2p", help="pocketsphinx: pronounce out-of-vocabulary words with this grapheme-to-phoneme fallback (espeak); without it OOV utterances fail and are listed in the report."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
                                        help="Utterances per saved chunk: the most an interruption can lose."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -186,7 +185,7 @@ def register(app: typer.Typer) -> None:
             console.print("phone sets: " + ", ".join(f"{k}: {v}" for k, v in report["phone_sets"].items()))
         if report["unknown_labels"]:
             shown = list(report["unknown_labels"].items())[:10]
-            console.print(f"[yellow]unknown labels:[/yellow] " + ", ".join(f"{k!r} x{v}" for k, v in shown))
+            console.print("[yellow]unknown labels:[/yellow] " + ", ".join(f"{k!r} x{v}" for k, v in shown))
         if c["errors"]:
             console.print("[yellow]failures by error:[/yellow] "
                           + ", ".join(f"{k} {v}" for k, v in c["errors"].items()))

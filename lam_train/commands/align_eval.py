@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,17 +15,17 @@ def register(app: typer.Typer) -> None:
                                    "recursively), e.g. OUT/textgrids of `lam align`."),
         ref: Path = typer.Argument(..., help="Folder of reference TextGrids, e.g. the demo corpus's "
                                    "ground truth (phonalign/demo_data/textgrids)."),
-        manifest: Optional[Path] = typer.Option(None, "--manifest",
+        manifest: Path | None = typer.Option(None, "--manifest",
                                                 help="CSV/TSV with utt_id and language columns, or an "
                                                 "utterances.parquet: languages for the per-language table "
                                                 "(default: from the reference's phone set)."),
-        language: Optional[str] = typer.Option(None, "--language", help="Only utterances of this language."),
+        language: str | None = typer.Option(None, "--language", help="Only utterances of this language."),
         common: str = typer.Option("auto", "--common",
                                    help="Common phone set: auto, arpabet (English sets via to_arpabet), "
                                    "label (same phone set both sides), class (unit classes)."),
-        hyp_phone_set: Optional[str] = typer.Option(None, "--hyp-phone-set", help="Phone set of HYP (default: detected)."),
-        ref_phone_set: Optional[str] = typer.Option(None, "--ref-phone-set", help="Phone set of REF (default: detected)."),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report as JSON here."),
+        hyp_phone_set: str | None = typer.Option(None, "--hyp-phone-set", help="Phone set of HYP (default: detected)."),
+        ref_phone_set: str | None = typer.Option(None, "--ref-phone-set", help="Phone set of REF (default: detected)."),
+        json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON here."),
     ) -> None:
         """Compare HYP with REF: phone-sequence agreement, and for boundaries between matching phones
         the mean and median absolute error and the share within 10, 20 and 50 ms, per language and

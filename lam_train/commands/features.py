@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,7 +34,7 @@ def register(app: typer.Typer) -> None:
         shard: str = typer.Option("0/1", help="I/N: process every N-th utterance starting at I."),
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
         chunk_rows: int = typer.Option(4096, help="Rows per committed chunk of the store."),
-        language: Optional[str] = typer.Option(None, "--language", help="Only utterances of this language "
+        language: str | None = typer.Option(None, "--language", help="Only utterances of this language "
                                                "(e.g. en), to make one store per corpus side; for a plain "
                                                "corpus folder, the language of its utterances."),
         progress: bool = typer.Option(True, help="Show a progress bar."),

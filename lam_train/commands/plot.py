@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,10 +12,10 @@ def register(app: typer.Typer) -> None:
     @app.command("plot")
     def plot(
         results: Path = typer.Argument(..., help="Output directory of `lam similarity`."),
-        compare: Optional[Path] = typer.Option(None, "--compare", help="A second result directory (e.g. another "
+        compare: Path | None = typer.Option(None, "--compare", help="A second result directory (e.g. another "
                                                "model), drawn side by side."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Figure directory (default: RESULTS/figures)."),
-        metric: Optional[str] = typer.Option(None, "--metric", help="Draw rankings_<metric>.json instead of "
+        out: Path | None = typer.Option(None, "--out", help="Figure directory (default: RESULTS/figures)."),
+        metric: str | None = typer.Option(None, "--metric", help="Draw rankings_<metric>.json instead of "
                                              "rankings.json."),
     ) -> None:
         """Similarity vs layer with CI bands, layer x unit heatmap, rank stability (PNG + SVG)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
+        out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     ) -> None:
         """Run every step into one output folder; a rerun skips the steps already done."""

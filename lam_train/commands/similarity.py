@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -15,10 +14,10 @@ def register(app: typer.Typer) -> None:
         source: Path = typer.Argument(..., help="Feature store of the source corpus (`lam features`)."),
         target: Path = typer.Argument(..., help="Feature store of the target corpus, same model."),
         out: Path = typer.Option(..., "--out", help="Output directory (rankings.json, scores.parquet, ...)."),
-        metric: Optional[List[str]] = typer.Option(
+        metric: list[str] | None = typer.Option(
             None, "--metric", help="centroid_cosine (default), pairwise_cosine, standardized_cosine, coral, mmd; "
             "repeat for several. The first one drives rankings.json."),
-        units: Optional[List[str]] = typer.Option(
+        units: list[str] | None = typer.Option(
             None, "--units", help="Utt Vowl Cons A E @ i O u (default: all); repeat or comma-separate."),
         k: int = typer.Option(3, "--k", help="Layers in the GL / WL / RL selections and the top-k stability."),
         bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap draws resampling utterances (0: none)."),
@@ -27,9 +26,9 @@ def register(app: typer.Typer) -> None:
         ci_level: float = typer.Option(0.95, "--ci-level", help="Confidence level of the percentile intervals."),
         halves: int = typer.Option(10, "--halves", help="Random half splits for the within-language reference."),
         max_rows: int = typer.Option(1000, "--max-rows", help="Rows per unit and corpus for coral / mmd."),
-        source_language: Optional[str] = typer.Option(None, "--source-language", help="Keep only source rows of "
+        source_language: str | None = typer.Option(None, "--source-language", help="Keep only source rows of "
                                                       "this language (one store may hold both corpora)."),
-        target_language: Optional[str] = typer.Option(None, "--target-language", help="Keep only target rows of "
+        target_language: str | None = typer.Option(None, "--target-language", help="Keep only target rows of "
                                                       "this language."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -13,14 +12,14 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
-        strategy: Optional[List[str]] = typer.Option(
+        strategy: list[str] | None = typer.Option(
             None, "--strategy", "-s",
             help="Train only this strategy (repeatable): final, final+coral, BL, GL, WL, RL1..RL3, all "
                  "[+coral|-nocoral]. Default: the config's strategies."),
-        seed: Optional[List[int]] = typer.Option(None, "--seed", help="Only this seed (repeatable). Default: the config's."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="Override train.epochs."),
-        device: Optional[str] = typer.Option(None, "--device", help="Override train.device: auto, cpu or cuda."),
+        seed: list[int] | None = typer.Option(None, "--seed", help="Only this seed (repeatable). Default: the config's."),
+        out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
+        epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
+        device: str | None = typer.Option(None, "--device", help="Override train.device: auto, cpu or cuda."),
     ) -> None:
         """Train the emotion classifier with CORAL layer anchoring on the config's feature stores.
 

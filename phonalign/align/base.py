@@ -10,9 +10,9 @@ of raising, so that a batch goes on.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..errors import LamError
 from ..records import Alignment, Utterance

@@ -28,9 +28,9 @@ import re
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from ..errors import AlignerError, LamError, TextGridError
 from ..fsutil import check_utt_id

@@ -9,11 +9,11 @@ failure, reported and skipped by the runner.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import AlignerError, LamError, TextGridError
