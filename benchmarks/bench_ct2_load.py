@@ -9,7 +9,7 @@ Steps, all in this process on the same source:
 
 1. first conversion into an empty temporary cache (parse + map + write safetensors);
 2. the full SHA-256 of the source (what a load costs without the stat memo);
-3. cached loads by the toolkit (:func:`analysis.ct2_whisper.load_ct2_whisper`), ``--repeats`` times;
+3. cached loads by the toolkit (:func:`analysis.ct2.load_ct2_whisper`), ``--repeats`` times;
 4. the baseline: ``WhisperForConditionalGeneration.from_pretrained`` of the same cached directory,
    ``--repeats`` times.
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import WhisperForConditionalGeneration
 
-    from analysis import ct2_whisper as ct2
+    from analysis import ct2
     from analysis.model_sources import ct2_package_source
 
     source = ct2.CT2Source.from_directory(args.source) if args.source else ct2_package_source("openai/whisper-base")

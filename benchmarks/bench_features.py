@@ -38,7 +38,8 @@ import torch
 
 from analysis.extract import extract_features
 from analysis.frames import frames_for_segments
-from analysis.models import load_encoder, random_model
+from analysis.models import load_encoder
+from analysis.testing import random_model
 from phonalign.audio import load_audio
 from phonalign.records import SEGMENT_SCHEMA, UTTERANCE_SCHEMA
 

@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from analysis.models import load_encoder, random_model
+from analysis.models import load_encoder
+from analysis.testing import random_model
 from phonalign.audio import load_audio
 from phonalign.errors import LamError
 

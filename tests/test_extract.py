@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from analysis.errors import ExtractionError, StoreSettingsError
 from analysis.extract import extract_features, plan_batches
 from analysis.frames import frames_for_segments
-from analysis.models import load_encoder, random_model
+from analysis.models import load_encoder
 from analysis.store import FeatureStore
+from analysis.testing import random_model
 from phonalign.records import SEGMENT_SCHEMA, UTTERANCE_SCHEMA
 
 SR = 16000

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from analysis.errors import FrameError
 from analysis.frames import conv_frame_spec, frame_spec_for, frames_for_segment, frames_for_segments, whisper_frame_spec
-from analysis.models import load_encoder, random_model
+from analysis.models import load_encoder
+from analysis.testing import random_model
 
 WAV2VEC = conv_frame_spec((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))
 WHISPER = whisper_frame_spec()

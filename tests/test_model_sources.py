@@ -13,8 +13,9 @@ import torch
 import transformers as tr
 
 from analysis import model_sources as ms
-from analysis.ct2_whisper import CT2FormatError, ModelLoadError, export_ct2_whisper
+from analysis.ct2 import CT2FormatError, ModelLoadError
 from analysis.errors import ModelError
+from analysis.testing import export_ct2_whisper
 from phonalign.errors import LamError
 
 HAS_PACKAGES = all(importlib.util.find_spec(p) for p in ms.CT2_PACKAGES["openai/whisper-base"])

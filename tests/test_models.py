@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from analysis.errors import ModelError
-from analysis.models import load_encoder, random_model
+from analysis.models import load_encoder
+from analysis.testing import random_model
 
 
 def _waves(lengths, seed=0):

@@ -224,7 +224,7 @@ def test_one_store_with_both_languages_equals_two_stores(tmp_path):
     from test_extract import UTTS, make_aligned_dir
 
     from analysis.extract import extract_features
-    from analysis.models import random_model
+    from analysis.testing import random_model
 
     aligned = make_aligned_dir(tmp_path / "al", {**UTTS, "u4": 0.8, "u5": 0.9})
     model = random_model("hubert")
