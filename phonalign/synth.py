@@ -1,10 +1,9 @@
-"""Synthetic speech with exact phone boundaries: espeak-ng through ctypes.
+"""Synthetic speech with exact phone boundaries: espeak-ng's events turned into ground truth.
 
-This module owns the generator of the bundled demo corpus (:mod:`scripts.make_demo_corpus`).
-espeak-ng is a formant synthesiser: it knows where every phoneme it produces starts, and with
-``espeakINITIALIZE_PHONEME_EVENTS`` it tells us, as ``espeakEVENT_PHONEME`` events whose ``sample``
-field counts output samples at 22050 Hz. That gives ground-truth phone boundaries without any
-aligner, which is what the alignment-accuracy measurements (:mod:`phonalign.align_eval`) need.
+This module owns the generator of the bundled demo corpus (:mod:`scripts.make_demo_corpus`; what
+the corpus holds is :mod:`phonalign.demo_corpus`). espeak-ng (:mod:`phonalign.espeak`) knows where
+every phoneme it produces starts. That gives ground-truth phone boundaries without any aligner,
+which is what the alignment-accuracy measurements (:mod:`phonalign.align_eval`) need.
 
 Three corrections turn espeak's events into the boundaries a phonetician (and TIMIT, and every
 forced aligner) would draw:
@@ -20,41 +19,21 @@ forced aligner) would draw:
 
 Speech and boundaries vary by a few milliseconds between runs of espeak-ng (it is not bit-exact
 across builds), so the corpus is generated once and committed; this module is what regenerates it.
-Voices: ``en-us`` (with variants such as ``en-us+f2``) for English, ``cmn-latn-pinyin`` for
-Mandarin (pinyin with tone digits; the plain ``cmn`` voice reads the digits as English numbers).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .errors import PhonalignError
-from .records import EMOTIONS, Alignment, Interval
+from .espeak import ESPEAK_RATE, Prosody, RawSynthesis, SynthError, is_pause, synthesize_raw
+from .records import Alignment, Interval
 
-#: espeak-ng's native output rate, Hz; the ``sample`` field of its events counts at this rate.
-ESPEAK_RATE = 22050
 #: rate of the audio this module returns, Hz (what every speech model of the toolkit reads).
 OUTPUT_RATE = 16000
-
-#: voice for each language code; ``cmn-latn-pinyin`` reads ``ni3 hao3`` as Mandarin syllables.
-LANGUAGE_VOICES = {"en": "en-us", "zh": "cmn-latn-pinyin"}
-
-# espeak_EVENT_TYPE and other constants, from speak_lib.h (espeak-ng 1.51).
-_EVENT_LIST_TERMINATED = 0
-_EVENT_WORD = 1
-_EVENT_PHONEME = 7
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_INITIALIZE_PHONEME_EVENTS = 0x0001
-_INITIALIZE_DONT_EXIT = 0x8000  # never let the library call exit() inside our process
-_POS_CHARACTER = 1
-_CHARS_UTF8 = 1
-_PARAM = {"rate": 1, "volume": 2, "pitch": 3, "range": 4}
 
 #: stops and affricates (espeak mnemonics, English and Mandarin) whose closure precedes the burst.
 STOP_PHONES = frozenset(
@@ -63,78 +42,6 @@ STOP_PHONES = frozenset(
 )
 #: a pause at most this long (seconds) right before a stop is taken as the stop's closure.
 MAX_CLOSURE_PAUSE = 0.060
-
-
-class SynthError(PhonalignError):
-    """libespeak-ng is missing, or it could not synthesise a text as asked."""
-
-
-class _EventId(ctypes.Union):
-    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
-
-
-class _Event(ctypes.Structure):
-    # Field order and types exactly as ``espeak_EVENT`` in speak_lib.h.
-    _fields_ = [
-        ("type", ctypes.c_int),
-        ("unique_identifier", ctypes.c_uint),
-        ("text_position", ctypes.c_int),
-        ("length", ctypes.c_int),
-        ("audio_position", ctypes.c_int),
-        ("sample", ctypes.c_int),
-        ("user_data", ctypes.c_void_p),
-        ("id", _EventId),
-    ]
-
-
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
-
-
-@dataclass(frozen=True)
-class Prosody:
-    """espeak-ng's prosody parameters for one rendition.
-
-    ``rate`` words per minute (80-450), ``pitch`` base pitch 0-100 (50 normal), ``range`` pitch
-    range 0-100 (0 monotone, 50 normal), ``volume`` amplitude 0-200 (100 normal).
-    """
-
-    rate: int = 175
-    pitch: int = 50
-    range: int = 50
-    volume: int = 100
-
-
-@dataclass(frozen=True)
-class PhonemeEvent:
-    """One ``espeakEVENT_PHONEME``: ``sample`` (at 22050 Hz) where the phoneme starts, its
-    mnemonic, and the 1-based character position of the word it belongs to."""
-
-    sample: int
-    label: str
-    text_position: int
-
-
-@dataclass(frozen=True)
-class WordEvent:
-    """One ``espeakEVENT_WORD``: 1-based character position and length of the word in the text."""
-
-    sample: int
-    text_position: int
-    length: int
-
-
-@dataclass(frozen=True)
-class RawSynthesis:
-    """What espeak-ng produced for one text, untouched.
-
-    ``samples``: (n_samples,) int16 at ``sample_rate`` (22050 Hz). The last phoneme event is the
-    end-of-utterance pause, whose sample equals ``len(samples)``.
-    """
-
-    samples: np.ndarray
-    sample_rate: int
-    phonemes: tuple[PhonemeEvent, ...]
-    words: tuple[WordEvent, ...]
 
 
 @dataclass(frozen=True)
@@ -149,120 +56,6 @@ class Synthesis:
     raw: RawSynthesis
     #: phone intervals in samples of ``raw`` (after the closure move), for :func:`build_alignment`
     intervals: tuple[tuple[int, int, str, int], ...] = ()
-
-
-class _Espeak:
-    """The process-wide libespeak-ng handle (the library has global state: one per process)."""
-
-    _lock = threading.Lock()
-    _instance: _Espeak | None = None
-
-    def __init__(self) -> None:
-        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
-        try:
-            self.lib = ctypes.CDLL(name)
-        except OSError as err:
-            raise SynthError(
-                f"libespeak-ng cannot be loaded ({err})",
-                hint="install it: `apt-get install espeak-ng libespeak-ng1` (Debian/Ubuntu) or "
-                "`brew install espeak-ng`; the committed demo corpus does not need it",
-            ) from None
-        self.lib.espeak_Info.restype = ctypes.c_char_p
-        self.lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]
-        self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        rate = self.lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT
-        )
-        if rate != ESPEAK_RATE:
-            raise SynthError(f"libespeak-ng initialised at {rate} Hz, expected {ESPEAK_RATE} Hz",
-                             hint="check the espeak-ng installation (espeak-ng --version)")
-        self._chunks: list[np.ndarray] = []
-        self._phonemes: list[PhonemeEvent] = []
-        self._words: list[WordEvent] = []
-        # The ctypes callback object must outlive every synthesis: keep it on the instance.
-        self._callback = _CALLBACK(self._on_audio)
-        self.lib.espeak_SetSynthCallback(self._callback)
-
-    @classmethod
-    def get(cls) -> _Espeak:
-        with cls._lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
-
-    def _on_audio(self, wav, n_samples, events) -> int:
-        if n_samples > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, (n_samples,)).copy())
-        i = 0
-        while events[i].type != _EVENT_LIST_TERMINATED:
-            ev = events[i]
-            if ev.type == _EVENT_PHONEME:
-                label = bytes(ev.id.string).split(b"\0", 1)[0].decode("utf-8", "replace")
-                self._phonemes.append(PhonemeEvent(int(ev.sample), label, int(ev.text_position)))
-            elif ev.type == _EVENT_WORD:
-                self._words.append(WordEvent(int(ev.sample), int(ev.text_position), int(ev.length)))
-            i += 1
-        return 0  # 0 = continue synthesis
-
-    def version(self) -> str:
-        return self.lib.espeak_Info(None).decode()
-
-    def synth(self, text: str, *, voice: str, prosody: Prosody) -> RawSynthesis:
-        with self._lock:
-            if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-                raise SynthError(f"espeak-ng has no voice {voice!r}",
-                                 hint="list voices with `espeak-ng --voices`; variants are written "
-                                 "like 'en-us+f2'")
-            for key, value in (("rate", prosody.rate), ("pitch", prosody.pitch),
-                               ("range", prosody.range), ("volume", prosody.volume)):
-                self.lib.espeak_SetParameter(_PARAM[key], int(value), 0)
-            self._chunks, self._phonemes, self._words = [], [], []
-            data = text.encode("utf-8") + b"\0"
-            buf = ctypes.create_string_buffer(data)
-            err = self.lib.espeak_Synth(buf, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            self.lib.espeak_Synchronize()
-            if err != 0:
-                raise SynthError(f"espeak_Synth failed with code {err} for {text!r}")
-            samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-            return RawSynthesis(samples.astype(np.int16), ESPEAK_RATE, tuple(self._phonemes),
-                                tuple(self._words))
-
-
-def espeak_available() -> bool:
-    """True if libespeak-ng can be loaded and initialised in this process."""
-    try:
-        _Espeak.get()
-    except SynthError:
-        return False
-    return True
-
-
-def espeak_version() -> str:
-    """Version string of the loaded libespeak-ng (e.g. ``'1.51'``)."""
-    return _Espeak.get().version()
-
-
-def synthesize_raw(text: str, *, voice: str, prosody: Prosody = Prosody()) -> RawSynthesis:
-    """Run espeak-ng on ``text`` and collect its audio, phoneme and word events.
-
-    Parameters
-    ----------
-    text : str
-        UTF-8 text; for ``cmn-latn-pinyin`` pinyin syllables with tone digits (``"ni3 hao3"``).
-    voice : str
-        espeak-ng voice name, optionally with a variant (``"en-us+f2"``).
-    prosody : Prosody
-        Rate, pitch, range and volume.
-    """
-    return _Espeak.get().synth(text, voice=voice, prosody=prosody)
-
-
-def is_pause(label: str) -> bool:
-    """espeak's pause symbols all start with ``_`` (``_``, ``_:``, ``_!``, ``_|`` ...)."""
-    return label == "" or label.startswith("_")
 
 
 def phone_intervals(raw: RawSynthesis) -> list[tuple[int, int, str, int]]:
@@ -281,7 +74,7 @@ def phone_intervals(raw: RawSynthesis) -> list[tuple[int, int, str, int]]:
     bounds = [min(max(e.sample, 0), n) for e in events] + [n]
     if events and bounds[0] > 0:
         out.append((0, bounds[0], "", 0))
-    for ev, start, end in zip(events, bounds[:-1], bounds[1:]):
+    for ev, start, end in zip(events, bounds[:-1], bounds[1:], strict=True):
         if end <= start:
             continue
         label = "" if is_pause(ev.label) else ev.label
@@ -354,7 +147,7 @@ def move_stop_closures(
     window = max(int(round(window_s * sample_rate)), 1)
     min_keep = int(round(min_keep_s * sample_rate))
     max_pause = int(round(MAX_CLOSURE_PAUSE * sample_rate))
-    out = [list(iv) for iv in intervals]
+    out: list[list[Any]] = [list(iv) for iv in intervals]
     i = 1
     while i < len(out):
         start, end, label, pos = out[i]
@@ -380,7 +173,7 @@ def move_stop_closures(
                         out[i - 1][1] = closure
                         out[i][0] = closure
         i += 1
-    return [tuple(iv) for iv in out]  # type: ignore[misc]
+    return [(int(s), int(e), str(lab), int(pos)) for s, e, lab, pos in out]
 
 
 def _word_spans(raw: RawSynthesis, text: str) -> list[tuple[int, list[str]]]:
@@ -442,7 +235,7 @@ def build_alignment(
         counts = [_phone_count(w, voice) for w in labels] if len(labels) > 1 and voice else []
         if counts and sum(counts) == len(ks) and all(counts):
             first = ks[0]
-            for word, c in zip(labels, counts):
+            for word, c in zip(labels, counts, strict=True):
                 words.append(Interval(intervals[first][0] / sr, intervals[first + c - 1][1] / sr, word))
                 first += c
         else:
@@ -523,144 +316,3 @@ def synthesize(
     return Synthesis(wave=wave, sample_rate=sample_rate, alignment=alignment, raw=raw,
                      intervals=tuple(intervals))
 
-
-# --------------------------------------------------------------------------------------------
-# Emotion renditions: prosody per emotion, jittered per utterance with a seeded generator.
-# --------------------------------------------------------------------------------------------
-
-#: Centre of each emotion's prosody, following the acoustic correlates reported for acted
-#: emotional speech (e.g. Scherer 2003; Juslin & Laukka 2003): happiness raises pitch level and
-#: range and speeds up; anger is loud and fast with a high but flatter, tense contour; sadness is
-#: low, narrow, slow and soft. Values are espeak-ng parameters (see :class:`Prosody`).
-EMOTION_PROSODY: dict[str, Prosody] = {
-    "Neutral": Prosody(rate=165, pitch=45, range=45, volume=100),
-    "Happiness": Prosody(rate=200, pitch=75, range=95, volume=115),
-    "Anger": Prosody(rate=190, pitch=58, range=25, volume=190),
-    "Sadness": Prosody(rate=120, pitch=25, range=10, volume=60),
-}
-#: Per-utterance jitter (uniform, +- this much) so that each class has some spread.
-PROSODY_JITTER = Prosody(rate=12, pitch=6, range=8, volume=12)
-
-
-def jittered_prosody(emotion: str, rng: np.random.Generator) -> Prosody:
-    """The prosody of ``emotion`` with uniform jitter drawn from ``rng`` (clipped to espeak's
-    valid ranges)."""
-    if emotion not in EMOTION_PROSODY:
-        raise SynthError(f"unknown emotion {emotion!r}", hint=f"use one of {', '.join(EMOTIONS)}")
-    centre = EMOTION_PROSODY[emotion]
-    d = rng.uniform(-1.0, 1.0, size=4)
-    return Prosody(
-        rate=int(np.clip(round(centre.rate + d[0] * PROSODY_JITTER.rate), 80, 450)),
-        pitch=int(np.clip(round(centre.pitch + d[1] * PROSODY_JITTER.pitch), 0, 100)),
-        range=int(np.clip(round(centre.range + d[2] * PROSODY_JITTER.range), 0, 100)),
-        volume=int(np.clip(round(centre.volume + d[3] * PROSODY_JITTER.volume), 1, 200)),
-    )
-
-
-@dataclass(frozen=True)
-class UtterancePlan:
-    """Everything needed to synthesise one utterance of the demo corpus."""
-
-    utt_id: str
-    language: str
-    speaker: str
-    voice: str
-    sentence_index: int
-    text: str
-    emotion: str
-    split: str
-    prosody: Prosody
-
-
-def plan_corpus(
-    sentences: dict[str, Sequence[str]],
-    voices: dict[str, Sequence[tuple[str, str]]],
-    splits: dict[str, Sequence[str]],
-    *,
-    seed: int,
-    emotions: Sequence[str] = EMOTIONS,
-) -> list[UtterancePlan]:
-    """The deterministic list of utterances of a corpus: language x voice x sentence x emotion.
-
-    Parameters
-    ----------
-    sentences : language -> sentences (pinyin with tone digits for ``zh``).
-    voices : language -> list of (speaker id, espeak voice).
-    splits : language -> split name of each sentence (same length as its sentences); the corpus
-        is split by sentence, so every speaker and emotion appears in every split.
-    seed : seeds the prosody jitter; the same arguments always give the same plan.
-    emotions : emotion classes to render.
-    """
-    rng = np.random.default_rng(seed)
-    plan: list[UtterancePlan] = []
-    for lang in sorted(sentences):
-        sents = list(sentences[lang])
-        if len(splits[lang]) != len(sents):
-            raise SynthError(f"{lang}: {len(sents)} sentences but {len(splits[lang])} split labels")
-        for speaker, voice in voices[lang]:
-            for k, text in enumerate(sents):
-                for emotion in emotions:
-                    plan.append(UtterancePlan(
-                        utt_id=f"{speaker}_s{k:02d}_{emotion[:3].lower()}",
-                        language=lang, speaker=speaker, voice=voice, sentence_index=k, text=text,
-                        emotion=emotion, split=splits[lang][k], prosody=jittered_prosody(emotion, rng),
-                    ))
-    return plan
-
-
-# --------------------------------------------------------------------------------------------
-# The bundled demo corpus (phonalign/demo_data), built by scripts/make_demo_corpus.py.
-# --------------------------------------------------------------------------------------------
-
-#: Our own sentences (no third-party text). English words are all in CMUdict, so the English
-#: half aligns with pocketsphinx without out-of-vocabulary words; together they cover the six
-#: vowel classes in both languages. Mandarin is pinyin with tone digits (characters in the README).
-DEMO_SENTENCES: dict[str, tuple[str, ...]] = {
-    "en": (
-        "The black cat sat on a warm mat",
-        "Please take the blue boat to the old town",
-        "My father keeps his red books in a wooden box",
-        "We need three cups of hot tea before noon",
-        "She bought a good pair of boots in the city",
-        "The dog ran out of the house after the ball",
-        "Ten people waited for the late bus today",
-        "A small bird sang a sweet song in the garden",
-        "He saw a brown cow eat green grass by the road",
-        "The boy broke the toy but nobody was upset",
-    ),
-    "zh": (
-        "wo3 men2 qu4 bei3 jing1 kan4 peng2 you3",
-        "ta1 de5 ge1 ge5 mei2 you3 lai2",
-        "ma1 ma5 zai4 chu2 fang2 zuo4 fan4",
-        "xiao3 gou3 zai4 hua1 yuan2 li3 pao3",
-        "lao3 shi1 gei3 wo3 men2 jiang3 gu4 shi5",
-        "zhe4 ben3 shu1 fei1 chang2 you3 yi4 si5",
-        "di4 di5 mai3 le5 yi4 shuang1 xin1 xie2",
-        "ming2 tian1 wo3 yao4 zuo4 huo3 che1 hui2 jia1",
-        "ta1 men2 zai4 gong1 yuan2 li3 chang4 ge1",
-        "qing3 ni3 ba3 chuang1 hu5 guan1 shang4",
-    ),
-}
-#: Chinese characters of the Mandarin sentences, for people reading the corpus.
-DEMO_HANZI: tuple[str, ...] = (
-    "我们去北京看朋友", "他的哥哥没有来", "妈妈在厨房做饭", "小狗在花园里跑", "老师给我们讲故事", "这本书非常有意思", "弟弟买了一双新鞋",
-    "明天我要坐火车回家", "他们在公园里唱歌", "请你把窗户关上",
-)
-#: Speakers: espeak-ng voice variants (two male, one female per language); three voices keep the
-#: committed corpus under 15 MB.
-DEMO_VOICES: dict[str, tuple[tuple[str, str], ...]] = {
-    "en": (("en_m1", "en-us+m1"), ("en_m3", "en-us+m3"), ("en_f2", "en-us+f2")),
-    "zh": (("zh_m1", "cmn-latn-pinyin+m1"), ("zh_m3", "cmn-latn-pinyin+m3"), ("zh_f2", "cmn-latn-pinyin+f2")),
-}
-#: Split by sentence: every speaker and every emotion is in every split, and no sentence text is
-#: shared between splits (s00-s05 train, s06-s07 dev, s08-s09 test).
-DEMO_SPLITS: dict[str, tuple[str, ...]] = {
-    lang: ("train",) * 6 + ("dev",) * 2 + ("test",) * 2 for lang in ("en", "zh")
-}
-#: Seed of the prosody jitter of the committed corpus.
-DEMO_SEED = 20240704
-
-
-def demo_plan(seed: int = DEMO_SEED) -> list[UtterancePlan]:
-    """The plan of the committed demo corpus (240 utterances)."""
-    return plan_corpus(DEMO_SENTENCES, DEMO_VOICES, DEMO_SPLITS, seed=seed)

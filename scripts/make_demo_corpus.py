@@ -30,7 +30,7 @@ from tqdm import tqdm
 from phonalign.fsutil import atomic_path, atomic_write_text
 from phonalign.provenance import write_run_info
 from phonalign.records import UTTERANCE_SCHEMA
-from phonalign.synth import (
+from phonalign.demo_corpus import (
     DEMO_HANZI,
     DEMO_SEED,
     DEMO_SENTENCES,
@@ -38,12 +38,10 @@ from phonalign.synth import (
     DEMO_VOICES,
     EMOTION_PROSODY,
     PROSODY_JITTER,
-    build_alignment,
     demo_plan,
-    espeak_version,
-    spoken_text,
-    synthesize,
 )
+from phonalign.espeak import espeak_version
+from phonalign.synth import build_alignment, spoken_text, synthesize
 
 MAX_BYTES = 15 * 1024 * 1024
 

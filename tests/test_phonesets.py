@@ -694,7 +694,7 @@ def test_table_covers_every_symbol_espeak_ng_prints(phone_set, voice, words):
 @pytest.mark.espeak
 @needs_espeak
 def test_table_covers_the_phoneme_events_the_demo_corpus_is_built_from():
-    synth = pytest.importorskip("phonalign.synth")
+    synth = pytest.importorskip("phonalign.espeak")
     if not synth.espeak_available():
         pytest.skip("libespeak-ng cannot be loaded")
     for phone_set, voice, text in [

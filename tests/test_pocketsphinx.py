@@ -122,7 +122,7 @@ def test_oov_word_is_listed_and_a_dictionary_file_supplies_it(tmp_path):
 
 @pytest.mark.espeak
 def test_espeak_g2p_fallback_pronounces_unknown_words(tmp_path):
-    from phonalign.synth import espeak_available
+    from phonalign.espeak import espeak_available
 
     if not espeak_available():
         pytest.skip("libespeak-ng is not installed")
@@ -239,7 +239,7 @@ def test_lam_align_reports_oov_words_and_g2p_pronunciations(tmp_path):
     from typer.testing import CliRunner
 
     from lam_train.cli import app
-    from phonalign.synth import espeak_available
+    from phonalign.espeak import espeak_available
 
     en = _demo("en", 1)[0]
     manifest = tmp_path / "manifest.csv"

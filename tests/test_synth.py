@@ -18,20 +18,9 @@ from hypothesis import strategies as st
 
 from phonalign.corpus import demo_corpus_dir
 from phonalign.records import EMOTIONS
-from phonalign.synth import (
-    EMOTION_PROSODY,
-    ESPEAK_RATE,
-    PhonemeEvent,
-    Prosody,
-    RawSynthesis,
-    WordEvent,
-    demo_plan,
-    espeak_available,
-    jittered_prosody,
-    move_stop_closures,
-    phone_intervals,
-    resample,
-)
+from phonalign.demo_corpus import EMOTION_PROSODY, demo_plan, jittered_prosody
+from phonalign.espeak import ESPEAK_RATE, PhonemeEvent, Prosody, RawSynthesis, WordEvent, espeak_available
+from phonalign.synth import move_stop_closures, phone_intervals, resample
 
 DEMO = demo_corpus_dir()
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="libespeak-ng is not installed")
@@ -233,7 +222,7 @@ def test_regenerating_an_utterance_reproduces_the_committed_boundaries():
 
     code = (
         "import json, sys\n"
-        "from phonalign.synth import demo_plan, synthesize\n"
+        "from phonalign.demo_corpus import demo_plan\nfrom phonalign.synth import synthesize\n"
         "ids = sys.argv[1:]\n"
         "plan = {p.utt_id: p for p in demo_plan()}\n"
         "out = {}\n"

@@ -138,7 +138,7 @@ def espeak_arpabet(word: str) -> list[str]:
     AlignerError
         libespeak-ng or the phone-set table is not available, or the word gives no phones.
     """
-    from .. import synth
+    from .. import espeak as synth
 
     try:
         raw = synth.synthesize_raw(word, voice="en-us")
@@ -506,7 +506,7 @@ class PocketsphinxAligner(Aligner):
         if self.settings.dictionary:
             read_cmudict(self.settings.dictionary)  # fail now, not once per utterance
         if self.settings.g2p == "espeak":
-            from ..synth import espeak_available
+            from ..espeak import espeak_available
 
             if not espeak_available():
                 raise AlignerError("the espeak-ng G2P fallback needs libespeak-ng",
