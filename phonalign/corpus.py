@@ -524,6 +524,15 @@ def read_corpus(
     ------
     CorpusError
         The corpus or manifest cannot be read as asked (the message names file, line and fix).
+
+    Examples
+    --------
+    >>> from phonalign.corpus import read_corpus
+    >>> utts = read_corpus(None, preset="lam-demo")
+    >>> len(utts), sorted({u.language for u in utts})
+    (240, ['en', 'zh'])
+    >>> utts[0].utt_id, utts[0].emotion, utts[0].split
+    ('en_m1_s00_neu', 'Neutral', 'train')
     """
     if preset is not None and preset not in PRESETS:
         raise CorpusError(f"unknown corpus preset {preset!r}", hint=f"choose one of {list(PRESETS)}")
