@@ -51,6 +51,17 @@ def _png_outputs(nb: nbformat.NotebookNode) -> list[bytes]:
             if o.get("output_type") in ("display_data", "execute_result") and "image/png" in o.get("data", {})]
 
 
+def _inline_figures(nb: nbformat.NotebookNode) -> int:
+    """Figures displayed from matplotlib ``Figure`` objects (not PNG files read back from disk)."""
+    return sum(1 for o in _outputs(nb) if "image/png" in o.get("data", {})
+               and o["data"].get("text/plain", "").startswith("<Figure"))
+
+
+#: figures each notebook draws itself and shows inline (the rest are files written by `lam plot`
+#: and the report, whose plot functions do not return their figures yet)
+INLINE_FIGURES = {"01_alignment_and_vowel_classes": 5, "02_layer_similarity": 2, "03_layer_anchoring": 1}
+
+
 def test_every_issue_notebook_exists_and_is_committed_without_outputs():
     found = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert found == NAMES
@@ -61,6 +72,14 @@ def test_every_issue_notebook_exists_and_is_committed_without_outputs():
                  if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
         assert not dirty, f"{name}: cells {dirty} hold outputs; strip them before committing"
         assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_notebooks_show_their_figures_inline_and_save_none_to_show_it():
+    for name in NAMES:
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
+        assert code[0].startswith("%matplotlib inline"), name
+        assert not any("savefig" in src for src in code), name
 
 
 def test_the_test_kernel_is_this_interpreter():
@@ -78,6 +97,9 @@ def test_notebook_runs_top_to_bottom_in_a_fresh_kernel_and_shows_figures(name, t
     pngs = _png_outputs(nb)
     assert pngs, f"{name} displayed no figure"
     assert all(p[:8] == b"\x89PNG\r\n\x1a\n" and len(p) > 2000 for p in pngs)
+    assert _inline_figures(nb) >= INLINE_FIGURES[name]
+    if name == "01_alignment_and_vowel_classes":  # a table opened with .to_pandas() (notebooks extra)
+        assert any("<table" in o.get("data", {}).get("text/html", "") for o in _outputs(nb, "execute_result"))
     # every code cell ran, in order
     counts = [c.execution_count for c in nb.cells if c.cell_type == "code"]
     assert counts == list(range(1, len(counts) + 1))
