@@ -178,6 +178,29 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
     dict
         The report also written to ``out_dir/report.json`` (``ok``, ``skipped_done``, ``failed``,
         ``rows_written``, ``seconds``, ``forward_seconds``).
+
+    Examples
+    --------
+    Every layer of a small random HuBERT (saved as a local model folder) over two aligned demo
+    utterances:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from analysis.extract import extract_features
+    >>> from analysis.store import FeatureStore
+    >>> from analysis.testing import random_model
+    >>> from phonalign.align import get_aligner
+    >>> from phonalign.align.run import align_corpus
+    >>> from phonalign.corpus import demo_corpus_dir, read_corpus
+    >>> work = Path(tempfile.mkdtemp())
+    >>> aligner = get_aligner("textgrid", textgrids=str(demo_corpus_dir() / "textgrids"))
+    >>> _ = align_corpus(read_corpus(None, preset="lam-demo")[:2], work / "aligned", aligner, progress=False)
+    >>> random_model("hubert", n_layers=2).save_pretrained(work / "hubert-tiny")
+    >>> _ = extract_features(work / "aligned", work / "store", model=str(work / "hubert-tiny"), device="cpu",
+    ...                      progress=False)
+    >>> store = FeatureStore.open(work / "store")
+    >>> store.layer_names, store.read_layer("layer_02").shape[1]
+    (['layer_00', 'layer_01', 'layer_02'], 32)
     """
     t0 = time.perf_counter()
     src, out = Path(aligned_dir), Path(out_dir)

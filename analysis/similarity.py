@@ -614,6 +614,18 @@ def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), uni
     -------
     dict
         ``{"rankings": path, "scores": path, "metrics": [...]}``
+
+    Examples
+    --------
+    Two stores made by ``lam features`` (the package docstring of :mod:`analysis` runs the whole
+    chain on the demo corpus):
+
+    >>> from analysis.rankings import load_selections
+    >>> from analysis.similarity import run_similarity
+    >>> _ = run_similarity("features/en", "features/zh", "similarity", metrics=("centroid_cosine",),
+    ...                    progress=False)  # doctest: +SKIP
+    >>> load_selections("similarity/rankings.json", unit="Vowl")["BL"]  # doctest: +SKIP
+    [7]
     """
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq

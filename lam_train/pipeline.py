@@ -290,6 +290,14 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], 
 
     ``encoder`` (a built model or :class:`analysis.models.SpeechEncoder`) replaces
     ``cfg.features.model`` -- tests pass a small random model this way.
+
+    Examples
+    --------
+    The demo pipeline with one seed (minutes on two CPU cores; ``lam demo`` does the same):
+
+    >>> from lam_train.pipeline import demo_config, run_pipeline
+    >>> cfg = demo_config(out="lam_demo", seeds=1)
+    >>> result = run_pipeline(cfg, progress=False)  # doctest: +SKIP
     """
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -357,6 +357,24 @@ def align_corpus(
     LamError
         With ``strict=True``, the first utterance's error; always, errors that concern the whole
         run (backend not available, an output folder made with other settings).
+
+    Examples
+    --------
+    Import the reference TextGrids of two demo utterances:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from phonalign.align import get_aligner
+    >>> from phonalign.align.run import align_corpus
+    >>> from phonalign.corpus import demo_corpus_dir, read_corpus
+    >>> utts = read_corpus(None, preset="lam-demo")[:2]
+    >>> out = Path(tempfile.mkdtemp()) / "aligned"
+    >>> aligner = get_aligner("textgrid", textgrids=str(demo_corpus_dir() / "textgrids"))
+    >>> _ = align_corpus(utts, out, aligner, progress=False)
+    >>> sorted(p.name for p in (out / "textgrids").iterdir()) == sorted(f"{u.utt_id}.TextGrid" for u in utts)
+    True
+    >>> (out / "segments.parquet").is_file()
+    True
     """
     from ..phonesets import ClassOptions, detect_phone_set
     from ..provenance import write_run_info
