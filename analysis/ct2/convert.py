@@ -37,6 +37,7 @@ _CACHE_FILES = ("model.safetensors", "config.json", "generation_config.json", "t
 
 
 def is_complete_conversion(directory: Path) -> bool:
+    """Whether ``directory`` holds every file :func:`convert_ct2_whisper` writes (a finished conversion)."""
     return all((directory / f).is_file() for f in _CACHE_FILES)
 
 
