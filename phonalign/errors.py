@@ -91,3 +91,22 @@ class AlignerError(PhonalignError):
 
 class UnsafePathError(PhonalignError):
     """An identifier would write outside the output directory."""
+
+
+class OutputError(PhonalignError, OSError):
+    """Writing an output failed (disk full, read-only file system, no permission, too many open
+    files). Also an :class:`OSError`, so code that catches OS errors around optional writes (caches)
+    keeps working; ``errno`` is the operating system's error number where known."""
+
+
+class DamagedFileError(PhonalignError):
+    """A file the toolkit wrote earlier (or an input table) exists but cannot be parsed."""
+
+
+class OutputFolderError(PhonalignError):
+    """An output folder cannot be used: it holds files the toolkit did not write, belongs to
+    another step, or holds a run with another corpus or other settings."""
+
+
+class OutputLockedError(OutputFolderError):
+    """Another process is writing into the same output folder (the message names it)."""

@@ -6,8 +6,8 @@ such tables as Parquet (atomically) or export them as CSV/TSV.
 
 Checks made here, for every aligner: intervals must be sorted and must not overlap
 (:class:`~phonalign.errors.TextGridError` naming the file and the interval), and an alignment may
-not run past the end of its audio by more than :data:`MAX_OVERRUN` seconds
-(:func:`check_against_audio`).
+not run past the end of its audio by more than :data:`MAX_OVERRUN` seconds nor stop more than
+:data:`MAX_UNDERRUN` seconds before it (:func:`check_against_audio`).
 """
 
 from __future__ import annotations
@@ -32,18 +32,24 @@ __all__ = [
     "read_table",
     "write_table",
     "MAX_OVERRUN",
+    "MAX_UNDERRUN",
 ]
 
 #: How far (seconds) an alignment may run past the end of its audio: one 10 ms aligner frame.
 MAX_OVERRUN = 0.010
+#: How much of the end of its audio (seconds) an alignment may leave uncovered. Grids made for a
+#: recording (Praat, MFA, the aligners here) end where it ends; one that stops well before was
+#: made for another (shorter) file, and the phones of the rest of the audio are missing.
+MAX_UNDERRUN = 0.25
 
 
 def check_against_audio(alignment: Alignment, duration: float, *, utt_id: str | None = None,
-                        tolerance: float = MAX_OVERRUN) -> None:
-    """Raise :class:`TextGridError` if ``alignment`` ends more than ``tolerance`` s after the audio.
+                        tolerance: float = MAX_OVERRUN, max_underrun: float = MAX_UNDERRUN) -> None:
+    """Raise :class:`TextGridError` if ``alignment`` does not fit its audio of ``duration`` s.
 
-    A grid longer than its recording almost always belongs to another file (or the audio was cut):
-    its phones would be read from samples that are not there.
+    It may end at most ``tolerance`` s after the audio (a grid longer than its recording almost
+    always belongs to another file, or the audio was cut: its phones would be read from samples
+    that are not there), and must cover the audio up to ``max_underrun`` s before its end.
     """
     end = alignment.xmax
     if alignment.phones:
@@ -54,6 +60,14 @@ def check_against_audio(alignment: Alignment, duration: float, *, utt_id: str | 
             f"({end - duration:.3f} s longer, more than the {tolerance * 1000:.0f} ms allowed)",
             path=alignment.source, utt_id=utt_id,
             hint="check that the TextGrid belongs to this recording (same name, same cut)",
+        )
+    if end < duration - max_underrun:
+        raise TextGridError(
+            f"the alignment ends at {end:.3f} s but the audio lasts {duration:.3f} s "
+            f"({duration - end:.3f} s of audio not covered, more than the {max_underrun:.2f} s allowed)",
+            path=alignment.source, utt_id=utt_id,
+            hint="check that the TextGrid belongs to this recording (same name, same cut); a grid must "
+            "span its whole recording",
         )
 
 

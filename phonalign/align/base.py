@@ -59,3 +59,9 @@ class Aligner(ABC):
     def config(self) -> dict:
         """Settings of this backend, recorded in the output's ``config.yaml``."""
         return {"aligner": self.name}
+
+    def input_fingerprint(self, utterance: Utterance) -> str:
+        """A digest of what this backend reads for ``utterance`` besides its audio and transcript
+        (e.g. the TextGrid it imports), so that a resumed run redoes the utterance when it changed;
+        ``""`` when there is nothing else. Must be cheap: it is called for every utterance."""
+        return ""

@@ -43,7 +43,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +52,34 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..audio import audio_duration
-from ..errors import AlignerError, LamError, PhonalignError, PhoneSetError
-from ..fsutil import atomic_path, atomic_write_json, check_utt_id
+from ..errors import (
+    AlignerError,
+    DamagedFileError,
+    LamError,
+    OutputFolderError,
+    PhonalignError,
+    PhoneSetError,
+    TextGridError,
+)
+from ..fingerprint import differences, digest, file_signature
+from ..fsutil import (
+    atomic_path,
+    atomic_write_json,
+    check_utt_id,
+    is_safe_name,
+    is_temp_name,
+    make_dirs,
+    os_error,
+    read_json,
+    read_parquet,
+)
+from ..outdir import FolderRules, output_folder
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
 from .base import Aligner
 
-__all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES"]
+__all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES", "ALIGN_FOLDER", "utterance_fingerprint"]
 
 #: Per-utterance outcome, one row per attempt, in ``parts/status-NNNNN.parquet``.
 STATUS_SCHEMA = pa.schema([
@@ -74,6 +94,8 @@ STATUS_SCHEMA = pa.schema([
     ("phone_set", pa.string()),
     ("duration", pa.float64()),   # audio duration, seconds
     ("info", pa.string()),        # the backend's facts (OOV words, G2P use...) as JSON, or null
+    ("input_fp", pa.string()),    # fingerprint of the utterance's inputs (phonalign.fingerprint)
+    ("settings_fp", pa.string()),  # fingerprint of the run's settings
 ])
 
 #: From this many utterances on, TextGrids are written by a child process (see _FileWriter).
@@ -84,33 +106,83 @@ DETECT_UTTERANCES = 20
 
 _PART = re.compile(r"^(segments|status)-(\d{5,})\.parquet$")
 
+#: What an aligned-corpus folder may hold (see :mod:`phonalign.outdir`): earlier versions' output
+#: is recognised by its resume state; ``parts/`` and ``textgrids/`` are cleaned by the runner, so
+#: a file there that it did not write stops the run.
+ALIGN_FOLDER = FolderRules(
+    legacy=("parts/state.json", "utterances.parquet"),
+    managed={"parts": r"^((segments|status)-\d{5,}\.parquet|state\.json)$",
+             "textgrids": r"^[A-Za-z0-9_.\-+=@,]+\.TextGrid$"},
+)
+
+
+def utterance_fingerprint(utt: Utterance, aligner: Aligner) -> str:
+    """What an utterance's alignment is made from: its audio file (size, mtime), transcript,
+    language, and what the backend reads for it (e.g. the TextGrid's content)."""
+    return digest([file_signature(utt.audio_path), utt.text, utt.language, aligner.input_fingerprint(utt)])
+
+
+def _corpus_identity(utts: Sequence[Utterance], corpus_report: dict) -> dict:
+    """Which corpus a run aligns: the reader's source (resolved) and the corpus names."""
+    source = corpus_report.get("source")
+    if source:
+        try:
+            source = str(Path(source).expanduser().resolve())
+        except OSError:
+            source = str(source)
+    return {"source": source or None, "names": sorted({u.corpus or "" for u in utts})}
+
+
+def _describe_corpus(c: dict) -> str:
+    names = ", ".join(map(repr, c.get("names") or [])) or "no name"
+    return f"corpus {names}" + (f" from {c['source']}" if c.get("source") else "")
+
 
 class _Journal:
-    """The ``parts/`` folder: committed chunks, the resume state, and the buffer of the next chunk."""
+    """The ``parts/`` folder: committed chunks, the resume state, and the buffer of the next chunk.
 
-    def __init__(self, out: Path, *, fingerprint: dict) -> None:
-        self.dir = out / "parts"
-        self.dir.mkdir(parents=True, exist_ok=True)
+    ``parts/state.json`` holds the settings the folder was made with, the corpus it holds, the
+    phone sets detected per language and the utterances each was detected from.
+    """
+
+    def __init__(self, out: Path, *, settings: dict, corpus: dict, force: bool) -> None:
+        self.dir = make_dirs(out / "parts")
         self.state_path = self.dir / "state.json"
-        self.state = {"fingerprint": fingerprint, "phone_sets": {}}
+        self.settings_fp = digest(settings)
+        fresh = {"fingerprint": settings, "phone_sets": {}, "phone_set_basis": {}, "corpus": corpus}
+        old = None
         if self.state_path.exists():
-
-            old = json.loads(self.state_path.read_text(encoding="utf-8"))
-            if old.get("fingerprint") != fingerprint:
-                raise AlignerError(
+            try:
+                old = read_json(self.state_path, what="resume state",
+                                hint="rerun with --force to redo every utterance, or use a new output folder")
+            except DamagedFileError:
+                if not force:
+                    raise
+        if old is not None and old.get("fingerprint") != settings:
+            if not force:
+                raise OutputFolderError(
                     "this output folder holds a run made with other settings "
-                    f"(before: {old.get('fingerprint')}; now: {fingerprint})",
-                    path=out,
-                    hint="use a new output folder, or delete OUT/parts to start this one again",
-                )
-            self.state = old
-        else:
-            atomic_write_json(self.state_path, self.state)
-        # leftovers of a killed run: temporary files and segment parts whose chunk never committed
+                    f"({differences(old.get('fingerprint'), settings)})", path=out,
+                    hint="rerun with --force to realign every utterance with the new settings (force=True in "
+                    "Python), or use a new output folder")
+            old = None  # every utterance done with the old settings is redone, phone sets detected again
+        if old is not None and old.get("corpus") not in (None, corpus):
+            if not force:
+                raise OutputFolderError(
+                    f"this output folder holds another corpus ({_describe_corpus(old['corpus'])}; now: "
+                    f"{_describe_corpus(corpus)})", path=out,
+                    hint="use a new output folder for another corpus, or rerun with --force to replace "
+                    "the folder's utterances by this corpus")
+            old = {**old, "corpus": corpus}
+        self.state = fresh if old is None else {**fresh, **old}
+        self.state["corpus"] = corpus
+        atomic_write_json(self.state_path, self.state)
+        # leftovers of a killed run: our temporary files and segment parts whose chunk never
+        # committed (the folder check refused anything else before we got here)
         for p in self.dir.iterdir():
-            if p.name.startswith(".") and p.is_file():
+            if is_temp_name(p.name) and p.is_file():
                 p.unlink(missing_ok=True)
-        numbers = {kind: set() for kind in ("segments", "status")}
+        numbers: dict[str, set[int]] = {kind: set() for kind in ("segments", "status")}
         for p in self.dir.iterdir():
             m = _PART.match(p.name)
             if m:
@@ -123,33 +195,55 @@ class _Journal:
         self.status: list[tuple] = []  # STATUS_SCHEMA rows
         self.writer: _FileWriter | None = None
 
+    def read_status(self, k: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """Status part ``k`` (older parts lack the fingerprint columns: they read as nulls)."""
+        path = self.dir / f"status-{k:05d}.parquet"
+        table = read_parquet(path, what="status part of a committed chunk", columns=None,
+                             hint=f"delete {path.name} and segments-{k:05d}.parquet: the rerun redoes that chunk")
+        for name in STATUS_SCHEMA.names:
+            if name not in table.column_names:
+                table = table.append_column(name, pa.nulls(table.num_rows, type=STATUS_SCHEMA.field(name).type))
+        table = table.select(STATUS_SCHEMA.names)
+        return table if columns is None else table.select(list(columns))
+
     @property
     def phone_sets(self) -> dict[str, str]:
         return self.state["phone_sets"]
 
-    def set_phone_set(self, language: str, phone_set: str) -> None:
+    def set_phone_set(self, language: str, phone_set: str, basis: dict[str, str]) -> None:
+        """Record the phone set detected for ``language`` and the utterances (id -> input
+        fingerprint) it was detected from: if one of them changes, it is detected again."""
         self.state["phone_sets"][language] = phone_set
+        self.state.setdefault("phone_set_basis", {})[language] = basis
         atomic_write_json(self.state_path, self.state)
 
-    def done(self) -> set[str]:
-        """Utterances whose latest committed outcome is ``ok``."""
-        latest: dict[str, str] = {}
+    def forget_phone_set(self, language: str) -> None:
+        self.state["phone_sets"].pop(language, None)
+        self.state.setdefault("phone_set_basis", {}).pop(language, None)
+        atomic_write_json(self.state_path, self.state)
+
+    def latest(self) -> dict[str, tuple[str, str | None, str | None]]:
+        """utt_id -> (status, input fingerprint, settings fingerprint) of its latest committed outcome."""
+        latest: dict[str, tuple[str, str | None, str | None]] = {}
         for k in self.committed:
-            t = pq.read_table(self.dir / f"status-{k:05d}.parquet", columns=["utt_id", "status"])
-            latest.update(zip(t.column("utt_id").to_pylist(), t.column("status").to_pylist()))
-        return {u for u, s in latest.items() if s == "ok"}
+            t = self.read_status(k, ["utt_id", "status", "input_fp", "settings_fp"])
+            latest.update(zip(t.column("utt_id").to_pylist(),
+                              zip(t.column("status").to_pylist(), t.column("input_fp").to_pylist(),
+                                  t.column("settings_fp").to_pylist(), strict=True), strict=True))
+        return latest
 
     def record(self, utt_id: str, *, error: LamError | None = None, n_segments: int = 0,
                phone_set: str | None = None, duration: float | None = None,
-               info: dict | None = None) -> None:
+               info: dict | None = None, input_fp: str | None = None) -> None:
         # the backend's facts travel as JSON so that the status parts keep a flat schema
         info_json = json.dumps(info, sort_keys=True, ensure_ascii=False, default=str) if info else None
         if error is None:
             self.status.append((utt_id, "ok", None, None, None, None, None, n_segments, phone_set, duration,
-                                info_json))
+                                info_json, input_fp, self.settings_fp))
         else:
             self.status.append((utt_id, "failed", type(error).__name__, error.message, error.path,
-                                error.line, error.hint, n_segments, phone_set, duration, info_json))
+                                error.line, error.hint, n_segments, phone_set, duration, info_json, input_fp,
+                                self.settings_fp))
 
     def add_rows(self, columns: dict[str, list]) -> None:
         self.rows.append(columns)
@@ -318,6 +412,7 @@ def align_corpus(
     progress: bool = True,
     chunk_size: int = 2000,
     corpus_report: dict | None = None,
+    force: bool = False,
 ) -> dict:
     """Align ``utterances`` with ``aligner`` and write the aligned-corpus directory ``out_dir``.
 
@@ -328,7 +423,9 @@ def align_corpus(
         any, is merged into ``report.json``).
     out_dir : str or Path
         Output folder; created if needed. A folder from an earlier run with the same settings is
-        resumed (utterances already done are skipped).
+        resumed: utterances done with unchanged inputs (:func:`utterance_fingerprint`) are kept,
+        changed ones are redone, and ones no longer in ``utterances`` are dropped. The folder is
+        locked for the run (:func:`phonalign.outdir.output_folder`).
     aligner : Aligner
         The backend (:func:`phonalign.align.get_aligner`).
     strict : bool
@@ -346,6 +443,9 @@ def align_corpus(
         Utterances per committed chunk (``parts/``): what an interruption can lose at most.
     corpus_report : dict, optional
         Reader report to include (defaults to ``utterances.report``).
+    force : bool
+        Accept a folder made with other settings or holding another corpus: every utterance made
+        with the old settings is redone, and the other corpus' utterances are dropped.
 
     Returns
     -------
@@ -356,7 +456,8 @@ def align_corpus(
     ------
     LamError
         With ``strict=True``, the first utterance's error; always, errors that concern the whole
-        run (backend not available, an output folder made with other settings).
+        run (backend not available, an output folder made with other settings or holding another
+        corpus or files the toolkit did not write, another process writing into it, a full disk).
 
     Examples
     --------
@@ -376,60 +477,66 @@ def align_corpus(
     >>> (out / "segments.parquet").is_file()
     True
     """
-    from ..phonesets import ClassOptions, detect_phone_set
-    from ..provenance import write_run_info
+    from ..phonesets import ClassOptions
 
-    t0 = time.perf_counter()
     options = options if options is not None else ClassOptions()
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tg_dir = out / "textgrids"
-    tg_dir.mkdir(exist_ok=True)
-    workdir = out / "work"  # the backend's scratch space (MFA stages its corpus there)
-    workdir.mkdir(exist_ok=True)
     aligner.check_available()
     if corpus_report is None:
         corpus_report = getattr(utterances, "report", None) or {}
-    fingerprint = {"aligner": aligner.config(), "phone_set": phone_set,
-                   "options": options.to_dict()}
-    journal = _Journal(out, fingerprint=fingerprint)
+    with output_folder(out_dir, step="align", rules=ALIGN_FOLDER):
+        return _align_locked(utterances, Path(out_dir), aligner, strict=strict, phone_set=phone_set,
+                             options=options, jobs=jobs, progress=progress, chunk_size=chunk_size,
+                             corpus_report=corpus_report, force=force)
+
+
+def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, *, strict: bool,
+                  phone_set: str | None, options, jobs: int, progress: bool, chunk_size: int,
+                  corpus_report: dict, force: bool) -> dict:
+    """:func:`align_corpus` once the output folder is held."""
+    from ..phonesets import detect_phone_set
+    from ..provenance import write_run_info
+
+    t0 = time.perf_counter()
+    tg_dir = make_dirs(out / "textgrids")
+    workdir = make_dirs(out / "work")  # the backend's scratch space (MFA stages its corpus there)
+    utts: list[Utterance] = list(utterances)
+    settings = {"aligner": aligner.config(), "phone_set": phone_set, "options": options.to_dict()}
+    journal = _Journal(out, settings=settings, corpus=_corpus_identity(utts, corpus_report), force=force)
     if journal.committed:
         # a resumed run: temporary files of TextGrids being written when the last run was killed
         with os.scandir(tg_dir) as entries:
             for entry in entries:
-                if entry.name.startswith(".") and entry.is_file():
+                if is_temp_name(entry.name) and entry.is_file():
                     os.unlink(entry.path)
-    if phone_set is not None:
-        fixed_phone_set = phone_set
-    else:
-        fixed_phone_set = aligner.phone_set
-    done = journal.done()
+    fixed_phone_set: str | None = phone_set if phone_set is not None else aligner.phone_set
+    latest = journal.latest()
 
-    # ---- pass 1: ids and audio, before any aligner work --------------------------------------
-    utts: list[Utterance] = list(utterances)
+    # ---- pass 1: ids, fingerprints and audio, before any aligner work ---------------------------
     seen: set[str] = set()
     order: list[str] = []  # safe, unique ids in input order (the final tables' order)
     todo: list[Utterance] = []
     durations: dict[str, float] = {}
+    fps: dict[str, str] = {}
     n_resumed = 0
     input_failures: list[tuple[str, LamError]] = []
 
     def fail(utt_id: str, err: LamError, duration: float | None = None, info: dict | None = None) -> None:
-        journal.record(utt_id, error=err, duration=duration, info=info)
+        journal.record(utt_id, error=err, duration=duration, info=info, input_fp=fps.get(utt_id))
         if strict:
             raise err
         if journal.pending() >= chunk_size:
             journal.flush()
 
+    def unchanged(utt_id: str) -> bool:
+        """Done before from the same inputs with the same settings (ok or a lasting failure)."""
+        rec = latest.get(utt_id)
+        return rec is not None and rec[1] == fps[utt_id] and rec[2] == journal.settings_fp
+
     try:
-        if len(utts) - len(done) >= WRITER_PROCESS_FROM:
-            # started first, so that its start-up (imports) overlaps with the audio checks
-            journal.writer = _FileWriter()
-        bar = _progress(len(utts), "checking audio", progress)
+        safe: list[Utterance] = []
         for utt in utts:
-            bar.update(1)
             try:
                 check_utt_id(utt.utt_id)
                 if utt.utt_id in seen:
@@ -444,11 +551,26 @@ def align_corpus(
                 continue
             seen.add(utt.utt_id)
             order.append(utt.utt_id)
-            if utt.utt_id in done:
-                n_resumed += 1
+            safe.append(utt)
+            fps[utt.utt_id] = utterance_fingerprint(utt, aligner)
+        redo_languages: set[str] = (_stale_phone_sets(journal, safe, latest, fps, unchanged)
+                                    if fixed_phone_set is None else set())
+        for language in redo_languages:
+            journal.forget_phone_set(language)
+        keep = [u for u in safe if u.language not in redo_languages and unchanged(u.utt_id)
+                and latest[u.utt_id][0] == "ok"]
+        kept = {u.utt_id for u in keep}
+        n_resumed = len(kept)
+        if len(safe) - n_resumed >= WRITER_PROCESS_FROM:
+            # started first, so that its start-up (imports) overlaps with the audio checks
+            journal.writer = _FileWriter()
+        bar = _progress(len(safe), "checking audio", progress)
+        for utt in safe:
+            bar.update(1)
+            if utt.utt_id in kept:
                 continue
             try:
-                durations[utt.utt_id] = audio_duration(utt.audio_path)
+                durations[utt.utt_id] = audio_duration(utt.audio_path, check_samples=True)
             except LamError as err:
                 err.utt_id = utt.utt_id
                 fail(utt.utt_id, err)
@@ -464,6 +586,11 @@ def align_corpus(
         def finish(utt: Utterance, alignment: Alignment, info: dict, ps: str) -> None:
             duration = durations[utt.utt_id]
             try:
+                if not alignment.phones:
+                    raise TextGridError("the alignment has no phones (an empty phone tier)",
+                                        path=alignment.source, utt_id=utt.utt_id,
+                                        hint="check the phone tier of the TextGrid (or the transcript), or "
+                                        "name the phone tier with --phones-tier")
                 check_against_audio(alignment, duration, utt_id=utt.utt_id)
                 cols = segment_columns(utt.utt_id, alignment, phone_set=ps, options=options,
                                        context=info.get("pinyin"))
@@ -479,7 +606,7 @@ def align_corpus(
             journal.write_textgrid(tg_dir / f"{utt.utt_id}.TextGrid", alignment, cols)
             journal.add_rows(cols)
             journal.record(utt.utt_id, n_segments=len(cols["index"]), phone_set=ps, duration=duration,
-                           info=info)
+                           info=info, input_fp=fps[utt.utt_id])
             if journal.pending() >= chunk_size:
                 journal.flush()
 
@@ -496,7 +623,7 @@ def align_corpus(
                     fail(utt.utt_id, PhoneSetError(err.message, path=alignment.source, utt_id=utt.utt_id,
                                                    hint=err.hint))
                 return
-            journal.set_phone_set(language, ps)
+            journal.set_phone_set(language, ps, {u.utt_id: fps[u.utt_id] for u, _, _ in batch})
             for utt, alignment, info in batch:
                 finish(utt, alignment, info, ps)
 
@@ -509,9 +636,9 @@ def align_corpus(
                                    f"utterance {result.utt_id!r}", hint="this is a bug in the backend")
             finished.add(result.utt_id)
             if not result.ok:
-                err = result.error or AlignerError("the aligner returned no alignment")
-                err.utt_id = err.utt_id or result.utt_id
-                fail(result.utt_id, err, durations.get(result.utt_id), result.info)
+                error = result.error or AlignerError("the aligner returned no alignment")
+                error.utt_id = error.utt_id or result.utt_id
+                fail(result.utt_id, error, durations.get(result.utt_id), result.info)
                 continue
             ps = fixed_phone_set or journal.phone_sets.get(utt.language)
             if ps is None:
@@ -528,7 +655,7 @@ def align_corpus(
                 fail(utt.utt_id, AlignerError(f"the {aligner.name!r} backend returned no result",
                                               utt_id=utt.utt_id))
     finally:
-        # keep what is done, whatever stopped us (strict failure, Ctrl-C, a bug)
+        # keep what is done, whatever stopped us (strict failure, Ctrl-C, a full disk, a bug)
         try:
             journal.flush()
         finally:
@@ -553,6 +680,40 @@ def align_corpus(
     return report
 
 
+def _stale_phone_sets(journal: _Journal, utts: Sequence[Utterance], latest: dict, fps: dict[str, str],
+                      unchanged: Callable[[str], bool]) -> set[str]:
+    """Languages whose detected phone set a fresh run might detect from other utterances.
+
+    A phone set is detected from the first :data:`DETECT_UTTERANCES` utterances of a language
+    aligned in input order. It must be detected again (and every utterance of the language
+    redone) when one of those utterances changed or left the corpus, when it came from fewer
+    utterances than that and there is a new or changed one, or when a new or changed utterance
+    now comes before the last of them.
+    """
+    stale: set[str] = set()
+    basis_all = journal.state.get("phone_set_basis") or {}
+    pos = {u.utt_id: i for i, u in enumerate(utts)}
+    new_by_language: dict[str, list[int]] = {}
+    for u in utts:
+        if not unchanged(u.utt_id):
+            new_by_language.setdefault(u.language, []).append(pos[u.utt_id])
+    for language in list(journal.phone_sets):
+        basis = basis_all.get(language)
+        if not basis:
+            stale.add(language)  # detected by an earlier version: where from is unknown
+            continue
+        if any(u not in pos or fps[u] != fp for u, fp in basis.items()):
+            stale.add(language)
+            continue
+        # utterances of the basis itself may be waiting to be redone (a run killed before it
+        # committed them): their inputs are the ones the phone set was detected from
+        basis_pos = {pos[u] for u in basis}
+        fresh = [p for p in new_by_language.get(language, []) if p not in basis_pos]
+        if fresh and (len(basis) < DETECT_UTTERANCES or min(fresh) < max(basis_pos)):
+            stale.add(language)
+    return stale
+
+
 def _positions(ids: pa.ChunkedArray | pa.Array, order: pa.Array) -> pa.Array:
     return pc.index_in(ids, value_set=order)
 
@@ -564,34 +725,57 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
     from ..corpus import utterances_to_table
 
     order_arr = pa.array(order, type=pa.string())
-    # latest outcome of each utterance (a retried failure may have succeeded later)
-    status_parts = [pq.read_table(journal.dir / f"status-{k:05d}.parquet") for k in journal.committed]
-    status = pa.concat_tables(status_parts) if status_parts else STATUS_SCHEMA.empty_table()
+    # latest outcome of each utterance (a retried failure may have succeeded later, a changed
+    # utterance been redone), and the part that holds it
+    status_parts = []
+    for k in journal.committed:
+        part = journal.read_status(k)
+        status_parts.append(part.append_column("_part", pa.array(np.full(part.num_rows, k, np.int64))))
+    status = (pa.concat_tables(status_parts) if status_parts
+              else STATUS_SCHEMA.empty_table().append_column("_part", pa.array([], pa.int64())))
+    ever_ok = set(pc.unique(status.filter(pc.equal(status.column("status"), "ok")).column("utt_id")).to_pylist())
     # keep each utterance's last row, vectorised (10^6 rows as Python dicts would take gigabytes)
     if status.num_rows:
         status = status.append_column("_row", pa.array(np.arange(status.num_rows)))
-        last = status.group_by("utt_id").aggregate([("_row", "max")]).column("_row_max")
-        status = status.take(pc.sort_indices(last)).drop_columns(["_row"])
+        last = status.group_by("utt_id").aggregate([("_row", "max")]).column("_row_max").to_numpy()
+        # the rows themselves, in commit order (sort_indices(last) would be positions in `last`)
+        status = status.take(pa.array(np.sort(last))).drop_columns(["_row"])
     cols = {name: status.column(name).to_pylist() for name in STATUS_SCHEMA.names}
+    part_of = status.column("_part").to_pylist()
     latest: dict[str, int] = {u: i for i, u in enumerate(cols["utt_id"])}
     input_ids = {u.utt_id for u in utts}
     ok_ids = {u for u, i in latest.items() if cols["status"][i] == "ok" and u in input_ids}
+    # TextGrids of utterances that are no longer aligned (removed from the corpus, or failing now):
+    # written by this folder's runs (their ids come from its journal), so they are ours to remove
+    for utt_id in sorted(ever_ok - ok_ids):
+        if is_safe_name(utt_id):
+            try:
+                (out / "textgrids" / f"{utt_id}.TextGrid").unlink(missing_ok=True)
+            except OSError as err:
+                raise os_error(err, path=out / "textgrids" / f"{utt_id}.TextGrid", action="cannot remove") from None
+    ok_in_part: dict[int, list[str]] = {}
+    for u in ok_ids:
+        ok_in_part.setdefault(part_of[latest[u]], []).append(u)
 
     # segments: stream the parts in input order when their ranges do not interleave
-    seg_paths = [journal.dir / f"segments-{k:05d}.parquet" for k in journal.committed]
     ranges = []
-    for p in seg_paths:
-        pos = _positions(pq.read_table(p, columns=["utt_id"]).column("utt_id"), order_arr)
-        if pos.null_count < len(pos):
-            ranges.append((pc.min(pos).as_py(), pc.max(pos).as_py(), p))
+    for k in journal.committed:
+        p = journal.dir / f"segments-{k:05d}.parquet"
+        ids = read_parquet(p, what="segments part of a committed chunk", columns=["utt_id"],
+                           hint=f"delete {p.name} and status-{k:05d}.parquet: the rerun redoes that chunk")
+        ids = ids.column("utt_id")
+        mine = pa.array(sorted(ok_in_part.get(k, [])), type=pa.string())
+        pos = _positions(ids.filter(pc.is_in(ids, value_set=mine)), order_arr)
+        if len(pos) and pos.null_count < len(pos):
+            ranges.append((pc.min(pos).as_py(), pc.max(pos).as_py(), p, mine))
     ranges.sort(key=lambda r: r[0])
     monotonic = all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
-    ok_arr = pa.array(sorted(ok_ids), type=pa.string())
 
-    def prepared(table: pa.Table) -> tuple[pa.Table, bool]:
-        """The part's rows of utterances now ok, in input order; and whether that changed it."""
+    def prepared(table: pa.Table, mine: pa.Array) -> tuple[pa.Table, bool]:
+        """The part's rows of utterances whose latest outcome (ok) it holds, in input order; and
+        whether that changed it."""
         changed = False
-        keep = pc.is_in(table.column("utt_id"), value_set=ok_arr)
+        keep = pc.is_in(table.column("utt_id"), value_set=mine)
         if not pc.all(keep).as_py():
             table = table.filter(keep)
             changed = True
@@ -622,11 +806,12 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
     linked = False
     if monotonic and len(ranges) == 1:
         # the columns that decide (order, membership) and that are counted: not the whole part
-        table, changed = prepared(pq.read_table(ranges[0][2], columns=["utt_id", "index", "unit_class", "label"]))
+        table, changed = prepared(pq.read_table(ranges[0][2], columns=["utt_id", "index", "unit_class", "label"]),
+                                  ranges[0][3])
         if not changed:
             # one part, already the final table (the usual case up to chunk_size utterances):
             # link it into place instead of re-encoding it (parts are only ever replaced)
-            link = journal.dir / ".segments-link.parquet"
+            link = journal.dir / ".segments.parquet.lamtmp-00000000.parquet"  # a temporary name (cleaned if left)
             try:
                 link.unlink(missing_ok=True)
                 os.link(ranges[0][2], link)
@@ -639,13 +824,14 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
         with atomic_path(seg_out) as tmp:
             if monotonic:
                 with pq.ParquetWriter(tmp, SEGMENT_SCHEMA) as writer:
-                    for _, _, p in ranges:
-                        table = prepared(pq.read_table(p))[0]
+                    for _, _, p, mine in ranges:
+                        table = prepared(pq.read_table(p), mine)[0]
                         tally(table)
                         writer.write_table(table)
             else:
-                tables = [pq.read_table(p) for _, _, p in ranges]
-                table = prepared(pa.concat_tables(tables))[0] if tables else SEGMENT_SCHEMA.empty_table()
+                tables = [prepared(pq.read_table(p), mine)[0] for _, _, p, mine in ranges]
+                table = prepared(pa.concat_tables(tables), pa.array(sorted(ok_ids), type=pa.string()))[0] \
+                    if tables else SEGMENT_SCHEMA.empty_table()
                 tally(table)
                 pq.write_table(table, tmp)
 
@@ -671,10 +857,11 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
             item["info"] = json.loads(cols["info"][i])
             oov.update(str(w) for w in item["info"].get("oov", ()))
         items.append(item)
-    for utt_id, err in input_failures:
-        errors[type(err).__name__] += 1
-        items.append({"utt_id": utt_id, "status": "failed", "reason": err.message,
-                      "error": type(err).__name__, "path": err.path, "line": err.line, "hint": err.hint})
+    for utt_id, failure in input_failures:
+        errors[type(failure).__name__] += 1
+        items.append({"utt_id": utt_id, "status": "failed", "reason": failure.message,
+                      "error": type(failure).__name__, "path": failure.path, "line": failure.line,
+                      "hint": failure.hint})
     rejected = list(corpus_report.get("rejected", []))
     for rej in rejected:
         errors[rej.get("error") or "CorpusError"] += 1

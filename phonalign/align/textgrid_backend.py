@@ -17,7 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import AlignerError, LamError, TextGridError
-from ..fsutil import check_utt_id
+from ..fingerprint import content_digest
+from ..fsutil import check_utt_id, is_safe_name
 from ..records import Utterance
 from ..textgrid_io import read_alignment
 from .base import Aligner, AlignResult
@@ -72,7 +73,9 @@ class TextGridAligner(Aligner):
         check_utt_id(utt.utt_id)
         if self.textgrids is not None:
             out = [self.textgrids / f"{utt.utt_id}{s}" for s in _SUFFIXES]
-            if utt.speaker:
+            # the speaker comes from the corpus (a manifest column): only a plain folder name may
+            # steer the look-up, so that '../..' cannot lead it outside --textgrids
+            if utt.speaker and is_safe_name(utt.speaker):
                 out += [self.textgrids / utt.speaker / f"{utt.utt_id}{s}" for s in _SUFFIXES]
             return out
         audio = Path(utt.audio_path)
@@ -115,6 +118,11 @@ class TextGridAligner(Aligner):
     def config(self) -> dict:
         return {"aligner": self.name, "textgrids": None if self.textgrids is None else str(self.textgrids),
                 **self._options(), "phone_set": self.phone_set}
+
+    def input_fingerprint(self, utterance: Utterance) -> str:
+        """Where the utterance's TextGrid is and a digest of its content ("missing" if none)."""
+        where = self._find(utterance)
+        return "missing" if isinstance(where, LamError) else f"{where}:{content_digest(where)}"
 
 
 def _read_one(task: tuple[str, str | TextGridError], opts: dict) -> AlignResult:
