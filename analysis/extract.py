@@ -20,27 +20,51 @@ recorded in ``report.json`` and the job goes on; ``strict=True`` stops at the fi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from phonalign.errors import LamError
-from phonalign.fsutil import atomic_write_json
+from phonalign.errors import LamError, OutputFolderError
+from phonalign.fingerprint import differences, digest, file_signature
+from phonalign.fsutil import atomic_write_json, make_dirs, read_json, read_parquet
+from phonalign.outdir import FolderRules, OutputFolder, output_folder
 from phonalign.provenance import write_run_info
 
-from .errors import ExtractionError, StoreError
+from .errors import ExtractionError, StoreError, StoreSettingsError
 from .frames import frames_for_segments
 from .models import SAMPLE_RATE, SpeechEncoder, load_encoder
 from .pooling import pool_batch
-from .store import FeatureStore, index_table
+from .store import FeatureStore, index_table, model_digest, new_meta, settings_mismatch
 
 #: Segment classes that get no vector: pauses carry no phone.
 SKIPPED_CLASSES = ("silence",)
+
+#: How far (seconds) a segment may end after its audio: one aligner frame, as for alignments.
+MAX_SEGMENT_OVERRUN = 0.010
+
+#: What a feature store folder may hold (see :mod:`phonalign.outdir`).
+STORE_FOLDER = FolderRules(
+    legacy=("meta.json",),
+    managed={"index": r"^part-[A-Za-z0-9-]+\.parquet$", "layers": r"^layer_\d{2,}$",
+             "layers/*": r"^chunk-[A-Za-z0-9-]+\.npy$", "shards": r"^s\d{4}of\d{4}$",
+             "shards/*": r"^(report\.json|config\.yaml|versions\.json)$"},
+)
+
+
+def shard_of(utt_id: str, n_shards: int) -> int:
+    """The shard (0..N-1) an utterance belongs to: a hash of its id, so that adding or removing
+    other utterances never moves it to another shard."""
+    if n_shards <= 1:
+        return 0
+    return int.from_bytes(hashlib.blake2b(utt_id.encode("utf-8"), digest_size=8).digest(), "big") % n_shards
 
 
 @dataclass(frozen=True)
@@ -66,18 +90,229 @@ def _read_inputs(src: Path, *, language: str | None = None) -> tuple[pa.Table, p
     """
     utt_path = src / "utterances.parquet"
     if utt_path.is_file():
-        utts = pq.read_table(utt_path)
+        hint = "the aligned corpus is damaged: rerun `lam align` on it"
+        utts = read_parquet(utt_path, what="utterances table", hint=hint)
         seg_path = src / "segments.parquet"
         if not seg_path.is_file():
             raise ExtractionError("aligned corpus has utterances.parquet but no segments.parquet", path=src,
                                   hint="rerun `lam align`, or pass a plain corpus for utterance features")
-        segs = pq.read_table(seg_path)
+        segs = read_parquet(seg_path, what="segments table", hint=hint)
+        for table, path, need in ((utts, utt_path, ("utt_id", "audio_path")),
+                                  (segs, seg_path, ("utt_id", "index", "start", "end", "unit_class", "phone"))):
+            missing = [c for c in need if c not in table.column_names]
+            if missing:
+                raise ExtractionError(f"the table lacks column(s) {missing}", path=path, hint=hint)
         return utts, segs
     if not src.exists():
         raise ExtractionError("input not found", path=src, hint="pass the output directory of `lam align`")
     from phonalign.corpus import read_corpus, utterances_to_table
 
     return utterances_to_table(read_corpus(src, language=language)), None
+
+
+def _input_fingerprints(utt_ids: list[str], cols: dict[str, list], segs: pa.Table | None,
+                        seg_rows: dict[str, tuple[int, int]], audio_path: Callable[[int], Path]) -> dict[str, str]:
+    """utt_id -> fingerprint of what its rows are made from: the audio file (size, mtime), the
+    utterance fields copied into the index, and its segments (index, times, class, phone)."""
+    seg_digest: dict[str, str] = {}
+    if segs is not None and segs.num_rows:
+        idx = segs.column("index").to_numpy(zero_copy_only=False).astype(np.int64)
+        start = segs.column("start").to_numpy(zero_copy_only=False).astype(np.float64)
+        end = segs.column("end").to_numpy(zero_copy_only=False).astype(np.float64)
+        cls = segs.column("unit_class").to_pylist()
+        phone = segs.column("phone").to_pylist()
+        for u, (a, z) in seg_rows.items():
+            h = hashlib.blake2b(digest_size=8)
+            h.update(idx[a:z].tobytes())
+            h.update(start[a:z].tobytes())
+            h.update(end[a:z].tobytes())
+            h.update(json.dumps([cls[a:z], phone[a:z]], ensure_ascii=False).encode("utf-8"))
+            seg_digest[u] = h.hexdigest()
+    return {u: digest([file_signature(audio_path(i)), str(audio_path(i)),
+                       [cols[c][i] for c in ("language", "speaker", "corpus", "emotion", "split")],
+                       seg_digest.get(u)])
+            for i, u in enumerate(utt_ids)}
+
+
+def _open_store(out: Path, meta: dict, corpus_id: dict, *, force: bool, sharded: bool) -> FeatureStore:
+    """The store at ``out`` for this run: created, reopened, or (``force``) taken over."""
+    if not (out / "meta.json").is_file():
+        store = FeatureStore.create(out, model_id=meta["model_id"], revision=meta["revision"],
+                                    n_layers=meta["n_layers"], hidden_size=meta["hidden_size"],
+                                    settings=meta["settings"], frame_spec=meta["frame_spec"], model=meta["model"])
+        _set_input(store, corpus_id)
+        return store
+    store = FeatureStore.open(out)
+    mismatch = settings_mismatch(store.meta, meta)
+    old_input = store.meta.get("input")
+    other_corpus = old_input is not None and old_input != corpus_id
+    if not (mismatch or other_corpus):
+        if old_input is None or (model_digest(meta) and not model_digest(store.meta)):
+            _set_input(store, corpus_id, model=meta["model"])  # a store of an earlier version: adopted
+        return store
+    empty = len(store) == 0
+    if not (force or empty):
+        if mismatch:
+            raise StoreSettingsError(mismatch, path=out, hint="use a new output folder for another model or other "
+                                     "settings, or rerun with --force to replace the store's contents")
+        raise OutputFolderError(
+            f"the store holds another corpus ({differences(old_input, corpus_id)})", path=out,
+            hint="make one store per corpus (a new output folder), or rerun with --force to replace the store's "
+            "utterances by this corpus' ones")
+    if sharded and not empty:
+        raise OutputFolderError("a sharded run cannot replace a store's contents", path=out,
+                                hint="run once without --shard (with --force), then shard")
+    if mismatch:
+        store = FeatureStore.replace_contents(out, meta)
+    _set_input(store, corpus_id, model=meta["model"])
+    return store
+
+
+def _set_input(store: FeatureStore, corpus_id: dict, *, model: dict | None = None) -> None:
+    """Record the corpus (and the model identity) a store holds in its ``meta.json``."""
+    meta = dict(store.meta)
+    meta["input"] = corpus_id
+    if model is not None and not model_digest(meta):
+        meta["model"] = model
+    atomic_write_json(store.path / "meta.json", meta)
+    store.meta = meta
+
+
+def _resume(store: FeatureStore, utt_ids: list[str], fps: dict[str, str], settings_fp: str, *, i_shard: int,
+            n_shards: int, prefix: str, path: Path) -> tuple[set[str], int, int]:
+    """Bring the store in line with the current input before extracting.
+
+    Utterances of this shard whose stored rows were made from other inputs or settings, that are
+    stored twice, or that left the corpus are taken out of the store. Returns the utterances
+    still done (to skip), how many were dropped for good and how many will be redone.
+    """
+    index = store.index
+    current = set(utt_ids)
+    if not index.num_rows:
+        store.collect_garbage(chunk_prefix=prefix or None)
+        return set(), 0, 0
+    chunk = store.row_chunks()
+    ids = index.column("utt_id").to_pylist()
+    stored_fp = index.column("input_fp").to_pylist()
+    kind = index.column("kind").to_pylist()
+    where: dict[str, set[str]] = {}
+    state: dict[str, tuple[str | None, str | None]] = {}
+    for u, fp, k, c in zip(ids, stored_fp, kind, chunk, strict=True):
+        if k != "utt":
+            continue
+        where.setdefault(u, set()).add(c)
+        state[u] = (fp, store.chunk_settings_fp(c))
+    drop: set[str] = set()
+    for u, (fp, sfp) in state.items():
+        if shard_of(u, n_shards) != i_shard:
+            continue
+        if u not in current or fp != fps.get(u) or sfp != settings_fp or len(where[u]) > 1:
+            drop.add(u)
+    if prefix:
+        foreign = sorted(u for u in drop if any(not c.startswith(prefix) for c in where[u]))
+        if foreign:
+            raise OutputFolderError(
+                f"{len(foreign)} utterance(s) of this shard must be redone but were stored by another run "
+                f"(e.g. {foreign[0]!r})", path=path,
+                hint="run once without --shard to bring the store up to date, then shard again")
+    store.drop_utterances(drop, chunk_prefix=prefix or None)
+    store.collect_garbage(chunk_prefix=prefix or None)
+    done = {u for u in state if u not in drop}
+    dropped = sum(1 for u in drop if u not in current)
+    return done, dropped, len(drop) - dropped
+
+
+def _check_segments_in_audio(segments: pa.Table, duration: float, utt_id: str, path: Path) -> None:
+    """Raise :class:`ExtractionError` when a segment lies past the end of the audio (the aligned
+    corpus and the audio disagree: its vector would be some other frames')."""
+    end = segments.column("end").to_numpy(zero_copy_only=False)
+    start = segments.column("start").to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((end > duration + MAX_SEGMENT_OVERRUN) | (start >= duration))
+    if bad.size:
+        j = int(bad[0])
+        idx = segments.column("index")[j].as_py()
+        raise ExtractionError(
+            f"segment {idx} ({start[j]:.3f}-{end[j]:.3f} s) lies past the end of the audio ({duration:.3f} s)",
+            path=path, utt_id=utt_id,
+            hint="the audio is shorter than its alignment says (cut or replaced since `lam align`): align it again")
+
+
+def _drop_nonfinite(rows: dict[str, list], pooled: np.ndarray, utts: list[tuple[int, int]],
+                    fail: Callable[[int, LamError], None], utt_ids: list[str],
+                    audio_path: Callable[[int], Path]) -> tuple[dict[str, list], np.ndarray, int]:
+    """Fail the utterances whose pooled vectors hold NaN or infinity and remove their rows.
+
+    ``pooled`` is (L+1, n_rows, H); ``utts`` lists (utterance position, number of rows) in row
+    order. Returns the rows and vectors kept and the number of utterances failed."""
+    finite = np.isfinite(pooled).all(axis=(0, 2))
+    if finite.all():
+        return rows, pooled, 0
+    keep = np.ones(pooled.shape[1], bool)
+    start, n_bad = 0, 0
+    for i, k in utts:
+        if not finite[start:start + k].all():
+            keep[start:start + k] = False
+            n_bad += 1
+            fail(i, ExtractionError("the model's output for this utterance holds NaN or infinite values",
+                                    path=audio_path(i), utt_id=utt_ids[i],
+                                    hint="check the recording (clipping, silence) or use float32 (--dtype)"))
+        start += k
+    sel = np.flatnonzero(keep)
+    return {name: [v[j] for j in sel] for name, v in rows.items()}, pooled[:, sel], n_bad
+
+
+def merge_shard_reports(out: str | Path) -> dict:
+    """Combine the shard reports of a store into ``out/report.json`` (and ``config.yaml``).
+
+    Every shard of ``lam features --shard I/N`` keeps its own ``shards/sIIIIofNNNN/report.json``
+    and ``config.yaml``; each shard calls this when it finishes, so the last one leaves the
+    merged report. The merge takes a lock of its own, so two shards finishing together cannot
+    lose each other's counts. ``complete`` is true once every one of the N shards has reported.
+
+    Returns
+    -------
+    dict
+        The merged report.
+    """
+    import fcntl
+
+    out = Path(out)
+    n_shards = None
+    with open(out / ".lam.lock.merge", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # blocks: a merge takes milliseconds
+        reports = {}
+        for path in sorted((out / "shards").glob("s*of*/report.json")):
+            rep = read_json(path, what="shard report", hint="rerun that shard (it resumes) to write it again")
+            reports[path.parent.name] = rep
+            n_shards = int(path.parent.name.split("of")[1])
+        latest_n = n_shards
+        reports = {k: v for k, v in reports.items() if int(k.split("of")[1]) == latest_n}
+        merged: dict[str, Any] = {"step": "features", "shards": {}, "failed": {}, "ok": 0, "skipped_done": 0,
+                                  "redone": 0, "dropped": 0, "rows_written": 0, "forward_seconds": 0.0,
+                                  "seconds": 0.0, "utterances_in_shard": 0}
+        for name, rep in sorted(reports.items()):
+            merged["shards"][name] = {k: rep.get(k) for k in ("shard", "ok", "n_failed", "skipped_done", "seconds")}
+            for key in ("ok", "skipped_done", "redone", "dropped", "rows_written", "utterances_in_shard"):
+                merged[key] += int(rep.get(key) or 0)
+            for key in ("forward_seconds", "seconds"):
+                merged[key] += float(rep.get(key) or 0.0)
+            merged["failed"].update(rep.get("failed") or {})
+            for key in ("model", "model_digest", "input"):
+                merged.setdefault(key, rep.get(key))
+        merged["n_failed"] = len(merged["failed"])
+        merged["n_shards"] = latest_n
+        expected = {f"s{i:04d}of{latest_n:04d}" for i in range(latest_n or 0)}
+        merged["shards_missing"] = sorted(expected - set(reports))
+        merged["complete"] = not merged["shards_missing"]
+        atomic_write_json(out / "report.json", merged)
+        configs = sorted((out / "shards").glob(f"s*of{latest_n:04d}/config.yaml")) if latest_n else []
+        if configs:
+            import yaml
+
+            first = yaml.safe_load(configs[0].read_text(encoding="utf-8")) or {}
+            common = {k: v for k, v in first.items() if k not in ("shard_index",)}
+            write_run_info(out, step="features", config={**common, "shards": [p.parent.name for p in configs]})
+    return merged
 
 
 def _segments_by_utt(segs: pa.Table | None) -> dict[str, tuple[int, int]]:
@@ -138,18 +373,19 @@ class _Chunk:
         self.arrays.append(arr)
         self.n += arr.shape[1]
 
-    def commit(self, store: FeatureStore, prefix: str) -> None:
+    def commit(self, store: FeatureStore, prefix: str, settings_fp: str) -> None:
         if not self.n:
             return
         layers = np.concatenate(self.arrays, axis=1)
-        store.append(index_table(self.cols), layers, chunk_id=store.next_chunk_id(prefix))
-        self.__init__()
+        store.append(index_table(self.cols), layers, chunk_id=store.next_chunk_id(prefix), settings_fp=settings_fp)
+        self.__init__()  # type: ignore[misc]
 
 
-def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype: str = "float32",
-                     batch_seconds: float = 60.0, whisper_mode: str = "crop", shard: tuple[int, int] = (0, 1),
-                     strict: bool = False, chunk_rows: int = 4096, progress: bool = True,
-                     model_id: str | None = None, language: str | None = None) -> dict:
+def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any, device: str = "auto",
+                     dtype: str = "float32", batch_seconds: float = 60.0, whisper_mode: str = "crop",
+                     shard: tuple[int, int] = (0, 1), strict: bool = False, chunk_rows: int = 4096,
+                     progress: bool = True, model_id: str | None = None, language: str | None = None,
+                     force: bool = False, allow_missing: bool = False) -> dict:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
     Parameters
@@ -157,14 +393,17 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
     aligned_dir : str or Path
         Output of ``lam align`` (or a plain corpus: utterance rows only).
     out_dir : str or Path
-        Feature store (created, or resumed when it holds the same model and settings).
+        Feature store (created, or resumed when it holds the same model, settings and corpus; see
+        the module docstring for what a resumed run redoes). Locked for the run.
     model : str or SpeechEncoder or transformers model
         Model id / path (see :func:`analysis.models.load_encoder`), or a built model.
     device, dtype, whisper_mode : see :func:`analysis.models.load_encoder`
     batch_seconds : float
         Cap on padded audio per batch, seconds.
     shard : (int, int)
-        ``(I, N)``: process utterances whose position in utt_id order is ``I`` mod ``N``.
+        ``(I, N)``: process the utterances of shard ``I`` of ``N`` (:func:`shard_of` of the utterance
+        id, stable when the corpus changes). Shards of one store may run at the same time; each
+        keeps its report in ``out_dir/shards/sIIIIofNNNN/`` and the last to finish merges them.
     strict : bool
         Stop at the first failing utterance instead of recording it and going on.
     language : str, optional
@@ -172,12 +411,18 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
         plain corpus folder (which does not say its language) it is also the utterances' language.
     chunk_rows : int
         Rows per committed chunk (memory held before a commit: ``chunk_rows x (L+1) x H x 4`` bytes).
+    force : bool
+        Accept a store made with another model or settings (its contents are replaced; unsharded
+        runs only) or from another corpus (its utterances are dropped).
+    allow_missing : bool
+        Accept a model folder whose weight files do not fill the architecture (recorded in the
+        store's ``meta.json``).
 
     Returns
     -------
     dict
-        The report also written to ``out_dir/report.json`` (``ok``, ``skipped_done``, ``failed``,
-        ``rows_written``, ``seconds``, ``forward_seconds``).
+        The report also written to ``out_dir/report.json`` (``ok``, ``skipped_done``, ``redone``,
+        ``dropped``, ``failed``, ``rows_written``, ``seconds``, ``forward_seconds``).
 
     Examples
     --------
@@ -216,32 +461,61 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
         utts = utts.filter(pa.array(keep))
     if segs is not None:
         segs = segs.sort_by([("utt_id", "ascending"), ("index", "ascending")])
+    with output_folder(out, step="features", rules=STORE_FOLDER,
+                       shard=(i_shard, n_shards) if n_shards > 1 else None) as folder:
+        return _extract_locked(src, out, folder, utts, segs, t0=t0, model=model, device=device, dtype=dtype,
+                               batch_seconds=batch_seconds, whisper_mode=whisper_mode, i_shard=i_shard,
+                               n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, progress=progress,
+                               model_id=model_id, language=language, force=force, allow_missing=allow_missing)
+
+
+def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, segs: pa.Table | None, *,
+                    t0: float, model: Any, device: str, dtype: str, batch_seconds: float, whisper_mode: str,
+                    i_shard: int, n_shards: int, strict: bool, chunk_rows: int, progress: bool,
+                    model_id: str | None, language: str | None, force: bool, allow_missing: bool) -> dict:
+    """:func:`extract_features` once the output folder is held."""
     seg_rows = _segments_by_utt(segs)
     if isinstance(model, SpeechEncoder):
         enc = model
     else:
-        enc = load_encoder(model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id)
+        enc = load_encoder(model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
+                           allow_missing=allow_missing)
     settings = {**enc.settings(), "pooling": "mean", "segment_rule": "centre-in-segment, at least one frame",
                 "skipped_classes": list(SKIPPED_CLASSES), "input": "segments" if segs is not None else "utterances"}
-    store = FeatureStore.create(out, model_id=enc.model_id, revision=enc.revision, n_layers=enc.n_layers,
-                                hidden_size=enc.hidden_size, settings=settings, frame_spec=enc.frame_spec.to_dict())
+    meta = new_meta(model_id=enc.model_id, revision=enc.revision, n_layers=enc.n_layers, hidden_size=enc.hidden_size,
+                    settings=settings, frame_spec=enc.frame_spec.to_dict(), model=enc.identity.to_dict())
+    corpus_id = {"source": str(src.resolve()), "language": language,
+                 "corpora": sorted({str(c) for c in utts.column("corpus").to_pylist()})
+                 if "corpus" in utts.column_names else []}
+    settings_fp = digest({k: meta[k] for k in ("n_layers", "hidden_size", "settings", "frame_spec")}
+                         | {"model": model_digest(meta)})
+    store = _open_store(out, meta, corpus_id, force=force, sharded=n_shards > 1)
+    report_dir = out if folder.shard_name is None else make_dirs(out / "shards" / folder.shard_name)
     config = ExtractConfig(model=enc.model_id, device=str(enc.device), dtype=enc.dtype_name,
                            batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
                            n_shards=n_shards, strict=strict, chunk_rows=chunk_rows)
-    write_run_info(out, step="features", config={**asdict(config), "input": str(src), "language": language,
-                                                 "settings": settings})
+    write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src), "language": language,
+                                                        "settings": settings, "model": enc.identity.to_dict()})
 
     utt_ids = utts.column("utt_id").to_pylist()
-    order = np.argsort(np.asarray(utt_ids, dtype=object), kind="stable")
-    mine = order[i_shard::n_shards]
-    done = store.done_utt_ids()
-    todo = [int(i) for i in mine if utt_ids[i] not in done]
-    report = {"step": "features", "model": enc.model_id, "shard": f"{i_shard}/{n_shards}", "input": str(src),
-              "utterances_in_shard": int(len(mine)), "skipped_done": int(len(mine) - len(todo)), "ok": 0,
-              "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
-    prefix = "" if n_shards == 1 else f"s{i_shard:04d}of{n_shards:04d}-"
     cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
             for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split")}
+
+    def audio_path(i: int) -> Path:
+        path = Path(cols["audio_path"][i] or "")
+        return path if path.is_absolute() else src / path
+
+    fps = _input_fingerprints(utt_ids, cols, segs, seg_rows, audio_path)
+    mine = np.array([i for i, u in enumerate(utt_ids) if shard_of(u, n_shards) == i_shard], np.int64)
+    mine = mine[np.argsort(np.asarray(utt_ids, dtype=object)[mine], kind="stable")] if mine.size else mine
+    prefix = "" if n_shards == 1 else f"{folder.shard_name}-"
+    done, dropped, redone = _resume(store, utt_ids, fps, settings_fp, i_shard=i_shard, n_shards=n_shards,
+                                    prefix=prefix, path=out)
+    todo = [int(i) for i in mine if utt_ids[i] not in done]
+    report = {"step": "features", "model": enc.model_id, "model_digest": enc.identity.digest,
+              "shard": f"{i_shard}/{n_shards}", "input": str(src),
+              "utterances_in_shard": int(len(mine)), "skipped_done": int(len(mine) - len(todo)), "ok": 0,
+              "redone": redone, "dropped": dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
 
     def fail(i: int, err: LamError) -> None:
         if strict:
@@ -249,10 +523,6 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
         report["failed"][utt_ids[i]] = err.to_report()
 
     from phonalign.audio import audio_duration, load_audio
-
-    def audio_path(i: int) -> Path:
-        path = Path(cols["audio_path"][i] or "")
-        return path if path.is_absolute() else src / path
 
     def check_length(i: int, n: int) -> None:
         if enc.max_samples is not None and n > enc.max_samples:
@@ -313,9 +583,10 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
                 bar.update(len(batch))
                 continue
             report["forward_seconds"] += time.perf_counter() - tf
+            pooled_utts: list[tuple[int, int]] = []  # (utterance, rows) in pooling order
             span_b, span_f, span_s, rows = [], [], [], {k: [] for k in (
                 "unit_id", "kind", "utt_id", "seg_index", "unit_class", "phone", "start", "end", "language",
-                "speaker", "corpus", "emotion", "split", "first_frame", "stop_frame")}
+                "speaker", "corpus", "emotion", "split", "first_frame", "stop_frame", "input_fp")}
             for b, i in enumerate(batch):  # per utterance: gather its segment rows (vectorised within)
                 i = int(i)
                 u = utt_ids[i]
@@ -332,6 +603,7 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
                     seg_part = part.filter(pa.array(keep))
                     if seg_part.num_rows:
                         try:
+                            _check_segments_in_audio(seg_part, lengths[i] / SAMPLE_RATE, u, audio_path(i))
                             seg_first, seg_stop = frames_for_segments(
                                 seg_part.column("start").to_numpy(), seg_part.column("end").to_numpy(),
                                 spec=enc.frame_spec, n_frames=n)
@@ -365,24 +637,33 @@ def extract_features(aligned_dir, out_dir, *, model, device: str = "auto", dtype
                     rows[name].extend([value] * k)
                 rows["first_frame"].extend(span_f[-1].tolist())
                 rows["stop_frame"].extend(span_s[-1].tolist())
-                report["ok"] += 1
+                rows["input_fp"].extend([fps[u]] * k)
+                pooled_utts.append((i, k))
             if span_b:
-                pooled = pool_batch(hidden, np.concatenate(span_b), np.concatenate(span_f), np.concatenate(span_s))
-                chunk.add(rows, pooled.cpu().numpy())
+                pooled = pool_batch(hidden, np.concatenate(span_b), np.concatenate(span_f),
+                                    np.concatenate(span_s)).cpu().numpy()
+                rows, pooled, n_bad = _drop_nonfinite(rows, pooled, pooled_utts, fail, utt_ids, audio_path)
+                if pooled.shape[1]:
+                    chunk.add(rows, pooled)
+                report["ok"] += len(pooled_utts) - n_bad
                 report["rows_written"] += int(pooled.shape[1])
             bar.update(len(batch))
             if chunk.n >= chunk_rows:
-                chunk.commit(store, prefix)
-                _write_report(out, report, t0)
+                chunk.commit(store, prefix, settings_fp)
+                _write_report(report_dir, report, t0)
     except BaseException:
-        # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug)
-        chunk.commit(store, prefix)
-        _write_report(out, report, t0)
+        # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug;
+        # after a full disk this fails too, with its own one-line error)
         bar.close()
+        chunk.commit(store, prefix, settings_fp)
+        _write_report(report_dir, report, t0)
         raise
-    chunk.commit(store, prefix)
+    chunk.commit(store, prefix, settings_fp)
     bar.close()
-    return _write_report(out, report, t0)
+    final = _write_report(report_dir, report, t0)
+    if folder.shard_name is not None:
+        merge_shard_reports(out)
+    return final
 
 
 def _write_report(out: Path, report: dict, t0: float) -> dict:
@@ -398,4 +679,5 @@ def _progress(total: int, enabled: bool, name: str):
     return tqdm(total=total, disable=not enabled, desc=f"features {name}", unit="utt")
 
 
-__all__ = ["extract_features", "plan_batches", "ExtractConfig", "SKIPPED_CLASSES", "StoreError"]
+__all__ = ["extract_features", "plan_batches", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",
+           "merge_shard_reports", "STORE_FOLDER"]

@@ -85,6 +85,9 @@ class LoadedModel:
         Hub commit, or the CTranslate2 source hash, where known.
     tried : list of str
         Routes tried before this one and why they failed.
+    missing_keys, unexpected_keys : list of str
+        Weights the architecture expects that the files lack (randomly initialised: accepted only
+        with ``allow_missing``), and weights in the files that the model does not use.
     """
 
     model: object
@@ -94,6 +97,8 @@ class LoadedModel:
     revision: str | None = None
     tried: list[str] = field(default_factory=list)
     source: str = ""
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
 
 
 class _RouteFailed(Exception):
@@ -156,13 +161,60 @@ def _hf_model_class(model_type: str | None, model_id: str):
     return AutoModel
 
 
+#: Weights a checkpoint may hold that a bare encoder does not use (task heads, pre-training parts).
+_UNUSED_PREFIXES = ("lm_head.", "projector.", "classifier.", "quantizer.", "project_q.", "project_hid.",
+                    "final_proj.", "label_embs_concat", "encoder.pos_conv_embed.conv.weight_")
+#: Weights a checkpoint may lack without changing what the encoder computes at inference.
+_UNNEEDED = ("masked_spec_embed",)
+#: What a damaged or unsafe weight file raises inside ``from_pretrained``.
+_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError, KeyError)
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
+    errors: list[type[BaseException]] = [*_LOAD_ERRORS, pickle.UnpicklingError]
+    try:
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    except ImportError:  # older safetensors: its errors are OSError/ValueError
+        pass
+    return tuple(errors)
+
+
+def _checked_from_pretrained(cls, where, *, allow_missing: bool, path: Path | None, **kwargs):
+    """``cls.from_pretrained`` that refuses missing weights (unless ``allow_missing``) and weights
+    the model does not know; returns ``(model, missing_keys, unexpected_keys)``."""
+    model, info = cls.from_pretrained(where, output_loading_info=True, **kwargs)
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(_UNNEEDED))
+    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if not k.startswith(_UNUSED_PREFIXES))
+    mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", ()))
+    problems = []
+    if missing and not allow_missing:
+        problems.append(f"{len(missing)} weight(s) missing from the files (e.g. {', '.join(missing[:3])})")
+    if unexpected and not allow_missing:
+        problems.append(f"{len(unexpected)} weight(s) the architecture does not have "
+                        f"(e.g. {', '.join(unexpected[:3])})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} weight(s) of the wrong shape (e.g. {', '.join(mismatched[:3])})")
+    if problems:
+        raise ModelLoadError(
+            "the model's files do not fill its architecture: " + "; ".join(problems)
+            + " -- those layers would be random", path=path if path is not None else str(where),
+            hint="use a complete model folder (config.json and its weight files); --allow-missing "
+            "(allow_missing=True) accepts missing weights and records them in the store")
+    return model, missing, unexpected
+
+
 def _offline_env() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
-                       allow_download: bool | None = None, cache_dir: str | os.PathLike | None = None) -> LoadedModel:
+                       allow_download: bool | None = None, cache_dir: str | os.PathLike | None = None,
+                       allow_missing: bool = False) -> LoadedModel:
     """Load a pretrained model by name or directory, trying each route in order.
 
     Parameters
@@ -177,6 +229,9 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
         or ``TRANSFORMERS_OFFLINE`` is set.
     cache_dir : path, optional
         Cache root for converted CTranslate2 models (default ``$LAM_CACHE_DIR/ct2``).
+    allow_missing : bool
+        Accept weight files that lack some of the architecture's weights (they stay randomly
+        initialised) or hold weights it does not have; by default that is an error naming them.
 
     Returns
     -------
@@ -185,7 +240,9 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
     Raises
     ------
     ModelLoadError
-        When every route fails; the message lists each route, why it failed and how to enable it.
+        When every route fails (the message lists each route, why it failed and how to enable
+        it); when a model folder's weights are missing, damaged (truncated safetensors) or unsafe
+        (a pickle that would run code), naming the file.
     """
     if allow_download is None:
         allow_download = not _offline_env()
@@ -204,13 +261,17 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
             if _is_hf_directory(path):
                 model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
                 cls = _hf_model_class(model_type, text)
-                model = cls.from_pretrained(path, dtype=dtype, local_files_only=True)
-                return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, tried, source=str(path))
+                model, missing, unexpected = _checked_from_pretrained(cls, path, allow_missing=allow_missing,
+                                                                      path=path, dtype=dtype, local_files_only=True)
+                return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, tried, source=str(path),
+                                   missing_keys=missing, unexpected_keys=unexpected)
         except ModelLoadError:
             raise  # a CTranslate2 directory that is broken: say so, do not fall back to another model
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the model directory: {exc}", path=path,
-                                 hint="check that it holds a complete Hugging Face or CTranslate2 model") from exc
+        except _load_errors() as exc:
+            raise ModelLoadError(f"cannot load the model directory: {_first_line(exc)}", path=_weights_file(path),
+                                 hint="the weight files are damaged, truncated or unsafe (a pickle that would run "
+                                 "code is refused); use a complete Hugging Face or CTranslate2 model "
+                                 "(safetensors preferred)") from None
         raise ModelLoadError(
             "directory is neither a Hugging Face model (config.json with model_type + weights) "
             "nor a CTranslate2 model (model.bin or model.bin.part1..N)", path=path,
@@ -226,10 +287,14 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
 
     # 2. the Hugging Face cache, offline
     try:
-        model = cls.from_pretrained(model_id, dtype=dtype, local_files_only=True)
+        model, missing, unexpected = _checked_from_pretrained(cls, model_id, allow_missing=allow_missing, path=None,
+                                                              dtype=dtype, local_files_only=True)
         return LoadedModel(model.eval(), model_id, "hf-cache", _snapshot_dir(model_id, model),
-                           getattr(model.config, "_commit_hash", None), tried, source=model_id)
-    except (OSError, ValueError) as exc:
+                           getattr(model.config, "_commit_hash", None), tried, source=model_id,
+                           missing_keys=missing, unexpected_keys=unexpected)
+    except ModelLoadError:
+        raise
+    except _load_errors() as exc:  # absent, or a damaged copy: say which, then try the next route
         tried.append(f"hf-cache: {model_id} is not in the Hugging Face cache ({_first_line(exc)})")
         hints.append("download it once on a connected machine and copy the cache; set HF_HOME to its location")
 
@@ -250,10 +315,14 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
     # 4. the hub
     if allow_download:
         try:
-            model = cls.from_pretrained(model_id, dtype=dtype)
+            model, missing, unexpected = _checked_from_pretrained(cls, model_id, allow_missing=allow_missing,
+                                                                  path=None, dtype=dtype)
             return LoadedModel(model.eval(), model_id, "hub", _snapshot_dir(model_id, model),
-                               getattr(model.config, "_commit_hash", None), tried, source=model_id)
-        except (OSError, ValueError) as exc:
+                               getattr(model.config, "_commit_hash", None), tried, source=model_id,
+                               missing_keys=missing, unexpected_keys=unexpected)
+        except ModelLoadError:
+            raise
+        except _load_errors() as exc:
             tried.append(f"hub: download of {model_id} failed ({_first_line(exc)})")
             hints.append("check the id and the network, or use one of the offline routes")
     else:
@@ -274,6 +343,14 @@ def _snapshot_dir(model_id: str, model) -> str:
     except (ImportError, ValueError, OSError):  # a provenance convenience only; never fatal
         hit = None
     return str(Path(hit).parent) if isinstance(hit, str) else model_id
+
+
+def _weights_file(path: Path) -> Path:
+    """The weight file of a model folder (for error messages), else the folder."""
+    for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"):
+        if (path / name).is_file():
+            return path / name
+    return path
 
 
 def _looks_like_hub_id(text: str) -> bool:

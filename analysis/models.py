@@ -39,6 +39,7 @@ import torch
 
 from .errors import ModelError
 from .frames import FrameSpec, frame_spec_for
+from .model_identity import ModelIdentity, files_digest, module_digest
 
 SAMPLE_RATE = 16000
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -93,7 +94,9 @@ class SpeechEncoder:
 
     def __init__(self, model: torch.nn.Module, *, model_id: str, revision: str | None = None,
                  device: str = "auto", dtype: str = "float32", whisper_mode: str = "crop",
-                 do_normalize: bool | None = None, preprocessor: dict | None = None) -> None:
+                 do_normalize: bool | None = None, preprocessor: dict | None = None,
+                 weights_dir: str | Path | None = None, missing_keys: Sequence[str] = (),
+                 unexpected_keys: Sequence[str] = ()) -> None:
         if dtype not in _DTYPES:
             raise ModelError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(_DTYPES)}")
         if whisper_mode not in WHISPER_MODES:
@@ -106,6 +109,12 @@ class SpeechEncoder:
         self.dtype = _DTYPES[dtype]
         self.model_id = model_id
         self.revision = revision
+        # what identifies the weights (see analysis.model_identity): the files they were loaded
+        # from, else the module's tensors as given (before any dtype or device change)
+        self._weights_dir = None if weights_dir is None else Path(weights_dir)
+        self._missing_keys, self._unexpected_keys = tuple(missing_keys), tuple(unexpected_keys)
+        self._identity: ModelIdentity | None = None
+        self._tensor_digest = None if self._weights_dir is not None else module_digest(model)
         self.whisper_mode = whisper_mode
         config = model.config
         self.model_type = getattr(config, "model_type", "")
@@ -144,6 +153,19 @@ class SpeechEncoder:
         self.model.eval().to(device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------------ facts
+    @property
+    def identity(self) -> ModelIdentity:
+        """The model's identity by content (:mod:`analysis.model_identity`), computed once."""
+        if self._identity is None:
+            if self._weights_dir is not None:
+                digest, files = files_digest(self._weights_dir)
+                self._identity = ModelIdentity(digest, "files", self.revision, files, self._missing_keys,
+                                               self._unexpected_keys)
+            else:
+                self._identity = ModelIdentity(str(self._tensor_digest), "tensors", self.revision, (),
+                                               self._missing_keys, self._unexpected_keys)
+        return self._identity
+
     @property
     def max_samples(self) -> int | None:
         """Longest input the model takes (Whisper: 30 s), samples; None when unlimited."""
@@ -286,7 +308,8 @@ def _model_dir(name_or_path: str) -> Path | None:
 
 
 def load_encoder(model, *, device: str = "auto", dtype: str = "float32", whisper_mode: str = "crop",
-                 do_normalize: bool | None = None, model_id: str | None = None) -> SpeechEncoder:
+                 do_normalize: bool | None = None, model_id: str | None = None,
+                 allow_missing: bool = False) -> SpeechEncoder:
     """A :class:`SpeechEncoder` from a model id / path, or from an already built model.
 
     Parameters
@@ -301,34 +324,30 @@ def load_encoder(model, *, device: str = "auto", dtype: str = "float32", whisper
         Override the waveform normalisation of wav2vec-style models.
     model_id : str, optional
         Name recorded in the store (defaults to ``model`` or the model's ``name_or_path``).
+    allow_missing : bool
+        Accept weight files that do not fill the architecture (see
+        :func:`analysis.model_sources.resolve_pretrained`); the missing weights are recorded in
+        :attr:`SpeechEncoder.identity`.
     """
     preprocessor = None
     revision = None
+    weights_dir = None
+    missing: list[str] = []
+    unexpected: list[str] = []
     if isinstance(model, (str, Path)):
-        name = str(model)
-        try:
-            from .model_sources import resolve_pretrained
-        except ImportError:  # the offline loader (issue 5) absent: plain local transformers
-            resolve_pretrained = None
-        if resolve_pretrained is not None:
-            loaded = resolve_pretrained(name)
-            built, revision = loaded.model, loaded.revision
-            preprocessor = _read_preprocessor(_model_dir(str(loaded.location)))
-            model_id = model_id or loaded.model_id
-        else:
-            from transformers import AutoModel
+        from .model_sources import resolve_pretrained
 
-            try:
-                built = AutoModel.from_pretrained(name, local_files_only=True)
-            except OSError as err:
-                raise ModelError(f"cannot load model {name!r}: {err}",
-                                 hint="pass a local model directory or a cached hub id") from err
-            preprocessor = _read_preprocessor(_model_dir(name))
-            model_id = model_id or name
+        loaded = resolve_pretrained(str(model), allow_missing=allow_missing)
+        built, revision = loaded.model, loaded.revision
+        preprocessor = _read_preprocessor(_model_dir(str(loaded.location)))
+        model_id = model_id or loaded.model_id
+        weights_dir = _model_dir(str(loaded.location))
+        missing, unexpected = loaded.missing_keys, loaded.unexpected_keys
     else:
         built = model
         model_id = model_id or getattr(built.config, "_name_or_path", "") or type(built).__name__
     revision = revision or getattr(built.config, "_commit_hash", None)
     return SpeechEncoder(built, model_id=model_id, revision=revision, device=device, dtype=dtype,
-                         whisper_mode=whisper_mode, do_normalize=do_normalize, preprocessor=preprocessor)
+                         whisper_mode=whisper_mode, do_normalize=do_normalize, preprocessor=preprocessor,
+                         weights_dir=weights_dir, missing_keys=missing, unexpected_keys=unexpected)
 

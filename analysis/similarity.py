@@ -53,12 +53,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import scipy.sparse as sp
 
 from phonalign.records import EMOTIONS, VOWEL_CLASSES
 
+from phonalign.fingerprint import differences
+
 from .errors import SimilarityError
-from .store import FeatureStore
+from .store import FeatureStore, check_finite, model_digest
 
 UNITS: tuple[str, ...] = ("Utt", "Vowl", "Cons") + VOWEL_CLASSES
 METRICS: dict[str, bool] = {  # name -> higher is more similar
@@ -280,6 +283,34 @@ class SimilarityResult:
     results: dict = field(default_factory=dict)
 
 
+def check_same_model(source: FeatureStore, target: FeatureStore) -> None:
+    """Raise :class:`SimilarityError` unless both stores were made by the same model and settings.
+
+    The model is compared by the digest of its weights when both stores record one (two folders
+    passed as the same ``--model`` name may hold different models, and one model may be reached by
+    two paths); stores of earlier versions are compared by model id.
+    """
+    if (source.n_layers, source.hidden_size) != (target.n_layers, target.hidden_size):
+        raise SimilarityError(
+            f"the stores hold different models: {source.model_id} ({source.n_layers} layers, {source.hidden_size}) "
+            f"vs {target.model_id} ({target.n_layers} layers, {target.hidden_size})", path=target.path,
+            hint="extract both corpora with the same --model")
+    ds, dt = model_digest(source.meta), model_digest(target.meta)
+    if ds and dt:
+        if ds != dt:
+            raise SimilarityError(
+                f"the stores were made by different models: {source.model_id} ({ds[:19]}) vs {target.model_id} "
+                f"({dt[:19]}), compared by the digest of their weights", path=target.path,
+                hint="extract both corpora with the same model files")
+    elif source.model_id != target.model_id:
+        raise SimilarityError(f"the stores were made by different models: {source.model_id} vs {target.model_id}",
+                              path=target.path, hint="extract both corpora with the same model (--model)")
+    if source.meta.get("settings") != target.meta.get("settings"):
+        raise SimilarityError(f"the stores were made with different settings: "
+                              f"{differences(source.meta.get('settings'), target.meta.get('settings'))}",
+                              path=target.path, hint="extract both corpora with the same model and settings")
+
+
 def _weights(view: _View, rng: np.random.Generator, n_bootstrap: int, n_halves: int) -> np.ndarray:
     """(1 + B + 2 n_halves, n_utt) utterance weights: all ones; bootstrap counts; half A; half B."""
     n = view.n_utt
@@ -329,15 +360,7 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
     bad = [u for u in units if u not in UNITS]
     if bad:
         raise SimilarityError(f"unknown unit(s) {bad}", hint=f"use {', '.join(UNITS)}")
-    if (source.n_layers, source.hidden_size) != (target.n_layers, target.hidden_size):
-        raise SimilarityError(
-            f"the stores hold different models: {source.model_id} ({source.n_layers} layers, {source.hidden_size}) "
-            f"vs {target.model_id} ({target.n_layers} layers, {target.hidden_size})", path=target.path,
-            hint="extract both corpora with the same --model")
-    if source.model_id != target.model_id or source.meta.get("settings") != target.meta.get("settings"):
-        raise SimilarityError(f"the stores were made differently: {source.model_id} {source.meta.get('settings')} vs "
-                              f"{target.model_id} {target.meta.get('settings')}", path=target.path,
-                              hint="extract both corpora with the same model and settings")
+    check_same_model(source, target)
     src = _View(source, name="source", language=source_language)
     tgt = _View(target, name="target", language=target_language)
     for v, lang in ((src, source_language), (tgt, target_language)):
@@ -424,6 +447,8 @@ def _stream_sums(v: _View, layer: int, h: int, need_norm: bool) -> dict:
     tot, tot2, n_all = np.zeros(h), np.zeros(h), 0
     for offset, arr in v.store.iter_layer(layer):
         x = np.asarray(arr, dtype=np.float64)
+        if not np.isfinite(x).all():  # stores refuse them at write; one written before that did not
+            check_finite(x, v.store.index.slice(offset, x.shape[0]), layer=layer, path=v.store.path)
         uniq, g = v.group_matrix(offset, x.shape[0])
         s[uniq] += g @ x
         if need_norm:
@@ -494,6 +519,8 @@ def _row_samples(v: _View, units, max_rows: int, seed: int) -> dict:
 def _read_sample_rows(v: _View, sample: dict, layer: int) -> dict:
     union = sample["union"]
     x = v.store.read_layer(layer, rows=union).astype(np.float64)
+    if not np.isfinite(x).all():
+        check_finite(x, v.store.index.take(pa.array(union)), layer=layer, path=v.store.path)
     pos = {u: np.searchsorted(union, r) for u, r in sample["units"].items()}
     return {u: x[p] for u, p in pos.items()}
 
@@ -635,12 +662,28 @@ def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), uni
 
     from .rankings import write_rankings
 
+    from phonalign.outdir import FolderRules, output_folder
+
     out = Path(out_dir)
     src, tgt = FeatureStore.open(source), FeatureStore.open(target)
     result = compare_stores(src, tgt, metrics=metrics, units=units, n_bootstrap=n_bootstrap, seed=seed,
                             by_emotion=by_emotion, ci_level=ci_level, n_halves=n_halves, max_rows=max_rows,
                             source_language=source_language, target_language=target_language, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_folder(out, step="similarity", rules=FolderRules(legacy=("rankings.json", "scores.parquet"))):
+        return _write_similarity(result, out, source=source, target=target, metrics=metrics, k=k, seed=seed,
+                                 model=src.meta.get("model"))
+
+
+def _write_similarity(result: SimilarityResult, out: Path, *, source, target, metrics, k: int, seed: int,
+                      model: dict | None) -> dict:
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    from phonalign.fsutil import atomic_path
+    from phonalign.provenance import write_run_info
+
+    from .rankings import write_rankings
+
     write_run_info(out, step="similarity", seed=seed,
                    config={"source_store": str(source), "target_store": str(target), "k": k, **result.config})
     table = result_table(result)
@@ -651,6 +694,7 @@ def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), uni
     first = None
     for m in metrics:
         doc = result_rankings(result, metric=m, k=k, source_store=str(source), target_store=str(target))
+        doc["model_identity"] = model  # what `lam train` checks its feature stores against
         p = write_rankings(out / f"rankings_{m}.json", doc)
         if first is None:
             first = write_rankings(out / "rankings.json", doc)

@@ -19,6 +19,17 @@ utterances are done" is exactly the set of ``utt_id`` in the committed index: a 
 those and nothing is lost or duplicated. Shards of one job (``--shard I/N``) write disjoint chunk
 ids (``s0001of0004-00000``), so several processes can fill one store at once.
 
+Chunks are never edited. To take utterances out (their inputs changed, or they left the corpus),
+:meth:`FeatureStore.drop_utterances` commits a *replacement* chunk holding the other rows, whose
+index part names the chunks it replaces (Parquet metadata ``lam.replaces``, transitively); the
+replaced chunks stop counting the moment the replacement is committed, and their files are
+removed afterwards (:meth:`FeatureStore.collect_garbage`). Each index part also records the
+settings fingerprint of the run that wrote it (``lam.settings_fp``), and each row the input
+fingerprint of its utterance (``input_fp``), so that a resumed run can tell what changed.
+
+Every array is checked at write: a store never holds a NaN or infinite value
+(:meth:`FeatureStore.append` refuses it, naming the utterances).
+
 Reading a layer memory-maps its chunk files (``np.load(mmap_mode="r")``): one layer is read without
 touching the others, and :meth:`FeatureStore.iter_layer` streams a layer chunk by chunk so that a
 reader's memory does not grow with the number of rows. No pickle is used anywhere.
@@ -33,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute below)
 import pyarrow.parquet as pq
 
 from phonalign import __version__
@@ -41,6 +53,8 @@ from phonalign.fsutil import atomic_path, atomic_write_json
 from .errors import StoreError, StoreSettingsError
 
 FORMAT = "lam-feature-store/1"
+_REPLACES = b"lam.replaces"
+_SETTINGS_FP = b"lam.settings_fp"
 
 #: One row per pooled unit (an utterance or a segment).
 INDEX_SCHEMA = pa.schema(
@@ -60,6 +74,7 @@ INDEX_SCHEMA = pa.schema(
         ("split", pa.string()),
         ("first_frame", pa.int32()),   # frames pooled: first_frame .. stop_frame-1
         ("stop_frame", pa.int32()),
+        ("input_fp", pa.string()),     # fingerprint of the utterance's inputs (null in older stores)
     ]
 )
 
@@ -87,6 +102,10 @@ class FeatureStore:
         self.meta = meta
         self._index: pa.Table | None = None
         self._chunks: list[tuple[str, int]] | None = None  # (chunk id, n_rows), committed, sorted
+        self._all_chunk_ids: list[str] = []  # committed index parts, replaced ones included
+        self._replaced: list[str] = []  # chunks whose replacement is committed (files not removed yet)
+        self._chunk_settings: dict[str, str | None] = {}
+        self._replaces: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -105,10 +124,11 @@ class FeatureStore:
                              hint="make one with `lam features ALIGNED OUT --model ID`")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise StoreError(f"meta.json cannot be read: {err}", path=meta_path,
-                             hint="the store is damaged; extract the features again") from err
-        if meta.get("format") != FORMAT:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise StoreError(f"meta.json cannot be read ({err})", path=meta_path,
+                             hint="the store is damaged; extract the features again") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            meta = meta if isinstance(meta, dict) else {}
             raise StoreError(f"unknown store format {meta.get('format')!r} (expected {FORMAT!r})",
                              path=meta_path, hint="extract the features again with this toolkit version")
         return cls(path, meta)
@@ -124,6 +144,7 @@ class FeatureStore:
         hidden_size: int,
         settings: Mapping,
         frame_spec: Mapping | None = None,
+        model: Mapping | None = None,
     ) -> FeatureStore:
         """Create a store, or reopen one made with the same model and settings for appending.
 
@@ -138,6 +159,10 @@ class FeatureStore:
         settings : mapping
             Every extraction setting that changes the numbers (pooling, dtype, Whisper mode, ...).
             JSON-serialisable.
+        model : mapping, optional
+            The model's identity by content (:meth:`analysis.model_identity.ModelIdentity.to_dict`:
+            ``digest``, ``revision``, ...). When both the store and this run have one, the model is
+            compared by digest, not by ``model_id`` (a path or name as typed).
 
         Raises
         ------
@@ -145,33 +170,37 @@ class FeatureStore:
             If the store exists with another model, revision, shape or settings.
         """
         path = Path(path)
-        meta = {
-            "format": FORMAT,
-            "model_id": str(model_id),
-            "revision": revision,
-            "n_layers": int(n_layers),
-            "hidden_size": int(hidden_size),
-            "layer_names": [layer_name(i) for i in range(int(n_layers) + 1)],
-            "settings": json.loads(_canonical(dict(settings))),
-            "frame_spec": None if frame_spec is None else json.loads(_canonical(dict(frame_spec))),
-            "version": __version__,
-        }
+        meta = new_meta(model_id=model_id, revision=revision, n_layers=n_layers, hidden_size=hidden_size,
+                        settings=settings, frame_spec=frame_spec, model=model)
         if (path / "meta.json").is_file():
             store = cls.open(path)
-            old = store.meta
-            for key in ("model_id", "revision", "n_layers", "hidden_size", "settings"):
-                if _canonical(old.get(key)) != _canonical(meta[key]):
-                    raise StoreSettingsError(
-                        f"the store was made with {key}={_canonical(old.get(key))}, "
-                        f"this run asks for {key}={_canonical(meta[key])}",
-                        path=path,
-                        hint="use a new output directory for other settings, or rerun with the "
-                        "store's settings to resume it",
-                    )
+            mismatch = settings_mismatch(store.meta, meta)
+            if mismatch:
+                raise StoreSettingsError(
+                    mismatch, path=path,
+                    hint="use a new output directory for other settings, or rerun with the store's settings to "
+                    "resume it (lam features --force replaces its contents)")
             return store
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path / "meta.json", meta)
         return cls(path, meta)
+
+    @classmethod
+    def replace_contents(cls, path: str | Path, meta: Mapping) -> FeatureStore:
+        """Empty an existing store and give it ``meta`` (``lam features --force`` with other settings).
+
+        The index parts go first (uncommitting every chunk), then the layer files, then the new
+        ``meta.json``: a process killed midway leaves an empty store or one with the old meta and no
+        chunks, never a mix. Only the store's own files are removed. The caller holds the folder
+        exclusively.
+        """
+        path = Path(path)
+        for part in sorted((path / "index").glob("part-*.parquet")):
+            part.unlink()
+        for f in sorted((path / "layers").glob("layer_*/chunk-*.npy")):
+            f.unlink()
+        atomic_write_json(path / "meta.json", dict(meta))
+        return cls(path, dict(meta))
 
     # ------------------------------------------------------------------ description
     @property
@@ -197,11 +226,25 @@ class FeatureStore:
     def _scan(self) -> list[tuple[str, int]]:
         if self._chunks is None:
             parts = sorted((self.path / "index").glob("part-*.parquet"))
-            chunks = []
+            found: dict[str, tuple[int, list[str], str | None]] = {}
             for part in parts:
                 cid = part.name[len("part-"):-len(".parquet")]
-                chunks.append((cid, pq.ParquetFile(part).metadata.num_rows))
-            self._chunks = chunks
+                try:
+                    md = pq.ParquetFile(part).metadata
+                except (OSError, pa.ArrowException) as err:
+                    raise StoreError(f"index part cannot be read ({str(err).splitlines()[0]})", path=part,
+                                     hint="the store is damaged: delete this part (its chunk's utterances are "
+                                     "extracted again on the next run) or extract the features again") from None
+                kv = md.metadata or {}
+                replaces = json.loads(kv[_REPLACES].decode()) if _REPLACES in kv else []
+                settings_fp = kv[_SETTINGS_FP].decode() if _SETTINGS_FP in kv else None
+                found[cid] = (md.num_rows, replaces, settings_fp)
+            replaced = {r for _, reps, _ in found.values() for r in reps}
+            self._all_chunk_ids = sorted(found)
+            self._replaced = sorted(replaced & set(found))
+            self._chunk_settings = {cid: fp for cid, (_, _, fp) in found.items()}
+            self._chunks = [(cid, n) for cid, (n, _, _) in sorted(found.items()) if cid not in replaced]
+            self._replaces = {cid: reps for cid, (_, reps, _) in found.items()}
         return self._chunks
 
     def refresh(self) -> None:
@@ -221,10 +264,27 @@ class FeatureStore:
     def index(self) -> pa.Table:
         """The index table (INDEX_SCHEMA), one row per stored vector, in row order."""
         if self._index is None:
-            parts = [pq.read_table(self.path / "index" / f"part-{cid}.parquet", schema=INDEX_SCHEMA)
-                     for cid, _ in self._scan()]
+            parts = []
+            for cid, _ in self._scan():
+                part = self.path / "index" / f"part-{cid}.parquet"
+                try:
+                    parts.append(pq.read_table(part, schema=INDEX_SCHEMA))
+                except (OSError, pa.ArrowException) as err:
+                    raise StoreError(f"index part cannot be read ({str(err).splitlines()[0]})", path=part,
+                                     hint="the store is damaged: delete this part (its chunk's utterances are "
+                                     "extracted again on the next run) or extract the features again") from None
             self._index = pa.concat_tables(parts) if parts else INDEX_SCHEMA.empty_table()
         return self._index
+
+    def chunk_settings_fp(self, chunk_id: str) -> str | None:
+        """The settings fingerprint recorded with a committed chunk (None in older stores)."""
+        self._scan()
+        return self._chunk_settings.get(chunk_id)
+
+    def row_chunks(self) -> np.ndarray:
+        """Chunk id of every index row, ``(n_rows,)`` object array (in row order)."""
+        return np.concatenate([np.full(n, cid, dtype=object) for cid, n in self._scan()]) if self._scan() \
+            else np.zeros(0, dtype=object)
 
     def done_utt_ids(self) -> set[str]:
         """Utterances whose vectors are committed (a resumed extraction skips them)."""
@@ -298,13 +358,15 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ writing
     def next_chunk_id(self, prefix: str = "") -> str:
-        """First unused committed chunk id with ``prefix`` (e.g. ``s0001of0004-``)."""
-        used = [cid for cid in self.chunks if cid.startswith(prefix) and cid[len(prefix):].isdigit()]
+        """First unused chunk id with ``prefix`` (e.g. ``s0001of0004-``); ids of replaced chunks are
+        never reused (their files may still be there)."""
+        self._scan()
+        used = [cid for cid in self._all_chunk_ids if cid.startswith(prefix) and cid[len(prefix):].isdigit()]
         nxt = 1 + max((int(c[len(prefix):]) for c in used), default=-1)
         return f"{prefix}{nxt:05d}"
 
     def append(self, index: pa.Table, layers: Sequence[np.ndarray] | np.ndarray, *,
-               chunk_id: str | None = None) -> str:
+               chunk_id: str | None = None, replaces: Sequence[str] = (), settings_fp: str | None = None) -> str:
         """Commit one chunk: the layer arrays first, the index part last (atomically each).
 
         Parameters
@@ -312,41 +374,197 @@ class FeatureStore:
         index : pa.Table
             Rows of INDEX_SCHEMA (whole utterances only).
         layers : sequence of L+1 arrays, or array (L+1, n_rows, hidden)
-            Vectors, cast to float32.
+            Vectors, cast to float32. Every value must be finite.
         chunk_id : str, optional
             Defaults to :meth:`next_chunk_id`. Letters, digits and ``-``.
+        replaces : sequence of str
+            Committed chunks this one replaces (they stop counting when this one is committed).
+        settings_fp : str, optional
+            Fingerprint of the settings of the run writing the chunk (kept in its index part).
 
         Returns
         -------
         str
             The chunk id.
+
+        Raises
+        ------
+        StoreError
+            Shapes that do not fit the store, a chunk id in use, or a non-finite value (naming the
+            utterances concerned).
         """
-        index = index.cast(INDEX_SCHEMA) if index.schema != INDEX_SCHEMA else index
+        index = conform_index(index)
         n = index.num_rows
         if len(layers) != self.n_layers + 1:
             raise StoreError(f"{len(layers)} layers given, the store holds {self.n_layers + 1}", path=self.path)
         cid = chunk_id or self.next_chunk_id()
         if not _CHUNK_ID.match(cid):
             raise StoreError(f"chunk id {cid!r} is not letters, digits and '-'", path=self.path)
-        if cid in self.chunks:
+        self._scan()
+        if cid in self._all_chunk_ids:
             raise StoreError(f"chunk {cid!r} is already committed", path=self.path,
                              hint="chunks are never rewritten; pick a new id")
+        arrays = []
         for i, arr in enumerate(layers):
             arr = np.ascontiguousarray(arr, dtype=np.float32)
             if arr.shape != (n, self.hidden_size):
                 raise StoreError(f"layer {i} has shape {arr.shape}, expected ({n}, {self.hidden_size})",
                                  path=self.path)
+            check_finite(arr, index, layer=i, path=self.path)
+            arrays.append(arr)
+        for i, arr in enumerate(arrays):
             with atomic_path(self.path / "layers" / layer_name(i) / f"chunk-{cid}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, arr, allow_pickle=False)
+        # a replacement also names what its predecessors replaced: removing their files in any
+        # order can never bring an older chunk back
+        self._scan()
+        chain = sorted({r for c in replaces for r in [c, *self._replaces.get(c, [])]})
+        md = {_SETTINGS_FP: (settings_fp or "").encode(), _REPLACES: json.dumps(chain).encode()}
+        table = index.replace_schema_metadata({**(index.schema.metadata or {}), **md})
         with atomic_path(self.path / "index" / f"part-{cid}.parquet") as tmp:
-            pq.write_table(index, tmp)
+            pq.write_table(table, tmp)
         self.refresh()
         return cid
+
+    def drop_utterances(self, utt_ids: set[str] | frozenset[str], *, chunk_prefix: str | None = None,
+                        settings_fp: str | None = None) -> int:
+        """Take every row of ``utt_ids`` out of the store; return the number of rows removed.
+
+        Each committed chunk holding such rows (only chunks whose id starts with ``chunk_prefix``
+        when it is given: a shard touches its own chunks only) is replaced by a new chunk with its
+        other rows, committed atomically (see the module docstring). Reads and writes one chunk's
+        layers at a time.
+        """
+        if not utt_ids:
+            return 0
+        removed = 0
+        wanted = pa.array(sorted(utt_ids), type=pa.string())
+        offset = 0
+        plan: list[tuple[str, int, int, np.ndarray]] = []
+        index = self.index
+        for cid, n in self._scan():
+            if chunk_prefix is None or cid.startswith(chunk_prefix):
+                drop = np.asarray(pa.compute.is_in(index.column("utt_id").slice(offset, n), value_set=wanted))
+                if drop.any():
+                    plan.append((cid, offset, n, ~drop))
+            offset += n
+        for cid, start, n, keep in plan:
+            rows = np.flatnonzero(keep)
+            part = index.slice(start, n).take(pa.array(rows))
+            layer_arrays = [np.asarray(self._chunk_array(self._layer_dir(i), cid, n))[rows]
+                            for i in range(self.n_layers + 1)]
+            prefix = chunk_prefix if chunk_prefix is not None else re.sub(r"\d+$", "", cid)
+            self.append(part, layer_arrays, chunk_id=self.next_chunk_id(prefix), replaces=[cid],
+                        settings_fp=self.chunk_settings_fp(cid) if settings_fp is None else settings_fp)
+            removed += int(n - rows.size)
+        return removed
+
+    def collect_garbage(self, *, chunk_prefix: str | None = None) -> int:
+        """Remove the files of replaced chunks (and temporary files); return the chunks removed.
+
+        The caller must hold the folder (a shard passes its ``chunk_prefix`` and touches only its
+        own chunks).
+        """
+        from phonalign.fsutil import is_temp_name
+
+        self._scan()
+        gone = [cid for cid in self._replaced if chunk_prefix is None or cid.startswith(chunk_prefix)]
+        for cid in gone:
+            (self.path / "index" / f"part-{cid}.parquet").unlink(missing_ok=True)
+        for cid in gone:
+            for name in self.meta["layer_names"]:
+                (self.path / "layers" / name / f"chunk-{cid}.npy").unlink(missing_ok=True)
+        if chunk_prefix is None:
+            for folder in [self.path / "index", *[self.path / "layers" / n for n in self.meta["layer_names"]]]:
+                if folder.is_dir():
+                    for f in folder.iterdir():
+                        if is_temp_name(f.name) and f.is_file():
+                            f.unlink(missing_ok=True)
+        self.refresh()
+        return len(gone)
 
     def __repr__(self) -> str:
         return (f"FeatureStore({str(self.path)!r}, model={self.model_id!r}, layers={self.n_layers + 1}, "
                 f"hidden={self.hidden_size}, rows={len(self)})")
+
+
+def new_meta(*, model_id: str, revision: str | None, n_layers: int, hidden_size: int, settings: Mapping,
+             frame_spec: Mapping | None = None, model: Mapping | None = None) -> dict:
+    """The ``meta.json`` of a store (see :meth:`FeatureStore.create`)."""
+    return {
+        "format": FORMAT,
+        "model_id": str(model_id),
+        "revision": revision,
+        "n_layers": int(n_layers),
+        "hidden_size": int(hidden_size),
+        "layer_names": [layer_name(i) for i in range(int(n_layers) + 1)],
+        "settings": json.loads(_canonical(dict(settings))),
+        "frame_spec": None if frame_spec is None else json.loads(_canonical(dict(frame_spec))),
+        "model": None if model is None else json.loads(_canonical(dict(model))),
+        "version": __version__,
+    }
+
+
+def model_digest(meta: Mapping) -> str | None:
+    """The model digest recorded in a store's (or rankings') metadata, or None (older stores)."""
+    model = meta.get("model")
+    digest = model.get("digest") if isinstance(model, Mapping) else None
+    return digest if isinstance(digest, str) else None
+
+
+def settings_mismatch(old: Mapping, new: Mapping) -> str | None:
+    """Why a store made with ``old`` meta cannot take rows made with ``new`` meta, or None.
+
+    The model is compared by digest when both have one (a path typed differently is the same
+    model; the same path holding other weights is not); otherwise by ``model_id`` and revision.
+    """
+    keys = ["n_layers", "hidden_size", "settings"]
+    if model_digest(old) and model_digest(new):
+        if model_digest(old) != model_digest(new):
+            return (f"the store was made with another model ({old.get('model_id')}, {model_digest(old)}); this "
+                    f"run uses {new.get('model_id')}, {model_digest(new)} (compared by the weights' digest)")
+    else:
+        keys = ["model_id", "revision", *keys]
+    for key in keys:
+        if _canonical(old.get(key)) != _canonical(new.get(key)):
+            return (f"the store was made with {key}={_canonical(old.get(key))}, "
+                    f"this run asks for {key}={_canonical(new.get(key))}")
+    return None
+
+
+def check_finite(array: np.ndarray, index: pa.Table | None = None, *, layer: int | str | None = None,
+                 path: str | Path | None = None) -> None:
+    """Raise :class:`StoreError` if ``array`` holds NaN or infinite values, naming the utterances.
+
+    Parameters
+    ----------
+    array : ndarray, shape (n_rows, hidden)
+    index : pa.Table, optional
+        The rows' index (``utt_id`` column), to name the utterances concerned.
+    """
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.reshape(len(array), -1).all(axis=1))
+    who = ""
+    if index is not None and "utt_id" in index.column_names:
+        ids = sorted(set(index.column("utt_id").take(pa.array(bad_rows)).to_pylist()))
+        who = f" of utterance(s) {', '.join(map(repr, ids[:5]))}" + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+    where = "" if layer is None else f" in layer {layer}"
+    raise StoreError(f"{bad_rows.size} vector(s){who}{where} hold NaN or infinite values", path=path,
+                     utt_id=None, hint="a store never holds non-finite values: find the utterance's audio or the "
+                     "model's numerical problem (float16 overflow) and extract it again")
+
+
+def conform_index(index: pa.Table) -> pa.Table:
+    """``index`` with exactly the columns of INDEX_SCHEMA (missing nullable ones filled with nulls)."""
+    if index.schema.equals(INDEX_SCHEMA):
+        return index
+    n = index.num_rows
+    cols = [index.column(f.name).cast(f.type) if f.name in index.column_names else pa.nulls(n, type=f.type)
+            for f in INDEX_SCHEMA]
+    return pa.table(cols, schema=INDEX_SCHEMA)
 
 
 def index_table(rows: Mapping[str, Sequence]) -> pa.Table:

@@ -46,11 +46,18 @@ for _verb in VERBS:
 
 
 def main() -> None:
-    """Entry point: run the app; toolkit errors become one clear message and exit code 2."""
+    """Entry point: run the app; toolkit errors (and OS faults) become one clear message and exit code 2."""
     try:
         app()
     except LamError as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except OSError as err:
+        # a fault no step turned into a LamError (they should): still one line, never a traceback
+        from phonalign.fsutil import os_error
+
+        typer.secho(f"error: {os_error(err, action='the operating system refused')}", fg=typer.colors.RED,
+                    err=True)
         sys.exit(2)
 
 

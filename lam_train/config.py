@@ -320,6 +320,19 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(d.finetune_top == 0 or d.input == "frames",
            "data.finetune_top > 0 needs data.input: frames", hint="fine-tuning runs on audio, not pooled features")
     _check(cfg.similarity.k >= 1, "similarity.k must be >= 1")
+    # numpy seeds and counts must be non-negative; a wrong value must fail here, not after hours
+    _check(all(s >= 0 for s in cfg.seeds), f"seeds must be >= 0, got {list(cfg.seeds)}")
+    _check(cfg.similarity.n_boot >= 0, f"similarity.n_boot must be >= 0, got {cfg.similarity.n_boot}")
+    _check(cfg.similarity.seed >= 0, f"similarity.seed must be >= 0, got {cfg.similarity.seed}")
+    _check(cfg.features.batch_seconds > 0, f"features.batch_seconds must be > 0, got {cfg.features.batch_seconds}")
+    _check(cfg.features.dtype in ("float32", "float16", "bfloat16"),
+           f"features.dtype: {cfg.features.dtype!r} is not one of 'float32', 'float16', 'bfloat16'")
+    _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device) is not None,
+           f"features.device: {cfg.features.device!r} is not auto, cpu, cuda or cuda:N")
+    from analysis.similarity import METRICS  # lazy: numpy and scipy only when a config is read
+
+    _check(cfg.similarity.metric in METRICS,
+           f"similarity.metric: {cfg.similarity.metric!r} is not one of {', '.join(METRICS)}")
     return cfg
 
 

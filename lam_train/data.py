@@ -149,8 +149,78 @@ def _check_nonempty(rows: np.ndarray, what: str, language: str | None, split: st
 
 def _read_layers(features: FeatureTable, layers: Sequence[int], rows: np.ndarray) -> torch.Tensor:
     # One layer at a time: the store never has to hold all L + 1 layers in memory.
-    return torch.from_numpy(np.stack([np.asarray(features.read_layer(int(l), rows=rows), dtype=np.float32)
-                                      for l in layers]))
+    arrays = []
+    for layer in layers:
+        x = np.asarray(features.read_layer(int(layer), rows=rows), dtype=np.float32)
+        check_finite_rows(x, features, rows, layer=int(layer))
+        arrays.append(x)
+    return torch.from_numpy(np.stack(arrays))
+
+
+def check_finite_rows(x: np.ndarray, features: FeatureTable, rows: np.ndarray, *, layer: int) -> None:
+    """Raise :class:`TrainError` naming the utterances if ``x`` (rows ``rows`` of ``features``,
+    one layer) holds NaN or infinity: training on them would give a NaN loss and a meaningless model."""
+    finite = np.isfinite(x).all(axis=1)
+    if finite.all():
+        return
+    bad = rows[~finite]
+    ids = sorted(set(features.index["utt_id"].take(pa.array(bad)).to_pylist()))
+    path = getattr(features, "path", None)
+    raise TrainError(f"the features of {len(ids)} utterance(s) hold NaN or infinite values in layer {layer} "
+                     f"(e.g. {', '.join(map(repr, ids[:3]))})", path=path, utt_id=ids[0],
+                     hint="extract that store again with this version (it refuses non-finite vectors and "
+                     "reports their utterances as failed), or drop those utterances")
+
+
+def store_model_digest(features: FeatureTable) -> str | None:
+    """The model digest a feature table records (``meta['model']['digest']``), or None."""
+    meta = getattr(features, "meta", None) or {}
+    model = meta.get("model")
+    digest = model.get("digest") if isinstance(model, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def check_same_model(source: FeatureTable, target: FeatureTable) -> None:
+    """Raise :class:`TrainError` before any training unless both feature tables come from one
+    model: same layers and width, and the same weights' digest where both record one."""
+    if source is target:
+        return
+    ms, mt = getattr(source, "meta", None) or {}, getattr(target, "meta", None) or {}
+    shape_s = (ms.get("n_layers"), ms.get("hidden_size"))
+    shape_t = (mt.get("n_layers"), mt.get("hidden_size"))
+    ds, dt = store_model_digest(source), store_model_digest(target)
+    if shape_s != shape_t or (ds and dt and ds != dt):
+        raise TrainError(
+            f"the source and target feature stores come from different models: {ms.get('model_id')} "
+            f"({shape_s[0]} layers, width {shape_s[1]}{', ' + ds[:19] if ds else ''}) vs {mt.get('model_id')} "
+            f"({shape_t[0]} layers, width {shape_t[1]}{', ' + dt[:19] if dt else ''})",
+            path=getattr(target, "path", None),
+            hint="extract both corpora with the same model (data.source_store / data.target_store)")
+
+
+def check_rankings_model(rankings: str | Path, features: FeatureTable) -> None:
+    """Raise :class:`TrainError` if a rankings file was computed on features of another model
+    than ``features`` (compared by the weights' digest, else by model id and layer count)."""
+    from phonalign.fsutil import read_json
+
+    path = Path(rankings)
+    if path.is_dir():
+        path = path / "rankings.json"
+    doc = read_json(path, what="rankings file", hint="rerun `lam similarity`")
+    meta = getattr(features, "meta", None) or {}
+    ident = doc.get("model_identity") if isinstance(doc, dict) else None
+    rd = ident.get("digest") if isinstance(ident, dict) else None
+    sd = store_model_digest(features)
+    if rd and sd:
+        same = rd == sd
+    else:
+        same = doc.get("model") == meta.get("model_id")
+    if not same or (meta.get("n_layers") is not None and doc.get("n_layers") != meta.get("n_layers")):
+        raise TrainError(
+            f"the rankings were computed with another model ({doc.get('model')}, {doc.get('n_layers')} layers"
+            f"{', ' + rd[:19] if rd else ''}) than the feature store's ({meta.get('model_id')}, "
+            f"{meta.get('n_layers')} layers{', ' + sd[:19] if sd else ''})", path=path,
+            hint="run `lam similarity` on stores of the model you train on, or point `rankings:` at its output")
 
 
 def labelled_domain(features: FeatureTable, *, layers: Sequence[int], language: str | None, split: str,

@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from phonalign.fsutil import atomic_write_json, atomic_write_text
+from phonalign.fsutil import atomic_write_json, atomic_write_text, read_json
+from phonalign.outdir import FolderRules, output_folder
 from phonalign.provenance import to_plain, write_run_info
 
 from .config import DEMO_CORPUS, RunConfig, config_to_dict, load_config, parse_strategy
@@ -39,6 +40,10 @@ from .errors import ConfigError, TrainError
 
 STEPS = ("align", "features", "similarity", "train", "report")
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+
+#: What a `lam run` / `lam train` output folder may hold (see :mod:`phonalign.outdir`); the
+#: step records in ``steps/`` are the only files it cleans or rewrites by pattern.
+PIPELINE_FOLDER = FolderRules(legacy=("steps", "runs", "report"), managed={"steps": r"^[A-Za-z0-9_.\-]+\.json$"})
 
 
 def _fingerprint(obj: Any) -> str:
@@ -58,7 +63,7 @@ class StepRecorder:
         path = self.dir / f"{name}.json"
         fp = _fingerprint(fingerprint_of)
         if path.is_file():
-            rec = json.loads(path.read_text(encoding="utf-8"))
+            rec = read_json(path, what="step record", hint=f"delete {path.name} to run the step {name!r} again")
             if rec.get("fingerprint") != fp:
                 raise ConfigError(
                     f"step {name!r} of this output folder was made with other settings",
@@ -216,7 +221,7 @@ def expand_strategies(cfg: RunConfig) -> list[str]:
 def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_store: str | None,
                rankings: str | None, log: Callable[[str], None] = print, encoder=None) -> dict:
     """Train every strategy (and its lambda = 0 twin) for every seed into ``OUT/runs``."""
-    from .data import open_features
+    from .data import check_rankings_model, check_same_model, open_features
     from .train import CachedFeatures, run_training
 
     selections = None
@@ -232,6 +237,9 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
     if cfg.data.input == "pooled":
         source = CachedFeatures(open_features(source_store))
         target = source if target_store in (None, source_store) else CachedFeatures(open_features(target_store))
+        check_same_model(source, target)  # before any epoch, not halfway through the first
+        if rankings:
+            check_rankings_model(rankings, source)
     names = expand_strategies(cfg)
     total = len(names) * len(cfg.seeds)
     done = 0
@@ -300,7 +308,12 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], 
     >>> result = run_pipeline(cfg, progress=False)  # doctest: +SKIP
     """
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_folder(out, step="run", rules=PIPELINE_FOLDER):
+        return _run_pipeline_locked(cfg, out, progress=progress, log=log, encoder=encoder)
+
+
+def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Callable[[str], None],
+                         encoder: Any) -> dict:
     write_run_info(out, step="run", config=cfg)
     if progress != cfg.train.progress:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=progress))
@@ -343,12 +356,12 @@ def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None, seeds
     if d.input == "pooled" and not d.source_store:
         raise ConfigError("data.source_store is not set", hint="name the feature store written by `lam features`")
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    write_run_info(out, step="train", config=cfg)
-    t0 = time.perf_counter()
-    step_train(cfg, out, source_store=d.source_store, target_store=d.target_store or d.source_store,
-               rankings=cfg.rankings, log=log)
-    res = step_report(cfg, out, rankings=cfg.rankings, timings={"train": time.perf_counter() - t0})
+    with output_folder(out, step="train", rules=PIPELINE_FOLDER):
+        write_run_info(out, step="train", config=cfg)
+        t0 = time.perf_counter()
+        step_train(cfg, out, source_store=d.source_store, target_store=d.target_store or d.source_store,
+                   rankings=cfg.rankings, log=log)
+        res = step_report(cfg, out, rankings=cfg.rankings, timings={"train": time.perf_counter() - t0})
     log(f"[lam] report: {res['report']}")
     return res
 

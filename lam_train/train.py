@@ -380,12 +380,17 @@ def fit(
     start_epoch, best_epoch, best_score, bad, history, resumed = 0, -1, -1.0, 0, [], None
     best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
     if ckpt.is_file():
-        info = read_metadata(ckpt)
+        try:
+            info = read_metadata(ckpt)
+            tensors = load_file(str(ckpt))
+        except Exception as err:  # safetensors' own error type for a truncated or foreign file
+            raise TrainError(f"the checkpoint cannot be read ({str(err).splitlines()[0][:200]})", path=ckpt,
+                             hint="it is damaged (a full disk or a copy cut short): delete it and rerun; the run "
+                             "then starts again from its first epoch") from None
         if info.get("run") != json.loads(json.dumps(meta.get("run"))) or _result_config(info.get("config")) != \
                 _result_config(json.loads(json.dumps(meta.get("config")))):
             raise TrainError("a checkpoint of a different run is in the output folder", path=ckpt,
                              hint="use a new output folder, or delete the folder to start again")
-        tensors = load_file(str(ckpt))
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         featurizer.load_state({k[5:]: v for k, v in tensors.items() if k.startswith("feat.")})
@@ -495,6 +500,7 @@ class CachedFeatures:
         self.index = features.index
         self.meta = getattr(features, "meta", {})
         self.layer_names = getattr(features, "layer_names", None)
+        self.path = getattr(features, "path", None)
         self._cache: dict[int, np.ndarray] = {}
 
     def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
@@ -596,12 +602,15 @@ def run_training(
     dict : the metrics (also in ``out_dir/metrics.json``). A run whose ``metrics.json`` exists is
     not trained again; a run with a checkpoint resumes from it.
     """
-    from .data import n_model_layers, open_features
+    from .data import check_same_model, n_model_layers, open_features
 
     out_dir = Path(out_dir)
     done = out_dir / METRICS
     if done.is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
+        from phonalign.fsutil import read_json
+
+        return read_json(done, what="metrics of a finished run",
+                         hint=f"delete {METRICS} (and {MODEL}) in that folder to train the run again")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(out_dir, step="train", config=cfg, seed=seed)
     strat = parse_strategy(strategy)
@@ -617,6 +626,7 @@ def run_training(
             source = open_features(cfg.data.source_store)
         if target is None:
             target = source if not cfg.data.target_store else open_features(cfg.data.target_store)
+        check_same_model(source, target)
         n_layers = n_model_layers(source)
         layers = strategy_layers(strat, n_layers=n_layers, selections=selections)
         data = build_run_data(cfg, layers=layers, source=source, target=target)

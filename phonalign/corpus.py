@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -98,7 +99,8 @@ class UtteranceList(list):
     """A list of :class:`Utterance` with the corpus reader's ``report`` attached.
 
     ``report`` = ``{"source", "preset", "n_utterances", "dropped_emotions": {label: count},
-    "rejected": [{"utt_id", "path", "line", "error", "message", "hint"}], "missing_transcripts"}``.
+    "rejected": [{"utt_id", "path", "line", "error", "message", "hint"}], "skipped": [{"path",
+    "reason"}], "missing_transcripts"}``.
     """
 
     report: dict
@@ -188,9 +190,14 @@ class _Collector:
         self.strict = strict
         self.dropped: Counter[str] = Counter()
         self.rejected: list[dict] = []
+        self.skipped: list[dict] = []  # files the reader passed over, with the reason
         self.missing_transcripts = 0
         self.source = source
         self.preset = preset
+
+    def skip(self, path: Path, reason: str) -> None:
+        """Record a file the reader passes over (listed in the report, never silently ignored)."""
+        self.skipped.append({"path": str(path), "reason": reason})
 
     def reject(self, err: LamError) -> None:
         if self.strict:
@@ -235,6 +242,7 @@ class _Collector:
             "n_utterances": len(self.utts),
             "dropped_emotions": dict(sorted(self.dropped.items())),
             "rejected": self.rejected,
+            "skipped": self.skipped,
             "missing_transcripts": self.missing_transcripts,
         }
         return UtteranceList(self.utts, report)
@@ -266,10 +274,47 @@ def _stem_speaker(stem: str, pattern: re.Pattern | None, source: Path) -> str:
     return m.group(1) if m else stem
 
 
+#: Audio formats met in corpora that this reader does not decode: listed as skipped, never ignored.
+UNREAD_AUDIO_EXTENSIONS: tuple[str, ...] = (".sph", ".opus", ".m4a", ".wma", ".aac", ".amr", ".webm", ".mp4",
+                                            ".3gp", ".wv", ".ape")
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every entry under ``root`` that is not a folder, following symbolic links to folders (a
+    speaker folder linked in from elsewhere is part of the corpus) but never around a loop."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        out.extend(Path(dirpath) / f for f in filenames)
+    return sorted(out)
+
+
 def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus: str,
                     speaker_pattern: str | None, encoding: str) -> None:
     pattern = re.compile(speaker_pattern) if speaker_pattern else None
-    audio = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    entries = _walk(root)
+    audio = []
+    audio_stems = set()
+    for p in entries:
+        suffix = p.suffix.lower()
+        if suffix in AUDIO_EXTENSIONS:
+            if p.is_file():
+                audio.append(p)
+                audio_stems.add(p.with_suffix(""))
+            else:
+                col.skip(p, "not a regular file (a FIFO, device or broken link): not read")
+        elif suffix in UNREAD_AUDIO_EXTENSIONS:
+            col.skip(p, f"audio format {suffix} is not read; convert it to WAV or FLAC "
+                     "(e.g. ffmpeg -i IN -ac 1 -ar 16000 OUT.wav)")
+    for p in entries:
+        if p.suffix.lower() in (".lab", ".txt") and p.with_suffix("") not in audio_stems:
+            col.skip(p, "transcript without an audio file of the same name: not used")
     if not audio:
         raise CorpusError(
             "no audio files found in the corpus directory",
@@ -281,10 +326,13 @@ def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus
     for wav in audio:
         rel = wav.relative_to(root)
         speaker = rel.parts[-2] if len(rel.parts) > 1 else _stem_speaker(wav.stem, pattern, wav)
-        text = ""
+        text: str | None = ""
         for ext in (".lab", ".txt"):
             tpath = wav.with_suffix(ext)
-            if tpath.exists():
+            if tpath.exists() and not tpath.is_file():
+                col.skip(tpath, "not a regular file (a FIFO or device): not read")
+                continue
+            if tpath.is_file():
                 try:
                     text = read_transcript(tpath, encoding=encoding)
                 except CorpusError as err:
@@ -304,8 +352,20 @@ def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus
 # manifests
 
 
-def _read_manifest_rows(path: Path, *, encoding: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Rows of a CSV/TSV file with their 1-based line numbers; delimiter from the suffix or sniffed."""
+def _read_manifest_rows(path: Path, *, encoding: str
+                        ) -> tuple[list[str], list[tuple[int, dict]], list[tuple[int, str]]]:
+    """Rows of a CSV/TSV file with their 1-based line numbers; delimiter from the suffix or sniffed.
+
+    Returns the header, the rows, and ``(line, reason)`` of rows whose number of fields differs
+    from the header's (an unquoted delimiter in a field, a row cut short): those would put values
+    into the wrong columns, so they are left out and reported.
+
+    Raises
+    ------
+    CorpusError
+        The file is missing, empty, or malformed as CSV (an unterminated quote swallows every row
+        after it; the line where the record starts is named).
+    """
     if not path.is_file():
         raise CorpusError("manifest not found", path=path, hint="check the --manifest path")
     text = _decode(path.read_bytes(), path=path, encoding=encoding)
@@ -317,20 +377,46 @@ def _read_manifest_rows(path: Path, *, encoding: str) -> tuple[list[str], list[t
     else:
         first = text.split("\n", 1)[0]
         delim = "\t" if first.count("\t") > first.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delim)
-    if not reader.fieldnames:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delim, strict=True)
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as err:
+        raise CorpusError(f"the header is not valid CSV ({err})", path=path, line=1) from None
+    if not fieldnames:
         raise CorpusError("manifest is empty (no header row)", path=path, line=1)
-    header = [h.strip() for h in reader.fieldnames]
+    header = [h.strip() for h in fieldnames]
     reader.fieldnames = header
-    rows = []
-    for row in reader:
-        rows.append((reader.line_num, {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}))
-    return header, rows
+    rows: list[tuple[int, dict]] = []
+    bad: list[tuple[int, str]] = []
+    last = reader.line_num
+    try:
+        for row in reader:
+            start = last + 1
+            last = reader.line_num
+            extra = row.pop(None, None)  # type: ignore[call-overload]
+            missing = [k for k, v in row.items() if v is None]
+            if missing or extra:
+                n = len(header) - len(missing) + len(extra or [])
+                why = (f"the row has {n} field(s), the header has {len(header)}"
+                       + (f" (no value for {', '.join(missing)})" if missing else "")
+                       + ("; quote fields that contain the delimiter" if extra else ""))
+                bad.append((start, why))
+                continue
+            rows.append((start, {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}))
+    except csv.Error as err:
+        unterminated = "end of data" in str(err)
+        raise CorpusError("a quoted field that starts on this line is never closed (unterminated \")"
+                          if unterminated else f"malformed CSV ({err})", path=path, line=last + 1,
+                          hint="close the quote or remove the stray quote character; inside a quoted field "
+                          "write a quote as \"\"") from None
+    return header, rows, bad
 
 
 def _read_manifest(path: Path, col: _Collector, *, columns: Mapping[str, str] | None, language: str | None,
                    corpus: str, preset: str | None, encoding: str) -> None:
-    header, rows = _read_manifest_rows(path, encoding=encoding)
+    header, rows, bad = _read_manifest_rows(path, encoding=encoding)
+    for line, why in bad:
+        col.reject(CorpusError(why, path=path, line=line, hint="fix the row (or its quoting) in the manifest"))
     mapping = {f: f for f in _FIELDS}
     if columns:
         unknown = set(columns) - set(_FIELDS)
@@ -384,7 +470,9 @@ def _read_msp_podcast(root: Path, col: _Collector, *, manifest: Path | None, enc
             hint="point CORPUS at the MSP-Podcast release folder (with Labels/ and Audios/), "
             "or give the labels file with --manifest",
         )
-    header, rows = _read_manifest_rows(labels, encoding=encoding)
+    header, rows, bad = _read_manifest_rows(labels, encoding=encoding)
+    for line, why in bad:
+        col.reject(CorpusError(why, path=labels, line=line, hint="fix the row (or its quoting) in the file"))
     for need in ("FileName", "EmoClass"):
         if need not in header:
             raise CorpusError(f"column {need!r} missing; the columns are {header}", path=labels, line=1,

@@ -32,7 +32,8 @@ from .errors import DamagedFileError, OutputError, UnsafePathError
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.\-+=@,]+$")
 _TEMP = re.compile(r"^\..+\.(lamtmp-[0-9a-f]{8}|[a-z0-9_]{8})(\.[A-Za-z0-9]+)?$")
-_ERRNO_IN_TEXT = re.compile(r"\[?errno (\d+)\]?", re.I)
+_ERRNO_IN_TEXT = re.compile(r"(?:errno|os error)\s*(\d+)", re.I)
+_SHORT_WRITE = re.compile(r"requested and \d+ written")  # numpy's message for a write cut short
 
 #: errno -> (what happened, how to fix it) for the faults an output folder meets in practice.
 _FAULTS: dict[int, tuple[str, str]] = {
@@ -53,15 +54,18 @@ _FAULTS: dict[int, tuple[str, str]] = {
 
 
 def fault_errno(err: BaseException) -> int | None:
-    """The OS error number of ``err``: its ``errno``, or one quoted in its text (pyarrow quotes it)."""
+    """The OS error number of ``err``: its ``errno``, or one quoted in its text (pyarrow and
+    safetensors quote it); a write cut short without one (numpy) counts as a full disk."""
     num = getattr(err, "errno", None)
     if isinstance(num, int):
         return num
     m = _ERRNO_IN_TEXT.search(str(err))
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    return errno.ENOSPC if _SHORT_WRITE.search(str(err)) else None
 
 
-def os_error(err: OSError, *, path: str | Path | None = None, action: str = "cannot write") -> OutputError:
+def os_error(err: BaseException, *, path: str | Path | None = None, action: str = "cannot write") -> OutputError:
     """An :class:`OutputError` for an OS fault ``err`` on ``path``: one line, and how to fix it.
 
     Parameters
@@ -132,6 +136,10 @@ def atomic_path(path: str | Path, *, suffix: str = "") -> Iterator[Path]:
     except OutputError:
         raise
     except OSError as err:
+        raise os_error(err, path=path) from None
+    except Exception as err:  # writers that wrap OS faults in their own types (safetensors)
+        if fault_errno(err) is None:
+            raise
         raise os_error(err, path=path) from None
     finally:
         try:

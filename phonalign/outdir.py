@@ -48,7 +48,7 @@ LOCK_NAME = ".lam.lock"
 HOLDER_NAME = ".lam.lock.json"
 SHARDS_NAME = ".lam.lock.shards.json"
 MARKER_NAME = ".lam-output.json"
-_OWN = re.compile(r"^\.lam\.lock(\.s\d{4}of\d{4})?(\.json)?$|^\.lam\.lock\.shards\.json$|^\.lam-output\.json$")
+_OWN = re.compile(r"^\.lam\.lock(\.s\d{4}of\d{4})?(\.json)?$|^\.lam\.lock\.(shards\.json|merge)$|^\.lam-output\.json$")
 
 #: Steps that share one kind of output folder (``lam train`` may add runs to a ``lam run`` folder).
 _FAMILY = {"run": "pipeline", "train": "pipeline", "demo": "pipeline"}

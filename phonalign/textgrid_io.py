@@ -59,6 +59,10 @@ PHONE_TIER_NAMES: tuple[str, ...] = ("phones", "phone", "phonemes", "phoneme", "
 _MFA_TIER = re.compile(r"^(?P<speaker>.+) - (?P<kind>words|phones)$")
 
 #: A long-format time written in scientific notation (praatio's own output for tiny times).
+# a negative time on a line of its own (short format) or as a long-format value: praatio reads
+# "xmin = -0.05" as 0.05, so they are found in the text itself (a rare match: a fast search)
+_NEGATIVE_TIME = re.compile(r"^\s*(?:(?:xmin|xmax|number|time)\s*=\s*)?(-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$",
+                            re.M)
 _SCI_TIME = re.compile(r"^\s*(?:xmin|xmax|number)\s*=\s*[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*$", re.M)
 
 _DUPLICATE_MODES = ("error", "rename")
@@ -422,6 +426,15 @@ def _pick_tiers(
     else:
         found = next((lower[n] for n in PHONE_TIER_NAMES if n in lower), None)
         if found is None:
+            points = [t["name"] for t in tiers if t["class"] != "IntervalTier"
+                      and t["name"].strip().lower() in PHONE_TIER_NAMES]
+            if points:
+                raise TextGridError(
+                    f"the tier {points[0]!r} is a point tier (TextTier), not an interval tier: phones need "
+                    f"start and end times; the interval tiers are "
+                    f"{[t['name'] for t in tiers if t['class'] == 'IntervalTier']}",
+                    path=path, hint="give the phones as an interval tier (Praat: Tier > Add interval tier), or "
+                    "name the interval tier that holds them with --phones-tier")
             raise TextGridError(
                 f"no phone tier found; the tiers are {names}",
                 path=path,
@@ -480,6 +493,7 @@ def read_alignment(
     """
     path = Path(path)
     text, xmin, xmax, tiers, info = _read_raw(path, duplicate_tiers)
+    _check_no_negative_time(path, text)
     phones, words, spk = _pick_tiers(path, tiers, speaker=speaker, words_tier=words_tier,
                                      phones_tier=phones_tier)
     try:
@@ -505,6 +519,16 @@ def read_alignment(
     )
     validate_alignment(alignment)
     return alignment
+
+
+def _check_no_negative_time(path: Path, text: str) -> None:
+    """Raise :class:`TextGridError` at the first negative time (``-0`` is zero and fine)."""
+    for m in _NEGATIVE_TIME.finditer(text):
+        value = float(m.group(1))
+        if value < 0:
+            line = text.count("\n", 0, m.start()) + 1
+            raise TextGridError(f"negative time {m.group(1)} s (times start at 0)", path=path, line=line,
+                                hint="fix the time in Praat; a recording's timeline starts at 0 s")
 
 
 def _check_tier(intervals: Sequence[Interval], tier: str, alignment: Alignment, utt_id: str | None) -> None:

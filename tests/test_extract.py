@@ -100,7 +100,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
     calls = {"n": 0}
     real_append = FeatureStore.append
 
-    def dying_append(self, index, layers, *, chunk_id=None):
+    def dying_append(self, index, layers, *, chunk_id=None, **kwargs):
         calls["n"] += 1
         if calls["n"] >= 2:  # SIGKILL while writing the second chunk: layers written, index not
             for i, arr in enumerate(layers):
@@ -108,7 +108,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
                 d.mkdir(parents=True, exist_ok=True)
                 np.save(d / f"chunk-{chunk_id}.npy", np.asarray(arr, np.float32))
             raise KeyboardInterrupt
-        return real_append(self, index, layers, chunk_id=chunk_id)
+        return real_append(self, index, layers, chunk_id=chunk_id, **kwargs)
 
     monkeypatch.setattr(FeatureStore, "append", dying_append)
     with pytest.raises(KeyboardInterrupt):

@@ -6,6 +6,14 @@ from pathlib import Path
 
 import typer
 
+from . import _options as opt
+
+
+def _common_sets() -> tuple[str, ...]:
+    from phonalign.align_eval import COMMON_SETS
+
+    return tuple(COMMON_SETS)
+
 
 def register(app: typer.Typer) -> None:
     """Add ``lam align-eval`` to the ``lam`` app."""
@@ -19,12 +27,15 @@ def register(app: typer.Typer) -> None:
                                                 help="CSV/TSV with utt_id and language columns, or an "
                                                 "utterances.parquet: languages for the per-language table "
                                                 "(default: from the reference's phone set)."),
-        language: str | None = typer.Option(None, "--language", help="Only utterances of this language."),
-        common: str = typer.Option("auto", "--common",
+        language: str | None = typer.Option(None, "--language", callback=opt.choice(opt.languages),
+                                               help="Only utterances of this language."),
+        common: str = typer.Option("auto", "--common", callback=opt.choice(_common_sets),
                                    help="Common phone set: auto, arpabet (English sets via to_arpabet), "
                                    "label (same phone set both sides), class (unit classes)."),
-        hyp_phone_set: str | None = typer.Option(None, "--hyp-phone-set", help="Phone set of HYP (default: detected)."),
-        ref_phone_set: str | None = typer.Option(None, "--ref-phone-set", help="Phone set of REF (default: detected)."),
+        hyp_phone_set: str | None = typer.Option(None, "--hyp-phone-set", callback=opt.choice(opt.phone_sets),
+                                                    help="Phone set of HYP (default: detected)."),
+        ref_phone_set: str | None = typer.Option(None, "--ref-phone-set", callback=opt.choice(opt.phone_sets),
+                                                    help="Phone set of REF (default: detected)."),
         json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON here."),
     ) -> None:
         """Compare HYP with REF: phone-sequence agreement, and for boundaries between matching phones

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from . import _options as opt
+
 
 def _parse_shard(text: str) -> tuple[int, int]:
     try:
@@ -26,22 +28,35 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Argument(..., help="Feature store directory (created, or resumed)."),
         model: str = typer.Option(..., "--model", help="Hub id, local directory, CTranslate2 Whisper "
                                   "directory or `whisper-base`."),
-        device: str = typer.Option("auto", help="auto | cpu | cuda"),
-        dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16 (the last two on CUDA)"),
-        batch_seconds: float = typer.Option(60.0, help="Cap on padded audio per batch, seconds."),
-        whisper_mode: str = typer.Option("crop", help="crop: pad to 30 s, crop the output (as trained); "
+        device: str = typer.Option("auto", callback=opt.device, help="auto | cpu | cuda | cuda:N"),
+        dtype: str = typer.Option("float32", callback=opt.choice(("float32", "float16", "bfloat16")),
+                                  help="float32 | float16 | bfloat16 (the last two on CUDA)"),
+        batch_seconds: float = typer.Option(60.0, callback=opt.positive,
+                                            help="Cap on padded audio per batch, seconds."),
+        whisper_mode: str = typer.Option("crop", callback=opt.choice(("crop", "trim")),
+                                         help="crop: pad to 30 s, crop the output (as trained); "
                                          "trim: encode the real length only (faster, approximate)."),
-        shard: str = typer.Option("0/1", help="I/N: process every N-th utterance starting at I."),
+        shard: str = typer.Option("0/1", help="I/N: this run does shard I of N (utterances by a hash of their "
+                                  "id). Shards of one store may run at the same time; each keeps its report in "
+                                  "OUT/shards/, and the last to finish merges them into OUT/report.json."),
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
-        chunk_rows: int = typer.Option(4096, help="Rows per committed chunk of the store."),
-        language: str | None = typer.Option(None, "--language", help="Only utterances of this language "
+        chunk_rows: int = typer.Option(4096, min=1, help="Rows per committed chunk of the store."),
+        language: str | None = typer.Option(None, "--language", callback=opt.choice(opt.languages),
+                                               help="Only utterances of this language "
                                                "(e.g. en), to make one store per corpus side; for a plain "
                                                "corpus folder, the language of its utterances."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
+        force: bool = typer.Option(False, "--force", help="Accept a store made with another model or "
+                                   "settings (its contents are replaced) or from another corpus (its "
+                                   "utterances are dropped); default: refused."),
+        allow_missing: bool = typer.Option(False, "--allow-missing", help="Accept a model folder whose weight "
+                                           "files lack some of the architecture's weights (left random) or hold "
+                                           "others; recorded in the store. Default: an error naming them."),
     ) -> None:
         """Pool every layer of MODEL per utterance and per phone segment into a feature store.
 
-        Rerun the same command to resume after a crash: committed utterances are skipped.
+        Rerun the same command to resume after a crash or a change of the input: utterances done
+        from unchanged inputs are kept, changed ones are redone, removed ones dropped.
         """
         from analysis.extract import extract_features
 
@@ -50,8 +65,9 @@ def register(app: typer.Typer) -> None:
         report = extract_features(aligned, out, model=model, device=device, dtype=dtype,
                                   batch_seconds=batch_seconds, whisper_mode=whisper_mode,
                                   shard=_parse_shard(shard), strict=strict, chunk_rows=chunk_rows,
-                                  progress=progress, language=language)
+                                  progress=progress, language=language, force=force, allow_missing=allow_missing)
         typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
-                   f"{report['skipped_done']} already done, {report['n_failed']} failed -> {out}")
+                   f"{report['skipped_done']} already done, {report['redone']} redone (changed), "
+                   f"{report['dropped']} dropped (no longer in the input), {report['n_failed']} failed -> {out}")
         if report["n_failed"]:
             typer.echo(f"failures are listed in {out / 'report.json'}", err=True)

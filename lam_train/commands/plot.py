@@ -6,6 +6,14 @@ from pathlib import Path
 
 import typer
 
+from . import _options as opt
+
+
+def _metrics() -> tuple[str, ...]:
+    from analysis.similarity import METRICS
+
+    return tuple(METRICS)
+
 
 def register(app: typer.Typer) -> None:
     """Add ``lam plot`` to the ``lam`` app."""
@@ -15,7 +23,7 @@ def register(app: typer.Typer) -> None:
         compare: Path | None = typer.Option(None, "--compare", help="A second result directory (e.g. another "
                                                "model), drawn side by side."),
         out: Path | None = typer.Option(None, "--out", help="Figure directory (default: RESULTS/figures)."),
-        metric: str | None = typer.Option(None, "--metric", help="Draw rankings_<metric>.json instead of "
+        metric: str | None = typer.Option(None, "--metric", callback=opt.choice(_metrics), help="Draw rankings_<metric>.json instead of "
                                              "rankings.json."),
     ) -> None:
         """Similarity vs layer with CI bands, layer x unit heatmap, rank stability (PNG + SVG)."""

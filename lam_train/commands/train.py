@@ -6,6 +6,20 @@ from pathlib import Path
 
 import typer
 
+from . import _options as opt
+
+
+def _strategies(values: list[str] | None) -> list[str] | None:
+    from lam_train.config import parse_strategy
+    from lam_train.errors import ConfigError
+
+    for v in values or []:
+        try:
+            parse_strategy(v)
+        except ConfigError as err:
+            raise typer.BadParameter(f"{err.message}; {err.hint}") from None
+    return values
+
 
 def register(app: typer.Typer) -> None:
     """Add `lam train` to the ``lam`` app."""
@@ -13,13 +27,14 @@ def register(app: typer.Typer) -> None:
     def train(
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
         strategy: list[str] | None = typer.Option(
-            None, "--strategy", "-s",
+            None, "--strategy", "-s", callback=_strategies,
             help="Train only this strategy (repeatable): final, final+coral, BL, GL, WL, RL1..RL3, all "
                  "[+coral|-nocoral]. Default: the config's strategies."),
-        seed: list[int] | None = typer.Option(None, "--seed", help="Only this seed (repeatable). Default: the config's."),
+        seed: list[int] | None = typer.Option(None, "--seed", min=0, help="Only this seed (repeatable). Default: the config's."),
         out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
-        epochs: int | None = typer.Option(None, "--epochs", help="Override train.epochs."),
-        device: str | None = typer.Option(None, "--device", help="Override train.device: auto, cpu or cuda."),
+        epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override train.epochs."),
+        device: str | None = typer.Option(None, "--device", callback=opt.choice(("auto", "cpu", "cuda")),
+                                             help="Override train.device: auto, cpu or cuda."),
     ) -> None:
         """Train the emotion classifier with CORAL layer anchoring on the config's feature stores.
 
