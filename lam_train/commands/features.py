@@ -9,6 +9,11 @@ import typer
 from . import _options as opt
 
 
+def _check_shard(text: str) -> str:
+    _parse_shard(text)
+    return text
+
+
 def _parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
@@ -36,7 +41,7 @@ def register(app: typer.Typer) -> None:
         whisper_mode: str = typer.Option("crop", callback=opt.choice(("crop", "trim")),
                                          help="crop: pad to 30 s, crop the output (as trained); "
                                          "trim: encode the real length only (faster, approximate)."),
-        shard: str = typer.Option("0/1", help="I/N: this run does shard I of N (utterances by a hash of their "
+        shard: str = typer.Option("0/1", callback=_check_shard, help="I/N: this run does shard I of N (utterances by a hash of their "
                                   "id). Shards of one store may run at the same time; each keeps its report in "
                                   "OUT/shards/, and the last to finish merges them into OUT/report.json."),
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
@@ -59,6 +64,11 @@ def register(app: typer.Typer) -> None:
         from unchanged inputs are kept, changed ones are redone, removed ones dropped.
         """
         from analysis.extract import extract_features
+
+        if not progress:  # transformers draws its own bar while loading weights
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
 
         if not aligned.exists():
             raise typer.BadParameter(f"{aligned} does not exist", param_hint="ALIGNED")

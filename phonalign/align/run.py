@@ -586,8 +586,8 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
         def finish(utt: Utterance, alignment: Alignment, info: dict, ps: str) -> None:
             duration = durations[utt.utt_id]
             try:
-                if not alignment.phones:
-                    raise TextGridError("the alignment has no phones (an empty phone tier)",
+                if not any(p.label.strip() for p in alignment.phones):
+                    raise TextGridError("the alignment has no phones (the phone tier has no labelled interval)",
                                         path=alignment.source, utt_id=utt.utt_id,
                                         hint="check the phone tier of the TextGrid (or the transcript), or "
                                         "name the phone tier with --phones-tier")
