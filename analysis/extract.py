@@ -13,8 +13,17 @@ that zero padding would change (group norm, Whisper trim) run each distinct leng
 the batch (:class:`analysis.models.SpeechEncoder`), so batched results equal one-at-a-time results.
 
 Chunks of about ``chunk_rows`` rows are committed to the store as they fill (whole utterances only);
-a killed job loses at most the uncommitted chunk, and rerunning the same command resumes: committed
-utterances are skipped. Per-utterance failures (unreadable audio, too long for Whisper, ...) are
+a killed job loses at most the uncommitted chunk, and rerunning the same command resumes. Every row
+records the fingerprint of its utterance's inputs (audio size and mtime, utterance fields, its
+segments) and every chunk the settings fingerprint (extraction settings and the model's digest,
+:mod:`analysis.model_identity`): a rerun keeps the utterances whose fingerprints match, takes out
+and redoes those whose inputs changed (e.g. re-aligned with another ``--trap``), and drops those
+no longer in the input, so that it ends exactly where a fresh run would. A store made with another
+model or settings, or from another corpus (``meta.json["input"]``), is refused unless ``force``.
+The store folder is locked for the run (:mod:`phonalign.outdir`); shards (``shard=(I, N)``, by a
+hash of the utterance id) share it, each keeping its report under ``shards/`` until
+:func:`merge_shard_reports` combines them. Per-utterance failures (unreadable audio, NaN samples,
+segments past the end of the audio, non-finite model output, too long for Whisper, ...) are
 recorded in ``report.json`` and the job goes on; ``strict=True`` stops at the first.
 """
 
@@ -108,6 +117,85 @@ def _read_inputs(src: Path, *, language: str | None = None) -> tuple[pa.Table, p
     from phonalign.corpus import read_corpus, utterances_to_table
 
     return utterances_to_table(read_corpus(src, language=language)), None
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """What one run (or shard) of feature extraction must do, after the store was brought in line
+    with the input (see :func:`plan_extraction`).
+
+    Attributes
+    ----------
+    store : FeatureStore
+    meta : dict
+        The store's metadata for this run (model identity, settings).
+    settings_fp : str
+        Settings fingerprint to record with every chunk (``FeatureStore.append(settings_fp=...)``).
+    fingerprints : dict
+        utt_id -> input fingerprint, to record in every row of the utterance (``input_fp``).
+    mine : ndarray of int
+        Positions (in the utterance table) of this shard's utterances, in utt_id order.
+    todo : list of int
+        Those still to extract (new, changed, or not yet done).
+    chunk_prefix : str
+        Chunk id prefix of this shard (``""`` unsharded).
+    dropped, redone : int
+        Utterances taken out of the store because they left the input, or because they changed.
+    """
+
+    store: FeatureStore
+    meta: dict
+    settings_fp: str
+    fingerprints: dict[str, str]
+    mine: np.ndarray
+    todo: list[int]
+    chunk_prefix: str
+    dropped: int
+    redone: int
+
+
+def _audio_path(src: Path, value: str | None) -> Path:
+    path = Path(value or "")
+    return path if path.is_absolute() else src / path
+
+
+def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None, enc: SpeechEncoder, *,
+                    language: str | None, shard: tuple[int, int] = (0, 1), force: bool = False) -> ExtractionPlan:
+    """Open (or create) the store at ``out`` for a run and bring it in line with the input.
+
+    The caller holds ``out`` (:func:`phonalign.outdir.output_folder`, shared when sharded). Any
+    engine that writes into the store (the local loop below, a distributed one) starts here and
+    commits chunks with ``plan.settings_fp`` and rows carrying ``plan.fingerprints[utt_id]``.
+
+    Raises
+    ------
+    StoreSettingsError, OutputFolderError
+        Another model or settings, or another corpus, without ``force``; a sharded run that would
+        have to touch another run's chunks.
+    """
+    i_shard, n_shards = shard
+    settings = {**enc.settings(), "pooling": "mean", "segment_rule": "centre-in-segment, at least one frame",
+                "skipped_classes": list(SKIPPED_CLASSES), "input": "segments" if segs is not None else "utterances"}
+    meta = new_meta(model_id=enc.model_id, revision=enc.revision, n_layers=enc.n_layers, hidden_size=enc.hidden_size,
+                    settings=settings, frame_spec=enc.frame_spec.to_dict(), model=enc.identity.to_dict())
+    corpus_id = {"source": str(src.resolve()), "language": language,
+                 "corpora": sorted({str(c) for c in utts.column("corpus").to_pylist()})
+                 if "corpus" in utts.column_names else []}
+    settings_fp = digest({k: meta[k] for k in ("n_layers", "hidden_size", "settings", "frame_spec")}
+                         | {"model": model_digest(meta)})
+    store = _open_store(out, meta, corpus_id, force=force, sharded=n_shards > 1)
+    utt_ids = utts.column("utt_id").to_pylist()
+    cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
+            for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split")}
+    fps = _input_fingerprints(utt_ids, cols, segs, _segments_by_utt(segs),
+                              lambda i: _audio_path(src, cols["audio_path"][i]))
+    mine = np.array([i for i, u in enumerate(utt_ids) if shard_of(u, n_shards) == i_shard], np.int64)
+    mine = mine[np.argsort(np.asarray(utt_ids, dtype=object)[mine], kind="stable")] if mine.size else mine
+    prefix = "" if n_shards == 1 else f"s{i_shard:04d}of{n_shards:04d}-"
+    done, dropped, redone = _resume(store, utt_ids, fps, settings_fp, i_shard=i_shard, n_shards=n_shards,
+                                    prefix=prefix, path=out)
+    todo = [int(i) for i in mine if utt_ids[i] not in done]
+    return ExtractionPlan(store, meta, settings_fp, fps, mine, todo, prefix, dropped, redone)
 
 
 def _input_fingerprints(utt_ids: list[str], cols: dict[str, list], segs: pa.Table | None,
@@ -480,38 +568,26 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
     else:
         enc = load_encoder(model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
                            allow_missing=allow_missing)
-    settings = {**enc.settings(), "pooling": "mean", "segment_rule": "centre-in-segment, at least one frame",
-                "skipped_classes": list(SKIPPED_CLASSES), "input": "segments" if segs is not None else "utterances"}
-    meta = new_meta(model_id=enc.model_id, revision=enc.revision, n_layers=enc.n_layers, hidden_size=enc.hidden_size,
-                    settings=settings, frame_spec=enc.frame_spec.to_dict(), model=enc.identity.to_dict())
-    corpus_id = {"source": str(src.resolve()), "language": language,
-                 "corpora": sorted({str(c) for c in utts.column("corpus").to_pylist()})
-                 if "corpus" in utts.column_names else []}
-    settings_fp = digest({k: meta[k] for k in ("n_layers", "hidden_size", "settings", "frame_spec")}
-                         | {"model": model_digest(meta)})
-    store = _open_store(out, meta, corpus_id, force=force, sharded=n_shards > 1)
+    plan = plan_extraction(out, src, utts, segs, enc, language=language, shard=(i_shard, n_shards), force=force)
+    store, settings_fp, fps = plan.store, plan.settings_fp, plan.fingerprints
     report_dir = out if folder.shard_name is None else make_dirs(out / "shards" / folder.shard_name)
     config = ExtractConfig(model=enc.model_id, device=str(enc.device), dtype=enc.dtype_name,
                            batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
                            n_shards=n_shards, strict=strict, chunk_rows=chunk_rows)
     write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src), "language": language,
-                                                        "settings": settings, "model": enc.identity.to_dict()})
+                                                        "settings": plan.meta["settings"],
+                                                        "model": enc.identity.to_dict()})
 
     utt_ids = utts.column("utt_id").to_pylist()
     cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
             for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split")}
 
     def audio_path(i: int) -> Path:
-        path = Path(cols["audio_path"][i] or "")
-        return path if path.is_absolute() else src / path
+        return _audio_path(src, cols["audio_path"][i])
 
-    fps = _input_fingerprints(utt_ids, cols, segs, seg_rows, audio_path)
-    mine = np.array([i for i, u in enumerate(utt_ids) if shard_of(u, n_shards) == i_shard], np.int64)
-    mine = mine[np.argsort(np.asarray(utt_ids, dtype=object)[mine], kind="stable")] if mine.size else mine
-    prefix = "" if n_shards == 1 else f"{folder.shard_name}-"
-    done, dropped, redone = _resume(store, utt_ids, fps, settings_fp, i_shard=i_shard, n_shards=n_shards,
-                                    prefix=prefix, path=out)
-    todo = [int(i) for i in mine if utt_ids[i] not in done]
+    mine, todo = plan.mine, plan.todo
+    prefix = plan.chunk_prefix
+    dropped, redone = plan.dropped, plan.redone
     report = {"step": "features", "model": enc.model_id, "model_digest": enc.identity.digest,
               "shard": f"{i_shard}/{n_shards}", "input": str(src),
               "utterances_in_shard": int(len(mine)), "skipped_done": int(len(mine) - len(todo)), "ok": 0,
@@ -680,4 +756,4 @@ def _progress(total: int, enabled: bool, name: str):
 
 
 __all__ = ["extract_features", "plan_batches", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",
-           "merge_shard_reports", "STORE_FOLDER"]
+           "merge_shard_reports", "STORE_FOLDER", "plan_extraction", "ExtractionPlan"]

@@ -56,9 +56,8 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from phonalign.records import EMOTIONS, VOWEL_CLASSES
-
 from phonalign.fingerprint import differences
+from phonalign.records import EMOTIONS, VOWEL_CLASSES
 
 from .errors import SimilarityError
 from .store import FeatureStore, check_finite, model_digest
@@ -654,14 +653,6 @@ def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), uni
     >>> load_selections("similarity/rankings.json", unit="Vowl")["BL"]  # doctest: +SKIP
     [7]
     """
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    from phonalign.fsutil import atomic_path
-    from phonalign.provenance import write_run_info
-
-    from .rankings import write_rankings
-
     from phonalign.outdir import FolderRules, output_folder
 
     out = Path(out_dir)
@@ -695,7 +686,7 @@ def _write_similarity(result: SimilarityResult, out: Path, *, source, target, me
     for m in metrics:
         doc = result_rankings(result, metric=m, k=k, source_store=str(source), target_store=str(target))
         doc["model_identity"] = model  # what `lam train` checks its feature stores against
-        p = write_rankings(out / f"rankings_{m}.json", doc)
+        write_rankings(out / f"rankings_{m}.json", doc)
         if first is None:
             first = write_rankings(out / "rankings.json", doc)
     return {"rankings": str(first), "scores": str(out / "scores.parquet"), "metrics": list(metrics)}

@@ -550,7 +550,8 @@ def check_finite(array: np.ndarray, index: pa.Table | None = None, *, layer: int
     who = ""
     if index is not None and "utt_id" in index.column_names:
         ids = sorted(set(index.column("utt_id").take(pa.array(bad_rows)).to_pylist()))
-        who = f" of utterance(s) {', '.join(map(repr, ids[:5]))}" + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+        who = f" of utterance(s) {', '.join(map(repr, ids[:5]))}{more}"
     where = "" if layer is None else f" in layer {layer}"
     raise StoreError(f"{bad_rows.size} vector(s){who}{where} hold NaN or infinite values", path=path,
                      utt_id=None, hint="a store never holds non-finite values: find the utterance's audio or the "

@@ -261,12 +261,12 @@ def unlabelled_domain(features: FeatureTable, *, layers: Sequence[int], language
 
 def read_utterances(aligned_dir: str | Path, *, drop_labels: bool) -> pa.Table:
     """``utterances.parquet`` of an aligned corpus; without the emotion column if ``drop_labels``."""
-    import pyarrow.parquet as pq
+    from phonalign.fsutil import read_parquet
 
     path = Path(aligned_dir) / "utterances.parquet"
     if not path.is_file():
         raise TrainError("utterances table not found", path=path, hint="run `lam align` on the corpus first")
-    table = pq.read_table(path)
+    table = read_parquet(path, what="utterances table", hint="rerun `lam align` on the corpus")
     if drop_labels and LABEL_COLUMN in table.column_names:
         table = table.drop_columns([LABEL_COLUMN])
     return table

@@ -393,7 +393,7 @@ def _read_manifest_rows(path: Path, *, encoding: str
         for row in reader:
             start = last + 1
             last = reader.line_num
-            extra = row.pop(None, None)  # type: ignore[call-overload]
+            extra = row.pop(None, None)
             missing = [k for k, v in row.items() if v is None]
             if missing or extra:
                 n = len(header) - len(missing) + len(extra or [])

@@ -67,6 +67,14 @@ def _presets() -> tuple[str, ...]:
     return tuple(PRESETS)
 
 
+_ALIGNER = opt.choice(_aligners)
+_PRESET = opt.choice(_presets)
+_LANGUAGE = opt.choice(opt.languages)
+_PHONE_SET = opt.choice(opt.phone_sets)
+_G2P = opt.choice(("espeak",))
+_CLASS = {name: opt.class_option(name) for name in ("trap", "strut", "u_umlaut", "rhotic", "diphthong")}
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lam align`` to the ``lam`` app."""
     @app.command("align")
@@ -74,19 +82,20 @@ def register(app: typer.Typer) -> None:
         corpus: str = typer.Argument(..., help="Corpus folder (MFA style: speaker/utt.wav + utt.lab), a "
                                      "CSV/TSV manifest, or 'lam-demo' for the bundled demo corpus."),
         out: Path = typer.Argument(..., help="Output folder (created; an earlier run there is resumed)."),
-        aligner: str = typer.Option("textgrid", "--aligner", "-a", callback=opt.choice(_aligners),
+        aligner: str = typer.Option("textgrid", "--aligner", "-a", callback=_ALIGNER,
                                     help="Backend: textgrid (import existing TextGrids), mfa, pocketsphinx."),
         manifest: Path | None = typer.Option(None, "--manifest", help="CSV/TSV manifest (relative to CORPUS)."),
-        preset: str | None = typer.Option(None, "--preset", callback=opt.choice(_presets),
+        preset: str | None = typer.Option(None, "--preset", callback=_PRESET,
                                              help="Corpus layout: msp-podcast, esd or lam-demo."),
         columns: str | None = typer.Option(None, "--columns",
                                               help="Manifest column mapping FIELD=COLUMN,... "
                                               "(fields: utt_id, audio_path, text, language, speaker, emotion, split)."),
-        language: str | None = typer.Option(None, "--language", callback=opt.choice(opt.languages),
+        language: str | None = typer.Option(None, "--language", callback=_LANGUAGE,
                                                help="Language of the corpus: en or zh."),
-        speaker_pattern: str | None = typer.Option(None, "--speaker-pattern", callback=opt.regex,
-                                                      help="Regex for the speaker in flat folders' file names "
-                                                      "(group 'speaker' or group 1; default: stem up to the first _ or -)."),
+        speaker_pattern: str | None = typer.Option(
+            None, "--speaker-pattern", callback=opt.regex,
+            help="Regex for the speaker in flat folders' file names "
+            "(group 'speaker' or group 1; default: stem up to the first _ or -)."),
         encoding: str = typer.Option("utf-8", "--encoding", callback=opt.text_encoding,
                                      help="Encoding of transcripts and manifests without a BOM."),
         textgrids: Path | None = typer.Option(None, "--textgrids",
@@ -96,24 +105,35 @@ def register(app: typer.Typer) -> None:
         words_tier: str | None = typer.Option(None, "--words-tier", help="textgrid: name of the word tier."),
         rename_duplicate_tiers: bool = typer.Option(False, "--rename-duplicate-tiers",
                                                     help="textgrid: read tiers sharing a name as NAME, NAME_2, ..."),
-        phone_set: str | None = typer.Option(None, "--phone-set", callback=opt.choice(opt.phone_sets),
-                                                help="Phone set of the labels (arpabet, mfa_english_ipa, mfa_mandarin_ipa, "
-                                                "pinyin, espeak_en, espeak_cmn); default: detected per language."),
-        trap: str = typer.Option("A", "--trap", callback=opt.class_option("trap"), help="Class of English TRAP (æ, AE): A or E."),
-        strut: str = typer.Option("@", "--strut", callback=opt.class_option("strut"), help="Class of English STRUT (ʌ, AH1): @ or A."),
-        u_umlaut: str = typer.Option("i", "--u-umlaut", callback=opt.class_option("u_umlaut"), help="Class of Mandarin ü [y]: i, u or exclude."),
-        rhotic: str = typer.Option("@", "--rhotic", callback=opt.class_option("rhotic"), help="Rhotic vowels (ɚ, ER, er): @ or exclude."),
-        diphthong: str = typer.Option("nucleus", "--diphthong", callback=opt.class_option("diphthong"), help="Diphthongs: class of their nucleus (nucleus) or exclude."),
+        phone_set: str | None = typer.Option(
+            None, "--phone-set", callback=_PHONE_SET,
+            help="Phone set of the labels (arpabet, mfa_english_ipa, mfa_mandarin_ipa, "
+            "pinyin, espeak_en, espeak_cmn); default: detected per language."),
+        trap: str = typer.Option("A", "--trap", callback=_CLASS["trap"],
+                                 help="Class of English TRAP (æ, AE): A or E."),
+        strut: str = typer.Option("@", "--strut", callback=_CLASS["strut"],
+                                  help="Class of English STRUT (ʌ, AH1): @ or A."),
+        u_umlaut: str = typer.Option("i", "--u-umlaut", callback=_CLASS["u_umlaut"],
+                                     help="Class of Mandarin ü [y]: i, u or exclude."),
+        rhotic: str = typer.Option("@", "--rhotic", callback=_CLASS["rhotic"],
+                                   help="Rhotic vowels (ɚ, ER, er): @ or exclude."),
+        diphthong: str = typer.Option("nucleus", "--diphthong", callback=_CLASS["diphthong"],
+                                      help="Diphthongs: class of their nucleus (nucleus) or exclude."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
         dictionary: str | None = typer.Option(None, "--dictionary", help="mfa/pocketsphinx: pronunciation dictionary (path or MFA model name)."),
         acoustic_model: str | None = typer.Option(None, "--acoustic-model", help="mfa: acoustic model (path or MFA model name)."),
         beam: int | None = typer.Option(None, "--beam", min=1, help="mfa: beam width (MFA default 10)."),
-        retry_beam: int | None = typer.Option(None, "--retry-beam", min=1, help="mfa: retry beam width (MFA default 40)."),
+        retry_beam: int | None = typer.Option(None, "--retry-beam", min=1,
+                                                 help="mfa: retry beam width (MFA default 40)."),
         single_speaker: bool | None = typer.Option(None, "--single-speaker", help="mfa: no speaker adaptation."),
         clean: bool | None = typer.Option(None, "--clean/--no-clean", help="mfa: remove MFA's temporary files first."),
-        padding: float | None = typer.Option(None, "--padding", min=0.0, help="pocketsphinx: silence added at both ends of the audio before decoding (removed from the times), seconds; default 0.4."),
-        g2p: str | None = typer.Option(None, "--g2p", callback=opt.choice(("espeak",)), help="pocketsphinx: pronounce out-of-vocabulary words with this grapheme-to-phoneme fallback (espeak); without it OOV utterances fail and are listed in the report."),
+        padding: float | None = typer.Option(
+            None, "--padding", min=0.0, help="pocketsphinx: silence added at both ends of the audio before "
+            "decoding (removed from the times), seconds; default 0.4."),
+        g2p: str | None = typer.Option(
+            None, "--g2p", callback=_G2P, help="pocketsphinx: pronounce out-of-vocabulary words with this "
+            "grapheme-to-phoneme fallback (espeak); without it OOV utterances fail and are listed in the report."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
                                        help="Utterances per saved chunk: the most an interruption can lose."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),

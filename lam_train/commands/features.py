@@ -41,7 +41,8 @@ def register(app: typer.Typer) -> None:
         whisper_mode: str = typer.Option("crop", callback=opt.choice(("crop", "trim")),
                                          help="crop: pad to 30 s, crop the output (as trained); "
                                          "trim: encode the real length only (faster, approximate)."),
-        shard: str = typer.Option("0/1", callback=_check_shard, help="I/N: this run does shard I of N (utterances by a hash of their "
+        shard: str = typer.Option("0/1", callback=_check_shard,
+                                  help="I/N: this run does shard I of N (utterances by a hash of their "
                                   "id). Shards of one store may run at the same time; each keeps its report in "
                                   "OUT/shards/, and the last to finish merges them into OUT/report.json."),
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),

@@ -15,6 +15,9 @@ def _metrics() -> tuple[str, ...]:
     return tuple(METRICS)
 
 
+_METRIC = opt.choice(_metrics)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lam plot`` to the ``lam`` app."""
     @app.command("plot")
@@ -23,7 +26,8 @@ def register(app: typer.Typer) -> None:
         compare: Path | None = typer.Option(None, "--compare", help="A second result directory (e.g. another "
                                                "model), drawn side by side."),
         out: Path | None = typer.Option(None, "--out", help="Figure directory (default: RESULTS/figures)."),
-        metric: str | None = typer.Option(None, "--metric", callback=opt.choice(_metrics), help="Draw rankings_<metric>.json instead of "
+        metric: str | None = typer.Option(None, "--metric", callback=_METRIC,
+                                             help="Draw rankings_<metric>.json instead of "
                                              "rankings.json."),
     ) -> None:
         """Similarity vs layer with CI bands, layer x unit heatmap, rank stability (PNG + SVG)."""

@@ -21,6 +21,11 @@ def _units() -> tuple[str, ...]:
     return tuple(UNITS)
 
 
+_METRICS = opt.choices(_metrics)
+_UNITS = opt.choices(_units, split=True)
+_LANGUAGE = opt.choice(opt.languages)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lam similarity`` to the ``lam`` app."""
     @app.command("similarity")
@@ -29,22 +34,26 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Argument(..., help="Feature store of the target corpus, same model."),
         out: Path = typer.Option(..., "--out", help="Output directory (rankings.json, scores.parquet, ...)."),
         metric: list[str] | None = typer.Option(
-            None, "--metric", callback=opt.choices(_metrics), help="centroid_cosine (default), pairwise_cosine, standardized_cosine, coral, mmd; "
+            None, "--metric", callback=_METRICS,
+            help="centroid_cosine (default), pairwise_cosine, standardized_cosine, coral, mmd; "
             "repeat for several. The first one drives rankings.json."),
         units: list[str] | None = typer.Option(
-            None, "--units", callback=opt.choices(_units, split=True), help="Utt Vowl Cons A E @ i O u (default: all); repeat or comma-separate."),
+            None, "--units", callback=_UNITS,
+            help="Utt Vowl Cons A E @ i O u (default: all); repeat or comma-separate."),
         k: int = typer.Option(3, "--k", min=1, help="Layers in the GL / WL / RL selections and the top-k stability."),
-        bootstrap: int = typer.Option(200, "--bootstrap", min=0, help="Bootstrap draws resampling utterances (0: none)."),
+        bootstrap: int = typer.Option(200, "--bootstrap", min=0,
+                                      help="Bootstrap draws resampling utterances (0: none)."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of bootstrap draws, half splits and random layers."),
         by_emotion: bool = typer.Option(False, "--by-emotion", help="Score per emotion and rank on the average."),
-        ci_level: float = typer.Option(0.95, "--ci-level", callback=opt.open_unit_interval, help="Confidence level of the percentile intervals."),
+        ci_level: float = typer.Option(0.95, "--ci-level", callback=opt.open_unit_interval,
+                                       help="Confidence level of the percentile intervals (between 0 and 1)."),
         halves: int = typer.Option(10, "--halves", min=0, help="Random half splits for the within-language reference."),
         max_rows: int = typer.Option(1000, "--max-rows", min=2,
                                      help="Rows per unit and corpus for coral / mmd (at least 2)."),
-        source_language: str | None = typer.Option(None, "--source-language", callback=opt.choice(opt.languages),
+        source_language: str | None = typer.Option(None, "--source-language", callback=_LANGUAGE,
                                                       help="Keep only source rows of "
                                                       "this language (one store may hold both corpora)."),
-        target_language: str | None = typer.Option(None, "--target-language", callback=opt.choice(opt.languages),
+        target_language: str | None = typer.Option(None, "--target-language", callback=_LANGUAGE,
                                                       help="Keep only target rows of "
                                                       "this language."),
         progress: bool = typer.Option(True, help="Show a progress bar."),

@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
             None, "--strategy", "-s", callback=_strategies,
             help="Train only this strategy (repeatable): final, final+coral, BL, GL, WL, RL1..RL3, all "
                  "[+coral|-nocoral]. Default: the config's strategies."),
-        seed: list[int] | None = typer.Option(None, "--seed", min=0, help="Only this seed (repeatable). Default: the config's."),
+        seed: list[int] | None = typer.Option(None, "--seed", min=0,
+                                                 help="Only this seed (repeatable, >= 0). Default: the config's."),
         out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override train.epochs."),
         device: str | None = typer.Option(None, "--device", callback=opt.choice(("auto", "cpu", "cuda")),

@@ -5,10 +5,14 @@ it, the same for every backend:
 
 * **Checks before aligning**: each utterance id must be safe as a file name
   (:func:`phonalign.fsutil.check_utt_id`; nothing is ever written outside ``OUT``) and its audio
-  readable and non-empty (header only, :func:`phonalign.audio.audio_duration`).
-* **Checks after aligning**: intervals sorted and not overlapping, the alignment no longer than the
-  audio by more than 10 ms (:mod:`phonalign.segments`), the phone set detected per language from
-  the labels unless given (:func:`phonalign.phonesets.detect_phone_set`).
+  a regular file, readable, non-empty and (for float formats) free of NaN and infinity
+  (:func:`phonalign.audio.audio_duration` with ``check_samples``).
+* **Checks after aligning**: at least one labelled phone, intervals sorted and not overlapping,
+  the alignment no longer than the audio by more than 10 ms and not ending more than 0.25 s before
+  it (:mod:`phonalign.segments`), the phone set detected per language from the labels unless given
+  (:func:`phonalign.phonesets.detect_phone_set`).
+* **One writer**: ``OUT`` is locked for the run and a folder holding files the toolkit did not
+  write is refused (:mod:`phonalign.outdir`).
 * **Outputs** (``OUT`` below)::
 
       OUT/textgrids/<utt_id>.TextGrid   words, phones and vowel_class tiers (one per utterance)
@@ -22,11 +26,14 @@ it, the same for every backend:
 
 * **Streaming and resuming** (corpora of 10^5-10^6 utterances): results are buffered and written
   every ``chunk_size`` utterances as ``parts/segments-NNNNN.parquet`` followed by
-  ``parts/status-NNNNN.parquet`` (per-utterance outcome), each atomically. A status part is the
-  commit marker of its chunk: on a rerun, utterances recorded there as ``ok`` are skipped, failed
-  ones are retried, and a segments part without its status part (a run killed between the two
-  writes) is discarded. The final tables are assembled from the parts at the end, so an
-  interrupted run followed by a rerun gives the same tables as one uninterrupted run.
+  ``parts/status-NNNNN.parquet`` (per-utterance outcome with the fingerprints of its inputs and
+  of the settings, :func:`utterance_fingerprint`), each atomically. A status part is the commit
+  marker of its chunk: on a rerun, utterances whose latest outcome is ``ok`` with the same
+  fingerprints are skipped, changed and failed ones are redone, ones no longer in the input are
+  dropped (and their TextGrids removed), and a segments part without its status part (a run killed
+  between the two writes) is discarded. Other settings or another corpus are refused unless
+  ``force``. The final tables are assembled from each utterance's latest outcome, so an interrupted
+  or edited run followed by a rerun gives the same tables as one fresh run.
 * **Failures** are recorded per utterance and the batch goes on; ``strict=True`` stops at the first
   (after saving what is done) and raises its error.
 * **A writer process** formats and writes the TextGrids of runs of :data:`WRITER_PROCESS_FROM`
