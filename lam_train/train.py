@@ -449,6 +449,13 @@ def fit(
             scaler.step(opt)
             scaler.update()
             sums += (loss.item(), loss_ce.item(), loss_coral.item())
+        if not np.isfinite(sums).all():
+            # inputs are checked finite when read: a non-finite loss is a numerical failure (a
+            # learning rate too high, float16 overflow) and the weights are no longer meaningful
+            raise TrainError(f"the training loss became NaN or infinite in epoch {epoch} "
+                             f"(loss {sums[0] / n_batches}, CORAL {sums[2] / n_batches})", path=out_dir,
+                             hint="lower train.lr or train.lambda_coral, or use float32 (train.amp: false); "
+                             "the last good checkpoint is kept and a rerun resumes from it")
         pred = predict(model, featurizer, selection_domain, device, batch_size=max(256, bs))
         score = uar_fast(selection_domain.y.numpy(), pred)
         row = {"epoch": epoch, "loss": float(sums[0] / n_batches), "ce": float(sums[1] / n_batches),

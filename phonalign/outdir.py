@@ -20,7 +20,7 @@ own shard (``OUT/.lam.lock.sIIIIofNNNN``), so shards of one split run side by si
 unsharded run, a second copy of a shard, or shards of a different N are refused. The number of
 shards in use is kept in ``OUT/.lam.lock.shards.json`` while shards run.
 
-On file systems without ``flock`` (some network mounts) the holder file alone serves as the lock:
+On file systems (or platforms) without ``flock`` the holder file alone serves as the lock:
 a holder on this host whose process is gone is taken over; one on another host is refused (delete
 ``OUT/.lam.lock.json`` by hand once you are sure it is dead).
 """
@@ -216,11 +216,13 @@ class _Flock:
 
     def try_lock(self, shared: bool) -> bool:
         """Take the lock without waiting; False when another process holds it."""
-        import fcntl
-
-        assert self.fd is not None
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: the holder file alone
+            self.fallback = True
         if self.fallback:
             return self._try_holder_file()
+        assert self.fd is not None, "open() first"
         try:
             fcntl.flock(self.fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             return True

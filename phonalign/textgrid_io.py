@@ -63,6 +63,7 @@ _MFA_TIER = re.compile(r"^(?P<speaker>.+) - (?P<kind>words|phones)$")
 # "xmin = -0.05" as 0.05, so they are found in the text itself (a rare match: a fast search)
 _NEGATIVE_TIME = re.compile(r"^\s*(?:(?:xmin|xmax|number|time)\s*=\s*)?(-(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$",
                             re.M)
+_NEGATIVE_HINT = re.compile(r"[=\n][ \t]*-[\d.]")
 _SCI_TIME = re.compile(r"^\s*(?:xmin|xmax|number)\s*=\s*[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+\s*$", re.M)
 
 _DUPLICATE_MODES = ("error", "rename")
@@ -523,6 +524,8 @@ def read_alignment(
 
 def _check_no_negative_time(path: Path, text: str) -> None:
     """Raise :class:`TextGridError` at the first negative time (``-0`` is zero and fine)."""
+    if not _NEGATIVE_HINT.search(text):  # the usual case, found in one fast scan
+        return
     for m in _NEGATIVE_TIME.finditer(text):
         value = float(m.group(1))
         if value < 0:

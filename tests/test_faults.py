@@ -793,3 +793,25 @@ def test_phones_used_by_the_corpora_here_are_arpabet():
     from phonalign.phonesets import detect_phone_set
 
     assert detect_phone_set(PHONES * 3) == "arpabet"
+
+
+def test_a_training_loss_that_turns_nan_stops_the_run_naming_it(tmp_path, stores, capsys, monkeypatch):
+    from lam_train import train as train_module
+
+    src, tgt = stores
+    real = train_module.coral_loss
+    calls = [0]
+
+    def coral(a, b):  # a numerical blow-up in the second epoch, as float16 overflow would give
+        calls[0] += 1
+        out = real(a, b)
+        return out * float("nan") if calls[0] > 6 else out
+
+    monkeypatch.setattr(train_module, "coral_loss", coral)
+    config = write_train_config(tmp_path / "c.yaml", source=src, target=tgt, output=tmp_path / "out",
+                                strategies=("final+coral",), epochs=3)
+    code, _, err = lam(capsys, "train", config)
+    assert code == 2
+    assert_one_line_error(err, str(tmp_path / "out" / "runs" / "final+coral" / "seed0"), "NaN or infinite",
+                          "epoch 1")
+    assert not (tmp_path / "out" / "runs" / "final+coral" / "seed0" / "metrics.json").exists()
