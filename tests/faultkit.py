@@ -69,7 +69,7 @@ def make_corpus(root: Path, n: int, *, seed: int = 0, nan: Iterable[str] = (), p
 
 def tiny_model_dir(root: Path, arch: str = "wavlm", seed: int = 0) -> Path:
     """A randomly initialised 2-layer model of a real architecture saved as a local model folder."""
-    from analysis.models import random_model
+    from analysis.testing import random_model
 
     root.mkdir(parents=True, exist_ok=True)
     random_model(arch, seed=seed).save_pretrained(root)
