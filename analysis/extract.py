@@ -90,6 +90,8 @@ class ExtractConfig:
     strict: bool = False
     pooling: str = "mean"
     chunk_rows: int = 4096
+    random_init: bool = False
+    init_seed: int = 0
 
 
 def _read_inputs(src: Path, *, language: str | None = None) -> tuple[pa.Table, pa.Table | None]:
@@ -160,12 +162,16 @@ def _audio_path(src: Path, value: str | None) -> Path:
 
 
 def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None, enc: SpeechEncoder, *,
-                    language: str | None, shard: tuple[int, int] = (0, 1), force: bool = False) -> ExtractionPlan:
+                    language: str | None, shard: tuple[int, int] = (0, 1), force: bool = False,
+                    extra_settings: dict | None = None) -> ExtractionPlan:
     """Open (or create) the store at ``out`` for a run and bring it in line with the input.
 
     The caller holds ``out`` (:func:`phonalign.outdir.output_folder`, shared when sharded). Any
     engine that writes into the store (the local loop below, a distributed one) starts here and
     commits chunks with ``plan.settings_fp`` and rows carrying ``plan.fingerprints[utt_id]``.
+
+    ``extra_settings`` are recorded with the store's settings (``weights: random-init`` and its
+    seed for the untrained control).
 
     Raises
     ------
@@ -175,7 +181,8 @@ def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None,
     """
     i_shard, n_shards = shard
     settings = {**enc.settings(), "pooling": "mean", "segment_rule": "centre-in-segment, at least one frame",
-                "skipped_classes": list(SKIPPED_CLASSES), "input": "segments" if segs is not None else "utterances"}
+                "skipped_classes": list(SKIPPED_CLASSES), "input": "segments" if segs is not None else "utterances",
+                **(extra_settings or {})}
     meta = new_meta(model_id=enc.model_id, revision=enc.revision, n_layers=enc.n_layers, hidden_size=enc.hidden_size,
                     settings=settings, frame_spec=enc.frame_spec.to_dict(), model=enc.identity.to_dict())
     corpus_id = {"source": str(src.resolve()), "language": language,
@@ -472,11 +479,52 @@ class _Chunk:
         self.__init__()  # type: ignore[misc]
 
 
+def random_init_model(model: Any, *, seed: int, model_id: str | None = None) -> tuple[Any, str, dict | None]:
+    """The same architecture with freshly initialised weights: the untrained control.
+
+    Builds ``type(built)(built.config)`` under ``torch.manual_seed(seed)`` (transformers' own
+    initialisation; Whisper keeps its fixed sinusoidal positions, which are not learned), so the
+    same seed gives the same weights. The caller's global torch RNG state is left as it was.
+
+    Parameters
+    ----------
+    model : str, Path or transformers.PreTrainedModel
+        What :func:`analysis.models.load_encoder` takes (an id or directory is loaded once to read
+        its configuration and front-end settings).
+    seed : int
+
+    Returns
+    -------
+    (model, model_id, preprocessor) : transformers.PreTrainedModel, str, dict or None
+    """
+    from .models import _model_dir, _read_preprocessor
+
+    if isinstance(model, SpeechEncoder):
+        raise ExtractionError("--random-init needs a model id, directory or transformers model, not a SpeechEncoder",
+                              hint="pass the model itself")
+    preprocessor = None
+    built: Any
+    if isinstance(model, (str, Path)):
+        from .model_sources import resolve_pretrained
+
+        loaded = resolve_pretrained(str(model))
+        built, model_id = loaded.model, model_id or loaded.model_id
+        preprocessor = _read_preprocessor(_model_dir(str(loaded.location)))
+    else:
+        built = model
+        model_id = model_id or getattr(built.config, "_name_or_path", "") or type(built).__name__
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        fresh = type(built)(built.config)
+    return fresh.eval(), str(model_id), preprocessor
+
+
 def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any, device: str = "auto",
                      dtype: str = "float32", batch_seconds: float = 60.0, whisper_mode: str = "crop",
                      shard: tuple[int, int] = (0, 1), strict: bool = False, chunk_rows: int = 4096,
                      progress: bool = True, model_id: str | None = None, language: str | None = None,
-                     force: bool = False, allow_missing: bool = False) -> dict:
+                     force: bool = False, allow_missing: bool = False, random_init: bool = False,
+                     init_seed: int = 0) -> dict:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
     Parameters
@@ -508,6 +556,10 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     allow_missing : bool
         Accept a model folder whose weight files do not fill the architecture (recorded in the
         store's ``meta.json``).
+    random_init, init_seed : bool, int
+        Extract with the same architecture but freshly initialised weights (:func:`random_init_model`),
+        the untrained control. The store's settings then say ``weights: random-init`` and the seed,
+        so it is never taken for the trained model and `lam similarity` refuses to mix the two.
 
     Returns
     -------
@@ -557,26 +609,40 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
         return _extract_locked(src, out, folder, utts, segs, t0=t0, model=model, device=device, dtype=dtype,
                                batch_seconds=batch_seconds, whisper_mode=whisper_mode, i_shard=i_shard,
                                n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, progress=progress,
-                               model_id=model_id, language=language, force=force, allow_missing=allow_missing)
+                               model_id=model_id, language=language, force=force, allow_missing=allow_missing,
+                               random_init=random_init, init_seed=init_seed)
 
 
 def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, segs: pa.Table | None, *,
                     t0: float, model: Any, device: str, dtype: str, batch_seconds: float, whisper_mode: str,
                     i_shard: int, n_shards: int, strict: bool, chunk_rows: int, progress: bool,
-                    model_id: str | None, language: str | None, force: bool, allow_missing: bool) -> dict:
+                    model_id: str | None, language: str | None, force: bool, allow_missing: bool,
+                    random_init: bool = False, init_seed: int = 0) -> dict:
     """:func:`extract_features` once the output folder is held."""
     seg_rows = _segments_by_utt(segs)
-    if isinstance(model, SpeechEncoder):
+    extra: dict | None = None
+    if random_init:
+        fresh, model_id, preprocessor = random_init_model(model, seed=init_seed, model_id=model_id)
+        do_normalize = None if preprocessor is None or "do_normalize" not in preprocessor \
+            else bool(preprocessor["do_normalize"])
+        enc = load_encoder(fresh, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
+                           do_normalize=do_normalize)
+        enc.revision = None  # no checkpoint revision describes these weights
+        # only untrained stores carry these keys, so stores made before them resume unchanged
+        extra = {"weights": "random-init", "init_seed": int(init_seed)}
+    elif isinstance(model, SpeechEncoder):
         enc = model
     else:
         enc = load_encoder(model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
                            allow_missing=allow_missing)
-    plan = plan_extraction(out, src, utts, segs, enc, language=language, shard=(i_shard, n_shards), force=force)
+    plan = plan_extraction(out, src, utts, segs, enc, language=language, shard=(i_shard, n_shards), force=force,
+                           extra_settings=extra)
     store, settings_fp, fps = plan.store, plan.settings_fp, plan.fingerprints
     report_dir = out if folder.shard_name is None else make_dirs(out / "shards" / folder.shard_name)
     config = ExtractConfig(model=enc.model_id, device=str(enc.device), dtype=enc.dtype_name,
                            batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
-                           n_shards=n_shards, strict=strict, chunk_rows=chunk_rows)
+                           n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, random_init=random_init,
+                           init_seed=init_seed)
     write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src), "language": language,
                                                         "settings": plan.meta["settings"],
                                                         "model": enc.identity.to_dict()})
@@ -758,5 +824,5 @@ def _progress(total: int, enabled: bool, name: str):
     return tqdm(total=total, disable=not enabled, desc=f"features {name}", unit="utt")
 
 
-__all__ = ["extract_features", "plan_batches", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",
+__all__ = ["extract_features", "plan_batches", "random_init_model", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",
            "merge_shard_reports", "STORE_FOLDER", "plan_extraction", "ExtractionPlan"]

@@ -1,6 +1,7 @@
 """Layer rankings and layer selections: the JSON that `lam similarity` writes and training reads.
 
-``rankings.json`` (format ``lam-rankings/1``)::
+``rankings.json`` (format ``lam-rankings/1``; keys added by later versions never change the
+meaning of earlier ones, so older readers keep working)::
 
     {
       "format": "lam-rankings/1",
@@ -10,14 +11,32 @@
       "metric": "centroid_cosine",
       "higher_is_more_similar": true,                # false for coral / mmd (distances)
       "n_layers": 12,                                # L; scores have L + 1 entries (layer 0 = CNN/embedding output)
-      "k": 3, "seed": 0, "n_bootstrap": 200, "ci_level": 0.95,
+      "k": 3, "seed": 0, "n_bootstrap": 200, "ci_level": 0.95, "n_halves": 10, "n_permutations": 200,
+      "ci_method": "...",                            # how every interval is made (contains its estimate)
+      "resampling": {"unit": "speaker", "requested": "auto",
+                     "clusters": {"source": 17, "target": 3}, "reason": null},
+      "duration_s": {"source": [q25, q50, q75], "target": [...]},   # utterance durations, seconds
+      "settings": {"source": {...}, "target": {...}},  # the stores' extraction settings (Whisper mode, weights)
+      "untrained": false,                            # true when a store holds a random-init model
+      "warnings": ["median utterance durations differ 2.3x ..."],
       "emotion": null,                               # or "averaged" with --by-emotion
       "units": {
         "Vowl": {
           "layers": [0, 1, ..., 12],
           "score": [...], "ci_low": [...], "ci_high": [...],
-          "reference_source": [...], "reference_target": [...],   # within-language split half
-          "top_k_frequency": [...],                  # share of bootstrap draws with the layer in the top k (layer 0: null)
+          "reference_source": [...], "reference_target": [...],   # within-language, speaker-disjoint halves
+          "reference_split": "speaker",              # or "utterance" when speakers are unknown
+          "cross_half": [...],                       # cross-language score at the halves' size
+          "gap": [...], "gap_ci_low": [...], "gap_ci_high": [...],  # > 0: languages differ more than one language
+          "as_similar_as_within": [...],             # per layer: the gap's interval reaches 0
+          "p_best": [null, 0.41, ...],               # share of draws with the layer first (layer 0: null)
+          "tied_with_best": [3, 4, 5],               # layers the data cannot tell from the best (best included)
+          "flat": false,                             # every layer tied with the best
+          "tie_level": 0.994,                        # per-comparison level giving joint coverage ci_level
+          "p_null": [...], "null_score": [...], "null_low": [...], "null_high": [...],  # with permutations
+          "clusters": {"source": 17, "target": 3},   # clusters holding rows of the unit
+          "defined_draws": 1.0,                      # least share of draws with a defined score
+          "top_k_frequency": [...],                  # share of draws with the layer in the top k (layer 0: null)
           "ranking": [7, 8, 6, ...],                 # transformer layers 1..L, most similar first
           "selections": {"final": [12], "BL": [7], "GL": [6, 7, 8], "WL": [1, 2, 12],
                          "RL1": [...], "RL2": [...], "RL3": [...]},
@@ -26,6 +45,7 @@
         },
         "Utt": {...}, "Cons": {...}, "A": {...}, ...
       },
+      "skipped_units": {"O": "rows from 1 speaker(s) on the target side; ..."},
       "by_emotion": {"Neutral": {"Vowl": {"score": [...], ...}}, ...}   # only with --by-emotion
     }
 
@@ -41,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +174,53 @@ def read_rankings(path: str | Path) -> dict:
         raise RankingsError(f"not a rankings file (format {doc.get('format')!r})", path=path,
                             hint="rerun `lam similarity` with this toolkit version")
     return doc
+
+
+@dataclass(frozen=True)
+class SelectionInfo:
+    """How much a unit's layer selection can be trusted (from ``rankings.json``).
+
+    Attributes
+    ----------
+    unit : str
+    flat : bool or None
+        Every layer is tied with the best (None: the rankings have no draws, or predate ties).
+    tied_with_best : tuple of int
+        Layers the data cannot tell from the best (empty when unknown).
+    best : int
+        The best layer (``BL``).
+    metric : str
+    resampling : str or None
+        ``speaker`` or ``utterance`` (None for older files).
+    """
+
+    unit: str
+    flat: bool | None
+    tied_with_best: tuple[int, ...]
+    best: int
+    metric: str
+    resampling: str | None
+
+    def warning(self) -> str | None:
+        """A loud one-line warning when the selection comes from a flat (or untested) profile."""
+        if self.flat:
+            return (f"the {self.unit} layer profile ({self.metric}) is FLAT: every layer is tied with the best, so "
+                    f"BL/GL/WL are chosen by noise; anchoring them tests nothing the data can show")
+        return None
+
+
+def load_selection_info(path: str | Path, *, unit: str) -> SelectionInfo:
+    """Flatness and ties of one unit's profile (see :class:`SelectionInfo`)."""
+    doc = read_rankings(path)
+    if unit not in doc["units"]:
+        raise RankingsError(f"no unit {unit!r} in the rankings (it has {', '.join(doc['units'])})", path=path,
+                            hint="choose one of those, or rerun `lam similarity --units ...`")
+    e = doc["units"][unit]
+    flat = e.get("flat")
+    return SelectionInfo(unit=unit, flat=None if flat is None else bool(flat),
+                         tied_with_best=tuple(int(x) for x in e.get("tied_with_best") or ()),
+                         best=int((e.get("selections") or {}).get("BL", [0])[0]), metric=str(doc.get("metric")),
+                         resampling=(doc.get("resampling") or {}).get("unit"))
 
 
 def load_selections(path: str | Path, *, unit: str) -> dict[str, list[int]]:

@@ -1,4 +1,4 @@
-"""Cross-language similarity of pooled representations, layer by layer, with uncertainty.
+"""Cross-language similarity of pooled representations, layer by layer, with honest uncertainty.
 
 Units
 -----
@@ -6,61 +6,100 @@ Units
 segments), and each vowel class ``A E @ i O u`` alone. Silence, ``unknown`` and ``excluded``
 segments are never used.
 
-Metrics (``higher`` = larger means more similar)
-------------------------------------------------
+Metrics (``higher`` = larger means more similar; estimators in :mod:`analysis.estimators`)
+------------------------------------------------------------------------------------------
 ``centroid_cosine`` (default, as in the paper; higher)
-    cosine of the source and target centroids (means of the pooled vectors).
+    cosine of the two centroids, squared norms estimated from pairs of rows of different speakers.
 ``pairwise_cosine`` (higher)
-    mean cosine over all source x target pairs, computed exactly as the dot product of the means
-    of the unit-normalised vectors.
+    mean cosine over all source x target pairs (dot product of the mean unit vectors).
 ``standardized_cosine`` (higher)
-    centroid cosine after z-scoring every dimension of the layer with the mean and standard
-    deviation of *all* its pooled rows (utterances and segments) of both corpora, each corpus
-    weighted equally. Raw transformer features are anisotropic (one large common direction), which
-    pushes every raw centroid cosine towards 1; this removes the common offset. (For ``Utt`` the
-    utterance rows are part of the standardising population, so read it as "direction of
-    deviation from the overall mean".)
+    cosine of the unit's *deviation from its own language's average phone*: each corpus is centred
+    on the mean of its own phone rows (all vowel and consonant segments) and every dimension is
+    divided by the pooled within-corpus standard deviation (average of the two corpora's variances
+    over their phone rows, fixed once per layer from the full sample). Raw transformer features
+    share one large direction, which pushes every raw centroid cosine towards 1; this removes it
+    and compares what is specific to the unit. Undefined for ``Utt`` (utterances are not phones;
+    centring utterances on their own corpus mean would leave nothing to compare), so ``Utt`` is
+    refused for it.
 ``coral`` (lower)
-    Deep CORAL distance ``||C_s - C_t||_F^2 / (4 d^2)`` of the covariance matrices (``1/(n-1)``).
+    relative CORAL ``||C_s - C_t||_F^2 / (||C_s||_F^2 + ||C_t||_F^2)``, in [0, 1]: scale-free, so
+    a layer's activation variance does not decide its rank (the raw Deep CORAL distance, which
+    grows with it, is reported unranked as ``coral_raw``). Needs 4 clusters per side.
 ``mmd`` (lower)
-    squared maximum mean discrepancy (biased V-statistic) with the RBF kernel
-    ``k(x, y) = exp(-||x - y||^2 / h)``, ``h`` = median of the pairwise squared distances in the
-    pooled sample (median heuristic).
+    unbiased squared MMD with ``k(x, y) = exp(-||x - y||^2 / h)``, ``h`` the median pairwise
+    squared distance of the pooled sample (fixed once per unit and layer).
 
-The three cosine metrics use *every* row, streamed: one pass over each store per layer gathers, for
-every utterance and unit class, the sum (and the sum of unit-normalised vectors) of its rows, so
-memory is ``n_utterances x 8 classes x hidden`` per store, whatever the number of segments, and one
-layer's chunk at a time. ``coral`` and ``mmd`` need the rows themselves: they use a seeded random
-subsample of at most ``max_rows`` rows per unit and corpus (default 1000), the same rows for every
-layer, and kernel (Gram-matrix) formulas so that bootstrap draws cost ``O(max_rows^2)`` each.
+The cosine metrics use *every* row, streamed: one pass over each store per layer gathers per
+(unit class, cluster) sums, so memory is ``8 x clusters x hidden`` per store whatever the number
+of segments. ``coral`` and ``mmd`` use a seeded subsample of at most ``max_rows`` rows per unit and
+corpus (the same rows in every layer) and cluster-aggregated Gram matrices.
 
-Uncertainty
------------
-* Bootstrap: ``n_bootstrap`` draws that resample **utterances** with replacement in each corpus
-  (``numpy.random.default_rng(seed)``); a draw weights each utterance's rows by how often it was
-  drawn. Percentile intervals at ``ci_level``. The same draws serve every layer, unit and metric, so
-  per-draw layer rankings give the rank stability (share of draws with a layer in the top k).
-* Within-language reference: ``n_halves`` random splits of each corpus' utterances into two halves;
-  the score between the halves (mean over splits) says what "the same language" gives, per layer.
-* ``by_emotion``: every score also per emotion (utterances of that emotion in both corpora) and
-  averaged over the emotions present in both (each bootstrap draw averaged the same way).
+Resampling (``resample``)
+-------------------------
+The independent unit is the **speaker**: with ``auto`` (default) draws resample speakers with
+replacement whenever both sides carry speaker labels with at least 2 speakers each, otherwise
+utterances (with a one-line warning: utterances of one speaker are not independent, so the
+intervals are then too narrow). ``speaker`` with too few speakers is an error. A drawn speaker's
+utterances and segments all count as often as it was drawn. A unit whose rows come from fewer
+clusters than its metric needs on a side (2; 4 for ``coral``) gets no score, and the reason is
+recorded.
+
+Intervals, references, gap, ties, null
+--------------------------------------
+* Intervals: the percentile interval of the draws re-centred on the estimate (its median moved
+  onto it), widened for few clusters by ``t_{K-1}/z * sqrt(K/(K-1))``
+  (:mod:`analysis.resampling`). Every interval contains its estimate, by construction.
+* Within-language reference: each side's clusters split into two disjoint halves (speaker-disjoint
+  under speaker resampling; ``n_halves`` random splits averaged), scored against each other; the
+  cross-language score at the **same sample size** compares a half of one side with a half of the
+  other (the four pairings averaged). Within-side terms (a centroid's squared norm, MMD's and
+  CORAL's within-sample terms) come from the whole side in both, so the two differ only in which
+  halves meet. ``gap`` = reference minus cross-language score for similarities, cross minus
+  reference for distances: positive = the languages differ more than the same language does.
+  Every bootstrap draw is split the same way (its distinct clusters dealt into halves, copies kept
+  together), which gives the gap its interval.
+* Ties: for each layer, the paired draw-wise difference from the best layer, with simultaneous
+  re-centred intervals at ``ci_level`` (:func:`analysis.resampling.ties_with_best`); layers whose
+  interval contains 0 are tied with the best; all tied = ``flat``. ``p_best`` = share of draws in
+  which the layer ranks first.
+* Null control (``n_permutations``): the pooled clusters (speakers) of both sides re-dealt at random
+  to two sides of the original sizes; per layer, the null profile and the p-value
+  ``(1 + #{null <= observed}) / (1 + P)`` (``>=`` for distances).
+* ``by_emotion``: every score also per emotion and averaged over the emotions present in both
+  (draws averaged the same way).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
-from phonalign.fingerprint import differences
 from phonalign.records import EMOTIONS, VOWEL_CLASSES
 
+from . import estimators as est
+from .confounds import duration_quartiles, duration_warning, match_durations
 from .errors import SimilarityError
+from .resampling import (
+    bootstrap_weights,
+    half_splits,
+    permutation_p,
+    permutation_weights,
+    recentred_interval,
+    small_sample_widening,
+    split_draws,
+    ties_with_best,
+)
 from .store import FeatureStore, check_finite, model_digest
+
+logger = logging.getLogger(__name__)
 
 UNITS: tuple[str, ...] = ("Utt", "Vowl", "Cons") + VOWEL_CLASSES
 METRICS: dict[str, bool] = {  # name -> higher is more similar
@@ -70,73 +109,38 @@ METRICS: dict[str, bool] = {  # name -> higher is more similar
     "coral": False,
     "mmd": False,
 }
+RESAMPLE_MODES: tuple[str, ...] = ("auto", "speaker", "utterance")
+#: Clusters a side needs for each metric's within-side terms.
+MIN_CLUSTERS: dict[str, int] = {"centroid_cosine": 2, "pairwise_cosine": 2, "standardized_cosine": 2,
+                                "coral": 4, "mmd": 2}
+#: Store settings that may differ between the two stores: an aligned store and a plain-folder
+#: store pool utterances identically (only the aligned one has segment rows).
+COMPATIBLE_SETTINGS: tuple[str, ...] = ("input",)
 _SUM_METRICS = ("centroid_cosine", "pairwise_cosine", "standardized_cosine")
 _ROW_METRICS = ("coral", "mmd")
 #: storage classes: 0 utterance, 1..6 vowel classes, 7 consonant
 _CLASSES: tuple[str, ...] = ("utterance",) + VOWEL_CLASSES + ("consonant",)
+_PHONE_CLASSES: list[int] = list(range(1, 8))
 _UNIT_CLASSES: dict[str, list[int]] = {"Utt": [0], "Vowl": [1, 2, 3, 4, 5, 6], "Cons": [7],
                                        **{v: [1 + i] for i, v in enumerate(VOWEL_CLASSES)}}
 
 
-# ---------------------------------------------------------------------------------------- arrays
-def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of (R, H) arrays (NaN where a row is all zero / NaN)."""
-    num = np.einsum("rh,rh->r", a, b)
-    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return num / den
-
-
-def _weighted_cov_traces(g: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
-    """``sum_ij wa_i wb_j (xa_i~ . xb_j~)^2`` for rows centred on their weighted means, per draw.
-
-    With ``u = G wb``, ``v = wa^T G`` and ``k = wa^T G wb / (Wa Wb)`` the square expands to
-    ``wa^T (G*G) wb - sum_i wa_i u_i^2 / Wb - sum_j wb_j v_j^2 / Wa + k^2 Wa Wb``: matrix products
-    only, ``O(R m^2)`` for R draws.
-
-    g : (m_a, m_b) linear Gram ``Xa Xb^T``; wa : (R, m_a); wb : (R, m_b). Returns (R,).
-    """
-    sa, sb = wa.sum(1), wb.sum(1)
-    u = wb @ g.T                                           # (R, m_a)
-    v = wa @ g                                             # (R, m_b)
-    k = np.einsum("rj,rj->r", v, wb) / (sa * sb)
-    quad = np.einsum("rj,rj->r", wa @ (g * g), wb)
-    return quad - np.einsum("ri,ri->r", wa, u * u) / sb - np.einsum("rj,rj->r", wb, v * v) / sa + k * k * sa * sb
-
-
-def _coral_from_grams(gaa, gbb, gab, wa, wb, d: int) -> np.ndarray:
-    """Weighted Deep CORAL distance per draw from Gram matrices (see module docstring)."""
-    na, nb = wa.sum(1), wb.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        taa = _weighted_cov_traces(gaa, wa, wa) / (na - 1) ** 2
-        tbb = _weighted_cov_traces(gbb, wb, wb) / (nb - 1) ** 2
-        tab = _weighted_cov_traces(gab, wa, wb) / ((na - 1) * (nb - 1))
-    return (taa - 2 * tab + tbb) / (4.0 * d * d)
-
-
-def _sqdist(gaa_diag, gbb_diag, gab):
-    return np.maximum(gaa_diag[:, None] + gbb_diag[None, :] - 2 * gab, 0.0)
-
-
-def _mmd_from_kernels(kaa, kbb, kab, wa, wb) -> np.ndarray:
-    na, nb = wa.sum(1), wb.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.einsum("rj,rj->r", wa @ kaa, wa) / na ** 2 + np.einsum("rj,rj->r", wb @ kbb, wb) / nb ** 2
-                - 2 * np.einsum("rj,rj->r", wa @ kab, wb) / (na * nb))
-
-
+# ------------------------------------------------------------------------------------ arrays
 def median_bandwidth(a: np.ndarray, b: np.ndarray) -> float:
     """Median of the pairwise squared distances of the pooled rows of ``a`` and ``b`` (off-diagonal)."""
     x = np.concatenate([a, b]).astype(np.float64)
     g = x @ x.T
-    d = _sqdist(np.diag(g), np.diag(g), g)
+    d = np.maximum(np.diag(g)[:, None] + np.diag(g)[None, :] - 2 * g, 0.0)
     iu = np.triu_indices(len(x), 1)
     h = float(np.median(d[iu])) if iu[0].size else 1.0
     return h if h > 0 else 1.0
 
 
 def coral_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Deep CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` (covariances with ``1/(n-1)``).
+    """Raw Deep CORAL distance ``||C_a - C_b||_F^2 / (4 d^2)`` (covariances with ``1/(n-1)``).
+
+    The quantity the training loss minimises; it grows with the features' variance, so it is
+    never used to rank layers (see ``coral`` in :data:`METRICS`).
 
     Parameters
     ----------
@@ -147,18 +151,31 @@ def coral_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sum((ca - cb) ** 2) / (4.0 * a.shape[1] ** 2))
 
 
-def mmd_rbf(a: np.ndarray, b: np.ndarray, *, bandwidth: float | None = None) -> float:
-    """Squared MMD (biased) with ``k(x, y) = exp(-||x-y||^2 / h)``; ``h`` by the median heuristic."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    h = median_bandwidth(a, b) if bandwidth is None else float(bandwidth)
-    gaa, gbb, gab = a @ a.T, b @ b.T, a @ b.T
-    da, db = np.diag(gaa), np.diag(gbb)
-    k = lambda d: np.exp(-d / h)  # noqa: E731
-    return float(k(_sqdist(da, da, gaa)).mean() + k(_sqdist(db, db, gbb)).mean() - 2 * k(_sqdist(da, db, gab)).mean())
+def _own_clusters(n: int, clusters: np.ndarray | None) -> tuple[np.ndarray, int]:
+    if clusters is None:
+        return np.arange(n), n
+    c = np.unique(np.asarray(clusters), return_inverse=True)[1]
+    return c, int(c.max()) + 1 if c.size else 0
 
 
-def similarity(a, b, *, metric: str = "centroid_cosine", standardize_with: tuple | None = None) -> float:
+def mmd_rbf(a: np.ndarray, b: np.ndarray, *, bandwidth: float | None = None,
+            clusters_a: np.ndarray | None = None, clusters_b: np.ndarray | None = None) -> float:
+    """Unbiased squared MMD with ``k(x, y) = exp(-||x-y||^2 / h)``; ``h`` by the median heuristic.
+
+    Within-sample kernel means are taken over pairs of rows of different clusters (default: every
+    row its own cluster, the classical unbiased estimator).
+    """
+    return similarity(a, b, metric="mmd", clusters_a=clusters_a, clusters_b=clusters_b, bandwidth=bandwidth)
+
+
+def similarity(a: np.ndarray, b: np.ndarray, *, metric: str = "centroid_cosine",
+               clusters_a: np.ndarray | None = None, clusters_b: np.ndarray | None = None,
+               phones_a: np.ndarray | None = None, phones_b: np.ndarray | None = None,
+               phone_clusters_a: np.ndarray | None = None, phone_clusters_b: np.ndarray | None = None,
+               bandwidth: float | None = None) -> float:
     """Similarity of two sets of pooled vectors (librosa-style: arrays in, a number out).
+
+    The same estimators as :func:`compare_stores` (its ``score`` for one unit and layer).
 
     Parameters
     ----------
@@ -166,110 +183,351 @@ def similarity(a, b, *, metric: str = "centroid_cosine", standardize_with: tuple
         Pooled vectors of one unit in one layer, source and target.
     metric : str
         One of :data:`METRICS` (see the module docstring); ``coral`` and ``mmd`` are distances.
-    standardize_with : (mean, std), optional
-        For ``standardized_cosine``: per-dimension statistics; default from ``a`` and ``b``
-        (each set weighted equally).
+    clusters_a, clusters_b : array of hashable, shape (n_a,), (n_b,), optional
+        Speaker (or other cluster) of every row; within-side pair terms use pairs of rows of
+        different clusters. Default: every row its own cluster.
+    phones_a, phones_b : ndarray, shape (m_a, H), (m_b, H)
+        For ``standardized_cosine``: every phone row of each corpus (the unit's rows included),
+        which fix the corpus' average phone and the scale; ``phone_clusters_*`` their clusters.
+    bandwidth : float, optional
+        MMD bandwidth ``h`` (default: :func:`median_bandwidth`).
 
     Returns
     -------
     float
+        NaN where the estimator is undefined (e.g. fewer clusters than the metric needs).
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
         raise SimilarityError(f"cannot compare arrays of shapes {a.shape} and {b.shape}",
                               hint="pass two non-empty (n, H) arrays with the same H")
-    if metric == "centroid_cosine":
-        return float(_cos_rows(a.mean(0)[None], b.mean(0)[None])[0])
-    if metric == "pairwise_cosine":
-        na = a / np.linalg.norm(a, axis=1, keepdims=True)
-        nb = b / np.linalg.norm(b, axis=1, keepdims=True)
-        return float(na.mean(0) @ nb.mean(0))
+    if metric not in METRICS:
+        raise SimilarityError(f"unknown metric {metric!r}", hint=f"use one of {', '.join(METRICS)}")
+    ca, ka = _own_clusters(len(a), clusters_a)
+    cb, kb = _own_clusters(len(b), clusters_b)
+    one_a, one_b = np.ones((1, ka)), np.ones((1, kb))
+    if metric in ("centroid_cosine", "pairwise_cosine"):
+        if metric == "pairwise_cosine":
+            a = a / np.linalg.norm(a, axis=1, keepdims=True)
+            b = b / np.linalg.norm(b, axis=1, keepdims=True)
+            sa, na = est.cluster_sums(a, ca, ka)
+            sb, nb = est.cluster_sums(b, cb, kb)
+            return float(est.rowdot(est.group_means(sa, na, one_a), est.group_means(sb, nb, one_b))[0])
+        sa, na = est.cluster_sums(a, ca, ka)
+        sb, nb = est.cluster_sums(b, cb, kb)
+        return float(est.centroid_cosine(sa, na, one_a, sb, nb, one_b)[0])
     if metric == "standardized_cosine":
-        if standardize_with is None:
-            mu = (a.mean(0) + b.mean(0)) / 2
-            sd = np.sqrt(np.maximum(((a ** 2).mean(0) + (b ** 2).mean(0)) / 2 - mu ** 2, 0)) + 1e-12
-        else:
-            mu, sd = standardize_with
-        return float(_cos_rows(((a.mean(0) - mu) / sd)[None], ((b.mean(0) - mu) / sd)[None])[0])
-    if metric == "coral":
-        return coral_distance(a, b)
+        if phones_a is None or phones_b is None:
+            raise SimilarityError("standardized_cosine needs every phone row of each corpus",
+                                  hint="pass phones_a= and phones_b= (the unit's rows included)")
+        pa, pb = np.asarray(phones_a, np.float64), np.asarray(phones_b, np.float64)
+        if clusters_a is not None and phone_clusters_a is None or clusters_b is not None and phone_clusters_b is None:
+            raise SimilarityError("clusters given for the unit rows but not for the phone rows",
+                                  hint="pass phone_clusters_a= and phone_clusters_b= too")
+        sd = np.sqrt((pa.var(0) + pb.var(0)) / 2) + 1e-12
+        out = []
+        for x, p, c, pc in ((a, pa, clusters_a, phone_clusters_a), (b, pb, clusters_b, phone_clusters_b)):
+            names = np.unique(np.concatenate([np.asarray(c if c is not None else np.arange(len(x))),
+                                              np.asarray(pc if pc is not None else len(x) + np.arange(len(p)))]))
+            cu = np.searchsorted(names, np.asarray(c if c is not None else np.arange(len(x))))
+            cp = np.searchsorted(names, np.asarray(pc if pc is not None else len(x) + np.arange(len(p))))
+            su, nu = est.cluster_sums(x / sd, cu, names.size)
+            spp, npp = est.cluster_sums(p / sd, cp, names.size)
+            out.append(est.deviation_parts(su, nu, spp, npp, np.ones((1, names.size))))
+        (da, ua), (db, ub) = out
+        return float(est.cosine(est.rowdot(da, db), ua, ub)[0])
     if metric == "mmd":
-        return mmd_rbf(a, b)
-    raise SimilarityError(f"unknown metric {metric!r}", hint=f"use one of {', '.join(METRICS)}")
+        h = median_bandwidth(a, b) if bandwidth is None else float(bandwidth)
+        blocks = _kernel_blocks(a, ca, ka, b, cb, kb, h)
+        return float((est.kernel_within(blocks["ss"], one_a) + est.kernel_within(blocks["tt"], one_b)
+                      - 2 * est.kernel_cross(blocks["st"], one_a, one_b))[0])
+    blocks = _gram_blocks(a - a.mean(0), ca, ka, b - b.mean(0), cb, kb)
+    taa = est.cov_trace_within(blocks["ss"], one_a)
+    tbb = est.cov_trace_within(blocks["tt"], one_b)
+    tab = est.cov_trace_cross(blocks["st"], one_a, one_b)
+    return float((1 - 2 * tab / (taa + tbb))[0])
 
 
-# ---------------------------------------------------------------------------------------- stores
+def _sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.maximum((x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T, 0.0)
+
+
+def _kernel_blocks(xs: np.ndarray, cs: np.ndarray, ks: int, xt: np.ndarray, ct: np.ndarray, kt: int,
+                   h: float) -> dict[str, est.GramBlock]:
+    def blk(x, cx, kx, y, cy, ky):
+        return est.GramBlock.build(np.exp(-_sqdist(x, y) / h), cx, kx, cy, ky, squares=False)
+    return {"ss": blk(xs, cs, ks, xs, cs, ks), "tt": blk(xt, ct, kt, xt, ct, kt), "st": blk(xs, cs, ks, xt, ct, kt)}
+
+
+def _gram_blocks(xs: np.ndarray, cs: np.ndarray, ks: int, xt: np.ndarray, ct: np.ndarray, kt: int
+                 ) -> dict[str, est.GramBlock]:
+    return {"ss": est.GramBlock.build(xs @ xs.T, cs, ks, cs, ks, squares=True),
+            "tt": est.GramBlock.build(xt @ xt.T, ct, kt, ct, kt, squares=True),
+            "st": est.GramBlock.build(xs @ xt.T, cs, ks, ct, kt, squares=True)}
+
+
+# ------------------------------------------------------------------------------- compatibility
+def check_compatible(source: FeatureStore, target: FeatureStore, *, allow: Sequence[str] = ()) -> list[str]:
+    """Refuse two stores whose numbers cannot be compared; name the setting that differs.
+
+    Shapes (``n_layers``, ``hidden_size``) must agree. ``model_id``, ``revision`` and every
+    extraction setting must agree too, except those in :data:`COMPATIBLE_SETTINGS` (``input``: an
+    aligned store and a plain-folder store pool utterances the same way) and those named in
+    ``allow`` (for comparisons made on purpose, e.g. ``allow=("weights",)`` for a random-init store
+    against a trained one).
+
+    Returns
+    -------
+    list of str
+        Notes on allowed differences (recorded in the rankings).
+
+    Raises
+    ------
+    SimilarityError
+        Naming the first setting that differs, both values, and the fix.
+    """
+    for key, a, b in (("n_layers", source.n_layers, target.n_layers),
+                      ("hidden_size", source.hidden_size, target.hidden_size)):
+        if a != b:
+            raise SimilarityError(f"the stores hold different models: {key} is {a} in {source.path} and {b} in "
+                                  f"{target.path} ({source.model_id} vs {target.model_id})", path=target.path,
+                                  hint="extract both corpora with the same --model")
+    allowed = set(allow)
+    notes: list[str] = []
+    s_set, t_set = source.meta.get("settings") or {}, target.meta.get("settings") or {}
+    # trained vs untrained first: it is the difference that matters most and explains the others.
+    # The model is compared by the digest of its weights when both stores record one (one folder
+    # may be reached by two paths; two folders of one name may hold different models); untrained
+    # weights differ from the trained ones by definition, so an allowed `weights` difference
+    # compares the architecture's id instead.
+    ds, dt = model_digest(source.meta), model_digest(target.meta)
+    by_digest = bool(ds and dt) and not ("weights" in allowed and s_set.get("weights") != t_set.get("weights"))
+    pairs: list[tuple[str, Any, Any]] = [("weights", s_set.get("weights"), t_set.get("weights"))]
+    if by_digest:
+        pairs.append(("model weights digest", ds, dt))
+    else:
+        pairs += [("model_id", source.model_id, target.model_id),
+                  ("revision", source.meta.get("revision"), target.meta.get("revision"))]
+    pairs += [(k, s_set.get(k), t_set.get(k)) for k in sorted(set(s_set) | set(t_set)) if k != "weights"]
+    for key, a, b in pairs:
+        if a == b:
+            continue
+        if key in COMPATIBLE_SETTINGS:
+            notes.append(f"{key} differs ({a} vs {b}): only units present in both stores are compared")
+            continue
+        if key in allowed:
+            notes.append(f"{key} differs ({a} vs {b}), allowed on purpose")
+            continue
+        hint = f"extract both corpora with the same {key}, or pass --allow-different {key} if you mean it"
+        if key == "model weights digest":
+            hint = (f"the stores were made by different model files ({source.model_id} vs {target.model_id}): "
+                    "extract both corpora with the same model")
+        if key == "weights":
+            hint = ("one store holds an untrained (random-init) model: compare it with a store of the same "
+                    "random-init seed, or pass --allow-different weights if you mean to")
+        raise SimilarityError(f"the stores were made differently: setting {key!r} is {a!r} in the source store and "
+                              f"{b!r} in the target store", path=target.path, hint=hint)
+    return notes
+
+
+# ------------------------------------------------------------------------------------- stores
+def _labels(table, name: str) -> np.ndarray:
+    return np.asarray(table.column(name).to_pylist(), dtype=object)
+
+
 class _View:
-    """What the analysis needs from one store's index, as integer arrays."""
+    """What the analysis needs from one store's index, as integer arrays.
 
-    def __init__(self, store: FeatureStore, *, name: str, language: str | None = None) -> None:
+    Rows of another language (one store holding both corpora) and of dropped utterances take no
+    part. Utterances map to clusters (speakers or utterances) and, with ``by_emotion``, to cells
+    ``(emotion, cluster)``; streamed sums are kept per (class, cell).
+    """
+
+    def __init__(self, store: FeatureStore, *, name: str, language: str | None = None,
+                 keep_utt: set[str] | None = None) -> None:
         self.store, self.name = store, name
         idx = store.index
-        utt = np.asarray(idx.column("utt_id").to_pylist(), dtype=object)
-        # rows of another language (one store holding both corpora) take no part at all
-        if language is None:
-            self.row_keep = np.ones(len(utt), bool)
-        else:
-            self.row_keep = np.asarray(idx.column("language").to_pylist(), dtype=object) == language
-        self.utt_ids, kept_utt = np.unique(utt[self.row_keep], return_inverse=True)
+        utt = _labels(idx, "utt_id")
+        keep = np.ones(len(utt), bool) if language is None else _labels(idx, "language") == language
+        if keep_utt is not None:
+            keep &= np.isin(utt, np.asarray(sorted(keep_utt), dtype=object))
+        self.row_keep = keep
+        self.utt_ids, kept_utt = np.unique(utt[keep], return_inverse=True)
         self.row_utt = np.zeros(len(utt), np.int64)
-        self.row_utt[self.row_keep] = kept_utt
+        self.row_utt[keep] = kept_utt
         self.n_utt = len(self.utt_ids)
-        kind = np.asarray(idx.column("kind").to_pylist(), dtype=object)
-        ucls = np.asarray(idx.column("unit_class").to_pylist(), dtype=object)
+        kind, ucls = _labels(idx, "kind"), _labels(idx, "unit_class")
         cls = np.full(len(utt), -1, np.int64)
         cls[kind == "utt"] = 0
         seg = kind == "segment"
         for i, name_ in enumerate(_CLASSES[1:], start=1):
             cls[seg & (ucls == name_)] = i
-        cls[~self.row_keep] = -1
+        cls[~keep] = -1
         self.row_cls = cls
-        counts = np.zeros((len(_CLASSES), self.n_utt))
-        ok = cls >= 0
-        np.add.at(counts, (cls[ok], self.row_utt[ok]), 1)
-        self.counts = counts  # (8, n_utt)
-        emo = np.asarray(idx.column("emotion").to_pylist(), dtype=object)
         self.utt_emotion = np.full(self.n_utt, None, dtype=object)
-        self.utt_emotion[self.row_utt[self.row_keep]] = emo[self.row_keep]
+        self.utt_emotion[self.row_utt[keep]] = _labels(idx, "emotion")[keep]
+        self.utt_speaker = np.full(self.n_utt, None, dtype=object)
+        self.utt_speaker[self.row_utt[keep]] = _labels(idx, "speaker")[keep]
+        # duration of an utterance = its utterance row's span (seconds)
+        start = np.asarray(idx.column("start").to_numpy(zero_copy_only=False), np.float64)
+        end = np.asarray(idx.column("end").to_numpy(zero_copy_only=False), np.float64)
+        self.utt_duration = np.full(self.n_utt, np.nan)
+        urow = keep & (kind == "utt")
+        self.utt_duration[self.row_utt[urow]] = (end - start)[urow]
+        self.set_cells("utterance", by_emotion=False)
+
+    # speakers -------------------------------------------------------------
+    def speakers(self) -> tuple[bool, int]:
+        """(every utterance has a speaker label, number of distinct speakers)."""
+        spk = [s for s in self.utt_speaker if s not in (None, "")]
+        return len(spk) == self.n_utt, len(set(spk))
+
+    def set_cells(self, unit: str, *, by_emotion: bool) -> None:
+        """Map utterances to clusters (``speaker`` | ``utterance``) and cells (emotion x cluster)."""
+        if unit == "speaker":
+            self.cluster_names, self.utt_cluster = np.unique(self.utt_speaker.astype(str), return_inverse=True)
+        else:
+            self.cluster_names, self.utt_cluster = self.utt_ids, np.arange(self.n_utt)
+        self.n_clusters = len(self.cluster_names)
+        emo = np.array([EMOTIONS.index(e) + 1 if e in EMOTIONS else 0 for e in self.utt_emotion], np.int64) \
+            if by_emotion else np.zeros(self.n_utt, np.int64)
+        code = emo * max(self.n_clusters, 1) + self.utt_cluster
+        cells, self.utt_cell = np.unique(code, return_inverse=True)
+        self.n_cells = len(cells)
+        self.cell_cluster = cells % max(self.n_clusters, 1)
+        self.cell_emotion = np.array([None] + list(EMOTIONS), dtype=object)[cells // max(self.n_clusters, 1)]
+        self.row_cell = np.zeros(len(self.row_cls), np.int64)
+        self.row_cell[self.row_keep] = self.utt_cell[self.row_utt[self.row_keep]]
+        ok = self.row_cls >= 0
+        counts = np.zeros((len(_CLASSES), self.n_cells))
+        np.add.at(counts, (self.row_cls[ok], self.row_cell[ok]), 1)
+        self.counts = counts  # (8, n_cells)
+
+    def scope_matrix(self, emotion: str | None) -> sp.csr_matrix:
+        """``(n_clusters, n_cells)`` sum of the cells of a scope (all, or one emotion) per cluster."""
+        mask = np.ones(self.n_cells, bool) if emotion is None else self.cell_emotion == emotion
+        cells = np.flatnonzero(mask)
+        return sp.csr_matrix((np.ones(cells.size), (self.cell_cluster[cells], cells)),
+                             shape=(self.n_clusters, self.n_cells))
 
     def group_matrix(self, offset: int, n: int) -> tuple[np.ndarray, sp.csr_matrix]:
-        """Groups (class * n_utt + utt) touched by rows offset..offset+n and their indicator."""
+        """Groups (class * n_cells + cell) touched by rows offset..offset+n and their indicator."""
         cls = self.row_cls[offset:offset + n]
         keep = np.flatnonzero(cls >= 0)
-        code = cls[keep] * self.n_utt + self.row_utt[offset:offset + n][keep]
+        code = cls[keep] * self.n_cells + self.row_cell[offset:offset + n][keep]
         uniq, inv = np.unique(code, return_inverse=True)
         g = sp.csr_matrix((np.ones(keep.size), (inv, keep)), shape=(uniq.size, n))
         return uniq, g
 
 
-@dataclass
-class UnitResult:
-    """Scores of one (scope, unit, metric) over layers 0..L."""
+def _stream(v: _View, layer: int, h: int, need_norm: bool) -> dict[str, np.ndarray]:
+    """One pass over a layer: per (class, cell) sums (and of unit-normalised rows), phone-row squares."""
+    s = np.zeros((len(_CLASSES) * v.n_cells, h))
+    sn = np.zeros_like(s) if need_norm else None
+    sq = np.zeros(h)
+    for offset, arr in v.store.iter_layer(layer):
+        x = np.asarray(arr, dtype=np.float64)
+        if not np.isfinite(x).all():  # stores refuse them at write; one written before that did not
+            check_finite(x, v.store.index.slice(offset, x.shape[0]), layer=layer, path=v.store.path)
+        uniq, g = v.group_matrix(offset, x.shape[0])
+        s[uniq] += g @ x
+        if sn is not None:
+            nrm = np.linalg.norm(x, axis=1, keepdims=True)
+            sn[uniq] += g @ (x / np.where(nrm > 0, nrm, 1.0))
+        phone = v.row_cls[offset:offset + x.shape[0]] >= 1
+        if phone.any():
+            sq += np.einsum("nh,nh->h", x[phone], x[phone])
+        del x, arr
+    out = {"S": s.reshape(len(_CLASSES), v.n_cells, h), "sq": sq}
+    if sn is not None:
+        out["SN"] = sn.reshape(len(_CLASSES), v.n_cells, h)
+    return out
 
-    score: np.ndarray          # (L+1,)
-    boot: np.ndarray           # (n_bootstrap, L+1)
-    ref_source: np.ndarray     # (L+1,)
-    ref_target: np.ndarray     # (L+1,)
+
+def _read_rows(v: _View, rows: np.ndarray, layer: int) -> np.ndarray:
+    """The sampled rows of a layer, float64; a non-finite value is an error naming its utterance."""
+    x = v.store.read_layer(layer, rows=rows).astype(np.float64)
+    if not np.isfinite(x).all():
+        check_finite(x, v.store.index.take(pa.array(rows)), layer=layer, path=v.store.path)
+    return x
+
+
+def _to_clusters(m: sp.csr_matrix, s: np.ndarray) -> np.ndarray:
+    """(8, cells, H) -> (8, clusters, H) with the scope matrix ``m``."""
+    c, n, h = s.shape
+    return np.asarray(m @ s.transpose(1, 0, 2).reshape(n, c * h)).reshape(m.shape[0], c, h).transpose(1, 0, 2)
+
+
+# ------------------------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class Resampling:
+    """How draws were made: the cluster unit and each side's number of clusters."""
+
+    unit: str
+    requested: str
+    clusters_source: int
+    clusters_target: int
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """Scores of one (scope, unit, metric) over layers 0..L; arrays are (L+1,) or (draws, L+1).
+
+    ``boot`` are the full-size bootstrap scores; ``*_boot`` the same draws' split-half quantities;
+    ``null`` the permutation scores. ``skip_reason`` says why there is no score (the arrays are
+    then NaN). ``clusters_*`` count the clusters that hold rows of the unit on each side.
+    """
+
+    score: np.ndarray
+    boot: np.ndarray
+    ref_source: np.ndarray
+    ref_target: np.ndarray
+    ref_source_boot: np.ndarray
+    ref_target_boot: np.ndarray
+    cross_half: np.ndarray
+    cross_half_boot: np.ndarray
+    null: np.ndarray
+    extra: dict = field(default_factory=dict)
     n_source: int = 0
     n_target: int = 0
     n_utt_source: int = 0
     n_utt_target: int = 0
+    clusters_source: int = 0
+    clusters_target: int = 0
+    skip_reason: str | None = None
+    higher: bool = True
+
+    @property
+    def gap(self) -> np.ndarray:
+        """Reference minus cross (similarities) / cross minus reference (distances), per layer."""
+        return _gap(self.ref_source, self.ref_target, self.cross_half, self.higher)
+
+    @property
+    def gap_boot(self) -> np.ndarray:
+        """The gap in every draw, ``(n_bootstrap, L+1)``."""
+        return _gap(self.ref_source_boot, self.ref_target_boot, self.cross_half_boot, self.higher)
+
+    @property
+    def widen(self) -> float:
+        """Small-sample widening of this unit's intervals (from the smaller side's clusters)."""
+        return small_sample_widening(min(self.clusters_source, self.clusters_target))
 
     def ci(self, level: float) -> tuple[np.ndarray, np.ndarray]:
-        """Percentile bootstrap interval at ``level`` (e.g. 0.95): ``(low, high)``, each ``(n_layers,)``."""
-        q = (1 - level) / 2 * 100
-        if self.boot.shape[0] == 0:
-            nan = np.full_like(self.score, np.nan)
-            return nan, nan
-        with np.errstate(all="ignore"):
-            import warnings
+        """Re-centred percentile interval of ``score`` at ``level``: ``(low, high)``, each ``(L+1,)``."""
+        return recentred_interval(self.score, self.boot, level=level, widen=self.widen)
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return np.nanpercentile(self.boot, q, axis=0), np.nanpercentile(self.boot, 100 - q, axis=0)
+    def gap_ci(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """Interval of :attr:`gap` (same method)."""
+        return recentred_interval(self.gap, self.gap_boot, level=level, widen=self.widen)
 
 
-@dataclass
+def _gap(ref_s: np.ndarray, ref_t: np.ndarray, cross: np.ndarray, higher: bool) -> np.ndarray:
+    ref = (ref_s + ref_t) / 2
+    return ref - cross if higher else cross - ref
+
+
+@dataclass(frozen=True)
 class SimilarityResult:
     """Everything `lam similarity` computed. ``results[scope][unit][metric]`` is a :class:`UnitResult`;
     scopes are ``all`` and, with ``by_emotion``, each emotion and ``averaged``."""
@@ -280,74 +538,195 @@ class SimilarityResult:
     revision: str | None
     config: dict
     results: dict = field(default_factory=dict)
+    resampling: Resampling | None = None
+    durations: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
 
 
-def check_same_model(source: FeatureStore, target: FeatureStore) -> None:
-    """Raise :class:`SimilarityError` unless both stores were made by the same model and settings.
+@dataclass
+class _Plan:
+    """Draw families of one (scope, unit): which clusters hold rows, the halves, the sampled rows."""
 
-    The model is compared by the digest of its weights when both stores record one (two folders
-    passed as the same ``--model`` name may hold different models, and one model may be reached by
-    two paths); stores of earlier versions are compared by model id.
+    active_s: np.ndarray
+    active_t: np.ndarray
+    n_rows: tuple[int, int]
+    n_utt: tuple[int, int]
+    halves_s: tuple[np.ndarray, np.ndarray]
+    halves_t: tuple[np.ndarray, np.ndarray]
+    boot_first_s: np.ndarray    # (B, K_s) bool: the draw's first half
+    boot_first_t: np.ndarray
+    rows_s: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    rows_t: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+def _choose_resampling(src: _View, tgt: _View, requested: str) -> Resampling:
+    if requested not in RESAMPLE_MODES:
+        raise SimilarityError(f"unknown resampling unit {requested!r}", hint=f"use one of {', '.join(RESAMPLE_MODES)}")
+    (known_s, n_s), (known_t, n_t) = src.speakers(), tgt.speakers()
+    if requested == "utterance":
+        return Resampling("utterance", requested, src.n_utt, tgt.n_utt)
+    problems = [f"the {v.name} store has {'speaker labels on only some utterances' if not k else f'{n} speaker(s)'}"
+                for v, k, n in ((src, known_s, n_s), (tgt, known_t, n_t)) if not k or n < 2]
+    if not problems:
+        return Resampling("speaker", requested, n_s, n_t)
+    if requested == "speaker":
+        raise SimilarityError("--resample speaker needs speaker labels with at least 2 speakers on each side; "
+                              + "; ".join(problems), path=tgt.store.path,
+                              hint="label the speakers (corpus folders or the manifest's speaker column), "
+                              "or pass --resample utterance and read the intervals as too narrow")
+    reason = ("resampling utterances, not speakers: " + "; ".join(problems)
+              + " (utterances of one speaker are not independent: the intervals are too narrow)")
+    logger.warning(reason)
+    return Resampling("utterance", requested, src.n_utt, tgt.n_utt, reason)
+
+
+class _SumsUnit:
+    """Centroid / pairwise / standardized cosine of one (scope, unit, layer), on cluster sums.
+
+    ``sides`` maps ``s``, ``t`` (and ``p``, both pooled, for permutations) to the unit's cluster sums.
     """
-    if (source.n_layers, source.hidden_size) != (target.n_layers, target.hidden_size):
-        raise SimilarityError(
-            f"the stores hold different models: {source.model_id} ({source.n_layers} layers, {source.hidden_size}) "
-            f"vs {target.model_id} ({target.n_layers} layers, {target.hidden_size})", path=target.path,
-            hint="extract both corpora with the same --model")
-    ds, dt = model_digest(source.meta), model_digest(target.meta)
-    if ds and dt:
-        if ds != dt:
-            raise SimilarityError(
-                f"the stores were made by different models: {source.model_id} ({ds[:19]}) vs {target.model_id} "
-                f"({dt[:19]}), compared by the digest of their weights", path=target.path,
-                hint="extract both corpora with the same model files")
-    elif source.model_id != target.model_id:
-        raise SimilarityError(f"the stores were made by different models: {source.model_id} vs {target.model_id}",
-                              path=target.path, hint="extract both corpora with the same model (--model)")
-    if source.meta.get("settings") != target.meta.get("settings"):
-        raise SimilarityError(f"the stores were made with different settings: "
-                              f"{differences(source.meta.get('settings'), target.meta.get('settings'))}",
-                              path=target.path, hint="extract both corpora with the same model and settings")
+
+    def __init__(self, metric: str, sides: dict[str, dict[str, np.ndarray]]) -> None:
+        self.metric, self.sides = metric, sides
+        self._memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def _parts(self, side: str, name: str, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        key = (side, name)
+        if key not in self._memo:
+            d = self.sides[side]
+            if self.metric == "centroid_cosine":
+                tot = w @ d["S"]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    vec = tot / (w @ d["N"])[:, None]
+                within = est.norm2_u(d["S"], d["N"], d["SS"], w, tot) if name == "main" or side == "p" else None
+                self._memo[key] = (vec, within)
+            elif self.metric == "pairwise_cosine":
+                self._memo[key] = (est.group_means(d["SN"], d["N"], w), np.ones(w.shape[0]))
+            else:
+                dev, n2 = est.deviation_parts(d["S"], d["N"], d["SP"], d["NP"], w,
+                                              norm=name == "main" or side == "p")
+                self._memo[key] = (dev, n2)
+        return self._memo[key]
+
+    def within(self, side: str, name: str, w: np.ndarray) -> np.ndarray:
+        within = self._parts(side, name, w)[1]
+        assert within is not None
+        return within
+
+    def cross(self, sa: str, na: str, wa: np.ndarray, sb: str, nb: str, wb: np.ndarray) -> np.ndarray:
+        return est.rowdot(self._parts(sa, na, wa)[0], self._parts(sb, nb, wb)[0])
+
+    def combine(self, x: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+        if self.metric == "pairwise_cosine":
+            return x
+        return est.cosine(x, wa, wb)
 
 
-def _weights(view: _View, rng: np.random.Generator, n_bootstrap: int, n_halves: int) -> np.ndarray:
-    """(1 + B + 2 n_halves, n_utt) utterance weights: all ones; bootstrap counts; half A; half B."""
-    n = view.n_utt
-    boot = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap).astype(np.float64) if n else \
-        np.zeros((n_bootstrap, 0))
-    halves_a = np.zeros((n_halves, n))
-    for h in range(n_halves):
-        halves_a[h, rng.permutation(n)[: n // 2]] = 1.0
-    return np.concatenate([np.ones((1, n)), boot, halves_a, 1.0 - halves_a])
+class _GramUnit:
+    """MMD / relative CORAL of one (scope, unit, layer) on cluster-aggregated Gram blocks."""
+
+    def __init__(self, metric: str, blocks: dict[str, est.GramBlock]) -> None:
+        self.metric, self.blocks = metric, blocks
+
+    def within(self, side: str, name: str, w: np.ndarray) -> np.ndarray:
+        b = self.blocks[side * 2]
+        return est.kernel_within(b, w) if self.metric == "mmd" else est.cov_trace_within(b, w)
+
+    def cross(self, sa: str, na: str, wa: np.ndarray, sb: str, nb: str, wb: np.ndarray) -> np.ndarray:
+        if sa == sb:
+            b = self.blocks[sa * 2]
+        else:
+            b = self.blocks[sa + sb]
+        return est.kernel_cross(b, wa, wb) if self.metric == "mmd" else est.cov_trace_cross(b, wa, wb)
+
+    def combine(self, x: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if self.metric == "mmd":
+                return wa + wb - 2 * x
+            return 1 - 2 * x / (wa + wb)
+
+
+def _quiet_nanmean(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+def _evaluate(eng: _SumsUnit | _GramUnit, plan: _Plan, boot_s: np.ndarray, boot_t: np.ndarray,
+              perm: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Score, references, cross-at-half-size and null of one unit in one layer (see module docstring)."""
+    ws = np.vstack([plan.active_s[None].astype(float), boot_s * plan.active_s[None]])
+    wt = np.vstack([plan.active_t[None].astype(float), boot_t * plan.active_t[None]])
+    in_s = eng.within("s", "main", ws)
+    in_t = eng.within("t", "main", wt)
+    score = eng.combine(eng.cross("s", "main", ws, "t", "main", wt), in_s, in_t)
+    out = {"score": score[0], "boot": score[1:]}
+    b = boot_s.shape[0]
+    # within-language references and cross-language at half size, for the estimate (splits
+    # averaged) and for every draw (its own split)
+    fam = {}
+    if plan.halves_s[0].shape[0]:
+        fam["est"] = (plan.halves_s, plan.halves_t, in_s[:1], in_t[:1])
+    if b:
+        f_s = np.where(plan.boot_first_s, ws[1:], 0.0)
+        f_t = np.where(plan.boot_first_t, wt[1:], 0.0)
+        fam["boot"] = ((f_s, ws[1:] - f_s), (f_t, wt[1:] - f_t), in_s[1:], in_t[1:])
+    for name, ((s1, s2), (t1, t2), i_s, i_t) in fam.items():
+        ref_s = eng.combine(eng.cross("s", f"{name}1", s1, "s", f"{name}2", s2), i_s, i_s)
+        ref_t = eng.combine(eng.cross("t", f"{name}1", t1, "t", f"{name}2", t2), i_t, i_t)
+        cross = np.mean([eng.combine(eng.cross("s", f"{name}{x}", sw, "t", f"{name}{y}", tw), i_s, i_t)
+                         for x, sw in ((1, s1), (2, s2)) for y, tw in ((1, t1), (2, t2))], axis=0)
+        if name == "est":
+            out["ref_source"], out["ref_target"] = _quiet_nanmean(ref_s), _quiet_nanmean(ref_t)
+            out["cross_half"] = _quiet_nanmean(cross)
+        else:
+            out["ref_source_boot"], out["ref_target_boot"], out["cross_half_boot"] = ref_s, ref_t, cross
+    if perm is not None:
+        pa, pb = perm
+        out["null"] = eng.combine(eng.cross("p", "pa", pa, "p", "pb", pb), eng.within("p", "pa", pa),
+                                  eng.within("p", "pb", pb))
+    return out
 
 
 def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = ("centroid_cosine",),
                    units: Sequence[str] = UNITS, n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False,
                    ci_level: float = 0.95, n_halves: int = 10, max_rows: int = 1000,
                    source_language: str | None = None, target_language: str | None = None,
-                   progress: bool = False) -> SimilarityResult:
+                   resample: str = "auto", n_permutations: int = 0, match_duration: bool = False,
+                   allow_different: Sequence[str] = (), progress: bool = False) -> SimilarityResult:
     """Per-layer similarity of every unit between two feature stores (streamed; see module docstring).
 
     Parameters
     ----------
     source, target : FeatureStore
-        Made by the same model (same layers and hidden size).
+        Made by the same model and settings (:func:`check_compatible`).
     metrics : sequence of str
         Names in :data:`METRICS`.
     units : sequence of str
         Names in :data:`UNITS`.
     n_bootstrap : int
-        Bootstrap draws (utterances resampled); 0 for no intervals.
+        Bootstrap draws (clusters resampled); 0 for no intervals.
     seed : int
+        Seeds every draw, split and permutation (each from its own stream, so changing one count
+        does not change the others' draws).
     by_emotion : bool
         Also per emotion and averaged over emotions (needs emotion labels in both stores).
+    ci_level : float
     n_halves : int
-        Random within-language half splits for the reference.
+        Random speaker-disjoint half splits for the within-language reference.
     max_rows : int
         Subsample per unit and corpus for ``coral`` and ``mmd``.
     source_language, target_language : str, optional
-        Keep only rows of this ``language`` (so that one store may hold both corpora; pass it as
-        both ``source`` and ``target``).
+        Keep only rows of this ``language`` (one store may hold both corpora; pass it as both).
+    resample : ``auto`` | ``speaker`` | ``utterance``
+        The cluster that draws resample (see the module docstring).
+    n_permutations : int
+        Permutations of the language labels across clusters for the null control (0: none).
+    match_duration : bool
+        Subsample both sides to matching utterance-duration distributions first.
+    allow_different : sequence of str
+        Store settings allowed to differ (see :func:`check_compatible`).
 
     Returns
     -------
@@ -359,287 +738,417 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
     bad = [u for u in units if u not in UNITS]
     if bad:
         raise SimilarityError(f"unknown unit(s) {bad}", hint=f"use {', '.join(UNITS)}")
-    check_same_model(source, target)
+    if "standardized_cosine" in metrics and list(units) == ["Utt"]:
+        raise SimilarityError("standardized_cosine is undefined for Utt: it centres each corpus on its own average "
+                              "phone, and utterances are not phones", hint="ask for a phone unit (Vowl, Cons, "
+                              "a vowel class) or another metric for Utt")
+    notes = check_compatible(source, target, allow=allow_different)
     src = _View(source, name="source", language=source_language)
     tgt = _View(target, name="target", language=target_language)
     for v, lang in ((src, source_language), (tgt, target_language)):
         if v.n_utt == 0:
             what = "the store is empty" if lang is None else f"the store has no utterance of language {lang!r}"
             raise SimilarityError(what, path=v.store.path, hint="run `lam features` first, or check --*-language")
-    rng = np.random.default_rng(seed)
-    w_src = _weights(src, rng, n_bootstrap, n_halves)
-    w_tgt = _weights(tgt, rng, n_bootstrap, n_halves)
-    scopes = {"all": (np.ones(src.n_utt), np.ones(tgt.n_utt))}
+    warn: list[str] = list(notes)
+    durations: dict[str, Any] = {"source": duration_quartiles(src.utt_duration),
+                                 "target": duration_quartiles(tgt.utt_duration)}
+    if match_duration:
+        ka, kb = match_durations(src.utt_duration, tgt.utt_duration, seed=seed)
+        durations["before_matching"] = dict(durations)
+        src = _View(source, name="source", language=source_language, keep_utt=set(src.utt_ids[ka]))
+        tgt = _View(target, name="target", language=target_language, keep_utt=set(tgt.utt_ids[kb]))
+        if src.n_utt == 0 or tgt.n_utt == 0:
+            raise SimilarityError("--match-duration kept no utterance: the two duration ranges do not overlap",
+                                  path=target.path, hint="drop --match-duration, or compare corpora of similar lengths")
+        durations.update(source=duration_quartiles(src.utt_duration), target=duration_quartiles(tgt.utt_duration),
+                         matched_utterances={"source": src.n_utt, "target": tgt.n_utt})
+    w_dur = duration_warning(durations["source"], durations["target"])
+    if w_dur:
+        warn.append(w_dur)
+        logger.warning(w_dur)
+    resampling = _choose_resampling(src, tgt, resample)
+    if resampling.reason:
+        warn.append(resampling.reason)
+    for v in (src, tgt):
+        v.set_cells(resampling.unit, by_emotion=by_emotion)
+    scopes: dict[str, str | None] = {"all": None}
     if by_emotion:
         present = [e for e in EMOTIONS if np.any(src.utt_emotion == e) and np.any(tgt.utt_emotion == e)]
         if not present:
             raise SimilarityError("--by-emotion needs emotion labels shared by both corpora; none found",
                                   path=target.path, hint="label the corpora, or drop --by-emotion")
-        for e in present:
-            scopes[e] = ((src.utt_emotion == e).astype(float), (tgt.utt_emotion == e).astype(float))
+        scopes.update({e: e for e in present})
     n_l = source.n_layers + 1
     h = source.hidden_size
+    b, nh, n_perm = int(n_bootstrap), int(n_halves), int(n_permutations)
+    ks, kt = src.n_clusters, tgt.n_clusters
+    boot_s = bootstrap_weights(ks, b, np.random.default_rng([seed, 1, 0]))
+    boot_t = bootstrap_weights(kt, b, np.random.default_rng([seed, 1, 1]))
+    perm = permutation_weights(ks, kt, n_perm, np.random.default_rng([seed, 2])) if n_perm else None
     sum_metrics = [m for m in metrics if m in _SUM_METRICS]
     row_metrics = [m for m in metrics if m in _ROW_METRICS]
-    need_norm = "pairwise_cosine" in sum_metrics
-    b, nh = n_bootstrap, n_halves
 
-    # scores[scope][unit][metric] -> arrays filled layer by layer
-    res: dict = {s: {u: {m: UnitResult(np.full(n_l, np.nan), np.full((b, n_l), np.nan), np.full(n_l, np.nan),
-                                        np.full(n_l, np.nan)) for m in metrics} for u in units} for s in scopes}
-    for s, (ms, mt) in scopes.items():
-        for u in units:
-            cs = src.counts[_UNIT_CLASSES[u]].sum(0) * ms
-            ct = tgt.counts[_UNIT_CLASSES[u]].sum(0) * mt
+    # plans and result arrays ----------------------------------------------------------------
+    mats = {s: (src.scope_matrix(e), tgt.scope_matrix(e)) for s, e in scopes.items()}
+    plans: dict[tuple[str, str], _Plan] = {}
+    res: dict[str, dict[str, dict[str, UnitResult]]] = {s: {u: {} for u in units} for s in scopes}
+    for si, (s, (ms, mt)) in enumerate(mats.items()):
+        for ui, u in enumerate(units):
+            cl = _UNIT_CLASSES[u]
+            n_s = np.asarray(ms @ src.counts[cl].sum(0)).ravel()
+            n_t = np.asarray(mt @ tgt.counts[cl].sum(0)).ravel()
+            act_s, act_t = n_s > 0, n_t > 0
+            cell_s = (src.counts[cl].sum(0) > 0) & (np.asarray(ms.sum(0)).ravel() > 0)
+            cell_t = (tgt.counts[cl].sum(0) > 0) & (np.asarray(mt.sum(0)).ravel() > 0)
+            n_utt = (int(np.isin(src.utt_cell, np.flatnonzero(cell_s)).sum()),
+                     int(np.isin(tgt.utt_cell, np.flatnonzero(cell_t)).sum()))
+            rng = [np.random.default_rng([seed, 3, side, si, ui]) for side in (0, 1)]
+            plan = _Plan(act_s, act_t, (int(n_s.sum()), int(n_t.sum())), n_utt,
+                         half_splits(act_s, nh, rng[0]), half_splits(act_t, nh, rng[1]),
+                         split_draws(boot_s, act_s, rng[0])[0] > 0, split_draws(boot_t, act_t, rng[1])[0] > 0)
+            if row_metrics:
+                plan.rows_s = _sample_rows(src, cl, ms, max_rows, [seed, 5, 0, si, ui])
+                plan.rows_t = _sample_rows(tgt, cl, mt, max_rows, [seed, 5, 1, si, ui])
+            plans[(s, u)] = plan
             for m in metrics:
-                r = res[s][u][m]
-                r.n_source, r.n_target = int(cs.sum()), int(ct.sum())
-                r.n_utt_source, r.n_utt_target = int((cs > 0).sum()), int((ct > 0).sum())
-    samples = {v.name: _row_samples(v, units, max_rows, seed) for v in (src, tgt)} if row_metrics else {}
+                res[s][u][m] = _empty_result(m, n_l, b, n_perm, plan, resampling, u)
+    need_norm = "pairwise_cosine" in sum_metrics
+    need_sd = "standardized_cosine" in sum_metrics
+    union = {v.name: np.unique(np.concatenate([p.rows_s if v is src else p.rows_t for p in plans.values()]))
+             for v in (src, tgt)} if row_metrics else {}
 
     from tqdm.auto import tqdm
 
     for layer in tqdm(range(n_l), disable=not progress, desc="similarity", unit="layer"):
-        stats = {}
-        if sum_metrics:
-            for v in (src, tgt):
-                stats[v.name] = _stream_sums(v, layer, h, need_norm)
-            mu, sd = _standardizer(stats["source"], stats["target"])
-        rows = {v.name: _read_sample_rows(v, samples[v.name], layer) for v in (src, tgt)} if row_metrics else {}
-        for s, (ms, mt) in scopes.items():
-            ws, wt = w_src * ms, w_tgt * mt
+        streams = {v.name: _stream(v, layer, h, need_norm) for v in (src, tgt)} if sum_metrics else {}
+        sd = _pooled_sd(streams, src, tgt) if need_sd else None
+        rows = {v.name: _read_rows(v, union[v.name], layer) for v in (src, tgt)} if row_metrics else {}
+        for s, (ms, mt) in mats.items():
+            agg = {name: {**{k: _to_clusters(mm, arr) for k, arr in st.items() if k in ("S", "SN")},
+                          "N": np.asarray(mm @ v.counts.T).T}
+                   for name, st, mm, v in (("source", streams.get("source"), ms, src),
+                                           ("target", streams.get("target"), mt, tgt)) if st is not None}
             for u in units:
-                cl = _UNIT_CLASSES[u]
-                for m in sum_metrics:
-                    full, boot, ref_s, ref_t = _sum_metric(m, stats, cl, ws, wt, b, nh, mu, sd)
+                plan = plans[(s, u)]
+                for m in metrics:
                     r = res[s][u][m]
-                    r.score[layer], r.boot[:, layer], r.ref_source[layer], r.ref_target[layer] = full, boot, ref_s, ref_t
-                for m in row_metrics:
-                    full, boot, ref_s, ref_t = _row_metric(m, rows, samples, u, ws, wt, b, nh, h)
-                    r = res[s][u][m]
-                    r.score[layer], r.boot[:, layer], r.ref_source[layer], r.ref_target[layer] = full, boot, ref_s, ref_t
-        del stats, rows
+                    if r.skip_reason:
+                        continue
+                    if m in _SUM_METRICS:
+                        eng: _SumsUnit | _GramUnit = _SumsUnit(m, _sum_sides(m, agg, u, sd, perm is not None))
+                    else:
+                        eng = _GramUnit(m, _row_blocks(m, rows, union, plan, src, tgt, perm is not None))
+                    vals = _evaluate(eng, plan, boot_s, boot_t, perm)
+                    _fill(r, vals, layer)
+                    if m == "coral":
+                        r.extra["coral_raw"][layer] = _coral_raw(eng, plan, h)
+        del streams, rows
     if by_emotion:
-        emos = [s for s in scopes if s != "all"]
-        res["averaged"] = {}
-        for u in units:
-            res["averaged"][u] = {}
-            for m in metrics:
-                parts = [res[e][u][m] for e in emos]
-                with np.errstate(all="ignore"):
-                    res["averaged"][u][m] = UnitResult(
-                        np.mean([p.score for p in parts], 0), np.mean([p.boot for p in parts], 0),
-                        np.mean([p.ref_source for p in parts], 0), np.mean([p.ref_target for p in parts], 0),
-                        sum(p.n_source for p in parts), sum(p.n_target for p in parts),
-                        sum(p.n_utt_source for p in parts), sum(p.n_utt_target for p in parts))
-    config = dict(metrics=list(metrics), units=list(units), n_bootstrap=n_bootstrap, seed=seed, by_emotion=by_emotion,
-                  ci_level=ci_level, n_halves=n_halves, max_rows=max_rows, source_language=source_language,
-                  target_language=target_language)
+        res["averaged"] = _average(res, [s for s in scopes if s != "all"], units, metrics, n_l)
+    config = dict(metrics=list(metrics), units=list(units), n_bootstrap=b, seed=seed, by_emotion=by_emotion,
+                  ci_level=ci_level, n_halves=nh, max_rows=max_rows, source_language=source_language,
+                  target_language=target_language, resample=resample, n_permutations=n_perm,
+                  match_duration=match_duration, allow_different=list(allow_different))
+    settings = {"source": source.meta.get("settings") or {}, "target": target.meta.get("settings") or {}}
     return SimilarityResult(n_layers=source.n_layers, source_model=source.model_id, target_model=target.model_id,
-                            revision=source.meta.get("revision"), config=config, results=res)
+                            revision=source.meta.get("revision"), config=config, results=res, resampling=resampling,
+                            durations=durations, warnings=warn, settings=settings)
 
 
-def _stream_sums(v: _View, layer: int, h: int, need_norm: bool) -> dict:
-    """One pass over a layer: per (class, utterance) sums (and of unit-normalised rows), totals."""
-    s = np.zeros((len(_CLASSES) * v.n_utt, h))
-    sn = np.zeros_like(s) if need_norm else None
-    tot, tot2, n_all = np.zeros(h), np.zeros(h), 0
-    for offset, arr in v.store.iter_layer(layer):
-        x = np.asarray(arr, dtype=np.float64)
-        if not np.isfinite(x).all():  # stores refuse them at write; one written before that did not
-            check_finite(x, v.store.index.slice(offset, x.shape[0]), layer=layer, path=v.store.path)
-        uniq, g = v.group_matrix(offset, x.shape[0])
-        s[uniq] += g @ x
-        if need_norm:
-            nrm = np.linalg.norm(x, axis=1, keepdims=True)
-            s_n = g @ (x / np.where(nrm > 0, nrm, 1.0))
-            sn[uniq] += s_n
-        mine = x[v.row_keep[offset:offset + x.shape[0]]]
-        tot += mine.sum(0)
-        tot2 += np.einsum("nh,nh->h", mine, mine)
-        n_all += mine.shape[0]
-        del x, arr
-    out = {"S": s.reshape(len(_CLASSES), v.n_utt, h), "tot": tot, "tot2": tot2, "n": n_all,
-           "counts": v.counts}
-    if need_norm:
-        out["SN"] = sn.reshape(len(_CLASSES), v.n_utt, h)
+def _empty_result(metric: str, n_l: int, b: int, n_perm: int, plan: _Plan, resampling: Resampling,
+                  unit: str) -> UnitResult:
+    nan = lambda *shape: np.full(shape, np.nan)  # noqa: E731
+    k_s, k_t = int(plan.active_s.sum()), int(plan.active_t.sum())
+    reason = None
+    what = "speaker(s)" if resampling.unit == "speaker" else "utterance(s)"
+    need = MIN_CLUSTERS[metric]
+    if metric == "standardized_cosine" and unit == "Utt":
+        reason = ("standardized_cosine is undefined for Utt (each corpus is centred on its own average phone; "
+                  "utterances are not phones)")
+    elif plan.n_rows[0] == 0 or plan.n_rows[1] == 0:
+        reason = f"{plan.n_rows[0]} source and {plan.n_rows[1]} target rows"
+    elif min(k_s, k_t) < need:
+        side = "source" if k_s < need else "target"
+        reason = (f"rows from {min(k_s, k_t)} {what} on the {side} side; {metric} needs {need} per side "
+                  f"(its within-side terms pair rows of different {what})")
+    extra = {"coral_raw": nan(n_l)} if metric == "coral" else {}
+    return UnitResult(nan(n_l), nan(b, n_l), nan(n_l), nan(n_l), nan(b, n_l), nan(b, n_l), nan(n_l), nan(b, n_l),
+                      nan(n_perm, n_l), extra, plan.n_rows[0], plan.n_rows[1], plan.n_utt[0], plan.n_utt[1], k_s, k_t,
+                      reason, METRICS[metric])
+
+
+def _fill(r: UnitResult, vals: dict[str, np.ndarray], layer: int) -> None:
+    r.score[layer] = vals["score"]
+    r.boot[:, layer] = vals["boot"]
+    for key, arr in (("ref_source", r.ref_source), ("ref_target", r.ref_target), ("cross_half", r.cross_half)):
+        if key in vals:
+            arr[layer] = vals[key]
+    for key, arr in (("ref_source_boot", r.ref_source_boot), ("ref_target_boot", r.ref_target_boot),
+                     ("cross_half_boot", r.cross_half_boot), ("null", r.null)):
+        if key in vals:
+            arr[:, layer] = vals[key]
+
+
+def _pooled_sd(streams: dict, src: _View, tgt: _View) -> np.ndarray:
+    """Per-dimension pooled within-corpus SD over phone rows: ``sqrt((var_s + var_t) / 2)``."""
+    var = []
+    for v in (src, tgt):
+        st = streams[v.name]
+        n = v.counts[_PHONE_CLASSES].sum()
+        if n == 0:
+            return np.full(st["sq"].shape, np.nan)
+        mean = st["S"][_PHONE_CLASSES].sum((0, 1)) / n
+        var.append(np.maximum(st["sq"] / n - mean * mean, 0.0))
+    return np.sqrt((var[0] + var[1]) / 2) + 1e-12
+
+
+def _sum_sides(metric: str, agg: dict, unit: str, sd: np.ndarray | None,
+               pooled: bool) -> dict[str, dict[str, np.ndarray]]:
+    """The unit's per-cluster sums of each side (``s``, ``t``; ``p`` = both, for permutations)."""
+    cl = _UNIT_CLASSES[unit]
+    sides: dict[str, dict[str, np.ndarray]] = {}
+    for key, name in (("s", "source"), ("t", "target")):
+        a = agg[name]
+        d: dict[str, np.ndarray] = {"N": a["N"][cl].sum(0)}
+        if metric == "pairwise_cosine":
+            d["SN"] = a["SN"][cl].sum(0)
+        if metric == "standardized_cosine":
+            assert sd is not None
+            d["S"] = a["S"][cl].sum(0) / sd
+            d["SP"] = a["S"][_PHONE_CLASSES].sum(0) / sd
+            d["NP"] = a["N"][_PHONE_CLASSES].sum(0)
+        else:
+            d["S"] = a["S"][cl].sum(0)
+        d["SS"] = est.rowdot(d["S"], d["S"])
+        sides[key] = d
+    if pooled:
+        sides["p"] = {k: np.concatenate([sides["s"][k], sides["t"][k]]) for k in sides["s"]}
+    return sides
+
+
+def _sample_rows(v: _View, classes: list[int], scope: sp.csr_matrix, max_rows: int, seed: list[int]) -> np.ndarray:
+    """Seeded subsample (same for every layer) of the rows of a unit inside a scope."""
+    in_scope = np.asarray(scope.sum(0)).ravel() > 0
+    rows = np.flatnonzero(np.isin(v.row_cls, classes) & in_scope[v.row_cell] & v.row_keep)
+    if rows.size > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+    return rows
+
+
+def _row_blocks(metric: str, rows: dict, union: dict, plan: _Plan, src: _View, tgt: _View,
+                pooled: bool) -> dict[str, est.GramBlock]:
+    xs = rows["source"][np.searchsorted(union["source"], plan.rows_s)]
+    xt = rows["target"][np.searchsorted(union["target"], plan.rows_t)]
+    cs = src.cell_cluster[src.row_cell[plan.rows_s]]
+    ct = tgt.cell_cluster[tgt.row_cell[plan.rows_t]]
+    ks, kt = src.n_clusters, tgt.n_clusters
+    if metric == "mmd":
+        h = median_bandwidth(xs, xt)
+        blocks = _kernel_blocks(xs, cs, ks, xt, ct, kt, h)
+        if pooled:
+            xp = np.concatenate([xs, xt])
+            cp = np.concatenate([cs, ct + ks])
+            blocks["pp"] = est.GramBlock.build(np.exp(-_sqdist(xp, xp) / h), cp, ks + kt, cp, ks + kt, squares=False)
+        return blocks
+    # CORAL: traces are shift-invariant; centring each side on its own (fixed) mean keeps the
+    # large common direction out of the fourth-moment terms, whose cancellation it would make noisy
+    blocks = _gram_blocks(xs - xs.mean(0), cs, ks, xt - xt.mean(0), ct, kt)
+    if pooled:
+        xp = np.concatenate([xs, xt])
+        xp = xp - xp.mean(0)
+        cp = np.concatenate([cs, ct + ks])
+        blocks["pp"] = est.GramBlock.build(xp @ xp.T, cp, ks + kt, cp, ks + kt, squares=True)
+    return blocks
+
+
+def _coral_raw(eng: _SumsUnit | _GramUnit, plan: _Plan, h: int) -> float:
+    ws, wt = plan.active_s[None].astype(float), plan.active_t[None].astype(float)
+    taa, tbb = eng.within("s", "raw", ws), eng.within("t", "raw", wt)
+    tab = eng.cross("s", "raw", ws, "t", "raw", wt)
+    return float(((taa + tbb - 2 * tab) / (4.0 * h * h))[0])
+
+
+def _average(res: dict, emos: list[str], units: Sequence[str], metrics: Sequence[str], n_l: int) -> dict:
+    out: dict[str, dict[str, UnitResult]] = {}
+    for u in units:
+        out[u] = {}
+        for m in metrics:
+            parts = [res[e][u][m] for e in emos]
+            skipped = [f"{e}: {p.skip_reason}" for e, p in zip(emos, parts, strict=True) if p.skip_reason]
+
+            def mean(name: str, parts: list[UnitResult] = parts) -> np.ndarray:
+                return np.mean([getattr(p, name) for p in parts], 0)
+
+            out[u][m] = UnitResult(
+                mean("score"), mean("boot"), mean("ref_source"), mean("ref_target"), mean("ref_source_boot"),
+                mean("ref_target_boot"), mean("cross_half"), mean("cross_half_boot"), mean("null"),
+                {k: np.mean([p.extra[k] for p in parts], 0) for k in parts[0].extra},
+                sum(p.n_source for p in parts), sum(p.n_target for p in parts),
+                sum(p.n_utt_source for p in parts), sum(p.n_utt_target for p in parts),
+                min(p.clusters_source for p in parts), min(p.clusters_target for p in parts),
+                "; ".join(skipped) or None, METRICS[m])
     return out
 
 
-def _standardizer(a: dict, b: dict) -> tuple[np.ndarray, np.ndarray]:
-    mu_a, mu_b = a["tot"] / max(a["n"], 1), b["tot"] / max(b["n"], 1)
-    mu = (mu_a + mu_b) / 2
-    ex2 = (a["tot2"] / max(a["n"], 1) + b["tot2"] / max(b["n"], 1)) / 2
-    return mu, np.sqrt(np.maximum(ex2 - mu * mu, 0.0)) + 1e-12
+# ------------------------------------------------------------------------------------- output
+CI_METHOD = ("percentile interval of the draws re-centred on the estimate (draws' median moved onto it), "
+             "widened by t_{K-1}/z*sqrt(K/(K-1)) for K clusters on the smaller side; contains the estimate")
 
 
-def _centroids(stat: dict, key: str, cl: list[int], w: np.ndarray) -> np.ndarray:
-    m = stat[key][cl].sum(0)                  # (n_utt, H)
-    n = stat["counts"][cl].sum(0)             # (n_utt,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ m) / (w @ n)[:, None]     # (R, H)
+def _list(x: Any) -> list:
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, np.float64).ravel()]
 
 
-def _sum_metric(metric, stats, cl, ws, wt, b, nh, mu, sd):
-    key = "SN" if metric == "pairwise_cosine" else "S"
-    cs = _centroids(stats["source"], key, cl, ws)
-    ct = _centroids(stats["target"], key, cl, wt)
-    if metric == "pairwise_cosine":
-        f = lambda x, y: np.einsum("rh,rh->r", x, y)  # noqa: E731  (dot of mean unit vectors)
-    elif metric == "standardized_cosine":
-        f = lambda x, y: _cos_rows((x - mu) / sd, (y - mu) / sd)  # noqa: E731
-    else:
-        f = _cos_rows
-    cross = f(cs[: 1 + b], ct[: 1 + b])
-    a0, b0 = 1 + b, 1 + b + nh
-    with np.errstate(all="ignore"):
-        import warnings
+def _entry(r: UnitResult, *, n_layers: int, level: float, k: int, seed: int, resampling: Resampling,
+           full: bool) -> dict:
+    """One unit of the rankings document (see :mod:`analysis.rankings`)."""
+    from .rankings import rank_layers, select_layers, top_k_frequency
 
+    has_draws = r.boot.shape[0] > 0
+    lo, hi = r.ci(level)
+    glo, ghi = r.gap_ci(level)
+    out: dict[str, Any] = {
+        "layers": list(range(n_layers + 1)), "score": _list(r.score), "ci_low": _list(lo), "ci_high": _list(hi),
+        "reference_source": _list(r.ref_source), "reference_target": _list(r.ref_target),
+        "reference_split": resampling.unit, "cross_half": _list(r.cross_half),
+        "gap": _list(r.gap), "gap_ci_low": _list(glo), "gap_ci_high": _list(ghi),
+        "as_similar_as_within": [None if not np.isfinite(x) else bool(x <= 0) for x in glo],
+        "clusters": {"source": r.clusters_source, "target": r.clusters_target},
+        "n_source": r.n_source, "n_target": r.n_target, "n_utt_source": r.n_utt_source,
+        "n_utt_target": r.n_utt_target,
+    }
+    if has_draws:
+        defined = np.isfinite(r.boot[:, 1:]).mean(0) if r.boot.shape[1] > 1 else np.ones(1)
+        out["defined_draws"] = float(defined.min())
+    if r.null.shape[0]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            ref_s = np.nanmean(f(cs[a0:b0], cs[b0:])) if nh else np.nan
-            ref_t = np.nanmean(f(ct[a0:b0], ct[b0:])) if nh else np.nan
-    return cross[0], cross[1:], ref_s, ref_t
+            out["p_null"] = _list(permutation_p(r.score, r.null, higher_is_more_similar=r.higher))
+            out["null_score"] = _list(np.nanmean(r.null, 0))
+            out["null_low"], out["null_high"] = (_list(q) for q in np.nanquantile(
+                r.null, [(1 - level) / 2, 1 - (1 - level) / 2], axis=0))
+    if "coral_raw" in r.extra:
+        out["coral_raw"] = _list(r.extra["coral_raw"])
+    if full:
+        ties = ties_with_best(r.score, r.boot, higher_is_better=r.higher, level=level,
+                              ranked=range(1, n_layers + 1), widen=r.widen)
+        out["p_best"] = [None] + _list(ties.p_best[1:]) if has_draws else None
+        out["tied_with_best"] = [int(x) for x in np.flatnonzero(ties.tied)] if has_draws else None
+        out["flat"] = ties.flat if has_draws else None
+        out["tie_level"] = ties.level if has_draws else None
+        out["top_k_frequency"] = top_k_frequency(r.boot, k=k, higher_is_more_similar=r.higher)
+        out["ranking"] = rank_layers(r.score, higher_is_more_similar=r.higher)
+        out["selections"] = select_layers(r.score, k=k, seed=seed, higher_is_more_similar=r.higher)
+    return out
 
 
-def _row_samples(v: _View, units, max_rows: int, seed: int) -> dict:
-    """Seeded subsample of rows per unit (same for every layer): rows and their utterance codes."""
-    out = {}
-    for k, u in enumerate(units):
-        rows = np.flatnonzero(np.isin(v.row_cls, _UNIT_CLASSES[u]))
-        rng = np.random.default_rng([seed, k, 0 if v.name == "source" else 1])
-        if rows.size > max_rows:
-            rows = np.sort(rng.choice(rows, size=max_rows, replace=False))
-        out[u] = rows
-    union = np.unique(np.concatenate(list(out.values()))) if out else np.zeros(0, np.int64)
-    return {"units": out, "union": union, "utt": {u: v.row_utt[r] for u, r in out.items()}}
-
-
-def _read_sample_rows(v: _View, sample: dict, layer: int) -> dict:
-    union = sample["union"]
-    x = v.store.read_layer(layer, rows=union).astype(np.float64)
-    if not np.isfinite(x).all():
-        check_finite(x, v.store.index.take(pa.array(union)), layer=layer, path=v.store.path)
-    pos = {u: np.searchsorted(union, r) for u, r in sample["units"].items()}
-    return {u: x[p] for u, p in pos.items()}
-
-
-def _row_metric(metric, rows, samples, u, ws, wt, b, nh, h):
-    xs, xt = rows["source"][u], rows["target"][u]
-    if len(xs) < 2 or len(xt) < 2:
-        return np.nan, np.full(b, np.nan), np.nan, np.nan
-    # row weights = weight of the row's utterance in each draw
-    rws = ws[:, samples["source"]["utt"][u]]
-    rwt = wt[:, samples["target"]["utt"][u]]
-    gss, gtt, gst = xs @ xs.T, xt @ xt.T, xs @ xt.T
-    a0, b0 = 1 + b, 1 + b + nh
-    if metric == "coral":
-        cross = _coral_from_grams(gss, gtt, gst, rws[: 1 + b], rwt[: 1 + b], h)
-        ref_s = _coral_from_grams(gss, gss, gss, rws[a0:b0], rws[b0:], h)
-        ref_t = _coral_from_grams(gtt, gtt, gtt, rwt[a0:b0], rwt[b0:], h)
-    else:
-        ds, dt = np.diag(gss), np.diag(gtt)
-        dss, dtt, dst = _sqdist(ds, ds, gss), _sqdist(dt, dt, gtt), _sqdist(ds, dt, gst)
-        pooled = np.concatenate([dss[np.triu_indices(len(xs), 1)], dtt[np.triu_indices(len(xt), 1)], dst.ravel()])
-        bw = float(np.median(pooled)) or 1.0
-        kss, ktt, kst = np.exp(-dss / bw), np.exp(-dtt / bw), np.exp(-dst / bw)
-        cross = _mmd_from_kernels(kss, ktt, kst, rws[: 1 + b], rwt[: 1 + b])
-        ref_s = _mmd_from_kernels(kss, kss, kss, rws[a0:b0], rws[b0:])
-        ref_t = _mmd_from_kernels(ktt, ktt, ktt, rwt[a0:b0], rwt[b0:])
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return cross[0], cross[1:], (np.nanmean(ref_s) if nh else np.nan), (np.nanmean(ref_t) if nh else np.nan)
-
-
-# ---------------------------------------------------------------------------------------- output
 def result_rankings(result: SimilarityResult, *, metric: str, k: int = 3, scope: str | None = None,
                     source_store: str = "", target_store: str = "") -> dict:
     """The rankings document (see :mod:`analysis.rankings`) of one metric.
 
     ``scope`` defaults to ``averaged`` when per-emotion scores exist, else ``all``.
     """
-    from .rankings import rank_layers, select_layers, top_k_frequency
-
     higher = METRICS[metric]
     scope = scope or ("averaged" if "averaged" in result.results else "all")
     level = result.config["ci_level"]
     seed = result.config["seed"]
-
-    def entry(r: UnitResult, full: bool) -> dict:
-        lo, hi = r.ci(level)
-        out = {"layers": list(range(result.n_layers + 1)), "score": _list(r.score), "ci_low": _list(lo),
-               "ci_high": _list(hi), "reference_source": _list(r.ref_source), "reference_target": _list(r.ref_target),
-               "n_source": r.n_source, "n_target": r.n_target, "n_utt_source": r.n_utt_source,
-               "n_utt_target": r.n_utt_target}
-        if full:
-            out["top_k_frequency"] = top_k_frequency(r.boot, k=k, higher_is_more_similar=higher)
-            out["ranking"] = rank_layers(r.score, higher_is_more_similar=higher)
-            out["selections"] = select_layers(r.score, k=k, seed=seed, higher_is_more_similar=higher)
-        return out
-
+    rs = result.resampling or Resampling("utterance", "utterance", 0, 0)
+    kw = dict(n_layers=result.n_layers, level=level, k=k, seed=seed, resampling=rs)
     units, skipped = {}, {}
     for u, by_metric in result.results[scope].items():
         r = by_metric[metric]
-        if r.n_source == 0 or r.n_target == 0:  # e.g. no 'O' vowels in one corpus: no ranking
-            skipped[u] = f"{r.n_source} source and {r.n_target} target rows"
-        elif np.all(np.isnan(r.score[1:])):  # e.g. coral on a single row
+        if r.skip_reason:
+            skipped[u] = r.skip_reason
+        elif np.all(np.isnan(r.score[1:])):
             skipped[u] = f"no score defined with {r.n_source} source and {r.n_target} target rows"
         else:
-            units[u] = entry(r, True)
+            units[u] = _entry(r, full=True, **kw)
+    settings = result.settings or {}
+    untrained = any((settings.get(side) or {}).get("weights") == "random-init" for side in ("source", "target"))
     doc = {"model": result.source_model, "target_model": result.target_model, "revision": result.revision,
            "source_store": source_store, "target_store": target_store, "metric": metric,
            "higher_is_more_similar": higher, "n_layers": result.n_layers, "k": k, "seed": seed,
-           "n_bootstrap": result.config["n_bootstrap"], "ci_level": level, "n_halves": result.config["n_halves"],
+           "n_bootstrap": result.config["n_bootstrap"], "ci_level": level, "ci_method": CI_METHOD,
+           "n_halves": result.config["n_halves"], "n_permutations": result.config.get("n_permutations", 0),
+           "resampling": {"unit": rs.unit, "requested": rs.requested,
+                          "clusters": {"source": rs.clusters_source, "target": rs.clusters_target},
+                          "reason": rs.reason},
+           "duration_s": result.durations, "settings": settings, "untrained": untrained,
+           "warnings": list(result.warnings),
            "emotion": None if scope == "all" else scope, "units": units, "skipped_units": skipped}
     emos = [s for s in result.results if s not in ("all", "averaged")]
     if emos:
-        doc["by_emotion"] = {e: {u: entry(m[metric], False) for u, m in result.results[e].items()} for e in emos}
+        doc["by_emotion"] = {e: {u: _entry(m[metric], full=False, **kw) for u, m in result.results[e].items()
+                                 if not m[metric].skip_reason} for e in emos}
     return doc
 
 
-def _list(x) -> list:
-    return [None if not np.isfinite(v) else float(v) for v in np.asarray(x, np.float64)]
+def summary_lines(doc: dict) -> list[str]:
+    """One line per ranked unit: best layer, its p_best, the layers tied with it, flat or not."""
+    lines = []
+    for u, e in doc["units"].items():
+        best = e["selections"]["BL"][0]
+        if e.get("flat") is None:
+            lines.append(f"{u}: best layer {best} (no draws: ties unknown)")
+            continue
+        pb = e["p_best"][best]
+        tied = ",".join(str(x) for x in e["tied_with_best"])
+        state = "FLAT: the data cannot tell which layer is best" if e["flat"] else "not flat"
+        lines.append(f"{u}: best layer {best} (p_best {pb:.2f}); tied with best: {tied}; {state}")
+    return lines
 
 
-def result_table(result: SimilarityResult):
-    """Long table: scope, unit, metric, layer, score, ci_low, ci_high, references, counts (pyarrow)."""
+def result_table(result: SimilarityResult) -> Any:
+    """Long table (pyarrow): scope, unit, metric, layer, score, interval, references, gap, null p, counts."""
     import pyarrow as pa
 
-    cols = {k: [] for k in ("scope", "unit", "metric", "layer", "score", "ci_low", "ci_high", "reference_source",
-                            "reference_target", "n_source", "n_target")}
+    names = ("scope", "unit", "metric", "layer", "score", "ci_low", "ci_high", "reference_source",
+             "reference_target", "cross_half", "gap", "gap_ci_low", "gap_ci_high", "p_null", "n_source",
+             "n_target", "clusters_source", "clusters_target")
+    cols: dict[str, list] = {k: [] for k in names}
+    level = result.config["ci_level"]
     for scope, units in result.results.items():
         for u, by_metric in units.items():
             for m, r in by_metric.items():
-                lo, hi = r.ci(result.config["ci_level"])
                 n = result.n_layers + 1
+                lo, hi = r.ci(level)
+                glo, ghi = r.gap_ci(level)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    p = permutation_p(r.score, r.null, higher_is_more_similar=r.higher)
                 cols["scope"] += [scope] * n
                 cols["unit"] += [u] * n
                 cols["metric"] += [m] * n
                 cols["layer"] += list(range(n))
                 for key, arr in (("score", r.score), ("ci_low", lo), ("ci_high", hi),
-                                 ("reference_source", r.ref_source), ("reference_target", r.ref_target)):
+                                 ("reference_source", r.ref_source), ("reference_target", r.ref_target),
+                                 ("cross_half", r.cross_half), ("gap", r.gap),
+                                 ("gap_ci_low", glo), ("gap_ci_high", ghi), ("p_null", p)):
                     cols[key] += _list(arr)
-                cols["n_source"] += [r.n_source] * n
-                cols["n_target"] += [r.n_target] * n
+                for key, val in (("n_source", r.n_source), ("n_target", r.n_target),
+                                 ("clusters_source", r.clusters_source), ("clusters_target", r.clusters_target)):
+                    cols[key] += [val] * n
     return pa.table(cols)
 
 
-def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), units=UNITS, k: int = 3,
+def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, *,
+                   metrics: Sequence[str] = ("centroid_cosine",), units: Sequence[str] = UNITS, k: int = 3,
                    n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False, ci_level: float = 0.95,
                    n_halves: int = 10, max_rows: int = 1000, source_language: str | None = None,
-                   target_language: str | None = None, progress: bool = True) -> dict:
+                   target_language: str | None = None, resample: str = "auto", n_permutations: int = 0,
+                   match_duration: bool = False, allow_different: Sequence[str] = (),
+                   progress: bool = True) -> dict:
     """`lam similarity`: compare two stores and write scores, rankings and selections to ``out_dir``.
 
     Writes ``rankings.json`` (first metric), ``rankings_<metric>.json`` (every metric),
     ``scores.parquet`` + ``scores.csv`` (every scope/unit/metric/layer), ``config.yaml``,
-    ``versions.json``.
+    ``versions.json``. Parameters as :func:`compare_stores`.
 
     Returns
     -------
     dict
-        ``{"rankings": path, "scores": path, "metrics": [...]}``
+        ``{"rankings": path, "scores": path, "metrics": [...], "warnings": [...], "summary": [...]}``
+        (``summary``: :func:`summary_lines` of the first metric).
 
     Examples
     --------
@@ -659,14 +1168,16 @@ def run_similarity(source, target, out_dir, *, metrics=("centroid_cosine",), uni
     src, tgt = FeatureStore.open(source), FeatureStore.open(target)
     result = compare_stores(src, tgt, metrics=metrics, units=units, n_bootstrap=n_bootstrap, seed=seed,
                             by_emotion=by_emotion, ci_level=ci_level, n_halves=n_halves, max_rows=max_rows,
-                            source_language=source_language, target_language=target_language, progress=progress)
+                            source_language=source_language, target_language=target_language, resample=resample,
+                            n_permutations=n_permutations, match_duration=match_duration,
+                            allow_different=allow_different, progress=progress)
     with output_folder(out, step="similarity", rules=FolderRules(legacy=("rankings.json", "scores.parquet"))):
         return _write_similarity(result, out, source=source, target=target, metrics=metrics, k=k, seed=seed,
                                  model=src.meta.get("model"))
 
 
-def _write_similarity(result: SimilarityResult, out: Path, *, source, target, metrics, k: int, seed: int,
-                      model: dict | None) -> dict:
+def _write_similarity(result: SimilarityResult, out: Path, *, source: str | Path, target: str | Path,
+                      metrics: Sequence[str], k: int, seed: int, model: dict | None) -> dict:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
@@ -682,11 +1193,14 @@ def _write_similarity(result: SimilarityResult, out: Path, *, source, target, me
         pq.write_table(table, tmp)
     with atomic_path(out / "scores.csv") as tmp:
         pcsv.write_csv(table, tmp)
-    first = None
+    first: Path | None = None
+    summary: list[str] = []
     for m in metrics:
         doc = result_rankings(result, metric=m, k=k, source_store=str(source), target_store=str(target))
         doc["model_identity"] = model  # what `lam train` checks its feature stores against
         write_rankings(out / f"rankings_{m}.json", doc)
         if first is None:
             first = write_rankings(out / "rankings.json", doc)
-    return {"rankings": str(first), "scores": str(out / "scores.parquet"), "metrics": list(metrics)}
+            summary = summary_lines(doc)
+    return {"rankings": str(first), "scores": str(out / "scores.parquet"), "metrics": list(metrics),
+            "warnings": list(result.warnings), "summary": summary}

@@ -69,12 +69,19 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class SimilarityConfig:
-    """Layer similarity and selections (``lam run``): metric, top-k and the seed of RL1..RL3."""
+    """Layer similarity and selections (``lam run``): metric, top-k, the seed of RL1..RL3, the draws.
+
+    ``n_boot`` bootstrap draws resample ``resample`` clusters (``auto``: speakers when both sides
+    have at least 2, else utterances); with 0 draws the ties and the flatness of the profile are
+    unknown. ``permutations`` runs the language-label permutation null (0: none).
+    """
 
     metric: str = "centroid_cosine"
     k: int = 3
-    n_boot: int = 0
+    n_boot: int = 200
     seed: int = 0
+    resample: Literal["auto", "speaker", "utterance"] = "auto"
+    permutations: int = 0
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     # numpy seeds and counts must be non-negative; a wrong value must fail here, not after hours
     _check(all(s >= 0 for s in cfg.seeds), f"seeds must be >= 0, got {list(cfg.seeds)}")
     _check(cfg.similarity.n_boot >= 0, f"similarity.n_boot must be >= 0, got {cfg.similarity.n_boot}")
+    _check(cfg.similarity.permutations >= 0,
+           f"similarity.permutations must be >= 0, got {cfg.similarity.permutations}")
     _check(cfg.similarity.seed >= 0, f"similarity.seed must be >= 0, got {cfg.similarity.seed}")
     _check(cfg.features.batch_seconds > 0, f"features.batch_seconds must be > 0, got {cfg.features.batch_seconds}")
     _check(cfg.features.dtype in ("float32", "float16", "bfloat16"),

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ from phonalign.provenance import to_plain, write_run_info
 
 from .config import DEMO_CORPUS, RunConfig, config_to_dict, load_config, parse_strategy
 from .errors import ConfigError, TrainError
+
+logger = logging.getLogger(__name__)
 
 STEPS = ("align", "features", "similarity", "train", "report")
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
@@ -192,7 +195,8 @@ def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     s = cfg.similarity
     sim_dir = out / "similarity"
     run_similarity(out / "features" / "source", out / "features" / "target", sim_dir, metrics=(s.metric,), k=s.k,
-                   n_bootstrap=s.n_boot, seed=s.seed, by_emotion=False, progress=progress)
+                   n_bootstrap=s.n_boot, seed=s.seed, by_emotion=False, resample=s.resample,
+                   n_permutations=s.permutations, progress=progress)
     figures = []
     try:  # figures come from the analysis room's plots; the rankings are what training needs
         from analysis import plots
@@ -202,6 +206,21 @@ def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
         figures = plots.plot_dir(sim_dir)
     return {"rankings": str(sim_dir / "rankings.json"), "figures": [str(f) for f in figures or []],
             "selections": load_selections(sim_dir / "rankings.json", unit=cfg.unit)}
+
+
+def flat_profile_warning(rankings: str | None, cfg: RunConfig) -> str | None:
+    """The loud warning owed when layers chosen from a flat profile are anchored (None otherwise).
+
+    Only the ranked selections (BL, GL, WL) depend on the profile; ``final``, ``all`` and the random
+    groups do not.
+    """
+    ranked = [s for s in cfg.strategies if parse_strategy(s).selection in ("BL", "GL", "WL")]
+    if not rankings or not ranked:
+        return None
+    from analysis.rankings import load_selection_info
+
+    text = load_selection_info(rankings, unit=cfg.unit).warning()
+    return f"{text} (strategies {', '.join(ranked)}; rankings {rankings})" if text else None
 
 
 def expand_strategies(cfg: RunConfig) -> list[str]:
@@ -230,6 +249,10 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
         from analysis.rankings import load_selections
 
         selections = load_selections(rankings, unit=cfg.unit)
+        warning = flat_profile_warning(rankings, cfg)
+        if warning:
+            logger.warning(warning)
+            log(f"[lam] WARNING: {warning}")
     elif needs:
         raise ConfigError("strategies BL/GL/WL/RL* need a rankings file",
                           hint="set `rankings:` (from `lam similarity`) or use only final / all strategies")
@@ -263,7 +286,11 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
     rep_dir = out / "report"
     names = expand_strategies(cfg)
     summary = write_report(out / "runs", rep_dir, order=names, title=f"{cfg.name}: results")
-    lines = [(rep_dir / "results.md").read_text(encoding="utf-8"), "", "## Where things are", ""]
+    lines = [(rep_dir / "results.md").read_text(encoding="utf-8")]
+    warning = flat_profile_warning(rankings, cfg)
+    if warning:
+        lines += ["", f"**WARNING:** {warning}"]
+    lines += ["", "## Where things are", ""]
     if rankings:
         from analysis.rankings import read_rankings
 

@@ -52,6 +52,10 @@ def register(app: typer.Typer) -> None:
                                                "(e.g. en), to make one store per corpus side; for a plain "
                                                "corpus folder, the language of its utterances."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
+        random_init: bool = typer.Option(False, "--random-init", help="Untrained control: the same architecture "
+                                         "with freshly initialised weights (seed recorded; the store says "
+                                         "weights: random-init)."),
+        init_seed: int = typer.Option(0, "--init-seed", min=0, help="Seed of the --random-init weights."),
         force: bool = typer.Option(False, "--force", help="Accept a store made with another model or "
                                    "settings (its contents are replaced) or from another corpus (its "
                                    "utterances are dropped); default: refused."),
@@ -76,7 +80,8 @@ def register(app: typer.Typer) -> None:
         report = extract_features(aligned, out, model=model, device=device, dtype=dtype,
                                   batch_seconds=batch_seconds, whisper_mode=whisper_mode,
                                   shard=_parse_shard(shard), strict=strict, chunk_rows=chunk_rows,
-                                  progress=progress, language=language, force=force, allow_missing=allow_missing)
+                                  progress=progress, language=language, force=force, allow_missing=allow_missing,
+                                  random_init=random_init, init_seed=init_seed)
         typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
                    f"{report['skipped_done']} already done, {report['redone']} redone (changed), "
                    f"{report['dropped']} dropped (no longer in the input), {report['n_failed']} failed -> {out}")

@@ -1,4 +1,4 @@
-"""`lam plot DIR [--compare DIR2]`: figures of `lam similarity` results."""
+"""`lam plot DIR [--compare DIR2] [--control DIR3]`: figures of `lam similarity` results."""
 
 from __future__ import annotations
 
@@ -25,13 +25,16 @@ def register(app: typer.Typer) -> None:
         results: Path = typer.Argument(..., help="Output directory of `lam similarity`."),
         compare: Path | None = typer.Option(None, "--compare", help="A second result directory (e.g. another "
                                                "model), drawn side by side."),
+        control: Path | None = typer.Option(None, "--control", help="A control result directory (e.g. stores "
+                                               "made with `lam features --random-init`), overlaid in grey."),
         out: Path | None = typer.Option(None, "--out", help="Figure directory (default: RESULTS/figures)."),
         metric: str | None = typer.Option(None, "--metric", callback=_METRIC,
                                              help="Draw rankings_<metric>.json instead of "
                                              "rankings.json."),
     ) -> None:
-        """Similarity vs layer with CI bands, layer x unit heatmap, rank stability (PNG + SVG)."""
+        """Similarity vs layer with intervals, reference band, language gap, ties and null; layer x unit
+        heatmap; rank stability (PNG + SVG). Compared panels share their y limits."""
         from analysis.plots import plot_results
 
-        paths = plot_results(results, out, compare=compare, metric=metric)
+        paths = plot_results(results, out, compare=compare, control=control, metric=metric)
         typer.echo(f"{len(paths)} figures -> {paths[0].parent}")

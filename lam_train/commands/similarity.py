@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -24,6 +25,7 @@ def _units() -> tuple[str, ...]:
 _METRICS = opt.choices(_metrics)
 _UNITS = opt.choices(_units, split=True)
 _LANGUAGE = opt.choice(opt.languages)
+_RESAMPLE = opt.choice(("auto", "speaker", "utterance"))
 
 
 def register(app: typer.Typer) -> None:
@@ -35,21 +37,36 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", help="Output directory (rankings.json, scores.parquet, ...)."),
         metric: list[str] | None = typer.Option(
             None, "--metric", callback=_METRICS,
-            help="centroid_cosine (default), pairwise_cosine, standardized_cosine, coral, mmd; "
-            "repeat for several. The first one drives rankings.json."),
+            help="centroid_cosine (default), pairwise_cosine, standardized_cosine (phone units only), coral "
+            "(relative, scale-free), mmd; repeat for several. The first one drives rankings.json."),
         units: list[str] | None = typer.Option(
             None, "--units", callback=_UNITS,
             help="Utt Vowl Cons A E @ i O u (default: all); repeat or comma-separate."),
         k: int = typer.Option(3, "--k", min=1, help="Layers in the GL / WL / RL selections and the top-k stability."),
         bootstrap: int = typer.Option(200, "--bootstrap", min=0,
-                                      help="Bootstrap draws resampling utterances (0: none)."),
-        seed: int = typer.Option(0, "--seed", min=0, help="Seed of bootstrap draws, half splits and random layers."),
+                                      help="Bootstrap draws resampling speakers (or utterances, see --resample); "
+                                      "0: no intervals, ties unknown."),
+        resample: str = typer.Option("auto", "--resample", callback=_RESAMPLE,
+                                     help="What the draws resample: auto (speakers when both sides have >= 2, "
+                                     "else utterances with a warning), speaker, utterance."),
+        permutations: int = typer.Option(0, "--permutations", min=0,
+                                         help="Null control: permutations of the language labels across "
+                                         "speakers; gives a null profile and p_null per layer."),
+        seed: int = typer.Option(0, "--seed", min=0,
+                                 help="Seed of draws, half splits, permutations and random layers."),
         by_emotion: bool = typer.Option(False, "--by-emotion", help="Score per emotion and rank on the average."),
         ci_level: float = typer.Option(0.95, "--ci-level", callback=opt.open_unit_interval,
-                                       help="Confidence level of the percentile intervals (between 0 and 1)."),
-        halves: int = typer.Option(10, "--halves", min=0, help="Random half splits for the within-language reference."),
+                                       help="Level of the intervals (re-centred percentile, containing their "
+                                       "estimate) and of the joint tie test (between 0 and 1)."),
+        halves: int = typer.Option(10, "--halves", min=0,
+                                   help="Random speaker-disjoint half splits for the within-language reference."),
         max_rows: int = typer.Option(1000, "--max-rows", min=2,
                                      help="Rows per unit and corpus for coral / mmd (at least 2)."),
+        match_duration: bool = typer.Option(False, "--match-duration", help="Subsample both sides to the same "
+                                            "utterance-duration distribution first."),
+        allow_different: list[str] | None = typer.Option(
+            None, "--allow-different", help="A store setting allowed to differ on purpose (e.g. weights, to "
+            "compare a --random-init store with a trained one); repeat for several."),
         source_language: str | None = typer.Option(None, "--source-language", callback=_LANGUAGE,
                                                       help="Keep only source rows of "
                                                       "this language (one store may hold both corpora)."),
@@ -58,15 +75,33 @@ def register(app: typer.Typer) -> None:
                                                       "this language."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
-        """Compare two feature stores layer by layer for every unit, with bootstrap intervals."""
+        """Compare two feature stores layer by layer for every unit: scores with speaker-level intervals,
+        a within-language reference and the language gap, the layers tied with the best, and (with
+        --permutations) a null profile.
+        """
         from analysis.similarity import UNITS, run_similarity
 
         for p, name in ((source, "SOURCE_STORE"), (target, "TARGET_STORE")):
             if not p.is_dir():
                 raise typer.BadParameter(f"{p} is not a directory", param_hint=name)
         unit_list = list(units or []) or list(UNITS)
-        out_info = run_similarity(source, target, out, metrics=metric or ["centroid_cosine"], units=unit_list, k=k,
-                                  n_bootstrap=bootstrap, seed=seed, by_emotion=by_emotion, ci_level=ci_level,
-                                  n_halves=halves, max_rows=max_rows, source_language=source_language,
-                                  target_language=target_language, progress=progress)
+        # the warnings are printed below once each; keep the library's log records from printing them
+        # a second time through logging's last-resort handler
+        quiet = logging.NullHandler()
+        lib_logger = logging.getLogger("analysis.similarity")
+        lib_logger.addHandler(quiet)
+        try:
+            out_info = run_similarity(source, target, out, metrics=metric or ["centroid_cosine"], units=unit_list,
+                                      k=k, n_bootstrap=bootstrap, seed=seed, by_emotion=by_emotion,
+                                      ci_level=ci_level, n_halves=halves, max_rows=max_rows,
+                                      source_language=source_language, target_language=target_language,
+                                      resample=resample, n_permutations=permutations,
+                                      match_duration=match_duration, allow_different=allow_different or (),
+                                      progress=progress)
+        finally:
+            lib_logger.removeHandler(quiet)
+        for w in out_info["warnings"]:
+            typer.echo(f"warning: {w}", err=True)
+        for line in out_info["summary"]:
+            typer.echo(line)
         typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}")
