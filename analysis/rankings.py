@@ -30,9 +30,9 @@ meaning of earlier ones, so older readers keep working)::
           "gap": [...], "gap_ci_low": [...], "gap_ci_high": [...],  # > 0: languages differ more than one language
           "as_similar_as_within": [...],             # per layer: the gap's interval reaches 0
           "p_best": [null, 0.41, ...],               # share of draws with the layer first (layer 0: null)
-          "tied_with_best": [3, 4, 5],               # layers the data cannot tell from the best (best included)
+          "tied_with_best": [3, 4, 5],               # confidence set for the best layer (best included)
           "flat": false,                             # every layer tied with the best
-          "tie_level": 0.994,                        # per-comparison level giving joint coverage ci_level
+          "tie_critical": 3.1,                       # max-t critical value of the joint tie test
           "p_null": [...], "null_score": [...], "null_low": [...], "null_high": [...],  # with permutations
           "clusters": {"source": 17, "target": 3},   # clusters holding rows of the unit
           "defined_draws": 1.0,                      # least share of draws with a defined score

@@ -257,14 +257,14 @@ class Ties:
     best : int
         Layer with the best estimate among the ranked layers (-1 when none is defined).
     tied : ndarray of bool, shape (C,)
-        True where the simultaneous interval of ``best - layer`` contains 0 (the best itself is
-        tied with itself; unranked and undefined columns are False).
+        The confidence set for the best layer: True where no other layer is shown to be better
+        (the best itself always; unranked and undefined columns are False).
     diff_low, diff_high : ndarray, shape (C,)
-        Interval of the difference (oriented so that larger = worse than the best).
+        Simultaneous interval of ``best - layer`` (oriented so that larger = worse than the best).
     p_best : ndarray, shape (C,)
         Share of draws in which the column ranks first (NaN for unranked columns).
-    level : float
-        Per-comparison level used (see :func:`simultaneous_level`).
+    critical : float
+        The simultaneous critical value ``c`` (see :func:`ties_with_best`).
     flat : bool
         Every ranked layer is tied with the best: the data cannot show which layer is best.
     """
@@ -274,21 +274,34 @@ class Ties:
     diff_low: np.ndarray
     diff_high: np.ndarray
     p_best: np.ndarray
-    level: float
+    critical: float
     flat: bool
 
 
 def ties_with_best(estimate: np.ndarray, draws: np.ndarray, *, higher_is_better: bool = True,
                    level: float = 0.95, ranked: Sequence[int] | np.ndarray | None = None,
-                   widen: float = 1.0) -> Ties:
-    """Layers tied with the best: paired draw-wise differences, re-centred simultaneous intervals.
+                   n_clusters: int | None = None) -> Ties:
+    """Layers tied with the best: a confidence set for the best layer from paired draw-wise differences.
 
-    For the best column ``b`` (by the estimate) and each other ranked column ``l``, the difference
-    ``d_l = s_b - s_l`` (``s_l - s_b`` for distances), so that ``d_l >= 0``, is computed in every
-    draw (the draws are shared by all columns, so the differences are paired). Its interval is the
-    re-centred percentile interval (:func:`recentred_interval`) at the per-comparison level that
-    gives joint coverage ``level`` (:func:`simultaneous_level`). A column whose interval contains 0
-    is *tied* with the best; when every ranked column is, the profile is *flat*.
+    For every ordered pair of ranked layers ``(j, l)`` the difference ``d_jl = s_j - s_l`` (``s``
+    oriented so that larger is better) is computed in every draw (the draws are shared by all
+    layers, so the differences are paired). Its interval is ``d_jl -+ f * c * sd_jl``: centred
+    on the estimate (so it contains it), ``sd_jl`` the draws' standard deviation, and ``c`` the
+    ``level`` quantile over draws of ``max_jl |d*_jl - median(d*_jl)| / sd_jl`` (a max-t
+    critical value), so that the intervals of *all* pairs hold jointly at ``level``; ``f`` is
+    :func:`small_sample_widening` at the tail depth of one of the ``m`` pairs (level
+    ``1 - (1 - level) / m``), because the bootstrap's tails are normal where, with few clusters,
+    the studentized differences' tails are Student's. A layer is
+    *tied with the best* when no other layer's interval shows it better (``d_jl``'s lower end
+    above 0 for no ``j``); the set of tied layers then contains the truly best layer with
+    probability about ``level``, and a truly flat profile is reported flat about ``level`` of the
+    time.
+
+    Why not a per-comparison interval of "best minus layer": the best is picked by the data, so
+    it is biased upwards (the winner's curse), and 11 comparisons at 95% each call some layer of
+    a flat 12-layer profile "different" most of the time (simulated, 12 layers, 20 speakers: a
+    flat profile was reported flat in 63% of data sets with simultaneous best-minus-layer
+    percentile intervals; 93-95% here).
 
     Parameters
     ----------
@@ -301,8 +314,8 @@ def ties_with_best(estimate: np.ndarray, draws: np.ndarray, *, higher_is_better:
     level : float
     ranked : sequence of int, optional
         Columns that take part (default all; layer 0 is left out by the callers).
-    widen : float
-        Small-sample widening of the intervals (:func:`small_sample_widening`).
+    n_clusters : int, optional
+        Clusters of the smaller side, for the small-sample widening (none when not given).
 
     Returns
     -------
@@ -310,44 +323,55 @@ def ties_with_best(estimate: np.ndarray, draws: np.ndarray, *, higher_is_better:
     """
     est = np.asarray(estimate, dtype=np.float64)
     d = _clean(draws)
-    c = est.size
-    cols = np.arange(c) if ranked is None else np.asarray(ranked, dtype=np.int64)
+    c_all = est.size
+    cols = np.arange(c_all) if ranked is None else np.asarray(ranked, dtype=np.int64)
     sign = 1.0 if higher_is_better else -1.0
-    nan = np.full(c, np.nan)
-    tied = np.zeros(c, bool)
+    nan = np.full(c_all, np.nan)
+    tied = np.zeros(c_all, bool)
     p_best = nan.copy()
     ok_est = np.isfinite(est[cols])
     if not ok_est.any():
-        return Ties(-1, tied, nan, nan.copy(), p_best, float(level), False)
+        return Ties(-1, tied, nan, nan.copy(), p_best, float("nan"), False)
     key = np.where(ok_est, sign * est[cols], -np.inf)
     best = int(cols[int(np.argmax(key))])
-    tied[best] = True
+    live = cols[ok_est]
     if d.shape[0] == 0:
         # no draws: nothing can be shown, every defined layer counts as tied
-        tied[cols[ok_est]] = True
-        return Ties(best, tied, nan, nan.copy(), p_best, float(level), True)
-    # p_best: share of draws in which each ranked column is first (undefined draws skipped)
+        tied[live] = True
+        return Ties(best, tied, nan, nan.copy(), p_best, float("nan"), True)
     sub = sign * d[:, cols]
     valid_rows = np.isfinite(sub).any(1)
     winners = np.argmax(np.where(np.isfinite(sub), sub, -np.inf)[valid_rows], axis=1)
-    counts = np.bincount(winners, minlength=cols.size).astype(np.float64)
-    p_best[cols] = counts / max(int(valid_rows.sum()), 1)
-    others = np.array([x for x in cols if x != best], dtype=np.int64)
+    p_best[cols] = np.bincount(winners, minlength=cols.size) / max(int(valid_rows.sum()), 1)
+    s = sign * est[live]
+    sd_ = sign * d[:, live]
+    dhat = s[:, None] - s[None, :]                          # (C, C): d_jl = s_j - s_l
+    dd = sd_[:, :, None] - sd_[:, None, :]                  # (B, C, C)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(dd, axis=0)
+        sig = np.nanstd(dd, axis=0)
+        off = ~np.eye(live.size, dtype=bool) & (sig > 0)
+        t = np.where(off[None], np.abs(dd - med[None]) / np.where(sig > 0, sig, 1.0)[None], np.nan)
+        t_max = np.nanmax(t.reshape(t.shape[0], -1), axis=1) if off.any() else np.zeros(1)
+    t_max = t_max[np.isfinite(t_max)]
+    crit = float(np.quantile(t_max, level)) if t_max.size else 0.0
+    n_pairs = max(live.size * (live.size - 1) // 2, 1)
+    widen = small_sample_widening(n_clusters, level=1.0 - (1.0 - level) / n_pairs) if n_clusters else 1.0
+    with np.errstate(invalid="ignore"):
+        margin = widen * crit * sig
+    margin = np.where(np.isfinite(margin), margin, np.inf)   # an undefined spread shows no difference
+    lower = dhat - margin                                    # NaN-free: undefined spreads never "show" a difference
+    np.fill_diagonal(lower, -np.inf)
+    shown_better = (lower > 0).any(axis=0)                   # some j is shown better than l
+    tied[live] = ~shown_better
+    tied[best] = True
+    b = int(np.flatnonzero(live == best)[0])
     diff_low, diff_high = nan.copy(), nan.copy()
+    diff_low[live] = dhat[b] - margin[b]
+    diff_high[live] = dhat[b] + margin[b]
     diff_low[best] = diff_high[best] = 0.0
-    if others.size:
-        diff_est = sign * (est[best] - est[others])
-        diff_draws = sign * (d[:, [best]] - d[:, others])
-        lvl = simultaneous_level(diff_draws, level=level)
-        lo, hi = recentred_interval(diff_est, diff_draws, level=lvl, widen=widen)
-        diff_low[others], diff_high[others] = lo, hi
-        # a difference the draws cannot bound (undefined) cannot be shown either: tied
-        tied[others] = ~(lo > 0)
-    else:
-        lvl = float(level)
-    tied[cols[~ok_est]] = False  # an undefined layer is neither best nor tied
-    flat = bool(np.all(tied[cols[ok_est]]))
-    return Ties(best, tied, diff_low, diff_high, p_best, float(lvl), flat)
+    return Ties(best, tied, diff_low, diff_high, p_best, crit, bool(np.all(tied[live])))
 
 
 def permutation_p(observed: np.ndarray, null: np.ndarray, *, higher_is_more_similar: bool = True) -> np.ndarray:

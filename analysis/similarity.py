@@ -668,7 +668,7 @@ def _evaluate(eng: _SumsUnit | _GramUnit, plan: _Plan, boot_s: np.ndarray, boot_
     fam = {}
     if plan.halves_s[0].shape[0]:
         fam["est"] = (plan.halves_s, plan.halves_t, in_s[:1], in_t[:1])
-    if b:
+    if b and plan.boot_first_s.size:
         f_s = np.where(plan.boot_first_s, ws[1:], 0.0)
         f_t = np.where(plan.boot_first_t, wt[1:], 0.0)
         fam["boot"] = ((f_s, ws[1:] - f_s), (f_t, wt[1:] - f_t), in_s[1:], in_t[1:])
@@ -1031,11 +1031,12 @@ def _entry(r: UnitResult, *, n_layers: int, level: float, k: int, seed: int, res
         out["coral_raw"] = _list(r.extra["coral_raw"])
     if full:
         ties = ties_with_best(r.score, r.boot, higher_is_better=r.higher, level=level,
-                              ranked=range(1, n_layers + 1), widen=r.widen)
+                              ranked=range(1, n_layers + 1),
+                              n_clusters=min(r.clusters_source, r.clusters_target))
         out["p_best"] = [None] + _list(ties.p_best[1:]) if has_draws else None
         out["tied_with_best"] = [int(x) for x in np.flatnonzero(ties.tied)] if has_draws else None
         out["flat"] = ties.flat if has_draws else None
-        out["tie_level"] = ties.level if has_draws else None
+        out["tie_critical"] = ties.critical if has_draws else None
         out["top_k_frequency"] = top_k_frequency(r.boot, k=k, higher_is_more_similar=r.higher)
         out["ranking"] = rank_layers(r.score, higher_is_more_similar=r.higher)
         out["selections"] = select_layers(r.score, k=k, seed=seed, higher_is_more_similar=r.higher)
