@@ -35,8 +35,11 @@ scale; the squared norms as U-statistics (see :func:`deviation_parts`).
 ``coral`` (lower): relative CORAL ``||C_a - C_b||_F^2 / (||C_a||_F^2 + ||C_b||_F^2)
 = 1 - 2 tr(C_a C_b) / (tr C_a^2 + tr C_b^2)``, in ``[0, 1]`` for the population (0: equal
 covariances, 1: orthogonal supports); scale-free, so a layer's activation variance does not set its
-rank. ``tr C^2`` from different-cluster pairs, ``tr(C_a C_b)`` from cross pairs, each group
-centred on its own weighted mean in every draw.
+rank. ``tr C^2`` and ``tr(C_a C_b)`` as U-statistics of ``((x1 - x2).(x3 - x4))^2 / 4`` over rows
+of different clusters, which needs no centring (centring each draw on its own mean biases the
+traces by an amount that grows with the dimension and doubles under resampling); 4 clusters per
+group. Callers may shift the rows by a fixed vector first (the traces do not change; the
+estimates' noise does, see :func:`cov_trace_within`).
 ``mmd`` (lower): unbiased MMD^2 with ``k(x, y) = exp(-||x - y||^2 / h)``, ``h`` fixed once from
 the full sample; within-group kernel means from different-cluster pairs.
 """
@@ -243,14 +246,19 @@ class GramBlock:
         ma, mb = one_hot(clusters_a, k_a), one_hot(clusters_b, k_b)
         gm_b = np.asarray((mb.T @ g.T).T)                  # (m_a, K_b)
         c1 = np.asarray(ma.T @ gm_b)                        # (K_a, K_b)
-        c2 = gm_a = None
+        c2: np.ndarray | None = None
+        gm_a: np.ndarray | None = None
         if squares:
             c2 = np.asarray(ma.T @ np.asarray((mb.T @ (g * g).T).T))
             gm_a = np.asarray((ma.T @ g).T)                 # (m_b, K_a)
-        else:
-            gm_b = None
         return cls(g, np.asarray(clusters_a), np.asarray(clusters_b), np.asarray(ma.sum(0)).ravel(),
-                   np.asarray(mb.sum(0)).ravel(), c1, c2, gm_b, gm_a)
+                   np.asarray(mb.sum(0)).ravel(), c1, c2, gm_b if squares else None, gm_a)
+
+    def squares(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(c2, gm_b, gm_a)``, which CORAL needs; an error for a block built without them."""
+        if self.c2 is None or self.gm_b is None or self.gm_a is None:
+            raise ValueError("this GramBlock was built with squares=False (MMD); CORAL needs squares=True")
+        return self.c2, self.gm_b, self.gm_a
 
 
 def kernel_within(block: GramBlock, w: np.ndarray) -> np.ndarray:
@@ -292,12 +300,11 @@ def _fourth_moment_terms(block: GramBlock, w: np.ndarray) -> tuple[np.ndarray, n
     w2 = w * w
     wn = w @ n
     qn = w2 @ (n * n)
+    c2, gm, _ = block.squares()
     # A: pairs from different clusters
-    c2 = block.c2
     a_num = rowdot(w @ c2, w) - w2 @ np.diag(c2)
     # B: row i with rows j, k of two other clusters, different from each other
-    cl = block.clusters_a
-    gm = block.gm_b                                        # (m, K): v_ic = sum_{j in c} G_ij
+    cl = block.clusters_a                                  # gm (m, K): v_ic = sum_{j in c} G_ij
     own = gm[np.arange(cl.size), cl]                       # v_{i, c(i)}
     wc = w[:, cl]                                          # (R, m): weight of row i's cluster
     s = w @ gm.T - wc * own[None]
@@ -344,15 +351,16 @@ def cov_trace_cross(block: GramBlock, w_a: np.ndarray, w_b: np.ndarray) -> np.nd
     than two clusters with weight.
     """
     na, nb = block.n_a, block.n_b
+    c2, gm_b, gm_a = block.squares()
     wan, wbn = w_a @ na, w_b @ nb
     pa, pb = _pairs_distinct(w_a, na), _pairs_distinct(w_b, nb)
-    a_num = rowdot(w_a @ block.c2, w_b)
+    a_num = rowdot(w_a @ c2, w_b)
     # B_a: row i of a with rows of two different b clusters
-    s = w_b @ block.gm_b.T
-    q = (w_b * w_b) @ (block.gm_b * block.gm_b).T
+    s = w_b @ gm_b.T
+    q = (w_b * w_b) @ (gm_b * gm_b).T
     ba_num = rowdot(_agg(s * s - q, block.clusters_a, na.size), w_a)
-    s = w_a @ block.gm_a.T
-    q = (w_a * w_a) @ (block.gm_a * block.gm_a).T
+    s = w_a @ gm_a.T
+    q = (w_a * w_a) @ (gm_a * gm_a).T
     bb_num = rowdot(_agg(s * s - q, block.clusters_b, nb.size), w_b)
     c1 = block.c1
     u = w_a @ c1                                           # (R, K_b)

@@ -255,6 +255,37 @@ def plot_rank_stability(doc: dict, *, ax: Axes | None = None, units: Sequence[st
     return fig
 
 
+def plot_comparison(docs: Sequence[dict], *, control: dict | None = None,
+                    units: Sequence[str] = ("Utt", "Vowl", "Cons")) -> Figure:
+    """Profiles (top row) and language gaps (bottom row) of one or more results side by side.
+
+    Panels of one row share their y limits when the results use the same metric, so that
+    side-by-side profiles (two models, crop vs trim) can be compared by eye. ``control`` is
+    overlaid on the first panel.
+    """
+    n = len(docs)
+    ylim = gap_lim = None
+    if len({d["metric"] for d in docs}) == 1:
+        vals = [v for d in docs for v in _profile_values(d, units, ("score", "ci_low", "ci_high", "reference_source",
+                                                                    "reference_target", "null_low", "null_high"))]
+        if control is not None:
+            vals += _profile_values(control, units, ("score", "ci_low", "ci_high"))
+        ylim = _ylimits(vals)
+        gap_lim = _ylimits([v for d in docs for v in _profile_values(d, units, ("gap", "gap_ci_low", "gap_ci_high"))]
+                           + [np.zeros(1)])
+    has_gap = any("gap" in e for d in docs for e in d["units"].values())
+    fig = Figure(figsize=(5.6 * n, 6.6 if has_gap else 4.0))
+    axes = fig.subplots(2 if has_gap else 1, n, squeeze=False,
+                        gridspec_kw={"height_ratios": [3, 2]} if has_gap else None)
+    for j, doc in enumerate(docs):
+        plot_profile(doc, ax=axes[0, j], units=units, control=control if j == 0 else None, ylim=ylim)
+        if has_gap:
+            plot_gap(doc, ax=axes[1, j], units=units, ylim=gap_lim)
+    fig.suptitle("Source vs target similarity per layer", fontsize=11)
+    fig.set_layout_engine("constrained")
+    return fig
+
+
 def _save(fig: Figure, out: Path, name: str, formats: Sequence[str]) -> list[Path]:
     paths = []
     for fmt in formats:
@@ -300,39 +331,20 @@ def plot_results(result_dir: str | Path, out_dir: str | Path | None = None, *, c
         raise AnalysisError(f"the control's metric ({ctrl.get('metric')}) is not the result's "
                             f"({docs[0].get('metric')})", path=Path(control or "") / name,
                             hint="run `lam similarity` on the control with the same --metric")
-    same_metric = len({d["metric"] for d in docs}) == 1
     out = Path(out_dir) if out_dir else dirs[0] / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    units = ("Utt", "Vowl", "Cons")
     n = len(docs)
-    ylim = gap_lim = vlim = None
-    if same_metric:
-        vals = [v for d in docs for v in _profile_values(d, units, ("score", "ci_low", "ci_high", "reference_source",
-                                                                    "reference_target", "null_low", "null_high"))]
-        if ctrl is not None:
-            vals += _profile_values(ctrl, units, ("score", "ci_low", "ci_high"))
-        ylim = _ylimits(vals)
-        gap_lim = _ylimits([v for d in docs for v in _profile_values(d, units, ("gap", "gap_ci_low", "gap_ci_high"))]
-                           + [np.zeros(1)])
+    vlim = None
+    if len({d["metric"] for d in docs}) == 1:
         vlim = _ylimits([v for d in docs for v in _profile_values(d, HEATMAP_UNITS, ("score",))])
-    has_gap = any("gap" in e for d in docs for e in d["units"].values())
-    fig = Figure(figsize=(5.6 * n, 6.6 if has_gap else 4.0))
-    axes = fig.subplots(2 if has_gap else 1, n, squeeze=False,
-                        gridspec_kw={"height_ratios": [3, 2]} if has_gap else None)
-    for j, doc in enumerate(docs):
-        plot_profile(doc, ax=axes[0, j], units=units, control=ctrl if j == 0 else None, ylim=ylim)
-        if has_gap:
-            plot_gap(doc, ax=axes[1, j], units=units, ylim=gap_lim)
-    fig.suptitle("Source vs target similarity per layer", fontsize=11)
-    fig.set_layout_engine("constrained")
-    paths = _save(fig, out, "similarity_vs_layer", formats)
+    paths = _save(plot_comparison(docs, control=ctrl), out, "similarity_vs_layer", formats)
     fig = Figure(figsize=(5.8 * n, 4.2), layout="constrained")
     for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
         plot_heatmap(docs[j], ax=ax, vlim=vlim)
     paths += _save(fig, out, "heatmap", formats)
     fig = Figure(figsize=(5.2 * n, 3.6), layout="constrained")
     for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
-        plot_rank_stability(docs[j], ax=ax, units=units)
+        plot_rank_stability(docs[j], ax=ax)
     paths += _save(fig, out, "rank_stability", formats)
     write_run_info(out, step="plot", config={"results": [str(d) for d in dirs], "control": str(control or ""),
                                               "rankings": name, "formats": list(formats)})

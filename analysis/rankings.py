@@ -74,7 +74,7 @@ FORMAT = "lam-rankings/1"
 SELECTION_KEYS: tuple[str, ...] = ("final", "BL", "GL", "WL", "RL1", "RL2", "RL3")
 
 
-def rank_layers(scores: Sequence[float], *, higher_is_more_similar: bool = True) -> list[int]:
+def rank_layers(scores: Sequence[float] | np.ndarray, *, higher_is_more_similar: bool = True) -> list[int]:
     """Transformer layers 1..L ordered from most to least similar.
 
     Parameters
@@ -91,7 +91,7 @@ def rank_layers(scores: Sequence[float], *, higher_is_more_similar: bool = True)
     return [int(i) + 1 for i in np.argsort(key, kind="stable")]
 
 
-def select_layers(scores: Sequence[float], *, k: int = 3, seed: int = 0,
+def select_layers(scores: Sequence[float] | np.ndarray, *, k: int = 3, seed: int = 0,
                   higher_is_more_similar: bool = True) -> dict[str, list[int]]:
     """The selections ``final, BL, GL, WL, RL1, RL2, RL3`` (transformer layers 1..L).
 

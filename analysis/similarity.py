@@ -235,6 +235,7 @@ def similarity(a: np.ndarray, b: np.ndarray, *, metric: str = "centroid_cosine",
             spp, npp = est.cluster_sums(p / sd, cp, names.size)
             out.append(est.deviation_parts(su, nu, spp, npp, np.ones((1, names.size))))
         (da, ua), (db, ub) = out
+        assert ua is not None and ub is not None
         return float(est.cosine(est.rowdot(da, db), ua, ub)[0])
     if metric == "mmd":
         h = median_bandwidth(a, b) if bandwidth is None else float(bandwidth)

@@ -11,11 +11,12 @@ from analysis.plots import OKABE_ITO, plot_results
 from analysis.similarity import run_similarity
 
 
-def _results(tmp_path, name, seed):
-    make_store(tmp_path / f"{name}s", cosines=TRUTH, n_utt=30, side="source", seed=seed, model_id=name)
-    make_store(tmp_path / f"{name}t", cosines=TRUTH, n_utt=30, side="target", seed=seed, model_id=name)
+def _results(tmp_path, name, seed, *, settings=None, cosines=TRUTH, permutations=0):
+    kw = dict(cosines=cosines, n_utt=30, seed=seed, model_id=name, n_speakers=6, settings=settings)
+    make_store(tmp_path / f"{name}s", side="source", **kw)
+    make_store(tmp_path / f"{name}t", side="target", **kw)
     run_similarity(tmp_path / f"{name}s", tmp_path / f"{name}t", tmp_path / f"{name}_sim", n_bootstrap=20,
-                   progress=False)
+                   n_permutations=permutations, progress=False)
     return tmp_path / f"{name}_sim"
 
 
@@ -63,3 +64,60 @@ def test_every_unit_of_the_heatmap_has_its_own_colour_and_marker_style():
     # within the vowel panel no two classes look the same
     looks = {(UNIT_COLOURS[v], UNIT_STYLES[v], UNIT_MARKERS[v]) for v in vowels}
     assert len({UNIT_COLOURS[v] for v in vowels}) == 6 and len(looks) == 6
+
+
+def test_plot_functions_draw_into_a_given_axes_and_return_its_figure(tmp_path):
+    from matplotlib.figure import Figure
+
+    from analysis.plots import plot_gap, plot_heatmap, plot_profile, plot_rank_stability
+    from analysis.rankings import read_rankings
+
+    doc = read_rankings(_results(tmp_path, "wavlm", 0))
+    fig = Figure()
+    axes = fig.subplots(1, 4)
+    for fn, ax in zip((plot_profile, plot_gap, plot_heatmap, plot_rank_stability), axes, strict=True):
+        assert fn(doc, ax=ax) is fig
+    assert isinstance(plot_profile(doc), Figure)
+
+
+def test_plots_module_leaves_the_backend_alone():
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); import analysis.plots; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_profile_draws_reference_band_null_control_and_shares_y_limits(tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    from analysis.plots import describe, plot_profile
+    from analysis.rankings import read_rankings
+
+    whisper = {"model_type": "whisper", "whisper_mode": "trim"}
+    a = _results(tmp_path, "whisper", 0, settings=whisper, permutations=9)
+    b = _results(tmp_path, "crop", 1, settings={**whisper, "whisper_mode": "crop"}, cosines=[0.1] * 6)
+    ctrl = _results(tmp_path, "rand", 2, settings={**whisper, "weights": "random-init", "init_seed": 4})
+    doc, ctrl_doc = read_rankings(a), read_rankings(ctrl)
+    title = describe(doc)
+    assert "Whisper trim" in title and "centroid_cosine" in title and "speakers resampled (6/6)" in title
+    assert "random-init seed 4" in describe(ctrl_doc)
+    fig = plot_profile(doc, control=ctrl_doc)
+    ax = fig.axes[0]
+    hatched = [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_hatch()]
+    assert len(hatched) == 3                     # one within-language reference band per unit
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "within-language reference (2 sides)" in labels and "permutation null" in labels
+    assert any(t.startswith("control: rand") for t in labels)
+    paths = plot_results(a, tmp_path / "fig", compare=b, control=ctrl, formats=("svg",))
+    svg = paths[0].read_text()
+    assert "Whisper trim" in svg and "Whisper crop" in svg and "language gap" in svg
+    # compared panels share y limits although their profiles sit far apart
+    from analysis.plots import plot_comparison
+
+    fig = plot_comparison([read_rankings(a), read_rankings(b)])
+    top = [ax for ax in fig.axes if "similarity" in ax.get_ylabel()]
+    gaps = [ax for ax in fig.axes if "gap" in ax.get_ylabel()]
+    assert len(top) == 2 and top[0].get_ylim() == top[1].get_ylim() and gaps[0].get_ylim() == gaps[1].get_ylim()
+    assert top[0].get_ylim()[0] < 0.2 and top[0].get_ylim()[1] > 0.9

@@ -165,7 +165,8 @@ def test_by_emotion_average_is_the_mean_of_emotions(tmp_path):
     assert set(res.results) == {"all", "Neutral", "Anger", "averaged"}
     r = {s: res.results[s]["Vowl"]["centroid_cosine"] for s in res.results}
     for key in ("score", "boot", "ref_source", "cross_half_boot", "null"):
-        np.testing.assert_allclose(getattr(r["averaged"], key), (getattr(r["Neutral"], key) + getattr(r["Anger"], key)) / 2)
+        mean = (getattr(r["Neutral"], key) + getattr(r["Anger"], key)) / 2
+        np.testing.assert_allclose(getattr(r["averaged"], key), mean)
     assert np.isfinite(r["Neutral"].score).all() and not np.allclose(r["Neutral"].score, r["Anger"].score)
 
 
@@ -181,8 +182,10 @@ def test_compatibility_errors_name_the_setting_that_differs(tmp_path):
     src = make_store(tmp_path / "s", cosines=[0.9, 0.5], n_utt=6, side="source", settings=base)
     other_model = make_store(tmp_path / "m", cosines=[0.9, 0.5], n_utt=6, side="target", model_id="other",
                              settings=base)
-    trim = make_store(tmp_path / "w", cosines=[0.9, 0.5], n_utt=6, side="target", settings={**base, "whisper_mode": "trim"})
-    plain = make_store(tmp_path / "p", cosines=[0.9, 0.5], n_utt=6, side="target", settings={**base, "input": "utterances"})
+    trim = make_store(tmp_path / "w", cosines=[0.9, 0.5], n_utt=6, side="target",
+                      settings={**base, "whisper_mode": "trim"})
+    plain = make_store(tmp_path / "p", cosines=[0.9, 0.5], n_utt=6, side="target",
+                       settings={**base, "input": "utterances"})
     untrained = make_store(tmp_path / "r", cosines=[0.9, 0.5], n_utt=6, side="target",
                            settings={**base, "weights": "random-init", "init_seed": 3})
     with pytest.raises(SimilarityError, match="'model_id' is 'synthetic' in the source store and 'other'"):
@@ -206,8 +209,9 @@ def test_lam_similarity_writes_rankings_that_training_can_load(tmp_path):
     kw = dict(cosines=TRUTH, n_utt=48, n_speakers=12, spk_sd=0.2)
     make_store(tmp_path / "s", side="source", **kw)
     make_store(tmp_path / "t", side="target", durations=np.linspace(1, 4, 48), **kw)
-    res = CliRunner().invoke(app, ["similarity", str(tmp_path / "s"), str(tmp_path / "t"), "--out", str(tmp_path / "sim"),
-                                   "--metric", "centroid_cosine", "--metric", "coral", "--k", "2", "--bootstrap", "20",
+    res = CliRunner().invoke(app, ["similarity", str(tmp_path / "s"), str(tmp_path / "t"),
+                                   "--out", str(tmp_path / "sim"), "--metric", "centroid_cosine", "--metric", "coral",
+                                   "--k", "2", "--bootstrap", "20",
                                    "--permutations", "9", "--seed", "3", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "median utterance durations differ 2.50x" in res.output and "Vowl: best layer 3" in res.output
@@ -242,7 +246,7 @@ def test_memory_does_not_grow_with_the_number_of_segments(tmp_path):
                   n_speakers=12)
         src = make_store(tmp_path / f"s{seg_per_utt}", side="source", **kw)
         tgt = make_store(tmp_path / f"t{seg_per_utt}", side="target", **kw)
-        src.index, tgt.index  # index tables are per row by design; measure the layer streaming
+        _ = src.index, tgt.index  # index tables are per row by design; measure the layer streaming
         tracemalloc.start()
         compare_stores(src, tgt, n_bootstrap=20, n_permutations=20)
         peaks.append(tracemalloc.get_traced_memory()[1])
@@ -262,7 +266,8 @@ def test_one_store_with_both_languages_equals_two_stores(tmp_path):
     for lang in ("en", "zh"):
         extract_features(aligned, tmp_path / lang, model=model, device="cpu", progress=False, language=lang)
     both = FeatureStore.open(tmp_path / "both")
-    kw = dict(units=["Utt", "Cons"], n_bootstrap=0, metrics=["centroid_cosine", "pairwise_cosine"], resample="utterance")
+    kw = dict(units=["Utt", "Cons"], n_bootstrap=0, metrics=["centroid_cosine", "pairwise_cosine"],
+              resample="utterance")
     one = compare_stores(both, both, source_language="en", target_language="zh", **kw)
     two = compare_stores(FeatureStore.open(tmp_path / "en"), FeatureStore.open(tmp_path / "zh"), **kw)
     for unit in ("Utt", "Cons"):

@@ -82,7 +82,7 @@ def test_covariance_traces_are_the_pair_difference_u_statistics(small):
         x, cx = _expand(xa, ca, wa[r])
         y, cy = _expand(xb, cb, wb[r])
         g, n = x @ x.T, len(x)
-        dist = lambda *ix: len({cx[i] for i in ix}) == len(ix)  # noqa: E731
+        dist = lambda *ix, cx=cx: len({cx[i] for i in ix}) == len(ix)  # noqa: E731
         mean = lambda v: np.mean(v) if len(v) else np.nan  # noqa: E731
         want_a = np.mean([g[i, j] ** 2 for i, j in itertools.permutations(range(n), 2) if dist(i, j)])
         want_b = np.mean([g[i, j] * g[i, k] for i, j, k in itertools.permutations(range(n), 3) if dist(i, j, k)])
