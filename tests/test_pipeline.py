@@ -91,9 +91,13 @@ def test_lam_run_goes_end_to_end_on_a_tiny_config_and_skips_done_steps_on_rerun(
 def test_lam_train_trains_one_strategy_on_existing_stores(tmp_path, tiny_whisper_dir):
     from lam_train.pipeline import run_pipeline
 
-    cfg = load_config(_tiny_config(tmp_path, tiny_whisper_dir, strategies=["final"]))
+    cfg = load_config(_tiny_config(tmp_path, tiny_whisper_dir, strategies=["final"],
+                                   similarity={"n_boot": 40}))
     run_pipeline(cfg, progress=False, log=lambda s: None)
     out = tmp_path / "out"
+    rankings = json.loads((out / "similarity" / "rankings.json").read_text())
+    # a few demo utterances and a random 2-layer model: the data cannot rank the layers
+    assert rankings["units"]["Vowl"]["flat"] is True, rankings["resampling"]
     train_cfg = {"output": "trained", "unit": "Vowl", "seeds": [0, 1], "rankings": str(out / "similarity"),
                  "data": {"source_store": str(out / "features" / "source"),
                           "target_store": str(out / "features" / "target"),
@@ -108,6 +112,11 @@ def test_lam_train_trains_one_strategy_on_existing_stores(tmp_path, tiny_whisper
                   for p in (tmp_path / "trained" / "runs").glob("*/*"))
     assert runs == ["GL-nocoral/seed1", "GL/seed1"]
     assert (tmp_path / "trained" / "report" / "results.md").is_file()
+    # anchoring layers chosen from a flat profile is said loudly, in the log and in the report
+    assert "WARNING: the Vowl layer profile (centroid_cosine) is FLAT" in res.output
+    assert "**WARNING:** the Vowl layer profile" in (tmp_path / "trained" / "report" / "report.md").read_text()
+    res = CliRunner().invoke(app, ["train", str(path), "--strategy", "final", "--seed", "1"], catch_exceptions=False)
+    assert "FLAT" not in res.output          # the last layer is not chosen from the profile
 
 
 def test_config_round_trips_through_yaml():
