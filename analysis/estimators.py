@@ -170,13 +170,18 @@ def centroid_cosine(sums_a: np.ndarray, counts_a: np.ndarray, w_a: np.ndarray,
 
 def deviation_parts(unit_sums: np.ndarray, unit_counts: np.ndarray, ref_sums: np.ndarray, ref_counts: np.ndarray,
                     w: np.ndarray, *, norm: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """A group's deviation ``m_unit - m_ref`` per draw and the U-statistic of its squared norm.
+    """A group's deviation ``m_unit - m_ref`` per draw and an unbiased estimate of its squared norm.
 
-    With ``t_c = S_unit,c / N_unit - S_ref,c / N_ref`` (the draw's totals ``N``) the deviation is
-    ``sum_c w_c t_c``; its squared norm leaves out the ``c = c'`` terms and is normalised by
-    ``1 - sum_c q_c^2``, ``q_c = w_c N_unit,c / N_unit`` (exact when every cluster holds the same
-    share of unit rows; otherwise off by the spread of those shares, a bias of order ``1/K^2``).
-    Rows must already be in the metric wanted (divided by the scale).
+    With cluster means ``x_c`` (unit rows) and ``y_c`` (reference rows) and the draw's shares
+    ``a_c = w_c N_unit,c / N_unit`` and ``p_c = w_c N_ref,c / N_ref``, the deviation is
+    ``d = sum_c z_c``, ``z_c = a_c x_c - p_c y_c``. Leaving out the ``c = c'`` products,
+    ``sum_{c != c'} z_c . z_c'`` has expectation ``|delta|^2 - sum_c |a_c mu_u - p_c mu_r|^2``; the
+    subtracted term is put back with U-statistics of ``|mu_u|^2``, ``mu_u . mu_r`` and ``|mu_r|^2``
+    (pairs of different clusters), so the estimate is unbiased whatever each speaker's share of
+    unit rows. (When the shares differ, a speaker carries the features' large common mean into
+    ``z_c``; a normalisation by ``1 - sum a_c^2`` alone would then subtract ``|mean|^2 sum (a_c -
+    p_c)^2``, which on raw transformer features swamps the deviation.) Rows must already be in the
+    metric wanted (divided by the scale).
 
     Parameters
     ----------
@@ -190,17 +195,27 @@ def deviation_parts(unit_sums: np.ndarray, unit_counts: np.ndarray, ref_sums: np
     Returns
     -------
     (deviation (R, H), norm2 (R,) or None)
+        ``norm2`` is NaN with fewer than two clusters holding rows.
     """
     nu, nr = w @ unit_counts, w @ ref_counts
     with np.errstate(invalid="ignore", divide="ignore"):
-        dev = (w @ unit_sums) / nu[:, None] - (w @ ref_sums) / nr[:, None]
+        m_u = (w @ unit_sums) / nu[:, None]
+        m_r = (w @ ref_sums) / nr[:, None]
+        dev = m_u - m_r
         if not norm:
             return dev, None
         w2 = w * w
-        self_ = ((w2 @ rowdot(unit_sums, unit_sums)) / nu ** 2 - 2 * (w2 @ rowdot(unit_sums, ref_sums)) / (nu * nr)
-                 + (w2 @ rowdot(ref_sums, ref_sums)) / nr ** 2)
-        q2 = (w2 @ (unit_counts * unit_counts)) / nu ** 2
-        n2 = np.where(1 - q2 > 1e-9, (rowdot(dev, dev) - self_) / (1 - q2), np.nan)
+        v_u = (w2 @ rowdot(unit_sums, unit_sums)) / nu ** 2          # sum a_c^2 |x_c|^2
+        v_r = (w2 @ rowdot(ref_sums, ref_sums)) / nr ** 2            # sum p_c^2 |y_c|^2
+        v_ur = (w2 @ rowdot(unit_sums, ref_sums)) / (nu * nr)        # sum a_c p_c x_c . y_c
+        a2 = (w2 @ (unit_counts * unit_counts)) / nu ** 2
+        p2 = (w2 @ (ref_counts * ref_counts)) / nr ** 2
+        ap = (w2 @ (unit_counts * ref_counts)) / (nu * nr)
+        u_uu = (rowdot(m_u, m_u) - v_u) / (1 - a2)
+        u_rr = (rowdot(m_r, m_r) - v_r) / (1 - p2)
+        u_ur = (rowdot(m_u, m_r) - v_ur) / (1 - ap)
+        n2 = rowdot(dev, dev) - (v_u - 2 * v_ur + v_r) + a2 * u_uu - 2 * ap * u_ur + p2 * u_rr
+        n2 = np.where((1 - a2 > 1e-9) & (1 - p2 > 1e-9) & (1 - ap > 1e-9), n2, np.nan)
     return dev, n2
 
 

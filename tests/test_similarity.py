@@ -281,7 +281,7 @@ def test_aligned_store_and_plain_folder_store_compare_for_utt(tmp_path):
     from test_extract import UTTS, make_aligned_dir
 
     from analysis.extract import extract_features
-    from analysis.models import random_model
+    from analysis.testing import random_model
 
     aligned = make_aligned_dir(tmp_path / "al", {**UTTS, "u4": 0.8, "u5": 0.9})
     plain = tmp_path / "plain"

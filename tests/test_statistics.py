@@ -356,3 +356,30 @@ def test_every_estimate_lies_inside_its_interval_for_every_metric_and_unit(tmp_p
                         assert lo <= x <= hi, (m, u, key, lo, x, hi)
                         checked += 1
     assert checked > 0
+
+
+def test_deviation_norm_is_unbiased_when_speakers_say_the_unit_in_different_shares():
+    """Raw features with a large common mean and speakers whose share of vowels varies: the
+    U-statistic of |m_vowel - m_phone|^2 stays centred on the truth (the naive split by shares
+    turned it negative)."""
+    rng = np.random.default_rng(4)
+    h, k = 5, 6
+    common = np.r_[30.0, np.zeros(h - 1)]
+    delta = np.r_[0.0, 1.0, 0.5, 0.0, 0.0]               # vowel mean minus consonant mean
+    vals = []
+    p_vowel = np.linspace(0.2, 0.7, k)                     # each speaker's share of vowels
+    truth_dev = None
+    for _ in range(2000):
+        rows, spk, vow = [], [], []
+        for c in range(k):
+            v = rng.random(8) < p_vowel[c]
+            x = common + v[:, None] * delta + rng.standard_normal(h) * 0.3 + rng.standard_normal((8, h)) * 0.5
+            rows.append(x), spk.append(np.full(8, c)), vow.append(v)
+        x, s_, v = np.concatenate(rows), np.concatenate(spk), np.concatenate(vow)
+        su, nu = est.cluster_sums(x[v], s_[v], k)
+        sr, nr = est.cluster_sums(x, s_, k)
+        vals.append(est.deviation_parts(su, nu, sr, nr, np.ones((1, k)))[1][0])
+    pv = p_vowel.mean()
+    truth_dev = (1 - pv) * delta                           # m_vowel - m_phone in the population
+    v = np.asarray(vals)
+    assert abs(v.mean() - truth_dev @ truth_dev) < 4 * v.std() / np.sqrt(v.size) + 0.02 * truth_dev @ truth_dev
