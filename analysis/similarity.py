@@ -591,19 +591,49 @@ class _SumsUnit:
     def __init__(self, metric: str, sides: dict[str, dict[str, np.ndarray]]) -> None:
         self.metric, self.sides = metric, sides
         self._memo: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None]] = {}
+        self._tot: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+    #: families whose weights are another's complement: (family, whole, first part, rows of the whole)
+    _COMPLEMENTS = {"est2": ("main", "est1", slice(0, 1)), "boot2": ("main", "boot1", slice(1, None)),
+                    "pb": (None, "pa", slice(None))}
+
+    def _totals(self, side: str, name: str, w: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(w @ sums, w @ counts)``; a second half or pseudo-side is the whole minus the first part.
+
+        Halves and permuted sides are complements (``h1 + h2`` = the draw, ``a + b`` = every
+        cluster), so one matrix product in three is a subtraction instead.
+        """
+        memo_key = (side, name, key)
+        if memo_key in self._tot:
+            return self._tot[memo_key]
+        d = self.sides[side]
+        rule = self._COMPLEMENTS.get(name)
+        whole = None if rule is None else (
+            (d[key].sum(0)[None], np.array([d["N"].sum()])) if rule[0] is None
+            else self._tot.get((side, rule[0], key)))
+        first = None if rule is None else self._tot.get((side, rule[1], key))
+        if rule is not None and whole is not None and first is not None:
+            out = (whole[0][rule[2]] - first[0], whole[1][rule[2]] - first[1])
+        else:
+            out = (w @ d[key], w @ d["N"])
+        self._tot[memo_key] = out
+        return out
 
     def _parts(self, side: str, name: str, w: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         key = (side, name)
         if key not in self._memo:
             d = self.sides[side]
-            if self.metric == "centroid_cosine":
-                tot = w @ d["S"]
+            if self.metric in ("centroid_cosine", "pairwise_cosine"):
+                tot, cnt = self._totals(side, name, w, "S" if self.metric == "centroid_cosine" else "SN")
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    vec = tot / (w @ d["N"])[:, None]
-                within = est.norm2_u(d["S"], d["N"], d["SS"], w, tot) if name == "main" or side == "p" else None
+                    vec = tot / cnt[:, None]
+                if self.metric == "pairwise_cosine":
+                    within: np.ndarray | None = np.ones(w.shape[0])
+                elif name == "main" or side == "p":
+                    within = est.norm2_u(d["S"], d["N"], d["SS"], w, tot)
+                else:
+                    within = None
                 self._memo[key] = (vec, within)
-            elif self.metric == "pairwise_cosine":
-                self._memo[key] = (est.group_means(d["SN"], d["N"], w), np.ones(w.shape[0]))
             else:
                 dev, n2 = est.deviation_parts(d["S"], d["N"], d["SP"], d["NP"], w,
                                               norm=name == "main" or side == "p")
