@@ -179,13 +179,20 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the `lam similarity` peak-memory subprocess")
     ap.add_argument("--workdir", default="/tmp/lam_bench_similarity")
     ap.add_argument("--clean", action="store_true", help="delete the stores afterwards")
+    ap.add_argument("--make-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.workdir) / f"{args.segments}x{args.layers}x{args.hidden}"
     t = time.perf_counter()
     kw = dict(n_seg=args.segments // 2, n_layers=args.layers, hidden=args.hidden, seg_per_utt=args.seg_per_utt,
               n_speakers=args.speakers)
+    if not args.make_only:
+        # the stores are written by a child process: a fork of a parent that has just held a
+        # writer's buffers would carry its resident memory into the children's ru_maxrss
+        subprocess.run([sys.executable, __file__, "--make-only", *sys.argv[1:]], check=True)
     src = make_store(work / "src", side=0, **kw)
     tgt = make_store(work / "tgt", side=1, **kw)
+    if args.make_only:
+        return
     gb = sum(f.stat().st_size for f in work.rglob("*.npy")) / 1e9
     print(f"stores: {len(src)} + {len(tgt)} rows ({args.segments} segments, {args.speakers} speakers per side) x "
           f"{args.layers} layers x {args.hidden} float32 = {gb:.2f} GB on disk "
