@@ -250,3 +250,27 @@ def test_plain_mfa_style_folder_takes_its_language_from_the_language_option(tmp_
                               progress=False, language="en")
     st = FeatureStore.open(tmp_path / "st")
     assert report["ok"] == 2 and set(st.index.column("language").to_pylist()) == {"en"}
+
+
+def test_random_init_extracts_the_same_architecture_with_fresh_seeded_weights(tmp_path):
+    from typer.testing import CliRunner
+
+    from analysis.store import FeatureStore
+    from analysis.testing import random_model
+    from lam_train.cli import app
+
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    random_model("wavlm", n_layers=2, seed=1).save_pretrained(tmp_path / "wavlm")
+    runner = CliRunner()
+    for out, extra in (("trained", []), ("r3", ["--random-init", "--init-seed", "3"]),
+                       ("r3b", ["--random-init", "--init-seed", "3"]), ("r4", ["--random-init", "--init-seed", "4"])):
+        res = runner.invoke(app, ["features", str(aligned), str(tmp_path / out), "--model", str(tmp_path / "wavlm"),
+                                  "--device", "cpu", "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+    stores = {n: FeatureStore.open(tmp_path / n) for n in ("trained", "r3", "r3b", "r4")}
+    assert stores["r3"].meta["settings"]["weights"] == "random-init" and stores["r3"].meta["settings"]["init_seed"] == 3
+    assert "weights" not in stores["trained"].meta["settings"]
+    assert stores["r3"].n_layers == stores["trained"].n_layers and stores["r3"].hidden_size == 32
+    layer = {n: s.read_layer(2) for n, s in stores.items()}
+    np.testing.assert_array_equal(layer["r3"], layer["r3b"])           # the seed fixes the weights
+    assert not np.allclose(layer["r3"], layer["r4"]) and not np.allclose(layer["r3"], layer["trained"])
