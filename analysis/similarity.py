@@ -321,8 +321,10 @@ def check_compatible(source: FeatureStore, target: FeatureStore, *, allow: Seque
             continue
         hint = f"extract both corpora with the same {key}, or pass --allow-different {key} if you mean it"
         if key == "model weights digest":
-            hint = (f"the stores were made by different model files ({source.model_id} vs {target.model_id}): "
-                    "extract both corpora with the same model")
+            raise SimilarityError(f"the stores were made by different models: {source.model_id} ({str(a)[:19]}) vs "
+                                  f"{target.model_id} ({str(b)[:19]}), compared by the digest of their weights "
+                                  "(setting 'model weights digest')", path=target.path,
+                                  hint="extract both corpora with the same model files")
         if key == "weights":
             hint = ("one store holds an untrained (random-init) model: compare it with a store of the same "
                     "random-init seed, or pass --allow-different weights if you mean to")
