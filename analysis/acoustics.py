@@ -49,7 +49,8 @@ why.
 Output (``OUT/``): ``acoustics.parquet`` (one row per vowel segment, :data:`ACOUSTICS_COLUMNS`, plus
 the ``_z`` columns with Lobanov), ``acoustics.csv``, ``ceilings.json`` (ceiling and how it was chosen,
 per speaker), ``report.json`` (counts per status, seconds), ``config.yaml`` and ``versions.json``
-(every setting, the Praat version). A long job writes ``parts/part-NNNNN.parquet`` every
+(every setting, the Praat version), ``figures/`` (vowel charts per language and per emotion, the
+emotion measures; :mod:`analysis.vowel_plots`). A long job writes ``parts/part-NNNNN.parquet`` every
 ``chunk_utterances`` utterances; a rerun with the same settings skips the utterances already
 measured (and the ceiling search already done), and refuses a folder made with other settings.
 """
@@ -540,7 +541,7 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: AcousticSettings = AcousticSettings(),
                    speakers: str | Path | Mapping[str, str] | None = None, language: str | None = None,
-                   strict: bool = False, progress: bool = True) -> AcousticsResult:
+                   strict: bool = False, progress: bool = True, figures: bool = True) -> AcousticsResult:
     """``lam acoustics ALIGNED OUT``: measure every vowel segment of an aligned corpus.
 
     Parameters
@@ -553,6 +554,7 @@ def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: Ac
     language : keep only utterances of this language.
     strict : stop at the first segment that cannot be fully measured instead of recording it.
     progress : progress bar on a terminal.
+    figures : draw the vowel charts and emotion figures into ``out_dir/figures`` (PNG + SVG).
     """
     t0 = time.perf_counter()
     s = settings
@@ -629,6 +631,10 @@ def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: Ac
                                             "not_ok": failures})
     write_run_info(out, step="acoustics", config={**doc, "speakers_table": str(speakers) if speakers and not
                                                   isinstance(speakers, Mapping) else None}, seed=s.seed)
+    if figures and table.num_rows:
+        from .vowel_plots import save_acoustic_figures
+
+        save_acoustic_figures(table, out / "figures")
     logger.info("acoustics: %d vowel segments of %d utterances in %.1f s", table.num_rows, len(utts), seconds)
     return AcousticsResult(out, out / "acoustics.parquet", table.num_rows, counts, ceilings, seconds,
                            len(utts) - len(todo))
@@ -707,6 +713,65 @@ def write_text_summary(result: AcousticsResult) -> str:
 
 
 __all__ = ["ACOUSTICS_COLUMNS", "ACOUSTICS_SCHEMA", "AcousticSettings", "AcousticsError", "AcousticsResult",
-           "FORMANT_COLUMNS", "POSITIONS", "STATUSES", "SpeakerCeiling", "class_means", "lobanov",
+           "EMOTION_MEASURES", "EmotionCell", "emotion_summary", "FORMANT_COLUMNS", "POSITIONS", "STATUSES", "SpeakerCeiling", "class_means", "lobanov",
            "measure_corpus", "measure_segments", "praat_version", "read_acoustics", "read_speaker_sex",
            "search_ceiling", "write_text_summary"]
+
+
+@dataclass(frozen=True)
+class EmotionCell:
+    """F0, intensity and duration of one (language, vowel class, emotion) cell.
+
+    Each value is the mean over speakers of the speaker's mean (the speaker is the independent
+    unit), with the lowest and highest speaker mean beside it: ``f0`` Hz, ``intensity`` dB,
+    ``duration`` seconds. ``n_tokens`` measured segments from ``n_speakers`` speakers.
+    """
+
+    language: str
+    unit_class: str
+    emotion: str
+    n_tokens: int
+    n_speakers: int
+    f0: float
+    f0_range: tuple[float, float]
+    intensity: float
+    intensity_range: tuple[float, float]
+    duration: float
+    duration_range: tuple[float, float]
+
+
+EMOTION_MEASURES: dict[str, str] = {"f0": "f0_mean", "intensity": "intensity_mean", "duration": "duration"}
+
+
+def emotion_summary(table: pa.Table, *, by_class: bool = True) -> list[EmotionCell]:
+    """F0, intensity and duration per language, vowel class (or ``"all"``) and emotion.
+
+    Rows without an emotion label, and rows with status other than ``ok`` / ``no_voicing``, are
+    left out (F0 of ``no_voicing`` rows is NaN and skipped). Speaker means first, then their mean.
+    """
+    from phonalign.records import EMOTIONS
+
+    rows = [r for r in table.select(["language", "unit_class", "emotion", "speaker", "status",
+                                     *EMOTION_MEASURES.values()]).to_pylist()
+            if r["emotion"] and r["status"] in ("ok", "no_voicing")]
+    cells: dict[tuple[str, str, str], dict[str, list[dict]]] = {}
+    for r in rows:
+        key = (r["language"], r["unit_class"] if by_class else "all", r["emotion"])
+        cells.setdefault(key, {}).setdefault(r["speaker"], []).append(r)
+    emo_order = {e: i for i, e in enumerate(EMOTIONS)}
+    cls_order = {c: i for i, c in enumerate(VOWEL_CLASSES + ("all",))}
+    out = []
+    for (lang, cls, emo), by_spk in sorted(cells.items(), key=lambda kv: (kv[0][0], cls_order.get(kv[0][1], 99),
+                                                                           emo_order.get(kv[0][2], 99), kv[0][2])):
+        vals: dict[str, tuple[float, tuple[float, float]]] = {}
+        for name, col in EMOTION_MEASURES.items():
+            with np.errstate(all="ignore"):
+                spk_means = np.array([np.nanmean([r[col] for r in rs]) if np.isfinite([r[col] for r in rs]).any()
+                                      else np.nan for rs in by_spk.values()])
+            spk_means = spk_means[np.isfinite(spk_means)]
+            vals[name] = ((float(spk_means.mean()), (float(spk_means.min()), float(spk_means.max())))
+                          if len(spk_means) else (float("nan"), (float("nan"), float("nan"))))
+        out.append(EmotionCell(lang, cls, emo, sum(len(rs) for rs in by_spk.values()), len(by_spk),
+                               vals["f0"][0], vals["f0"][1], vals["intensity"][0], vals["intensity"][1],
+                               vals["duration"][0], vals["duration"][1]))
+    return out
