@@ -712,10 +712,12 @@ def write_text_summary(result: AcousticsResult) -> str:
     return f"{result.n_segments} vowel segments ({parts}) in {result.seconds:.1f} s -> {result.table}"
 
 
-__all__ = ["ACOUSTICS_COLUMNS", "ACOUSTICS_SCHEMA", "AcousticSettings", "AcousticsError", "AcousticsResult",
-           "EMOTION_MEASURES", "EmotionCell", "emotion_summary", "FORMANT_COLUMNS", "POSITIONS", "STATUSES", "SpeakerCeiling", "class_means", "lobanov",
-           "measure_corpus", "measure_segments", "praat_version", "read_acoustics", "read_speaker_sex",
-           "search_ceiling", "write_text_summary"]
+__all__ = [
+    "ACOUSTICS_COLUMNS", "ACOUSTICS_SCHEMA", "EMOTION_MEASURES", "FORMANT_COLUMNS", "POSITIONS", "STATUSES",
+    "AcousticSettings", "AcousticsError", "AcousticsResult", "EmotionCell", "SpeakerCeiling", "class_means",
+    "combine_acoustics", "emotion_summary", "lobanov", "measure_corpus", "measure_segments", "praat_version",
+    "read_acoustics", "read_speaker_sex", "search_ceiling", "write_text_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -775,3 +777,44 @@ def emotion_summary(table: pa.Table, *, by_class: bool = True) -> list[EmotionCe
                                vals["f0"][0], vals["f0"][1], vals["intensity"][0], vals["intensity"][1],
                                vals["duration"][0], vals["duration"][1]))
     return out
+
+
+def combine_acoustics(parts: Sequence[str | Path], out_dir: str | Path, *, figures: bool = True) -> Path:
+    """Join the outputs of several :func:`measure_corpus` runs (e.g. the two sides of ``lam run``).
+
+    Writes ``out_dir/acoustics.parquet`` (+ ``.csv``; a segment measured twice is kept once),
+    ``report.json`` (counts summed), ``ceilings.json`` (speakers of every part) and the figures;
+    returns the table's path. The parts must share their settings (same columns).
+    """
+    out = Path(out_dir)
+    tables, counts, speakers, not_ok = [], {s: 0 for s in STATUSES}, {}, []
+    for p in map(Path, parts):
+        tables.append(read_acoustics(p))
+        rep = json.loads((p / "report.json").read_text(encoding="utf-8"))
+        for k, v in rep["counts"].items():
+            counts[k] = counts.get(k, 0) + v
+        not_ok += rep.get("not_ok", [])
+        speakers.update(json.loads((p / "ceilings.json").read_text(encoding="utf-8"))["speakers"])
+    names = {tuple(t.column_names) for t in tables}
+    if len(names) > 1:
+        raise AcousticsError("the parts were measured with different settings (columns differ)", path=out,
+                             hint="measure every part with the same options")
+    table = pa.concat_tables(tables)
+    seen: set[tuple[str, int]] = set()
+    keep = []
+    for i, key in enumerate(zip(table["utt_id"].to_pylist(), table["seg_index"].to_pylist(), strict=True)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    table = table.take(pa.array(keep, type=pa.int64()))
+    with atomic_path(out / "acoustics.parquet") as tmp:
+        pq.write_table(table, tmp)
+    _write_csv(table, out / "acoustics.csv")
+    atomic_write_json(out / "report.json", {"segments": table.num_rows, "counts": counts, "not_ok": not_ok,
+                                            "parts": [str(p) for p in parts]})
+    atomic_write_json(out / "ceilings.json", {"speakers": speakers, "parts": [str(p) for p in parts]})
+    if figures and table.num_rows:
+        from .vowel_plots import save_acoustic_figures
+
+        save_acoustic_figures(table, out / "figures")
+    return out / "acoustics.parquet"

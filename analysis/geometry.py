@@ -133,7 +133,8 @@ def vowel_vectors(stores: Sequence[str | Path | FeatureStore], *, languages: Seq
     if len({(s.model_id, s.n_layers, s.hidden_size) for s in opened}) > 1:
         raise GeometryError("the stores hold different models or layer counts",
                             path=opened[1].path, hint="compare stores made with the same --model")
-    rows, labels = [], {k: [] for k in ("unit_class", "language", "speaker", "emotion", "utt_id")}
+    rows: list[np.ndarray] = []
+    labels: dict[str, list[str]] = {k: [] for k in ("unit_class", "language", "speaker", "emotion", "utt_id")}
     seen: set[tuple[str, str]] = set()
     for st in opened:
         idx = st.index.select(["kind", "unit_class", "language", "speaker", "emotion", "utt_id"]).to_pylist()
@@ -236,15 +237,16 @@ def probe_layers(v: VowelVectors, *, layers: Sequence[int] | None = None, n_fold
     sel = _balanced_subsample(v, max_per_class, seed)
     y, lang, spk = v.unit_class[sel], v.language[sel], v.speaker[sel]
     languages = sorted(set(lang))
+    for a in languages:
+        if len(np.unique(spk[lang == a])) < 2:
+            logger.warning("probe: %s has one speaker; no speaker-disjoint folds, no per-language score", a)
     out: list[ProbeScore] = []
     for layer in layers:
         x = v.layer(layer)[sel]
         for a in languages:
             ia = np.flatnonzero(lang == a)
             speakers = np.unique(spk[ia])
-            if len(speakers) < 2:
-                logger.warning("probe: %s has one speaker; no speaker-disjoint folds, no per-language score", a)
-            else:
+            if len(speakers) >= 2:
                 folds = GroupKFold(n_splits=min(n_folds, len(speakers)))
                 pred = np.empty(len(ia), dtype=object)
                 for f, (tr, te) in enumerate(folds.split(x[ia], y[ia], groups=spk[ia])):
@@ -344,7 +346,12 @@ def run_geometry(source_store: str | Path, target_store: str | Path | None, out_
     with atomic_path(out / "probe.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist([s.__dict__ for s in scores]), tmp)
     summary = probe_summary(scores)
+    notes = [f"{lang}: one speaker only, so no speaker-disjoint folds and no per-language probe score"
+             for lang in sorted(set(v.language)) if len(set(v.speaker[v.language == lang])) < 2]
+    if len(set(v.language)) < 2:
+        notes.append("one language only: no cross-language probe")
     atomic_write_json(out / "geometry.json", {
+        "notes": notes,
         "model": v.stores[0].model_id, "layers": list(proj.layers),
         "explained_variance_ratio": proj.explained.round(6).tolist(),
         "n_vectors": {f"{lang}/{c}": int(np.sum((v.language == lang) & (v.unit_class == c)))

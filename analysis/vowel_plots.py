@@ -7,13 +7,15 @@ none selects a backend, so notebooks show them inline and scripts save them with
 same colour and marker in every figure), and the two languages differ by line style and marker
 fill, so that colour is never the only cue.
 
-| function | what |
-|---|---|
-| :func:`vowel_chart` | the classic F1/F2 chart: F2 on a reversed x axis, F1 on a reversed y axis, tokens, class means, ellipses at one standard deviation |
-| :func:`vowel_chart_panels` | the chart as small multiples: one panel per language, or per emotion |
-| :func:`emotion_measures` | F0, intensity and duration per vowel class and emotion, one panel per measure and language |
-| :func:`pca_small_multiples` | per layer, vowel vectors projected on two principal components, coloured by class, marked by language |
-| :func:`probe_curve` | linear-probe balanced accuracy per layer, per language and across languages, with chance |
+- :func:`vowel_chart`: the classic F1/F2 chart (F2 on a reversed x axis, F1 on a reversed y axis),
+  tokens, class means, ellipses at one standard deviation;
+- :func:`vowel_chart_panels`: the chart as small multiples, one panel per language or per emotion;
+- :func:`emotion_measures`: F0, intensity and duration per vowel class and emotion, one panel per
+  measure and language;
+- :func:`pca_small_multiples`: per layer, vowel vectors projected on two principal components,
+  coloured by class, marked by language;
+- :func:`probe_curve`: linear-probe balanced accuracy per layer, within and across languages, with
+  chance.
 
 Cross-language vowel maps per layer (issue 15, item 1: ``vowel_map.parquet`` from ``lam similarity
 --vowel-map``) belong here as well, as ``vowel_map_small_multiples(table, *, fig=None)`` and

@@ -32,6 +32,8 @@ from .errors import ConfigError
 SELECTION_KEYS: tuple[str, ...] = ("final", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all")
 UNITS: tuple[str, ...] = ("Utt", "Vowl", "Cons", "A", "E", "@", "i", "O", "u")
 DEMO_CORPUS = "@demo"
+#: Optional views of the vowels that ``lam run`` can add (``analyses:`` in the config).
+ANALYSES: tuple[str, ...] = ("acoustics", "geometry")
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class RunConfig:
     strategies: tuple[str, ...] = ("final", "final+coral", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all")
     seeds: tuple[int, ...] = (0, 1, 2)
     coral_ablation: bool = True
+    analyses: tuple[str, ...] = ()
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     similarity: SimilarityConfig = field(default_factory=SimilarityConfig)
@@ -342,6 +345,8 @@ def validate(cfg: RunConfig) -> RunConfig:
 
     _check(cfg.similarity.metric in METRICS,
            f"similarity.metric: {cfg.similarity.metric!r} is not one of {', '.join(METRICS)}")
+    for a in cfg.analyses:
+        _check(a in ANALYSES, f"analyses: {a!r} is not one of {', '.join(ANALYSES)}")
     return cfg
 
 

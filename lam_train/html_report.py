@@ -216,8 +216,12 @@ def _rankings_html(path: Path, page_dir: Path) -> str:
                        + _table(header, rows, left=1, row_classes=classes)
                        + (_table(["field", "value"], [(k, v) for k, v in others.items()], left=1) if others else "")
                        + "</details>")
-    parts.append("<h3>Layer selections per unit</h3>"
-                 + _table(["unit", "profile", "tied with best"] + sel_keys, summary_rows, left=1))
+    has_flat = any("flat" in doc["units"][u] for u in units)
+    has_tied = any("tied_with_best" in doc["units"][u] for u in units)
+    keep_cols = [True, has_flat, has_tied] + [True] * len(sel_keys)
+    header = [h for h, k in zip(["unit", "profile", "tied with best"] + sel_keys, keep_cols, strict=True) if k]
+    summary_rows = [[c for c, k in zip(r, keep_cols, strict=True) if k] for r in summary_rows]
+    parts.append("<h3>Layer selections per unit</h3>" + _table(header, summary_rows, left=1))
     parts += details
     return "\n".join(parts)
 
@@ -294,6 +298,7 @@ def _geometry_html(folder: Path, page_dir: Path) -> str:
             f"language: folds never share a speaker) or over test speakers (across languages: trained on one, "
             f"tested on the other). {_link(folder / 'geometry.json', page_dir)}, "
             f"{_link(folder / 'probe.parquet', page_dir)}.</p>"
+            + "".join(f'<p class="note"><span class="flag">note</span> {_e(n)}</p>' for n in doc.get("notes", []))
             + _table(["layer"] + [f"{a} → {b}" for a, b in pairs] + ["chance"], rows, left=1))
 
 

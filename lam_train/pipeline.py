@@ -8,8 +8,11 @@
       aligned/{source,target}/        lam align output (utterances.parquet, segments.parquet, ...)
       features/{source,target}/       feature stores (lam features)
       similarity/rankings.json        layer rankings and selections (lam similarity) + figures
+      acoustics/, geometry/           with ``analyses: [acoustics, geometry]``: lam acoustics of both
+                                      sides (joined), lam geometry of the two stores, with figures
       runs/<strategy>/seed<k>/        model.safetensors, metrics.json (one per strategy and seed)
-      report/                         results.md/.csv/.json, coral.csv, figures/, report.md
+      report/                         results.md/.csv/.json, coral.csv, figures/, report.md, and
+                                      index.html: one self-contained page of everything above
 
 Every step records its completion with a fingerprint of the settings it depends on; a rerun skips
 the completed steps (and the finished runs inside the training step), resumes an interrupted one
@@ -41,7 +44,7 @@ from .errors import ConfigError, TrainError
 
 logger = logging.getLogger(__name__)
 
-STEPS = ("align", "features", "similarity", "train", "report")
+STEPS = ("align", "features", "similarity", "acoustics", "geometry", "train", "report")
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
 
 #: What a `lam run` / `lam train` output folder may hold (see :mod:`phonalign.outdir`); the
@@ -223,6 +226,29 @@ def flat_profile_warning(rankings: str | None, cfg: RunConfig) -> str | None:
     return f"{text} (strategies {', '.join(ranked)}; rankings {rankings})" if text else None
 
 
+def step_acoustics(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+    """``lam acoustics`` of both sides (default settings) joined into ``OUT/acoustics``."""
+    from analysis.acoustics import combine_acoustics, measure_corpus
+
+    parts: list[Path] = []
+    summary: dict[str, Any] = {}
+    for side in ("source", "target"):
+        res = measure_corpus(out / "aligned" / side, out / "acoustics" / side, progress=progress, figures=False)
+        parts.append(res.out_dir)
+        summary[side] = {"segments": res.n_segments, "ok": res.counts.get("ok", 0), "seconds": round(res.seconds, 1)}
+    summary["table"] = str(combine_acoustics(parts, out / "acoustics"))
+    return summary
+
+
+def step_geometry(cfg: RunConfig, out: Path) -> dict:
+    """``lam geometry`` of the two feature stores into ``OUT/geometry``."""
+    from analysis.geometry import run_geometry
+
+    res = run_geometry(out / "features" / "source", out / "features" / "target", out / "geometry",
+                       seed=cfg.similarity.seed)
+    return {"layers": list(res.projection.layers), "seconds": round(res.seconds, 1)}
+
+
 def expand_strategies(cfg: RunConfig) -> list[str]:
     """The strategies to train: the config's, plus each anchored one's lambda = 0 twin when
     ``coral_ablation`` is on (so the report can show what anchoring does)."""
@@ -285,7 +311,7 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
 
     rep_dir = out / "report"
     names = expand_strategies(cfg)
-    summary = write_report(out / "runs", rep_dir, order=names, title=f"{cfg.name}: results")
+    write_report(out / "runs", rep_dir, order=names, title=f"{cfg.name}: results")
     lines = [(rep_dir / "results.md").read_text(encoding="utf-8")]
     warning = flat_profile_warning(rankings, cfg)
     if warning:
@@ -304,7 +330,10 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
               "Step times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
     atomic_write_text(rep_dir / "report.md", "\n".join(lines) + "\n")
     write_run_info(rep_dir, step="report", config=cfg)
-    return {"report": str(rep_dir / "report.md"), "results": str(rep_dir / "results.md")}
+    from .html_report import write_html_report
+
+    page = write_html_report(out, title=f"{cfg.name}: lam report")
+    return {"report": str(rep_dir / "report.md"), "results": str(rep_dir / "results.md"), "html": str(page.path)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +387,10 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
     else:
         steps.run("similarity", fp_sim, lambda: step_similarity(cfg, out, progress=progress))
         rankings = str(out / "similarity" / "rankings.json")
+    if "acoustics" in cfg.analyses:
+        steps.run("acoustics", fp_align, lambda: step_acoustics(cfg, out, progress=progress))
+    if "geometry" in cfg.analyses:
+        steps.run("geometry", {**fp_feat, "seed": c["similarity"]["seed"]}, lambda: step_geometry(cfg, out))
     train_cfg = cfg.replace(data=dataclasses.replace(
         cfg.data, source_store=str(out / "features" / "source"), target_store=str(out / "features" / "target"),
         source_aligned=str(out / "aligned" / "source"), target_aligned=str(out / "aligned" / "target"),
@@ -368,7 +401,7 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
                                  target_store=train_cfg.data.target_store, rankings=rankings, log=log,
                                  encoder=encoder if cfg.data.input == "frames" else None))
     res = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
-    log(f"[lam] report: {res['report']}")
+    log(f"[lam] report: {res['report']}; HTML: {res['html']}")
     return res
 
 

@@ -160,6 +160,7 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
     ({"seeds": []}, "at least one seed"),
     ({"model": {"head_hidden": [8, 8]}}, "list of 3"),
     ({"data": {"finetune_top": 2}}, "frames"),
+    ({"analyses": ["formants"]}, "analyses: 'formants' is not one of acoustics, geometry"),
 ])
 def test_bad_values_raise_config_errors_that_say_which_key(raw, fragment):
     with pytest.raises(ConfigError, match=fragment):
@@ -191,6 +192,19 @@ def test_lam_demo_meets_the_issue_claims(tmp_path):
         assert ablation[name]["ratio"] <= 0.5, ablation[name]
     for a in ablation.values():  # everywhere: the covariance shapes move closer, not just the scale
         assert a["relative_anchored"] < a["relative_not_anchored"], a
+    # the HTML report: every view of the vowels, self-contained, under 10 MB, and it renders
+    from html_checks import CHROMIUM, assert_not_blank, check_references, screenshot
+
+    page = tmp_path / "demo" / "report" / "index.html"
+    assert res["html"] == str(page)
+    assert page.stat().st_size < 10 * 1024 * 1024
+    text = page.read_text(encoding="utf-8")
+    for anchor in ("similarity", "geometry", "acoustics", "report", "provenance"):
+        assert f'id="{anchor}"' in text, anchor
+    n_img, _ = check_references(page)
+    assert n_img >= 14
+    if CHROMIUM is not None:  # its own test (test_html_report) skips where chromium is absent
+        assert_not_blank(screenshot(page, tmp_path / "demo.png", profile=tmp_path / "chromium"))
 
 
 def test_lam_run_stops_after_align_with_the_reason_when_nothing_aligns(tmp_path, tiny_whisper_dir):

@@ -26,4 +26,4 @@ def register(app: typer.Typer) -> None:
         from lam_train.pipeline import run_demo
 
         res = run_demo(out=out, model=model, seeds=seeds, progress=not no_progress, log=typer.echo)
-        typer.echo(f"Report: {res['report']}  ({res['seconds']:.0f} s)")
+        typer.echo(f"Report: {res['report']} (HTML, opens offline: {res['html']})  ({res['seconds']:.0f} s)")
