@@ -32,7 +32,9 @@ steps by default) we measure F1 and F2 at the midpoint of the speaker's vowel to
 ``search_max_tokens``, a seeded subsample) and take the ceiling with the lowest pooled within-class
 variance of ln F1 plus ln F2 (natural logs, so that F1 and F2 weigh alike). Only tokens with F1 and
 F2 defined at every candidate enter the criterion, so each candidate is judged on the same tokens.
-Every candidate's criterion is kept in ``ceilings.json``.
+Every candidate's criterion is kept in ``ceilings.json``. A speaker with fewer than
+``search_min_tokens`` (30) measurable vowel tokens gets Praat's default ceiling, 5500 Hz, instead
+(``ceiling_source`` ``default``): on a handful of tokens the criterion is noise.
 
 Per-speaker **Lobanov normalisation** (``normalise="lobanov"``) adds ``F1_25_z`` ... ``F3_75_z``:
 each formant minus the speaker's mean of that formant at the vowel midpoints, divided by their
@@ -109,7 +111,7 @@ ACOUSTICS_SCHEMA = pa.schema(
         ("f0_mean", pa.float64()),          # Hz, Praat autocorrelation pitch, voiced frames
         ("intensity_mean", pa.float64()),   # dB (re 2e-5 Pa as Praat reports), energy average
         ("ceiling_hz", pa.float64()),       # formant ceiling used for this speaker
-        ("ceiling_source", pa.string()),    # male | female | search | fixed
+        ("ceiling_source", pa.string()),    # male | female | search | fixed | default
         ("status", pa.string()),            # one of STATUSES
         ("reason", pa.string()),            # why values are missing; null when status is ok
     ]
@@ -134,6 +136,10 @@ class AcousticSettings:
     female_ceiling_hz: float = FEMALE_CEILING_HZ
     search_grid_hz: tuple[float, ...] = tuple(float(x) for x in range(4000, 6501, 250))
     search_max_tokens: int = 300              # per speaker, seeded subsample
+    # fewer usable tokens than this and the search's criterion is noise: Praat's default ceiling
+    # (5500 Hz, its `To Formant (burg)` default) is used instead, and ceilings.json says so
+    search_min_tokens: int = 30
+    default_ceiling_hz: float = 5500.0
     time_step_s: float = 0.005
     max_formants: float = 5.0
     window_length_s: float = 0.025
@@ -164,7 +170,7 @@ class AcousticSettings:
         bad = [c for c in self.classes if c not in VOWEL_CLASSES]
         if bad or not self.classes:
             raise AcousticsError(f"classes {bad or '(none)'} are not vowel classes", hint=f"use {VOWEL_CLASSES}")
-        if not self.search_grid_hz or self.search_max_tokens < 2 or self.chunk_utterances < 1:
+        if not self.search_grid_hz or self.search_max_tokens < self.search_min_tokens or self.chunk_utterances < 1:
             raise AcousticsError("the ceiling search needs a grid and at least 2 tokens; chunks at least 1 utterance")
         if self.min_duration_s < 0 or self.time_step_s <= 0 or self.window_length_s <= 0:
             raise AcousticsError("durations and time steps must be positive")
@@ -180,7 +186,7 @@ class SpeakerCeiling:
 
     speaker: str
     ceiling_hz: float
-    source: str                      # male | female | search | fixed
+    source: str                      # male | female | search | fixed | default
     criterion: dict[float, float] = field(default_factory=dict)
     n_tokens: int = 0
 
@@ -457,10 +463,18 @@ def _choose_ceilings(aligned_dir: Path, utts: Sequence[Mapping], segs: Mapping[s
                 continue
             tokens.append((snd, 0.5 * (seg["start"] + seg["end"])))
             classes.append(seg["unit_class"])
+        if len(tokens) < s.search_min_tokens:
+            logger.warning("ceiling search: speaker %s has %d vowel tokens (< %d); Praat's default ceiling "
+                           "%g Hz is used", spk, len(tokens), s.search_min_tokens, s.default_ceiling_hz)
+            out[spk] = SpeakerCeiling(spk, s.default_ceiling_hz, "default", {}, len(tokens))
+            continue
         try:
             best, info = search_ceiling(tokens, s.search_grid_hz, classes=classes, settings=s)
         except AcousticsError as err:
             raise AcousticsError(f"speaker {spk!r}: {err.message}", path=aligned_dir, hint=err.hint) from None
+        if best in (min(s.search_grid_hz), max(s.search_grid_hz)):
+            logger.warning("ceiling search: speaker %s's best ceiling %g Hz lies at the edge of the grid; "
+                           "widen it or give the speaker's sex", spk, best)
         out[spk] = SpeakerCeiling(spk, best, "search", info["criterion"], info["n_tokens"])
     return out
 

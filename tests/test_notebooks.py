@@ -20,7 +20,8 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["01_alignment_and_vowel_classes", "02_layer_similarity", "03_layer_anchoring"]
+NAMES = ["01_alignment_and_vowel_classes", "02_layer_similarity", "03_layer_anchoring",
+         "04_vowels_as_phoneticians_see_them"]
 #: Seconds a single cell may take in fast mode on two shared CPU cores before the test fails.
 CELL_TIMEOUT = 600
 
