@@ -699,25 +699,29 @@ def read_acoustics(path: str | Path) -> pa.Table:
 
 
 def class_means(table: pa.Table, *, columns: Sequence[str] = ("F1_50", "F2_50"),
-                by: Sequence[str] = ("language", "unit_class")) -> list[dict]:
-    """Mean (and count) of ``columns`` per group, rows with status ``ok`` or ``no_voicing`` only.
+                by: Sequence[str] = ("language", "unit_class")) -> pa.Table:
+    """Mean of ``columns`` per group, over the rows with status ``ok`` or ``no_voicing``.
 
-    Returns a list of dicts ``{**group, "n": count, column: mean, ...}`` (NaN-skipping means).
+    Returns
+    -------
+    pa.Table
+        One row per group (sorted), columns ``by``, ``n`` (rows in the group) and each of
+        ``columns`` (NaN-skipping mean, in that column's unit; NaN where no value is defined).
     """
     rows = [r for r in table.select(list(by) + list(columns) + ["status"]).to_pylist()
             if r["status"] in ("ok", "no_voicing")]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[b] for b in by), []).append(r)
-    out = []
-    for key, rs in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
-        d: dict[str, Any] = dict(zip(by, key, strict=True))
-        d["n"] = len(rs)
-        for c in columns:
-            vals = np.array([r[c] for r in rs], dtype=float)
-            d[c] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-        out.append(d)
-    return out
+    keys = sorted(groups, key=lambda k: tuple(str(x) for x in k))
+    out: dict[str, list] = {b: [k[i] for k in keys] for i, b in enumerate(by)}
+    out["n"] = [len(groups[k]) for k in keys]
+    for c in columns:
+        vals = [np.array([r[c] for r in groups[k]], dtype=float) for k in keys]
+        out[c] = [float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for v in vals]
+    return pa.table(out) if keys else pa.table({**{b: pa.array([], pa.string()) for b in by},
+                                                  "n": pa.array([], pa.int64()),
+                                                  **{c: pa.array([], pa.float64()) for c in columns}})
 
 
 def write_text_summary(result: AcousticsResult) -> str:

@@ -31,7 +31,7 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -278,7 +278,28 @@ def probe_layers(v: VowelVectors, *, layers: Sequence[int] | None = None, n_fold
     return out
 
 
-def probe_summary(scores: Sequence[ProbeScore]) -> list[dict]:
+@dataclass(frozen=True)
+class ProbeSummary:
+    """The probe at one layer for one (train, test) language pair.
+
+    ``balanced_accuracy`` of all folds' (or test speakers') predictions pooled, with the mean,
+    lowest and highest of the per-fold (per-test-speaker) scores; 0..1, chance = ``chance``.
+    """
+
+    layer: int
+    train_language: str
+    test_language: str
+    balanced_accuracy: float
+    fold_mean: float
+    fold_min: float
+    fold_max: float
+    n_folds: int
+    chance: float
+    n_classes: int
+    n_test: int
+
+
+def probe_summary(scores: Sequence[ProbeScore]) -> list[ProbeSummary]:
     """Per layer and (train, test) language: pooled balanced accuracy, fold mean / min / max, chance."""
     out = []
     keys = sorted({(s.layer, s.train_language, s.test_language) for s in scores})
@@ -286,11 +307,10 @@ def probe_summary(scores: Sequence[ProbeScore]) -> list[dict]:
         folds = [s for s in scores if (s.layer, s.train_language, s.test_language) == (layer, a, b) and s.fold >= 0]
         pooled = next(s for s in scores if (s.layer, s.train_language, s.test_language, s.fold) == (layer, a, b, -1))
         vals = np.array([s.balanced_accuracy for s in folds])
-        out.append({"layer": layer, "train_language": a, "test_language": b, "balanced_accuracy":
-                    pooled.balanced_accuracy, "fold_mean": float(vals.mean()) if len(vals) else float("nan"),
-                    "fold_min": float(vals.min()) if len(vals) else float("nan"),
-                    "fold_max": float(vals.max()) if len(vals) else float("nan"), "n_folds": len(vals),
-                    "chance": pooled.chance, "n_classes": pooled.n_classes, "n_test": pooled.n_test})
+        nan = float("nan")
+        out.append(ProbeSummary(layer, a, b, pooled.balanced_accuracy, float(vals.mean()) if len(vals) else nan,
+                                float(vals.min()) if len(vals) else nan, float(vals.max()) if len(vals) else nan,
+                                len(vals), pooled.chance, pooled.n_classes, pooled.n_test))
     return out
 
 
@@ -356,7 +376,7 @@ def run_geometry(source_store: str | Path, target_store: str | Path | None, out_
         "explained_variance_ratio": proj.explained.round(6).tolist(),
         "n_vectors": {f"{lang}/{c}": int(np.sum((v.language == lang) & (v.unit_class == c)))
                       for lang in sorted(set(v.language)) for c in VOWEL_CLASSES},
-        "probe": summary, "seconds": round(time.perf_counter() - t0, 3)})
+        "probe": [asdict(x) for x in summary], "seconds": round(time.perf_counter() - t0, 3)})
     write_run_info(out, step="geometry", config={
         "source_store": str(source_store), "target_store": None if target_store is None else str(target_store),
         "languages": None if languages is None else list(languages), "layers": list(proj.layers),

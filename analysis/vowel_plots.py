@@ -270,21 +270,20 @@ def probe_curve(scores: Sequence[ProbeScore], *, ax: Axes | None = None) -> Figu
     """
     fig, ax = _new_axes(ax, (6.0, 3.8))
     summary = probe_summary(scores)
-    pairs = sorted({(s["train_language"], s["test_language"]) for s in summary})
+    pairs = sorted({(s.train_language, s.test_language) for s in summary})
     colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7"]
     for k, (a, b) in enumerate(pairs):
-        rows = sorted((s for s in summary if (s["train_language"], s["test_language"]) == (a, b)),
-                      key=lambda s: s["layer"])
-        x = np.array([s["layer"] for s in rows])
-        y = np.array([s["balanced_accuracy"] for s in rows])
-        lo = np.array([s["fold_min"] for s in rows])
-        hi = np.array([s["fold_max"] for s in rows])
+        rows = sorted((s for s in summary if (s.train_language, s.test_language) == (a, b)), key=lambda s: s.layer)
+        x = np.array([s.layer for s in rows])
+        y = np.array([s.balanced_accuracy for s in rows])
+        lo = np.array([s.fold_min for s in rows])
+        hi = np.array([s.fold_max for s in rows])
         label = (f"{LANGUAGE_NAMES.get(a, a)} (speaker-disjoint folds)" if a == b
                  else f"{LANGUAGE_NAMES.get(a, a)} -> {LANGUAGE_NAMES.get(b, b)}")
         ax.plot(x, y, "-" if a == b else "--", marker="o", ms=3, color=colours[k % len(colours)], label=label)
         if np.isfinite(lo).any():
             ax.fill_between(x, lo, hi, color=colours[k % len(colours)], alpha=0.15, lw=0)
-    chance = sorted({s["chance"] for s in summary})
+    chance = sorted({s.chance for s in summary})
     for c in chance:
         ax.axhline(c, color="0.5", ls=":", lw=1)
     if chance:

@@ -169,5 +169,5 @@ def test_lam_geometry_command_and_its_errors(tmp_path, planted):
 def test_probe_summary_has_fold_ranges_that_contain_nothing_odd(planted):
     rows = probe_summary(probe_layers(vowel_vectors(planted), layers=[2], n_folds=4))
     for r in rows:
-        assert r["fold_min"] <= r["fold_mean"] <= r["fold_max"]
-        assert 0 <= r["balanced_accuracy"] <= 1 and r["n_folds"] == 4
+        assert r.fold_min <= r.fold_mean <= r.fold_max
+        assert 0 <= r.balanced_accuracy <= 1 and r.n_folds == 4

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         res = run_geometry(source, target, out, languages=languages or None, n_folds=folds, max_points=max_points,
                            max_per_class=max_per_class, seed=seed)
         for row in probe_summary(res.probe):
-            if row["layer"] == res.projection.layers[-1]:
-                typer.echo(f"layer {row['layer']} probe {row['train_language']} -> {row['test_language']}: "
-                           f"balanced accuracy {row['balanced_accuracy']:.2f} (chance {row['chance']:.2f})")
+            if row.layer == res.projection.layers[-1]:
+                typer.echo(f"layer {row.layer} probe {row.train_language} -> {row.test_language}: "
+                           f"balanced accuracy {row.balanced_accuracy:.2f} (chance {row.chance:.2f})")
         typer.echo(f"geometry -> {out} ({res.seconds:.0f} s)")
