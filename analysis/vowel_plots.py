@@ -118,8 +118,11 @@ def vowel_chart(table: pa.Table, *, ax: Axes | None = None, languages: Sequence[
                     mfc=colour if li == 0 else "white", mec=colour, mew=1.6, ls="none")
             ax.annotate(c, (f2[m].mean(), f1[m].mean()), xytext=(6, 4), textcoords="offset points", fontsize=9,
                         color=colour, fontweight="bold")
-    ax.invert_xaxis()
-    ax.invert_yaxis()
+    # shared axes (small multiples) are inverted once, by the first panel drawn
+    if not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    if not ax.yaxis_inverted():
+        ax.invert_yaxis()
     unit = "Lobanov z" if normalised else "Hz"
     ax.set_xlabel(f"F2 ({unit}), midpoint")
     ax.set_ylabel(f"F1 ({unit}), midpoint")
@@ -164,12 +167,6 @@ def vowel_chart_panels(table: pa.Table, *, fig: Figure | None = None, by: str = 
                         title=LANGUAGE_NAMES.get(key, key))
         else:
             vowel_chart(table, ax=ax, emotion=key, normalised=normalised, points=points, title=key)
-        # sharex/sharey with inverted axes: invert once only
-    for ax in axes.flat[1:len(keys)]:
-        if ax.xaxis_inverted() != axes.flat[0].xaxis_inverted():
-            ax.invert_xaxis()
-        if ax.yaxis_inverted() != axes.flat[0].yaxis_inverted():
-            ax.invert_yaxis()
     return fig
 
 
