@@ -51,7 +51,8 @@ why.
 Output (``OUT/``): ``acoustics.parquet`` (one row per vowel segment, :data:`ACOUSTICS_COLUMNS`, plus
 the ``_z`` columns with Lobanov), ``acoustics.csv``, ``ceilings.json`` (ceiling and how it was chosen,
 per speaker), ``report.json`` (counts per status, seconds), ``config.yaml`` and ``versions.json``
-(every setting, the Praat version), ``figures/`` (vowel charts per language and per emotion, the
+(every setting, the Praat version), ``emotion_by_class.csv`` (F0, intensity and duration per
+language, vowel class and emotion: :func:`write_emotion_table`), ``figures/`` (vowel charts per language and per emotion, the
 emotion measures; :mod:`analysis.vowel_plots`). A long job writes ``parts/part-NNNNN.parquet`` every
 ``chunk_utterances`` utterances; a rerun with the same settings skips the utterances already
 measured (and the ceiling search already done), and refuses a folder made with other settings.
@@ -645,6 +646,7 @@ def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: Ac
                                             "not_ok": failures})
     write_run_info(out, step="acoustics", config={**doc, "speakers_table": str(speakers) if speakers and not
                                                   isinstance(speakers, Mapping) else None}, seed=s.seed)
+    write_emotion_table(table, out / "emotion_by_class.csv")
     if figures and table.num_rows:
         from .vowel_plots import save_acoustic_figures
 
@@ -734,7 +736,7 @@ __all__ = [
     "ACOUSTICS_COLUMNS", "ACOUSTICS_SCHEMA", "EMOTION_MEASURES", "FORMANT_COLUMNS", "POSITIONS", "STATUSES",
     "AcousticSettings", "AcousticsError", "AcousticsResult", "EmotionCell", "SpeakerCeiling", "class_means",
     "combine_acoustics", "emotion_summary", "lobanov", "measure_corpus", "measure_segments", "praat_version",
-    "read_acoustics", "read_speaker_sex", "search_ceiling", "write_text_summary",
+    "read_acoustics", "read_speaker_sex", "search_ceiling", "write_emotion_table", "write_text_summary",
 ]
 
 
@@ -831,8 +833,37 @@ def combine_acoustics(parts: Sequence[str | Path], out_dir: str | Path, *, figur
     atomic_write_json(out / "report.json", {"segments": table.num_rows, "counts": counts, "not_ok": not_ok,
                                             "parts": [str(p) for p in parts]})
     atomic_write_json(out / "ceilings.json", {"speakers": speakers, "parts": [str(p) for p in parts]})
+    write_emotion_table(table, out / "emotion_by_class.csv")
     if figures and table.num_rows:
         from .vowel_plots import save_acoustic_figures
 
         save_acoustic_figures(table, out / "figures")
     return out / "acoustics.parquet"
+
+
+def write_emotion_table(table: pa.Table, path: str | Path) -> Path:
+    """:func:`emotion_summary` per language, vowel class and emotion (and over all vowels) as CSV.
+
+    Columns: ``language, unit_class, emotion, n_tokens, n_speakers`` and for ``f0`` (Hz),
+    ``intensity`` (dB) and ``duration`` (s) the mean of speaker means with ``_min`` / ``_max``
+    (lowest and highest speaker mean). Empty (header only) when no row has an emotion.
+    """
+    import csv
+    import io
+
+    path = Path(path)
+    cols = ["language", "unit_class", "emotion", "n_tokens", "n_speakers"]
+    for m in EMOTION_MEASURES:
+        cols += [m, f"{m}_min", f"{m}_max"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for c in emotion_summary(table) + emotion_summary(table, by_class=False):
+        row: list[Any] = [c.language, c.unit_class, c.emotion, c.n_tokens, c.n_speakers]
+        for m in EMOTION_MEASURES:
+            lo, hi = getattr(c, f"{m}_range")
+            row += [f"{getattr(c, m):.6g}", f"{lo:.6g}", f"{hi:.6g}"]
+        w.writerow(row)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    return path

@@ -250,7 +250,8 @@ def _acoustics_html(folder: Path, page_dir: Path) -> str:
     table = read_acoustics(folder)
     cols = ("F1_50", "F2_50", "F3_50", "duration", "f0_mean", "intensity_mean")
     means = class_means(table, columns=cols).to_pylist()
-    links = [_link(folder / name, page_dir) for name in ("acoustics.parquet", "acoustics.csv", "ceilings.json")
+    links = [_link(folder / name, page_dir) for name in ("acoustics.parquet", "acoustics.csv", "ceilings.json",
+                                                               "emotion_by_class.csv")
              if (folder / name).is_file()]
     parts = [f"<p>{table.num_rows} vowel segments ({', '.join(links)}). Midpoint formants from Praat's Burg "
              "analysis (parselmouth); means over the segments measured.</p>"]

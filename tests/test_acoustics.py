@@ -185,6 +185,17 @@ def test_emotions_move_f0_and_duration_as_the_demo_synthesised_them(demo_acousti
     # espeak-ng pitch 75 (happy) > 45 (neutral) > 25 (sad); rate 120 wpm (sad) < 165 (neutral) < 200 (happy)
     assert m["Happiness"]["f0_mean"] > m["Neutral"]["f0_mean"] > m["Sadness"]["f0_mean"]
     assert m["Sadness"]["duration"] > m["Neutral"]["duration"] > m["Happiness"]["duration"]
+    # the same as a table per language, class and emotion (speakers are the unit)
+    import csv
+
+    rows = list(csv.DictReader((result.out_dir / "emotion_by_class.csv").open(encoding="utf-8")))
+    assert len(rows) == 2 * 6 * 4 + 2 * 4  # per class, and over all vowels
+    for r in rows:
+        assert r["n_speakers"] == "3"
+        assert float(r["f0_min"]) <= float(r["f0"]) <= float(r["f0_max"])
+    sad_i = next(r for r in rows if (r["language"], r["unit_class"], r["emotion"]) == ("en", "i", "Sadness"))
+    hap_i = next(r for r in rows if (r["language"], r["unit_class"], r["emotion"]) == ("en", "i", "Happiness"))
+    assert float(sad_i["duration"]) > float(hap_i["duration"]) and float(sad_i["f0"]) < float(hap_i["f0"])
 
 
 # ------------------------------------------------------------------------------------ ceiling rules
