@@ -43,7 +43,8 @@ def demo(tmp_path_factory):
     """Two sentences of every demo speaker in every emotion: aligned per language, measured (a given
     ceiling keeps it quick), and pooled by a small random Whisper."""
     from analysis.extract import extract_features
-    from analysis.models import load_encoder, random_model
+    from analysis.models import load_encoder
+    from analysis.testing import random_model
 
     tmp = tmp_path_factory.mktemp("vowel_plots")
     utts = [u for u in read_corpus(None, preset="lam-demo") if u.utt_id.split("_")[2] in ("s00", "s05")]
