@@ -52,10 +52,18 @@ Output (``OUT/``): ``acoustics.parquet`` (one row per vowel segment, :data:`ACOU
 the ``_z`` columns with Lobanov), ``acoustics.csv``, ``ceilings.json`` (ceiling and how it was chosen,
 per speaker), ``report.json`` (counts per status, seconds), ``config.yaml`` and ``versions.json``
 (every setting, the Praat version), ``emotion_by_class.csv`` (F0, intensity and duration per
-language, vowel class and emotion: :func:`write_emotion_table`), ``figures/`` (vowel charts per language and per emotion, the
-emotion measures; :mod:`analysis.vowel_plots`). A long job writes ``parts/part-NNNNN.parquet`` every
-``chunk_utterances`` utterances; a rerun with the same settings skips the utterances already
-measured (and the ceiling search already done), and refuses a folder made with other settings.
+language, vowel class and emotion: :func:`write_emotion_table`), ``figures/`` (vowel charts per
+language and per emotion, the emotion measures; :mod:`analysis.vowel_plots`).
+
+Resuming: the folder is locked for the run (:func:`phonalign.outdir.output_folder`: one writer at
+a time, no foreign files). A long job commits ``parts/part-NNNNN.parquet`` every
+``chunk_utterances`` utterances, each listing its utterances with their **input fingerprint**
+(:mod:`phonalign.fingerprint`: the recording's size and modification time, the utterance's fields,
+its vowel segments, its speaker's ceiling) and the **settings fingerprint** (``parts/settings.json``).
+A rerun keeps the utterances whose fingerprints match, measures changed and new ones, leaves out
+those no longer in the input, and reuses a speaker's ceiling search while that speaker's
+utterances are unchanged. A folder measured with other settings is refused with the settings that
+differ; ``force=True`` (``--force``) measures everything again with the new ones.
 """
 
 from __future__ import annotations
@@ -74,7 +82,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from phonalign.fsutil import atomic_path, atomic_write_json
+from phonalign.errors import OutputFolderError
+from phonalign.fingerprint import differences, digest, file_signature
+from phonalign.fsutil import atomic_path, atomic_write_json, is_temp_name, make_dirs, read_json
+from phonalign.outdir import FolderRules, output_folder
 from phonalign.provenance import write_run_info
 from phonalign.records import VOWEL_CLASSES
 
@@ -203,6 +214,7 @@ class AcousticsResult:
     ceilings: dict[str, SpeakerCeiling]
     seconds: float
     resumed_utterances: int
+    remeasured_changed: int = 0
 
 
 # ------------------------------------------------------------------------------------------- praat
@@ -429,8 +441,9 @@ def search_ceiling(tokens: Sequence[tuple[Any, float]], grid_hz: Sequence[float]
     return best, {"criterion": crit, "n_tokens": int(usable.sum())}
 
 
-def _choose_ceilings(aligned_dir: Path, utts: Sequence[Mapping], segs: Mapping[str, list[dict]],
-                     sex: Mapping[str, str], s: AcousticSettings, progress: bool) -> dict[str, SpeakerCeiling]:
+def _choose_ceilings(utts: Sequence[Mapping], segs: Mapping[str, list[dict]], sex: Mapping[str, str],
+                     s: AcousticSettings, progress: bool) -> dict[str, SpeakerCeiling]:
+    """The ceiling of every speaker of ``utts`` with vowel segments (``u["_aligned"]``: its folder)."""
     speakers = sorted({u["speaker"] for u in utts if segs.get(u["utt_id"])})
     out: dict[str, SpeakerCeiling] = {}
     to_search = []
@@ -455,7 +468,7 @@ def _choose_ceilings(aligned_dir: Path, utts: Sequence[Mapping], segs: Mapping[s
         for u, seg in cand:
             if u["utt_id"] not in sounds:
                 try:
-                    sounds[u["utt_id"]] = _load_sound(_audio_path(aligned_dir, u))
+                    sounds[u["utt_id"]] = _load_sound(_audio_path(u["_aligned"], u))
                 except Exception as err:  # noqa: BLE001 -- parselmouth raises PraatError; recorded below
                     logger.warning("ceiling search: %s unreadable (%s)", u["utt_id"], err)
                     sounds[u["utt_id"]] = None
@@ -472,7 +485,8 @@ def _choose_ceilings(aligned_dir: Path, utts: Sequence[Mapping], segs: Mapping[s
         try:
             best, info = search_ceiling(tokens, s.search_grid_hz, classes=classes, settings=s)
         except AcousticsError as err:
-            raise AcousticsError(f"speaker {spk!r}: {err.message}", path=aligned_dir, hint=err.hint) from None
+            raise AcousticsError(f"speaker {spk!r}: {err.message}", path=cand[0][0]["_aligned"] if cand else None,
+                                 hint=err.hint) from None
         if best in (min(s.search_grid_hz), max(s.search_grid_hz)):
             logger.warning("ceiling search: speaker %s's best ceiling %g Hz lies at the edge of the grid; "
                            "widen it or give the speaker's sex", spk, best)
@@ -531,20 +545,51 @@ def _settings_doc(s: AcousticSettings, sex: Mapping[str, str]) -> dict:
     return {"settings": asdict(s), "speaker_sex": dict(sorted(sex.items())), "praat": praat_version()}
 
 
-def _done_parts(parts_dir: Path) -> tuple[list[Path], set[str]]:
+#: What an acoustics output folder may hold (:mod:`phonalign.outdir`): ``parts/`` and ``figures/``
+#: are written and cleaned by :func:`measure_corpus` only.
+ACOUSTICS_FOLDER = FolderRules(
+    legacy=("acoustics.parquet", "parts/settings.json"),
+    managed={"parts": r"^(part-\d{5}\.parquet|settings\.json)$", "figures": r"^[A-Za-z0-9_.@\-]+\.(png|svg)$"})
+
+
+def _utterance_fingerprint(u: Mapping, segs: Sequence[Mapping]) -> str:
+    """What an utterance's rows are made from: the recording (size, mtime), its fields, its vowel segments."""
+    return digest([file_signature(_audio_path(u["_aligned"], u)),
+                   {k: u.get(k) for k in ("language", "speaker", "corpus", "emotion", "split")},
+                   [[g["index"], g["label"], g["phone"], g["unit_class"], g["start"], g["end"]] for g in segs]])
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """The latest committed measurement of one utterance: part number, fingerprints."""
+
+    part: int
+    input_fp: str | None
+    settings_fp: str | None
+
+
+def _committed(parts_dir: Path) -> tuple[list[Path], dict[str, _Outcome]]:
+    """Part files in order and each utterance's latest outcome (a later part supersedes an earlier one)."""
     files = sorted(parts_dir.glob("part-*.parquet"))
-    done: set[str] = set()
-    for f in files:
-        done.update(pq.read_table(f, columns=["utt_id"])["utt_id"].to_pylist())
-        # an utterance without vowels leaves no row; parts list those in their metadata
+    latest: dict[str, _Outcome] = {}
+    for k, f in enumerate(files):
         meta = pq.read_schema(f).metadata or {}
-        done.update(json.loads(meta.get(b"lam_utterances", b"[]")))
-    return files, done
+        listed = json.loads(meta.get(b"lam_utterances", b"[]"))
+        settings_fp = json.loads(meta.get(b"lam_settings_fp", b"null"))
+        # parts written before fingerprints list utterance ids only: they count as changed
+        fps = listed if isinstance(listed, dict) else {u: None for u in listed}
+        for utt, fp in fps.items():
+            latest[utt] = _Outcome(k, fp, settings_fp)
+    return files, latest
 
 
-def _write_part(parts_dir: Path, index: int, rows: list[dict], utt_ids: list[str]) -> None:
+def _write_part(parts_dir: Path, index: int, rows: list[dict], fingerprints: Mapping[str, str],
+                settings_fp: str) -> None:
+    # the utterances (with their fingerprints) go into the metadata: an utterance without vowels
+    # leaves no row but is done all the same
     table = pa.Table.from_pylist(rows, schema=ACOUSTICS_SCHEMA)
-    table = table.replace_schema_metadata({"lam_utterances": json.dumps(utt_ids)})
+    table = table.replace_schema_metadata({"lam_utterances": json.dumps(dict(fingerprints)),
+                                           "lam_settings_fp": json.dumps(settings_fp)})
     with atomic_path(parts_dir / f"part-{index:05d}.parquet") as tmp:
         pq.write_table(table, tmp)
 
@@ -554,78 +599,148 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[i:i + size]
 
 
-def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: AcousticSettings = AcousticSettings(),
+def measure_corpus(aligned_dir: str | Path | Sequence[str | Path], out_dir: str | Path, *,
+                   settings: AcousticSettings = AcousticSettings(),
                    speakers: str | Path | Mapping[str, str] | None = None, language: str | None = None,
-                   strict: bool = False, progress: bool = True, figures: bool = True) -> AcousticsResult:
+                   strict: bool = False, force: bool = False, progress: bool = True,
+                   figures: bool = True) -> AcousticsResult:
     """``lam acoustics ALIGNED OUT``: measure every vowel segment of an aligned corpus.
+
+    The output folder is locked for the run (:func:`phonalign.outdir.output_folder`). A rerun into
+    the same folder keeps every utterance whose inputs are unchanged (its recording's size and
+    modification time, its fields and vowel segments, its speaker's ceiling), measures changed and
+    new ones, and leaves out utterances no longer in the input. Other settings are refused unless
+    ``force``, which measures everything again with the new ones.
 
     Parameters
     ----------
-    aligned_dir : output folder of ``lam align`` (``utterances.parquet``, ``segments.parquet``).
+    aligned_dir : output folder of ``lam align`` (``utterances.parquet``, ``segments.parquet``), or
+        several of them (e.g. the two languages of ``lam run``) measured into one table; utterance
+        ids must be unique across them.
     out_dir : where ``acoustics.parquet`` and its companions go (see the module docstring).
     settings : :class:`AcousticSettings`.
     speakers : speaker table path (CSV/TSV with ``speaker`` and ``sex``/``gender``) or a mapping
         ``{speaker: "male" | "female"}``; used by ``ceiling="auto"``.
     language : keep only utterances of this language.
     strict : stop at the first segment that cannot be fully measured instead of recording it.
+    force : accept a folder measured with other settings and measure every utterance again.
     progress : progress bar on a terminal.
     figures : draw the vowel charts and emotion figures into ``out_dir/figures`` (PNG + SVG).
+
+    Raises
+    ------
+    AcousticsError
+        Not an aligned folder, no utterance of ``language``, an utterance id in two folders.
+    phonalign.errors.OutputFolderError
+        The folder holds other settings (without ``force``), files lam did not write, or another
+        step's output; :class:`~phonalign.errors.OutputLockedError` when another run holds it.
     """
     t0 = time.perf_counter()
     s = settings
-    aligned = Path(aligned_dir)
+    dirs = [Path(aligned_dir)] if isinstance(aligned_dir, (str, Path)) else [Path(a) for a in aligned_dir]
+    if not dirs:
+        raise AcousticsError("no aligned folder given", hint="give the output folder of `lam align`")
     out = Path(out_dir)
     sex = dict(speakers) if isinstance(speakers, Mapping) else (read_speaker_sex(speakers) if speakers else {})
     sex = {k: _SEX.get(str(v).lower(), str(v)) for k, v in sex.items()}
-    utts, segs = _read_aligned(aligned, s.classes)
+    utts: list[dict] = []
+    segs: dict[str, list[dict]] = {}
+    where: dict[str, Path] = {}
+    for d in dirs:
+        d_utts, d_segs = _read_aligned(d, s.classes)
+        for u in d_utts:
+            if u["utt_id"] in where:
+                raise AcousticsError(f"utterance {u['utt_id']!r} is in two aligned folders ({where[u['utt_id']]} "
+                                     f"and {d})", path=d / "utterances.parquet", utt_id=u["utt_id"],
+                                     hint="measure the folders into separate outputs, or give each corpus its own "
+                                     "utterance ids")
+            where[u["utt_id"]] = d
+            u["_aligned"] = d
+        utts += d_utts
+        segs.update(d_segs)
     if language is not None:
         utts = [u for u in utts if u["language"] == language]
         if not utts:
-            raise AcousticsError(f"no utterance of language {language!r}", path=aligned / "utterances.parquet",
-                                 hint="check --language against the corpus")
-    out.mkdir(parents=True, exist_ok=True)
-    parts_dir = out / "parts"
+            raise AcousticsError(f"no utterance of language {language!r}",
+                                 path=dirs[0] / "utterances.parquet", hint="check --language against the corpus")
     doc = _settings_doc(s, sex)
-    doc["aligned"] = str(aligned.resolve())
     doc["language"] = language
+    config = {**doc, "aligned": [str(d.resolve()) for d in dirs] if len(dirs) > 1 else str(dirs[0].resolve()),
+              "speakers_table": str(speakers) if speakers and not isinstance(speakers, Mapping) else None}
+    with output_folder(out, step="acoustics", rules=ACOUSTICS_FOLDER):
+        return _measure_locked(utts, segs, out, s, doc, config, force=force, strict=strict, progress=progress,
+                               figures=figures, t0=t0)
+
+
+def _measure_locked(utts: list[dict], segs: dict[str, list[dict]], out: Path, s: AcousticSettings, doc: dict,
+                    config: dict, *, force: bool, strict: bool, progress: bool, figures: bool,
+                    t0: float) -> AcousticsResult:
+    parts_dir = make_dirs(out / "parts")
+    for p in parts_dir.iterdir():  # leftovers of a killed run (the folder check refused anything foreign)
+        if is_temp_name(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+    doc = json.loads(json.dumps(doc, default=str))
+    settings_fp = digest(doc)
     settings_file = parts_dir / "settings.json"
-    if settings_file.is_file():
-        old = json.loads(settings_file.read_text(encoding="utf-8"))
-        if old != json.loads(json.dumps(doc, default=str)):
-            raise AcousticsError("this output folder was measured with other settings", path=settings_file,
-                                 hint="use a new output folder, or delete it to start again")
-    else:
-        atomic_write_json(settings_file, doc)
+    old_doc = read_json(settings_file, what="acoustics settings", hint="rerun with --force, or use a new output "
+                        "folder") if settings_file.is_file() else None
+    if isinstance(old_doc, dict) and "fingerprint" not in old_doc:  # written before fingerprints: the doc itself
+        old_doc = {"fingerprint": digest({k: v for k, v in old_doc.items() if k != "aligned"}),
+                   "settings": {k: v for k, v in old_doc.items() if k != "aligned"}}
+    if old_doc is not None and old_doc.get("fingerprint") != settings_fp and not force:
+        raise OutputFolderError(f"this output folder was measured with other settings "
+                                f"({differences(old_doc.get('settings'), doc)})", path=out,
+                                hint="rerun with --force to measure every segment again with the new settings "
+                                "(force=True in Python), or use a new output folder")
+    atomic_write_json(settings_file, {"fingerprint": settings_fp, "settings": doc})
+    # ceilings: a speaker's is reused while the settings and the speaker's utterances are unchanged
+    base_fp = {u["utt_id"]: _utterance_fingerprint(u, segs.get(u["utt_id"], [])) for u in utts}
+    speaker_fp = {spk: digest(sorted(base_fp[u["utt_id"]] for u in utts if u["speaker"] == spk))
+                  for spk in {u["speaker"] for u in utts}}
     ceil_file = out / "ceilings.json"
-    if ceil_file.is_file():
-        ceilings = {k: SpeakerCeiling(k, v["ceiling_hz"], v["source"], {float(c): x for c, x in
-                                                                        v["criterion"].items()}, v["n_tokens"])
-                    for k, v in json.loads(ceil_file.read_text(encoding="utf-8"))["speakers"].items()}
-    else:
-        ceilings = _choose_ceilings(aligned, utts, segs, sex, s, progress)
-        atomic_write_json(ceil_file, {"rule": s.ceiling, "grid_hz": list(s.search_grid_hz),
-                                      "method": "pooled within-class variance of ln F1 + ln F2 at vowel midpoints "
-                                                "(after Escudero et al. 2009)",
-                                      "speakers": {k: asdict(v) for k, v in ceilings.items()}})
-    files, done = _done_parts(parts_dir)
+    old_ceil = read_json(ceil_file, what="ceilings", hint="rerun with --force") if ceil_file.is_file() else {}
+    reuse: dict[str, SpeakerCeiling] = {}
+    if old_ceil.get("settings_fp") == settings_fp:
+        for k, v in old_ceil.get("speakers", {}).items():
+            if v.get("inputs_fp") == speaker_fp.get(k):
+                reuse[k] = SpeakerCeiling(k, v["ceiling_hz"], v["source"],
+                                          {float(c): x for c, x in v["criterion"].items()}, v["n_tokens"])
+    pending = [u for u in utts if u["speaker"] not in reuse]
+    ceilings = {**reuse, **_choose_ceilings(pending, segs, doc["speaker_sex"], s, progress)}
+    atomic_write_json(ceil_file, {"rule": s.ceiling, "grid_hz": list(s.search_grid_hz), "settings_fp": settings_fp,
+                                  "method": "pooled within-class variance of ln F1 + ln F2 at vowel midpoints "
+                                            "(after Escudero et al. 2009)",
+                                  "speakers": {k: {**asdict(v), "inputs_fp": speaker_fp[k]}
+                                               for k, v in sorted(ceilings.items()) if k in speaker_fp}})
+    fps = {}
+    for u in utts:
+        c = ceilings.get(u["speaker"])
+        fps[u["utt_id"]] = digest([base_fp[u["utt_id"]], None if c is None else [c.ceiling_hz, c.source]])
+    _, latest = _committed(parts_dir)
+    done = {k for k, o in latest.items() if o.settings_fp == settings_fp and o.input_fp == fps.get(k)}
     todo = [u for u in utts if u["utt_id"] not in done]
-    next_part = len(files)
+    changed = sum(1 for u in todo if u["utt_id"] in latest)
+    next_part = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")), default=-1)
     bar = _progress(todo, progress, "acoustics")
     it = iter(bar)
     for chunk in _chunks(todo, s.chunk_utterances):
         rows: list[dict] = []
         for u in chunk:
             next(it, None)
-            rows += _measure_utterance(aligned, u, segs.get(u["utt_id"], []), ceilings, s, strict)
-        _write_part(parts_dir, next_part, rows, [u["utt_id"] for u in chunk])
+            rows += _measure_utterance(u, segs.get(u["utt_id"], []), ceilings, s, strict)
+        _write_part(parts_dir, next_part, rows, {u["utt_id"]: fps[u["utt_id"]] for u in chunk}, settings_fp)
         next_part += 1
     if hasattr(bar, "close"):
         bar.close()
-    files, _ = _done_parts(parts_dir)
+    files, latest = _committed(parts_dir)
     keep = {u["utt_id"] for u in utts}
-    table = pa.concat_tables([pq.read_table(f).replace_schema_metadata(None) for f in files]) if files \
-        else ACOUSTICS_SCHEMA.empty_table()
-    table = table.filter(pa.compute.is_in(table["utt_id"], value_set=pa.array(sorted(keep), type=pa.string())))
+    tables = []
+    for k, f in enumerate(files):  # each utterance's rows from its latest part only
+        mine = sorted(u for u, o in latest.items() if o.part == k and u in keep)
+        if mine:
+            t = pq.read_table(f).replace_schema_metadata(None)
+            tables.append(t.filter(pa.compute.is_in(t["utt_id"], value_set=pa.array(mine, type=pa.string()))))
+    table = pa.concat_tables(tables) if tables else ACOUSTICS_SCHEMA.empty_table()
     order = {u["utt_id"]: i for i, u in enumerate(utts)}
     ids, seg_idx = table["utt_id"].to_pylist(), table["seg_index"].to_pylist()
     idx = sorted(range(table.num_rows), key=lambda i: (order[ids[i]], seg_idx[i]))
@@ -642,10 +757,10 @@ def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: Ac
     failures = [{"utt_id": r["utt_id"], "seg_index": r["seg_index"], "status": r["status"], "reason": r["reason"]}
                 for r in table.select(["utt_id", "seg_index", "status", "reason"]).to_pylist() if r["status"] != "ok"]
     atomic_write_json(out / "report.json", {"segments": table.num_rows, "utterances": len(utts), "counts": counts,
-                                            "resumed_utterances": len(utts) - len(todo), "seconds": round(seconds, 3),
+                                            "resumed_utterances": len(utts) - len(todo),
+                                            "remeasured_changed": changed, "seconds": round(seconds, 3),
                                             "not_ok": failures})
-    write_run_info(out, step="acoustics", config={**doc, "speakers_table": str(speakers) if speakers and not
-                                                  isinstance(speakers, Mapping) else None}, seed=s.seed)
+    write_run_info(out, step="acoustics", config=config, seed=s.seed)
     write_emotion_table(table, out / "emotion_by_class.csv")
     if figures and table.num_rows:
         from .vowel_plots import save_acoustic_figures
@@ -653,21 +768,21 @@ def measure_corpus(aligned_dir: str | Path, out_dir: str | Path, *, settings: Ac
         save_acoustic_figures(table, out / "figures")
     logger.info("acoustics: %d vowel segments of %d utterances in %.1f s", table.num_rows, len(utts), seconds)
     return AcousticsResult(out, out / "acoustics.parquet", table.num_rows, counts, ceilings, seconds,
-                           len(utts) - len(todo))
+                           len(utts) - len(todo), changed)
 
 
-def _measure_utterance(aligned: Path, u: Mapping, segs: Sequence[Mapping], ceilings: Mapping[str, SpeakerCeiling],
+def _measure_utterance(u: Mapping, segs: Sequence[Mapping], ceilings: Mapping[str, SpeakerCeiling],
                        s: AcousticSettings, strict: bool) -> list[dict]:
     base = {k: u.get(k) for k in ("language", "speaker", "corpus", "emotion", "split")}
     if not segs:
         return []
     ceiling = ceilings[u["speaker"]]
     try:
-        sound = _load_sound(_audio_path(aligned, u))
+        sound = _load_sound(_audio_path(u["_aligned"], u))
         values = measure_segments(sound, segs, ceiling_hz=ceiling.ceiling_hz, settings=s)
     except Exception as err:  # noqa: BLE001 -- parselmouth.PraatError and OS errors: recorded per utterance
         if strict:
-            raise AcousticsError(f"cannot measure: {err}", path=_audio_path(aligned, u), utt_id=u["utt_id"],
+            raise AcousticsError(f"cannot measure: {err}", path=_audio_path(u["_aligned"], u), utt_id=u["utt_id"],
                                  hint="check the audio file, or run without --strict to record and go on") from err
         values = [{"duration": seg["end"] - seg["start"], **{c: float("nan") for c in FORMANT_COLUMNS},
                    "f0_mean": float("nan"), "intensity_mean": float("nan"), "status": "audio_error",
@@ -676,7 +791,7 @@ def _measure_utterance(aligned: Path, u: Mapping, segs: Sequence[Mapping], ceili
     for seg, v in zip(segs, values, strict=True):
         if strict and v["status"] != "ok":
             raise AcousticsError(f"segment {seg['index']} ({seg['label']}): {v['reason']}", utt_id=u["utt_id"],
-                                 path=_audio_path(aligned, u), hint="run without --strict to record it and go on")
+                                 path=_audio_path(u["_aligned"], u), hint="run without --strict to record it and go on")
         rows.append({"utt_id": u["utt_id"], "seg_index": seg["index"], "label": seg["label"], "phone": seg["phone"],
                      "unit_class": seg["unit_class"], "start": seg["start"], "end": seg["end"], **base, **v,
                      "ceiling_hz": ceiling.ceiling_hz, "ceiling_source": ceiling.source})
@@ -800,15 +915,22 @@ def emotion_summary(table: pa.Table, *, by_class: bool = True) -> list[EmotionCe
 
 
 def combine_acoustics(parts: Sequence[str | Path], out_dir: str | Path, *, figures: bool = True) -> Path:
-    """Join the outputs of several :func:`measure_corpus` runs (e.g. the two sides of ``lam run``).
+    """Join the outputs of several :func:`measure_corpus` runs into one folder (locked while written).
 
     Writes ``out_dir/acoustics.parquet`` (+ ``.csv``; a segment measured twice is kept once),
     ``report.json`` (counts summed), ``ceilings.json`` (speakers of every part) and the figures;
-    returns the table's path. The parts must share their settings (same columns).
+    returns the table's path. The parts must share their settings (same columns). (To measure
+    several aligned folders into one table in the first place, give :func:`measure_corpus` all of
+    them.)
     """
     out = Path(out_dir)
+    with output_folder(out, step="acoustics", rules=ACOUSTICS_FOLDER):
+        return _combine_locked([Path(p) for p in parts], out, figures=figures)
+
+
+def _combine_locked(parts: list[Path], out: Path, *, figures: bool) -> Path:
     tables, counts, speakers, not_ok = [], {s: 0 for s in STATUSES}, {}, []
-    for p in map(Path, parts):
+    for p in parts:
         tables.append(read_acoustics(p))
         rep = json.loads((p / "report.json").read_text(encoding="utf-8"))
         for k, v in rep["counts"].items():

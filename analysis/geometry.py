@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from phonalign.fsutil import atomic_path, atomic_write_json
+from phonalign.outdir import FolderRules, check_output_folder, output_folder
 from phonalign.provenance import write_run_info
 from phonalign.records import VOWEL_CLASSES
 
@@ -46,6 +47,11 @@ from .errors import AnalysisError
 from .store import FeatureStore
 
 logger = logging.getLogger(__name__)
+
+
+#: What a geometry output folder may hold (:mod:`phonalign.outdir`).
+GEOMETRY_FOLDER = FolderRules(legacy=("geometry.json", "probe.parquet"),
+                              managed={"figures": r"^[A-Za-z0-9_.@\-]+\.(png|svg)$"})
 
 
 class GeometryError(AnalysisError):
@@ -345,15 +351,30 @@ def run_geometry(source_store: str | Path, target_store: str | Path | None, out_
                  languages: Sequence[str] | None = None, layers: Sequence[int] | None = None, n_folds: int = 5,
                  max_points: int = 300, max_per_class: int = 1000, seed: int = 0,
                  figures: bool = True) -> GeometryResult:
-    """``lam geometry``: projections and probes of every layer -> ``out_dir`` (see module docstring)."""
+    """``lam geometry``: projections and probes of every layer -> ``out_dir`` (see module docstring).
+
+    Everything is computed before the output folder is touched; it is then locked while written
+    (:func:`phonalign.outdir.output_folder`), and a rerun replaces its files.
+    """
     t0 = time.perf_counter()
     out = Path(out_dir)
     stores = [source_store] + ([target_store] if target_store is not None else [])
+    check_output_folder(out, step="geometry", rules=GEOMETRY_FOLDER)  # a foreign folder: refused before the work
     v = vowel_vectors(stores, languages=languages)
     if len(set(v.language)) < 2:
         logger.warning("geometry: one language only (%s); no cross-language probe", sorted(set(v.language)))
     proj = project_layers(v, layers=layers, max_points=max_points, seed=seed)
     scores = probe_layers(v, layers=layers, n_folds=n_folds, max_per_class=max_per_class, seed=seed)
+    with output_folder(out, step="geometry", rules=GEOMETRY_FOLDER):
+        return _write_geometry(out, v, proj, scores, source_store=source_store, target_store=target_store,
+                               languages=languages, n_folds=n_folds, max_points=max_points,
+                               max_per_class=max_per_class, seed=seed, figures=figures, t0=t0)
+
+
+def _write_geometry(out: Path, v: VowelVectors, proj: Projection, scores: list[ProbeScore], *,
+                    source_store: str | Path, target_store: str | Path | None, languages: Sequence[str] | None,
+                    n_folds: int, max_points: int, max_per_class: int, seed: int, figures: bool,
+                    t0: float) -> GeometryResult:
     n = proj.coords.shape[1]
     table = pa.table({
         "layer": np.repeat(np.asarray(proj.layers, dtype=np.int32), n),

@@ -16,7 +16,8 @@ from phonalign import __version__
 from phonalign.errors import LamError
 
 # Order is the order shown by `lam --help`: the pipeline's order.
-VERBS = ("align", "inventory", "align_eval", "acoustics", "features", "similarity", "geometry", "plot", "train", "run", "report", "demo")
+VERBS = ("align", "inventory", "align_eval", "acoustics", "features", "similarity", "geometry", "plot", "train", "run",
+         "report", "demo")
 
 app = typer.Typer(
     name="lam",

@@ -43,6 +43,7 @@ from typing import Any
 
 from phonalign import __version__
 from phonalign.fsutil import atomic_write_text
+from phonalign.outdir import FolderRules, output_folder
 
 from .errors import TrainError
 
@@ -58,6 +59,9 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 #: Keys of a rankings unit that are drawn specially (everything else per-layer becomes a column).
 _KNOWN_UNIT_KEYS = {"layers", "score", "ci_low", "ci_high", "selections", "ranking", "n_source", "n_target",
                     "n_utt_source", "n_utt_target"}
+#: What the page's folder may hold: the markdown report of `lam run` / `lam demo` (written there
+#: without a marker of its own); a page written before has the folder's marker.
+REPORT_FOLDER = FolderRules(legacy=("report.md", "results.json"))
 #: Rows of a Parquet table shown in full; longer tables show their first rows.
 MAX_TABLE_ROWS = 300
 _SKIP_DIRS = {"features", "runs", "aligned", "parts", "steps", "work", "textgrids"}
@@ -346,6 +350,9 @@ def write_html_report(run_dir: str | Path, *, out_dir: str | Path | None = None,
     ------
     TrainError
         If ``run_dir`` is not a folder, or holds nothing the report can show.
+    phonalign.errors.OutputFolderError
+        The page's folder holds files lam did not write or another step's output;
+        :class:`~phonalign.errors.OutputLockedError` while another process writes it.
     """
     run = Path(run_dir).resolve()
     if not run.is_dir():
@@ -353,6 +360,17 @@ def write_html_report(run_dir: str | Path, *, out_dir: str | Path | None = None,
                          "(or of `lam similarity`, `lam acoustics`, `lam geometry`)")
     page_dir = Path(out_dir).resolve() if out_dir else run / "report"
     page = page_dir / "index.html"
+    doc, shown, anchors = _render(run, page_dir, title=title)
+    # the page's folder is locked while written (one writer at a time, no foreign files); in a
+    # `lam run` folder it is the pipeline's report/ (report.md, results.*), which it may share
+    with output_folder(page_dir, step="report", rules=REPORT_FOLDER):
+        atomic_write_text(page, doc)
+    logger.info("html report: %s (%d bytes, %d figures)", page, len(doc.encode()), len(shown))
+    return HtmlReport(page, len(doc.encode("utf-8")), tuple(sorted(shown)), anchors)
+
+
+def _render(run: Path, page_dir: Path, *, title: str | None) -> tuple[str, set[Path], tuple[str, ...]]:
+    """The page's text, the figures it embeds and its section anchors (nothing is written)."""
     shown: set[Path] = set()
     body: list[str] = []
     nav: list[tuple[str, str]] = []
@@ -437,6 +455,4 @@ def write_html_report(run_dir: str | Path, *, out_dir: str | Path | None = None,
            f"<code>{_e(run)}</code>. Self-contained: figures are embedded; links open files of the run folder.</p>"
            f"<nav>{nav_html}</nav>"
            + "\n".join(body) + "</body></html>\n")
-    atomic_write_text(page, doc)
-    logger.info("html report: %s (%d bytes, %d figures)", page, len(doc.encode()), len(shown))
-    return HtmlReport(page, len(doc.encode("utf-8")), tuple(sorted(shown)), tuple(a for a, _ in nav))
+    return doc, shown, tuple(a for a, _ in nav)

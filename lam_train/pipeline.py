@@ -227,17 +227,13 @@ def flat_profile_warning(rankings: str | None, cfg: RunConfig) -> str | None:
 
 
 def step_acoustics(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
-    """``lam acoustics`` of both sides (default settings) joined into ``OUT/acoustics``."""
-    from analysis.acoustics import combine_acoustics, measure_corpus
+    """``lam acoustics`` of both sides (default settings) into one table, ``OUT/acoustics``."""
+    from analysis.acoustics import measure_corpus
 
-    parts: list[Path] = []
-    summary: dict[str, Any] = {}
-    for side in ("source", "target"):
-        res = measure_corpus(out / "aligned" / side, out / "acoustics" / side, progress=progress, figures=False)
-        parts.append(res.out_dir)
-        summary[side] = {"segments": res.n_segments, "ok": res.counts.get("ok", 0), "seconds": round(res.seconds, 1)}
-    summary["table"] = str(combine_acoustics(parts, out / "acoustics"))
-    return summary
+    res = measure_corpus([out / "aligned" / "source", out / "aligned" / "target"], out / "acoustics",
+                         progress=progress)
+    return {"segments": res.n_segments, "ok": res.counts.get("ok", 0), "seconds": round(res.seconds, 1),
+            "table": str(res.table)}
 
 
 def step_geometry(cfg: RunConfig, out: Path) -> dict:

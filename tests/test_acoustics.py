@@ -24,6 +24,8 @@ from analysis.acoustics import (
     read_speaker_sex,
 )
 from phonalign.align import get_aligner
+from phonalign.errors import OutputFolderError, OutputLockedError
+from phonalign.outdir import output_folder
 from phonalign.align.run import align_corpus
 from phonalign.corpus import demo_corpus_dir, read_corpus
 
@@ -315,8 +317,60 @@ def test_a_rerun_resumes_and_other_settings_are_refused(tmp_path, small_aligned)
     again = measure_corpus(small_aligned, tmp_path / "ac", settings=s, progress=False)
     assert again.resumed_utterances == 3 and again.n_segments == first.n_segments
     assert read_acoustics(again.table).equals(read_acoustics(first.table))
-    with pytest.raises(AcousticsError, match="other settings"):
+    with pytest.raises(OutputFolderError, match="other settings") as err:
         measure_corpus(small_aligned, tmp_path / "ac", settings=AcousticSettings(ceiling="5500"), progress=False)
+    assert "settings.ceiling: '5000', now '5500'" in err.value.message and "--force" in err.value.hint
+    forced = measure_corpus(small_aligned, tmp_path / "ac", settings=AcousticSettings(ceiling="5500"), force=True,
+                            progress=False)
+    assert forced.resumed_utterances == 0 and set(read_acoustics(forced.table)["ceiling_hz"].to_pylist()) == {5500.0}
+
+
+def test_a_rerun_remeasures_changed_utterances_and_drops_removed_ones(tmp_path, small_aligned):
+    s = AcousticSettings(ceiling="5000", chunk_utterances=1)
+    first = read_acoustics(measure_corpus(small_aligned, tmp_path / "ac", settings=s, progress=False).table)
+    # one utterance's vowel segment moves, another leaves the corpus
+    segs = pq.read_table(small_aligned / "segments.parquet").to_pylist()
+    moved = next(r for r in segs if r["utt_id"] == "en_f2_s01_neu" and r["unit_class"] in ("A", "E", "@", "i", "O", "u"))
+    moved["end"] = moved["end"] - 0.01
+    pq.write_table(pa.Table.from_pylist(segs, schema=pq.read_schema(small_aligned / "segments.parquet")),
+                   small_aligned / "segments.parquet")
+    utts = pq.read_table(small_aligned / "utterances.parquet")
+    pq.write_table(utts.filter(pa.compute.not_equal(utts["utt_id"], "zh_f2_s03_sad")),
+                   small_aligned / "utterances.parquet")
+    again = measure_corpus(small_aligned, tmp_path / "ac", settings=s, progress=False)
+    assert again.resumed_utterances == 2 and again.remeasured_changed == 1
+    table = read_acoustics(again.table)
+    assert "zh_f2_s03_sad" not in set(table["utt_id"].to_pylist())
+    row = next(r for r in table.to_pylist() if r["utt_id"] == moved["utt_id"] and r["seg_index"] == moved["index"])
+    assert row["end"] == pytest.approx(moved["end"])
+    kept = [r for r in first.to_pylist() if r["utt_id"] in ("en_m1_s00_neu", "zh_m1_s02_neu")]
+    assert kept == [r for r in table.to_pylist() if r["utt_id"] in ("en_m1_s00_neu", "zh_m1_s02_neu")]
+    # the same result as a fresh run on the edited input
+    fresh = read_acoustics(measure_corpus(small_aligned, tmp_path / "fresh", settings=s, progress=False).table)
+    assert fresh.equals(table)
+
+
+def test_a_held_or_foreign_output_folder_is_refused(tmp_path, small_aligned):
+    s = AcousticSettings(ceiling="5000")
+    with output_folder(tmp_path / "ac", step="acoustics"), pytest.raises(OutputLockedError, match="in use by"):
+        measure_corpus(small_aligned, tmp_path / "ac", settings=s, progress=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("not lam's")
+    with pytest.raises(OutputFolderError, match="files lam did not write"):
+        measure_corpus(small_aligned, tmp_path / "mine", settings=s, progress=False)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["thesis.tex"]
+
+
+def test_two_aligned_folders_are_measured_into_one_table(tmp_path, demo_utts):
+    en = _align([u for u in demo_utts if u.utt_id == "en_m1_s00_neu"], tmp_path / "en")
+    zh = _align([u for u in demo_utts if u.utt_id == "zh_m1_s02_neu"], tmp_path / "zh")
+    s = AcousticSettings(ceiling="5000")
+    both = read_acoustics(measure_corpus([en, zh], tmp_path / "both", settings=s, progress=False).table)
+    one = read_acoustics(measure_corpus(en, tmp_path / "en_ac", settings=s, progress=False).table)
+    assert set(both["language"].to_pylist()) == {"en", "zh"}
+    assert both.filter(pa.compute.equal(both["language"], "en")).equals(one)
+    with pytest.raises(AcousticsError, match="in two aligned folders"):
+        measure_corpus([en, en], tmp_path / "twice", settings=s, progress=False)
 
 
 def test_lam_acoustics_command_writes_the_table_and_says_what_it_measured(tmp_path, small_aligned):

@@ -153,6 +153,26 @@ def test_run_geometry_writes_tables_figures_and_config_and_reads_back(tmp_path, 
     assert "GroupKFold by speaker" in yaml.safe_load((out / "config.yaml").read_text())["probe"]
 
 
+def test_a_held_or_foreign_geometry_folder_is_refused_and_a_rerun_replaces_the_outputs(tmp_path, planted):
+    from phonalign.errors import OutputFolderError, OutputLockedError
+    from phonalign.outdir import output_folder
+
+    out = tmp_path / "geo"
+    with output_folder(out, step="geometry"), pytest.raises(OutputLockedError, match="in use by"):
+        run_geometry(planted[0].path, planted[1].path, out, layers=[1], n_folds=2, figures=False)
+    first = run_geometry(planted[0].path, planted[1].path, out, layers=[1], n_folds=2, figures=False)
+    again = run_geometry(planted[0].path, planted[1].path, out, layers=[1], n_folds=2, figures=False)
+    assert read_probe(out) == list(again.probe) == list(first.probe)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not lam's")
+    with pytest.raises(OutputFolderError, match="files lam did not write"):
+        run_geometry(planted[0].path, planted[1].path, tmp_path / "mine", layers=[1], n_folds=2, figures=False)
+    from analysis.acoustics import combine_acoustics
+
+    with pytest.raises(OutputFolderError, match="output of `lam geometry`, not of `lam acoustics`"):
+        combine_acoustics([], out)
+
+
 def test_lam_geometry_command_and_its_errors(tmp_path, planted):
     from lam_train.cli import app
 

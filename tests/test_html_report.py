@@ -147,5 +147,21 @@ def test_lam_report_command_and_an_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrainError, match="nothing to report"):
         write_html_report(tmp_path / "empty")
+    assert not (tmp_path / "empty" / "report").exists()  # refused before anything was written
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "missing")])
     assert bad.exit_code != 0
+
+
+def test_the_page_folder_is_locked_and_never_mixed_with_foreign_files(tmp_path):
+    from phonalign.errors import OutputFolderError, OutputLockedError
+    from phonalign.outdir import output_folder
+
+    run = _similarity_dir(tmp_path)
+    with output_folder(run / "report", step="report"), pytest.raises(OutputLockedError, match="in use by"):
+        write_html_report(run)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<p>someone's page</p>")
+    (tmp_path / "site" / "style.css").write_text("p{}")
+    with pytest.raises(OutputFolderError, match="files lam did not write"):
+        write_html_report(run, out_dir=tmp_path / "site")
+    assert (tmp_path / "site" / "index.html").read_text() == "<p>someone's page</p>"

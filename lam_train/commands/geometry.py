@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from . import _options as opt
+
 
 def register(app: typer.Typer) -> None:
     """Add ``lam geometry`` to the ``lam`` app."""
@@ -14,14 +16,15 @@ def register(app: typer.Typer) -> None:
         source: Path = typer.Argument(..., help="Feature store (`lam features`); may hold both languages."),
         target: Path | None = typer.Argument(None, help="A second feature store (the other language), same model."),
         out: Path = typer.Option(..., "--out", help="Output folder (projection.parquet, probe.parquet, "
-                                 "geometry.json, figures/)."),
-        languages: list[str] | None = typer.Option(None, "--language", help="Only these languages (repeat)."),
+                                 "geometry.json, figures/); locked while written, replaced by a rerun."),
+        languages: list[str] | None = typer.Option(None, "--language", callback=opt.choices(opt.languages),
+                                                   help="Only these languages (repeat)."),
         folds: int = typer.Option(5, "--folds", min=2, help="Most folds of the per-language GroupKFold by speaker."),
         max_points: int = typer.Option(300, "--max-points", min=10, help="Vectors per language and class in the "
                                        "PCA figure (seeded subsample)."),
         max_per_class: int = typer.Option(1000, "--max-per-class", min=10, help="Vectors per language and class "
                                           "for the probe (seeded subsample)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the subsamples and the probe."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed of the subsamples and the probe."),
     ) -> None:
         """Per layer: vowel segment vectors projected by PCA (both languages together) and the
         cross-validated accuracy of a linear vowel-class probe, within and across languages."""
