@@ -9,7 +9,8 @@
 * :func:`plot_heatmap`: layer x unit; :func:`plot_rank_stability`: share of draws in which each
   layer ranks first (``p_best``), tied layers marked.
 * :func:`plot_results` (``lam plot``): all of them for one or two result folders side by side,
-  compared panels sharing their y limits, PNG and SVG.
+  compared panels sharing their y limits, PNG and SVG; and the cross-language vowel map's small
+  multiples and diagonal-advantage curve (:mod:`analysis.vowel_plots`) when the folder holds one.
 
 Every plot function takes ``ax=`` (draws into it) and returns the matplotlib ``Figure``; nothing
 here selects a backend or touches pyplot's global state (figures are made with
@@ -318,7 +319,9 @@ def plot_results(result_dir: str | Path, out_dir: str | Path | None = None, *, c
     Returns
     -------
     list of Path
-        ``similarity_vs_layer``, ``heatmap``, ``rank_stability`` in each format.
+        ``similarity_vs_layer``, ``heatmap``, ``rank_stability`` in each format; and when the first
+        folder holds a vowel map (``lam similarity --vowel-map``), ``vowel_map_layers`` and
+        ``diagonal_advantage`` of the metric drawn.
     """
     dirs = [Path(result_dir)] + ([Path(compare)] if compare else [])
     name = f"rankings_{metric}.json" if metric else "rankings.json"
@@ -346,9 +349,22 @@ def plot_results(result_dir: str | Path, out_dir: str | Path | None = None, *, c
     for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
         plot_rank_stability(docs[j], ax=ax)
     paths += _save(fig, out, "rank_stability", formats)
+    if (dirs[0] / "vowel_map.parquet").is_file():
+        paths += _vowel_map_figures(dirs[0], out, metric or docs[0]["metric"], formats)
     write_run_info(out, step="plot", config={"results": [str(d) for d in dirs], "control": str(control or ""),
                                               "rankings": name, "formats": list(formats)})
     return paths
+
+
+def _vowel_map_figures(result_dir: Path, out: Path, metric: str, formats: Sequence[str]) -> list[Path]:
+    from .vowel_map import read_diagonal_advantage, read_vowel_map
+    from .vowel_plots import diagonal_advantage_curve, vowel_map_small_multiples
+
+    table, adv = read_vowel_map(result_dir), read_diagonal_advantage(result_dir)
+    if metric not in set(table["metric"].to_pylist()):
+        return []
+    return (_save(vowel_map_small_multiples(table, metric=metric, advantage=adv), out, "vowel_map_layers", formats)
+            + _save(diagonal_advantage_curve(adv, metric=metric), out, "diagonal_advantage", formats))
 
 
 def plot_dir(result_dir: str | Path, out_dir: str | Path | None = None, **kwargs: Any) -> list[Path]:

@@ -722,6 +722,62 @@ def _evaluate(eng: _SumsUnit | _GramUnit, plan: _Plan, boot_s: np.ndarray, boot_
     return out
 
 
+@dataclass(frozen=True)
+class Sides:
+    """The two stores as the analysis sees them, with the resampling chosen (:func:`prepare_sides`).
+
+    ``source`` and ``target`` are the stores' views (rows of the chosen language and, with duration
+    matching, of the kept utterances; clusters set to the resampling unit); ``warnings`` the notes
+    and warnings owed to the user; ``durations`` the utterance-duration quartiles.
+    """
+
+    source: _View
+    target: _View
+    resampling: Resampling
+    warnings: tuple[str, ...]
+    durations: dict
+
+
+def prepare_sides(source: FeatureStore, target: FeatureStore, *, source_language: str | None = None,
+                  target_language: str | None = None, match_duration: bool = False, seed: int = 0,
+                  resample: str = "auto", allow_different: Sequence[str] = (), by_emotion: bool = False) -> Sides:
+    """Check two stores, select their rows and choose the resampling unit, as :func:`compare_stores` does.
+
+    Shared with the vowel map (:mod:`analysis.vowel_map`), so that both see the same rows and
+    resample the same clusters. Parameters as :func:`compare_stores`.
+    """
+    notes = check_compatible(source, target, allow=allow_different)
+    src = _View(source, name="source", language=source_language)
+    tgt = _View(target, name="target", language=target_language)
+    for v, lang in ((src, source_language), (tgt, target_language)):
+        if v.n_utt == 0:
+            what = "the store is empty" if lang is None else f"the store has no utterance of language {lang!r}"
+            raise SimilarityError(what, path=v.store.path, hint="run `lam features` first, or check --*-language")
+    warn: list[str] = list(notes)
+    durations: dict[str, Any] = {"source": duration_quartiles(src.utt_duration),
+                                 "target": duration_quartiles(tgt.utt_duration)}
+    if match_duration:
+        ka, kb = match_durations(src.utt_duration, tgt.utt_duration, seed=seed)
+        durations["before_matching"] = dict(durations)
+        src = _View(source, name="source", language=source_language, keep_utt=set(src.utt_ids[ka]))
+        tgt = _View(target, name="target", language=target_language, keep_utt=set(tgt.utt_ids[kb]))
+        if src.n_utt == 0 or tgt.n_utt == 0:
+            raise SimilarityError("--match-duration kept no utterance: the two duration ranges do not overlap",
+                                  path=target.path, hint="drop --match-duration, or compare corpora of similar lengths")
+        durations.update(source=duration_quartiles(src.utt_duration), target=duration_quartiles(tgt.utt_duration),
+                         matched_utterances={"source": src.n_utt, "target": tgt.n_utt})
+    w_dur = duration_warning(durations["source"], durations["target"])
+    if w_dur:
+        warn.append(w_dur)
+        logger.warning(w_dur)
+    resampling = _choose_resampling(src, tgt, resample)
+    if resampling.reason:
+        warn.append(resampling.reason)
+    for v in (src, tgt):
+        v.set_cells(resampling.unit, by_emotion=by_emotion)
+    return Sides(src, tgt, resampling, tuple(warn), durations)
+
+
 def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = ("centroid_cosine",),
                    units: Sequence[str] = UNITS, n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False,
                    ci_level: float = 0.95, n_halves: int = 10, max_rows: int = 1000,
@@ -775,35 +831,11 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
         raise SimilarityError("standardized_cosine is undefined for Utt: it centres each corpus on its own average "
                               "phone, and utterances are not phones", hint="ask for a phone unit (Vowl, Cons, "
                               "a vowel class) or another metric for Utt")
-    notes = check_compatible(source, target, allow=allow_different)
-    src = _View(source, name="source", language=source_language)
-    tgt = _View(target, name="target", language=target_language)
-    for v, lang in ((src, source_language), (tgt, target_language)):
-        if v.n_utt == 0:
-            what = "the store is empty" if lang is None else f"the store has no utterance of language {lang!r}"
-            raise SimilarityError(what, path=v.store.path, hint="run `lam features` first, or check --*-language")
-    warn: list[str] = list(notes)
-    durations: dict[str, Any] = {"source": duration_quartiles(src.utt_duration),
-                                 "target": duration_quartiles(tgt.utt_duration)}
-    if match_duration:
-        ka, kb = match_durations(src.utt_duration, tgt.utt_duration, seed=seed)
-        durations["before_matching"] = dict(durations)
-        src = _View(source, name="source", language=source_language, keep_utt=set(src.utt_ids[ka]))
-        tgt = _View(target, name="target", language=target_language, keep_utt=set(tgt.utt_ids[kb]))
-        if src.n_utt == 0 or tgt.n_utt == 0:
-            raise SimilarityError("--match-duration kept no utterance: the two duration ranges do not overlap",
-                                  path=target.path, hint="drop --match-duration, or compare corpora of similar lengths")
-        durations.update(source=duration_quartiles(src.utt_duration), target=duration_quartiles(tgt.utt_duration),
-                         matched_utterances={"source": src.n_utt, "target": tgt.n_utt})
-    w_dur = duration_warning(durations["source"], durations["target"])
-    if w_dur:
-        warn.append(w_dur)
-        logger.warning(w_dur)
-    resampling = _choose_resampling(src, tgt, resample)
-    if resampling.reason:
-        warn.append(resampling.reason)
-    for v in (src, tgt):
-        v.set_cells(resampling.unit, by_emotion=by_emotion)
+    sides = prepare_sides(source, target, source_language=source_language, target_language=target_language,
+                          match_duration=match_duration, seed=seed, resample=resample,
+                          allow_different=allow_different, by_emotion=by_emotion)
+    src, tgt, resampling, durations = sides.source, sides.target, sides.resampling, sides.durations
+    warn = list(sides.warnings)
     scopes: dict[str, str | None] = {"all": None}
     if by_emotion:
         present = [e for e in EMOTIONS if np.any(src.utt_emotion == e) and np.any(tgt.utt_emotion == e)]
@@ -1170,19 +1202,23 @@ def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, 
                    n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False, ci_level: float = 0.95,
                    n_halves: int = 10, max_rows: int = 1000, source_language: str | None = None,
                    target_language: str | None = None, resample: str = "auto", n_permutations: int = 0,
-                   match_duration: bool = False, allow_different: Sequence[str] = (),
+                   match_duration: bool = False, allow_different: Sequence[str] = (), vowel_map: bool = False,
                    progress: bool = True) -> dict:
     """`lam similarity`: compare two stores and write scores, rankings and selections to ``out_dir``.
 
     Writes ``rankings.json`` (first metric), ``rankings_<metric>.json`` (every metric),
     ``scores.parquet`` + ``scores.csv`` (every scope/unit/metric/layer), ``config.yaml``,
-    ``versions.json``. Parameters as :func:`compare_stores`.
+    ``versions.json``. Parameters as :func:`compare_stores`; with ``vowel_map`` also the
+    cross-language vowel map of every metric (:mod:`analysis.vowel_map`: ``vowel_map.parquet``,
+    ``diagonal_advantage.parquet``, ``vowel_map.json``, with the same draws); without it a vowel map
+    left by an earlier run into the folder is removed, so that the folder never holds a stale one.
 
     Returns
     -------
     dict
-        ``{"rankings": path, "scores": path, "metrics": [...], "warnings": [...], "summary": [...]}``
-        (``summary``: :func:`summary_lines` of the first metric).
+        ``{"rankings": path, "scores": path, "metrics": [...], "warnings": [...], "summary": [...],
+        "vowel_map": path or None}`` (``summary``: :func:`summary_lines` of the first metric, then
+        :func:`analysis.vowel_map.summary_lines`).
 
     Examples
     --------
@@ -1205,13 +1241,31 @@ def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, 
                             source_language=source_language, target_language=target_language, resample=resample,
                             n_permutations=n_permutations, match_duration=match_duration,
                             allow_different=allow_different, progress=progress)
+    maps = None
+    if vowel_map:
+        from .vowel_map import vowel_maps
+
+        maps = vowel_maps(src, tgt, metrics=metrics, n_bootstrap=n_bootstrap, seed=seed, ci_level=ci_level,
+                          max_rows=max_rows, source_language=source_language, target_language=target_language,
+                          resample=resample, match_duration=match_duration, allow_different=allow_different,
+                          progress=progress)
     with output_folder(out, step="similarity", rules=FolderRules(legacy=("rankings.json", "scores.parquet"))):
-        return _write_similarity(result, out, source=source, target=target, metrics=metrics, k=k, seed=seed,
-                                 model=src.meta.get("model"))
+        info = _write_similarity(result, out, source=source, target=target, metrics=metrics, k=k, seed=seed,
+                                 model=src.meta.get("model"), vowel_map=vowel_map)
+        from . import vowel_map as vm_mod
+
+        if maps is not None:
+            info["vowel_map"] = str(vm_mod.write_vowel_maps(maps, out, n_bootstrap=n_bootstrap)["vowel_map"])
+            info["summary"] = info["summary"] + vm_mod.summary_lines(maps)
+        else:
+            for name in vm_mod.OUTPUT_FILES:
+                (out / name).unlink(missing_ok=True)
+            info["vowel_map"] = None
+        return info
 
 
 def _write_similarity(result: SimilarityResult, out: Path, *, source: str | Path, target: str | Path,
-                      metrics: Sequence[str], k: int, seed: int, model: dict | None) -> dict:
+                      metrics: Sequence[str], k: int, seed: int, model: dict | None, vowel_map: bool) -> dict:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
@@ -1221,7 +1275,8 @@ def _write_similarity(result: SimilarityResult, out: Path, *, source: str | Path
     from .rankings import write_rankings
 
     write_run_info(out, step="similarity", seed=seed,
-                   config={"source_store": str(source), "target_store": str(target), "k": k, **result.config})
+                   config={"source_store": str(source), "target_store": str(target), "k": k, **result.config,
+                           "vowel_map": vowel_map})
     table = result_table(result)
     with atomic_path(out / "scores.parquet") as tmp:
         pq.write_table(table, tmp)

@@ -17,10 +17,11 @@ fill, so that colour is never the only cue.
 - :func:`probe_curve`: linear-probe balanced accuracy per layer, within and across languages, with
   chance.
 
-Cross-language vowel maps per layer (issue 15, item 1: ``vowel_map.parquet`` from ``lam similarity
---vowel-map``) belong here as well, as ``vowel_map_small_multiples(table, *, fig=None)`` and
-``diagonal_advantage_curve(table, *, ax=None)`` beside :func:`pca_small_multiples`; the HTML report
-(:mod:`lam_train.html_report`) already shows any figure and table found in a run folder.
+- :func:`vowel_map_small_multiples`: the cross-language vowel map (``lam similarity --vowel-map``,
+  :mod:`analysis.vowel_map`), one 6 x 6 panel per layer, the closest target class of each source
+  class marked;
+- :func:`diagonal_advantage_curve`: the diagonal advantage per layer with its interval, 0, the
+  peak and the layers tied with it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import pyarrow as pa
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Ellipse
+from matplotlib.patches import Ellipse, Rectangle
 
 from phonalign.fsutil import atomic_path
 from phonalign.records import EMOTIONS, VOWEL_CLASSES
@@ -294,6 +295,134 @@ def probe_curve(scores: Sequence[ProbeScore], *, ax: Axes | None = None) -> Figu
     return fig
 
 
+def _metric_rows(table: pa.Table, metric: str | None) -> tuple[str, list[dict]]:
+    rows = table.to_pylist()
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    if not metrics:
+        raise ValueError("the vowel map table is empty")
+    m = metric or metrics[0]
+    if m not in metrics:
+        raise ValueError(f"metric {m!r} is not in the vowel map (it has {', '.join(metrics)})")
+    return m, [r for r in rows if r["metric"] == m]
+
+
+def vowel_map_small_multiples(table: pa.Table, *, metric: str | None = None, layers: Sequence[int] | None = None,
+                              advantage: pa.Table | None = None, fig: Figure | None = None,
+                              ncols: int = 4) -> Figure:
+    """The cross-language vowel map as small multiples: one 6 x 6 panel per layer.
+
+    Rows are the source language's vowel classes, columns the target's; the colour is the score
+    (one scale for every panel; for distances the scale is reversed, so that brighter is always
+    more similar); a dot marks the closest target class of each source class, so that dots on the
+    diagonal mean class identity is shared.
+
+    Parameters
+    ----------
+    table : ``vowel_map.parquet`` (:func:`analysis.vowel_map.read_vowel_map`).
+    metric : which metric (default: the table's first).
+    layers : which layers (default: all).
+    advantage : ``diagonal_advantage.parquet``; when given, each panel's title has the layer's
+        diagonal advantage with its interval, and the peak is starred.
+    fig : draw here (default: a new Figure).
+    ncols : panels per row.
+    """
+    from .plots import METRIC_LABELS
+
+    m, rows = _metric_rows(table, metric)
+    higher = bool(rows[0]["higher_is_more_similar"])
+    all_layers = sorted({r["layer"] for r in rows})
+    shown = [layer for layer in (layers if layers is not None else all_layers) if layer in all_layers]
+    c = len(VOWEL_CLASSES)
+    grid = {layer: np.full((c, c), np.nan) for layer in shown}
+    for r in rows:
+        if r["layer"] in grid and r["score"] is not None:
+            i, j = VOWEL_CLASSES.index(r["source_class"]), VOWEL_CLASSES.index(r["target_class"])
+            grid[r["layer"]][i, j] = r["score"]
+    adv = {}
+    if advantage is not None:
+        adv = {r["layer"]: r for r in advantage.to_pylist() if r["metric"] == m}
+    values = np.concatenate([g[np.isfinite(g)] for g in grid.values()]) if grid else np.zeros(0)
+    vmin, vmax = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    ncols = max(1, min(ncols, len(shown)))
+    nrows = int(np.ceil(len(shown) / ncols))
+    if fig is None:
+        fig = Figure(figsize=(2.55 * ncols + 0.9, 2.55 * nrows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    src_lang, tgt_lang = rows[0].get("source_language") or "source", rows[0].get("target_language") or "target"
+    image = None
+    for ax, layer in zip(axes, shown, strict=False):
+        g = grid[layer]
+        image = ax.imshow(g, cmap="viridis" if higher else "viridis_r", vmin=vmin, vmax=vmax)
+        closest = np.full(c, -1)
+        for i in range(c):
+            if np.isfinite(g[i]).any():
+                closest[i] = int(np.nanargmax(g[i]) if higher else np.nanargmin(g[i]))
+                ax.plot([closest[i]], [i], "o", ms=4.5, color="white", mec="black", mew=0.6)
+        for k in range(c):  # the diagonal: same class in both languages
+            ax.add_patch(Rectangle((k - 0.5, k - 0.5), 1, 1, fill=False, ec="white", lw=0.8, ls=":"))
+        ax.set_xticks(range(c), VOWEL_CLASSES, fontsize=7)
+        ax.set_yticks(range(c), VOWEL_CLASSES, fontsize=7)
+        title = f"layer {layer}"
+        a = adv.get(layer)
+        if a is not None and a["advantage"] is not None:
+            interval = "" if a["ci_low"] is None else f" [{a['ci_low']:.2g}, {a['ci_high']:.2g}]"
+            title += ("  \u2605" if a["is_peak"] else "") + f"\nadvantage {a['advantage']:.2g}{interval}"
+        ax.set_title(title, fontsize=8)
+    for ax in axes[len(shown):]:
+        ax.set_visible(False)
+    for k, ax in enumerate(axes[:len(shown)]):  # axis names once per row and column
+        if k + ncols >= len(shown):
+            ax.set_xlabel(f"{LANGUAGE_NAMES.get(tgt_lang, tgt_lang)} vowel class", fontsize=7)
+        if k % ncols == 0:
+            ax.set_ylabel(f"{LANGUAGE_NAMES.get(src_lang, src_lang)} vowel class", fontsize=7)
+    if image is not None:
+        cb = fig.colorbar(image, ax=list(axes[:len(shown)]), shrink=0.8)
+        cb.set_label(METRIC_LABELS.get(m, m), fontsize=8)
+    fig.suptitle(f"Cross-language vowel map ({m}); dot: closest {LANGUAGE_NAMES.get(tgt_lang, tgt_lang)} class "
+                 f"of each {LANGUAGE_NAMES.get(src_lang, src_lang)} class", fontsize=9)
+    return fig
+
+
+def diagonal_advantage_curve(advantage: pa.Table, *, metric: str | None = None, ax: Axes | None = None) -> Figure:
+    """The diagonal advantage per layer with its interval (``diagonal_advantage.parquet``).
+
+    Positive: a vowel class is more similar to the same class of the other language than to the
+    other classes; an interval reaching 0 is a tie (no shared class identity the data can show).
+    The peak layer is starred, the layers tied with it ringed.
+    """
+    from .plots import LAYER_LABEL
+
+    m, rows = _metric_rows(advantage, metric)
+    rows = sorted(rows, key=lambda r: r["layer"])
+    fig, ax = _new_axes(ax, (6.0, 3.8))
+    x = np.asarray([r["layer"] for r in rows])
+
+    def col(name: str) -> np.ndarray:
+        return np.asarray([np.nan if r[name] is None else r[name] for r in rows], dtype=float)
+
+    y, lo, hi = col("advantage"), col("ci_low"), col("ci_high")
+    colour = "#D55E00"
+    ax.axhline(0.0, color="#7f7f7f", lw=1.0, ls="--")
+    if np.isfinite(lo).any():
+        ax.fill_between(x, lo, hi, color=colour, alpha=0.22, lw=0, label="interval")
+    ax.plot(x, y, "-o", color=colour, ms=3.5, lw=1.8, label="diagonal advantage")
+    for r, yy in zip(rows, y, strict=True):
+        if r["is_peak"]:
+            ax.plot([r["layer"]], [yy], "*", color=colour, ms=12, mec="black", mew=0.6, label="peak")
+        elif r["tied_with_peak"]:
+            ax.plot([r["layer"]], [yy], "o", mfc="none", mec=colour, ms=9, mew=1.1)
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=colour, ms=8, label="tied with the peak"))
+    ax.legend(handles=handles, fontsize=7, frameon=False, loc="best")
+    ax.set_xticks(x)
+    ax.set_xlabel(LAYER_LABEL)
+    ax.set_ylabel("same-class minus different-class\n(" + ("similarity" if m in ("centroid_cosine",
+                  "pairwise_cosine", "standardized_cosine") else "distance, sign flipped") + ")", fontsize=8)
+    ax.set_title(f"Diagonal advantage of the vowel map ({m})", fontsize=9)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------ saving
 
 
@@ -328,3 +457,11 @@ def save_geometry_figures(proj: Projection, scores: Sequence[ProbeScore], out_di
     out = Path(out_dir)
     return save_figure(pca_small_multiples(proj), out / "pca_layers") + save_figure(probe_curve(scores),
                                                                                       out / "probe_accuracy")
+
+
+def save_vowel_map_figures(table: pa.Table, advantage: pa.Table, out_dir: str | Path, *,
+                           metric: str | None = None) -> list[Path]:
+    """The vowel map's small multiples and the diagonal-advantage curve as PNG + SVG under ``out_dir``."""
+    out = Path(out_dir)
+    return (save_figure(vowel_map_small_multiples(table, metric=metric, advantage=advantage), out / "vowel_map_layers")
+            + save_figure(diagonal_advantage_curve(advantage, metric=metric), out / "diagonal_advantage"))

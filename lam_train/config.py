@@ -75,7 +75,8 @@ class SimilarityConfig:
 
     ``n_boot`` bootstrap draws resample ``resample`` clusters (``auto``: speakers when both sides
     have at least 2, else utterances); with 0 draws the ties and the flatness of the profile are
-    unknown. ``permutations`` runs the language-label permutation null (0: none).
+    unknown. ``permutations`` runs the language-label permutation null (0: none). ``vowel_map``
+    also writes the cross-language vowel map (``lam similarity --vowel-map``) with the same draws.
     """
 
     metric: str = "centroid_cosine"
@@ -84,6 +85,7 @@ class SimilarityConfig:
     seed: int = 0
     resample: Literal["auto", "speaker", "utterance"] = "auto"
     permutations: int = 0
+    vowel_map: bool = False
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,11 @@ found (relative to RUN_DIR)             shown
 ``acoustics/acoustics.parquet``         vowel-class means of F1/F2/F3, duration, F0, intensity
                                         per language; F0/intensity/duration per emotion
 ``geometry/geometry.json``              the probe's balanced accuracy per layer against chance
-``similarity/vowel_map.parquet``        the cross-language vowel map (any ``*.parquet`` of a known
-                                        folder is shown as a table, the first rows when long)
+``similarity/vowel_map.parquet``        the cross-language vowel map (``lam similarity --vowel-map``):
+                                        the diagonal advantage per layer with its interval and the
+                                        layers tied with the peak, and the 6 x 6 map of the peak
+                                        layer with every cell's interval (any other ``*.parquet`` of
+                                        a known folder is shown as a table, the first rows when long)
 every ``*.png`` under RUN_DIR           embedded as a data URI, grouped by the folder it is in
 =====================================  =======================================================
 
@@ -307,6 +310,74 @@ def _geometry_html(folder: Path, page_dir: Path) -> str:
             + _table(["layer"] + [f"{a} → {b}" for a, b in pairs] + ["chance"], rows, left=1))
 
 
+def _vowel_map_html(folder: Path, page_dir: Path) -> str:
+    from analysis.vowel_map import read_diagonal_advantage, read_vowel_map
+
+    try:
+        cells, adv = read_vowel_map(folder).to_pylist(), read_diagonal_advantage(folder).to_pylist()
+    except Exception as err:  # noqa: BLE001 -- an unreadable table: say so and go on
+        return f'<p class="note">vowel map unreadable: {_e(err)}</p>'
+    summary = _read_json(folder / "vowel_map.json") if (folder / "vowel_map.json").is_file() else None
+    summary = summary if isinstance(summary, Mapping) else {}
+    files = ", ".join(_link(folder / n, page_dir) for n in ("vowel_map.parquet", "diagonal_advantage.parquet",
+                                                               "vowel_map.json") if (folder / n).is_file())
+    parts = ["<h3>Cross-language vowel map</h3>",
+             "<p>Per layer, the similarity of each source vowel class with each target vowel class, and the "
+             "<b>diagonal advantage</b>: mean same-class minus mean different-class similarity (for distances the "
+             "other way round), so that a positive value means a vowel class is closest to the same class of the "
+             "other language. Where its interval contains 0 the layer shows no shared vowel identity the data can "
+             f"vouch for. Files: {files}.</p>"]
+    for metric in dict.fromkeys(r["metric"] for r in adv):
+        info = summary.get(metric, {}) if isinstance(summary.get(metric), Mapping) else {}
+        rows_m = sorted((r for r in adv if r["metric"] == metric), key=lambda r: r["layer"])
+        peak = next((r["layer"] for r in rows_m if r["is_peak"]), None)
+        res = info.get("resampling") or {}
+        level = info.get("ci_level")
+        head = [("metric", metric), ("peak layer", peak), ("tied with the peak", info.get("tied_with_peak")),
+                ("flat", info.get("flat")), ("classes", " ".join(info.get("classes", []))),
+                ("resampling", f"{res.get('unit')} ({(res.get('clusters') or {}).get('source')} / "
+                               f"{(res.get('clusters') or {}).get('target')} clusters)" if res else None),
+                ("bootstrap draws", info.get("n_bootstrap")),
+                ("interval", f"{100 * float(level):.0f}%, re-centred percentile" if level else None)]
+        parts.append(_table(["setting", "value"], [h for h in head if h[1] is not None], left=1))
+        if info.get("skipped"):
+            parts.append('<p class="note">Left out: ' + _e("; ".join(f"{k}: {v}" for k, v in info["skipped"].items()))
+                         + "</p>")
+        if info.get("flat"):
+            parts.append('<p><span class="flag">flat</span> the data cannot tell which layer shares vowel identity '
+                         "most.</p>")
+        table_rows, classes = [], []
+        for r in rows_m:
+            interval = _Html(f"[{_num(r['ci_low'])}, {_num(r['ci_high'])}]") if r["ci_low"] is not None else None
+            table_rows.append([r["layer"], r["advantage"], interval, r["mean_same_class"], r["mean_different_class"],
+                               "peak" if r["is_peak"] else ("tied" if r["tied_with_peak"] else "")])
+            classes.append("best" if r["is_peak"] else ("tied" if r["tied_with_peak"] else ""))
+        parts.append(_table(["layer", "diagonal advantage", "interval", "mean same class", "mean different class",
+                             "vs the peak"], table_rows, left=1, row_classes=classes))
+        if peak is None:
+            continue
+        grid = {(r["source_class"], r["target_class"]): r for r in cells if r["metric"] == metric
+                and r["layer"] == peak}
+        order = list(dict.fromkeys(r["source_class"] for r in cells))
+        src = next((r["source_language"] for r in cells if r["source_language"]), "source")
+        tgt = next((r["target_language"] for r in cells if r["target_language"]), "target")
+        matrix = []
+        for a in order:
+            row: list[Any] = [a]
+            for b in order:
+                c = grid.get((a, b))
+                if c is None or c["score"] is None:
+                    row.append(None)
+                    continue
+                text = f"{_num(c['score'])}" + (f" [{_num(c['ci_low'])}, {_num(c['ci_high'])}]"
+                                                if c["ci_low"] is not None else "")
+                row.append(_Html(f"<b>{_e(text)}</b>" if a == b else _e(text)))
+            matrix.append(row)
+        parts.append(f"<p>The map at the peak layer {peak} (rows: {_e(src)} classes, columns: {_e(tgt)} classes; "
+                     "same class in bold):</p>" + _table([f"{src} \\ {tgt}"] + order, matrix, left=1))
+    return "\n".join(parts)
+
+
 def _parquet_html(path: Path, page_dir: Path) -> str:
     import pyarrow.parquet as pq
 
@@ -396,7 +467,10 @@ def _render(run: Path, page_dir: Path, *, title: str | None) -> tuple[str, set[P
             parts.append(_acoustics_html(folder, page_dir))
         if (folder / "geometry.json").is_file():
             parts.append(_geometry_html(folder, page_dir))
-        known = {"acoustics.parquet", "projection.parquet", "probe.parquet", "scores.parquet"}
+        if (folder / "vowel_map.parquet").is_file():
+            parts.append(_vowel_map_html(folder, page_dir))
+        known = {"acoustics.parquet", "projection.parquet", "probe.parquet", "scores.parquet", "vowel_map.parquet",
+                 "diagonal_advantage.parquet"}
         for pq_path in sorted(folder.glob("*.parquet")):
             if pq_path.name not in known:
                 parts.append(f"<h3>{_e(pq_path.stem.replace('_', ' '))}</h3>" + _parquet_html(pq_path, page_dir))

@@ -199,7 +199,7 @@ def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     sim_dir = out / "similarity"
     run_similarity(out / "features" / "source", out / "features" / "target", sim_dir, metrics=(s.metric,), k=s.k,
                    n_bootstrap=s.n_boot, seed=s.seed, by_emotion=False, resample=s.resample,
-                   n_permutations=s.permutations, progress=progress)
+                   n_permutations=s.permutations, vowel_map=s.vowel_map, progress=progress)
     figures = []
     try:  # figures come from the analysis room's plots; the rankings are what training needs
         from analysis import plots

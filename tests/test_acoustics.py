@@ -24,10 +24,11 @@ from analysis.acoustics import (
     read_speaker_sex,
 )
 from phonalign.align import get_aligner
-from phonalign.errors import OutputFolderError, OutputLockedError
-from phonalign.outdir import output_folder
 from phonalign.align.run import align_corpus
 from phonalign.corpus import demo_corpus_dir, read_corpus
+from phonalign.errors import OutputFolderError, OutputLockedError
+from phonalign.outdir import output_folder
+from phonalign.records import VOWEL_CLASSES
 
 PRAAT = shutil.which("praat")
 
@@ -330,7 +331,7 @@ def test_a_rerun_remeasures_changed_utterances_and_drops_removed_ones(tmp_path, 
     first = read_acoustics(measure_corpus(small_aligned, tmp_path / "ac", settings=s, progress=False).table)
     # one utterance's vowel segment moves, another leaves the corpus
     segs = pq.read_table(small_aligned / "segments.parquet").to_pylist()
-    moved = next(r for r in segs if r["utt_id"] == "en_f2_s01_neu" and r["unit_class"] in ("A", "E", "@", "i", "O", "u"))
+    moved = next(r for r in segs if r["utt_id"] == "en_f2_s01_neu" and r["unit_class"] in VOWEL_CLASSES)
     moved["end"] = moved["end"] - 0.01
     pq.write_table(pa.Table.from_pylist(segs, schema=pq.read_schema(small_aligned / "segments.parquet")),
                    small_aligned / "segments.parquet")

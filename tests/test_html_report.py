@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from html_checks import CHROMIUM, assert_not_blank, check_references, screenshot
-from matplotlib.figure import Figure
 from test_pipeline import _tiny_config, tiny_whisper_dir  # noqa: F401 -- the fixture is used by name
 from test_similarity import TRUTH, make_store
 from typer.testing import CliRunner
@@ -28,7 +25,7 @@ def tiny_run(tmp_path_factory, tiny_whisper_dir):  # noqa: F811
     """A tiny `lam run` (random 2-layer Whisper, a few demo utterances) with the vowel views on."""
     tmp = tmp_path_factory.mktemp("tiny_run")
     cfg = load_config(_tiny_config(tmp, tiny_whisper_dir, strategies=["final", "BL"],
-                                   analyses=["acoustics", "geometry"]))
+                                   analyses=["acoustics", "geometry"], similarity={"n_boot": 20, "vowel_map": True}))
     res = run_pipeline(cfg, progress=False, log=lambda s: None)
     return tmp / "out", res
 
@@ -42,8 +39,11 @@ def test_lam_run_writes_an_html_page_with_every_section_and_nothing_unresolved(t
     for anchor in ("similarity", "geometry", "acoustics", "report", "provenance"):
         assert f'id="{anchor}"' in text, anchor
     for words in ("Layer selections per unit", "95% interval", "balanced accuracy", "F1 (Hz)", "target UAR",
-                  "config.yaml", "versions.json", "torch"):
+                  "config.yaml", "versions.json", "torch", "Cross-language vowel map", "diagonal advantage"):
         assert words in text, words
+    # the vowel map was written by the similarity step and drawn by its plots
+    assert (out / "similarity" / "vowel_map.parquet").is_file()
+    assert (out / "similarity" / "figures" / "vowel_map_layers.png").is_file()
     n_img, n_links = check_references(page)
     # every figure of the run folder is embedded once
     figures = [p for p in out.rglob("*.png") if p.parent.name == "figures"]
@@ -78,45 +78,52 @@ def _similarity_dir(tmp_path):
     return tmp_path / "run"
 
 
-def test_new_rankings_fields_are_rendered_and_old_rankings_still_are(tmp_path):
+def test_rankings_uncertainty_is_rendered_and_old_rankings_still_are(tmp_path):
     run = _similarity_dir(tmp_path)
-    old = write_html_report(run)
-    old_text = old.path.read_text()
-    assert "Layer selections per unit" in old_text and "tied with best" not in old_text
     path = run / "similarity" / "rankings.json"
     doc = json.loads(path.read_text())
-    doc["resampling"] = "speakers"
-    doc["duration_s"] = 12.5
-    for unit, e in doc["units"].items():
-        n = len(e["layers"])
-        e["p_best"] = [round(1.0 / n, 3)] * n
-        e["tied_with_best"] = [1, 3]
-        e["flat"] = unit == "Cons"
-        e["gap"] = {"value": 0.01, "ci_low": -0.002, "ci_high": 0.03}
-        e["reference_split"] = "speaker-disjoint halves"
-        e["p_null"] = [0.5] * n
+    doc["units"]["Cons"]["flat"] = True
     path.write_text(json.dumps(doc))
     new = write_html_report(run).path.read_text()
-    for words in ("p_best", "p_null", "tied with best", "flat: the data cannot tell the layers apart",
-                  "speaker-disjoint halves", "resampling", "speakers", "12.500", "ci_low"):
+    for words in ("p_best", "tied with best", "flat: the data cannot tell the layers apart", "gap_ci_low",
+                  "reference_source", "resampling", "utterance", "tie_critical", "95% interval"):
         assert words in new, words
-    assert new.count('class="tied"') >= 2
+    tied = sum(len(e["tied_with_best"]) - 1 for e in doc["units"].values())
+    assert new.count('class="tied"') == tied
+    check_references(run / "report" / "index.html")
+    # a rankings file of the previous release (no ties, gap, null or resampling) still renders
+    new_keys = ("p_best", "tied_with_best", "flat", "tie_critical", "gap", "gap_ci_low", "gap_ci_high",
+                "as_similar_as_within", "cross_half", "reference_split", "clusters", "defined_draws")
+    for e in doc["units"].values():
+        for k in new_keys:
+            e.pop(k, None)
+    for k in ("resampling", "duration_s", "ci_method", "warnings", "untrained", "n_permutations"):
+        doc.pop(k, None)
+    path.write_text(json.dumps(doc))
+    old = write_html_report(run).path.read_text()
+    assert "Layer selections per unit" in old and "tied with best" not in old and "flat" not in old
     check_references(run / "report" / "index.html")
 
 
-def test_a_vowel_map_and_its_figures_are_picked_up_when_present(tmp_path):
-    run = _similarity_dir(tmp_path)
-    rows = [{"layer": layer, "source_class": a, "target_class": b, "score": float(layer == 2 and a == b),
-             "ci_low": 0.0, "ci_high": 1.0} for layer in range(6) for a in "AEi" for b in "AEi"]
-    pq.write_table(pa.Table.from_pylist(rows), run / "similarity" / "vowel_map.parquet")
-    fig = Figure(figsize=(3, 3))
-    fig.add_subplot().imshow(np.eye(3))
-    (run / "similarity" / "figures").mkdir()
-    fig.savefig(run / "similarity" / "figures" / "vowel_map_layers.png")
-    rep = write_html_report(run)
+def test_a_vowel_map_and_its_figures_are_shown_when_present(tmp_path):
+    from test_vowel_map import SHARED, vowel_store
+
+    from analysis.plots import plot_results
+
+    src = vowel_store(tmp_path / "en", language="en", shared_layers=SHARED, seed=3)
+    tgt = vowel_store(tmp_path / "zh", language="zh", shared_layers=SHARED, seed=3)
+    sim = tmp_path / "run" / "similarity"
+    run_similarity(src.path, tgt.path, sim, units=["Vowl"], n_bootstrap=50, vowel_map=True, progress=False)
+    plot_results(sim)
+    rep = write_html_report(tmp_path / "run")
     text = rep.path.read_text()
-    assert "vowel map" in text and "source_class" in text
-    assert run / "similarity" / "figures" / "vowel_map_layers.png" in rep.figures
+    for words in ("Cross-language vowel map", "diagonal advantage", "The map at the peak layer", "vs the peak",
+                  "speaker (10 / 10 clusters)"):
+        assert words in text, words
+    assert text.count('class="best"') >= 2  # the peak row of the advantage table and the best Vowl layer
+    for name in ("vowel_map_layers.png", "diagonal_advantage.png"):
+        assert sim / "figures" / name in rep.figures
+    assert "<h3>vowel map</h3>" not in text  # not shown a second time as a plain table
     check_references(rep.path)
 
 

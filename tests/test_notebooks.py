@@ -60,7 +60,8 @@ def _inline_figures(nb: nbformat.NotebookNode) -> int:
 
 #: figures each notebook draws itself and shows inline (the rest are files written by `lam plot`
 #: and the report, whose plot functions do not return their figures yet)
-INLINE_FIGURES = {"01_alignment_and_vowel_classes": 5, "02_layer_similarity": 2, "03_layer_anchoring": 1}
+INLINE_FIGURES = {"01_alignment_and_vowel_classes": 5, "02_layer_similarity": 2, "03_layer_anchoring": 1,
+                  "04_vowels_as_phoneticians_see_them": 9}
 
 
 def test_every_issue_notebook_exists_and_is_committed_without_outputs():

@@ -14,12 +14,14 @@ from matplotlib.patches import Ellipse
 from analysis.acoustics import AcousticSettings, lobanov, measure_corpus, read_acoustics
 from analysis.geometry import probe_layers, project_layers, vowel_vectors
 from analysis.vowel_plots import (
+    diagonal_advantage_curve,
     emotion_measures,
     pca_small_multiples,
     probe_curve,
     save_acoustic_figures,
     vowel_chart,
     vowel_chart_panels,
+    vowel_map_small_multiples,
 )
 from phonalign.align import get_aligner
 from phonalign.align.run import align_corpus
@@ -60,6 +62,18 @@ def demo(tmp_path_factory):
         extract_features(tmp / f"aligned_{lang}", tmp / f"features_{lang}", model=encoder, progress=False)
         stores.append(tmp / f"features_{lang}")
     return tmp, table, vowel_vectors(stores)
+
+
+@pytest.fixture(scope="module")
+def demo_vowel_map(demo):
+    """The demo stores' vowel map (lam similarity --vowel-map): cells and diagonal advantage."""
+    from analysis.similarity import run_similarity
+    from analysis.vowel_map import read_diagonal_advantage, read_vowel_map
+
+    tmp, _, _ = demo
+    run_similarity(tmp / "features_en", tmp / "features_zh", tmp / "sim", units=["Vowl"], n_bootstrap=30,
+                   vowel_map=True, progress=False)
+    return read_vowel_map(tmp / "sim"), read_diagonal_advantage(tmp / "sim")
 
 
 def test_vowel_chart_draws_into_the_given_axes_with_reversed_formant_axes(demo):
@@ -141,3 +155,31 @@ def test_save_acoustic_figures_writes_png_and_svg(demo):
     names = sorted(p.name for p in paths)
     assert names == sorted(f"{n}.{e}" for n in ("vowel_chart", "vowel_chart_overlaid", "vowel_chart_lobanov",
                                                 "vowel_chart_by_emotion", "emotion_measures") for e in ("png", "svg"))
+
+
+def test_vowel_map_small_multiples_draw_one_6x6_panel_per_layer_on_the_demo_corpus(demo_vowel_map):
+    table, advantage = demo_vowel_map
+    fig = Figure(figsize=(10, 6))
+    assert vowel_map_small_multiples(table, advantage=advantage, fig=fig) is fig
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("layer")]
+    assert [ax.get_title().split("\n")[0].rstrip(" \u2605") for ax in panels] == [f"layer {k}" for k in range(4)]
+    assert all("advantage" in ax.get_title() for ax in panels)
+    assert sum("\u2605" in ax.get_title() for ax in panels) == 1  # the peak
+    for ax in panels:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "E", "@", "i", "O", "u"]
+        assert ax.images[0].get_array().shape == (6, 6)
+    assert "Mandarin vowel class" in panels[-1].get_xlabel() and "English vowel class" in panels[0].get_ylabel()
+    _drawn(fig)
+    assert isinstance(vowel_map_small_multiples(table, layers=[1, 2]), Figure)
+
+
+def test_diagonal_advantage_curve_draws_into_the_given_axes_on_the_demo_corpus(demo_vowel_map):
+    _, advantage = demo_vowel_map
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert diagonal_advantage_curve(advantage, ax=ax) is fig
+    line = next(line for line in ax.get_lines() if line.get_label() == "diagonal advantage")
+    rows = advantage.to_pylist()
+    assert np.allclose(line.get_ydata(), [r["advantage"] for r in rows])
+    assert ax.collections, "the interval band"
+    _drawn(fig)

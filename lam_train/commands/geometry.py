@@ -8,6 +8,8 @@ import typer
 
 from . import _options as opt
 
+_LANGUAGES = opt.choices(opt.languages)
+
 
 def register(app: typer.Typer) -> None:
     """Add ``lam geometry`` to the ``lam`` app."""
@@ -17,7 +19,7 @@ def register(app: typer.Typer) -> None:
         target: Path | None = typer.Argument(None, help="A second feature store (the other language), same model."),
         out: Path = typer.Option(..., "--out", help="Output folder (projection.parquet, probe.parquet, "
                                  "geometry.json, figures/); locked while written, replaced by a rerun."),
-        languages: list[str] | None = typer.Option(None, "--language", callback=opt.choices(opt.languages),
+        languages: list[str] | None = typer.Option(None, "--language", callback=_LANGUAGES,
                                                    help="Only these languages (repeat)."),
         folds: int = typer.Option(5, "--folds", min=2, help="Most folds of the per-language GroupKFold by speaker."),
         max_points: int = typer.Option(300, "--max-points", min=10, help="Vectors per language and class in the "

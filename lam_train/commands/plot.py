@@ -33,7 +33,8 @@ def register(app: typer.Typer) -> None:
                                              "rankings.json."),
     ) -> None:
         """Similarity vs layer with intervals, reference band, language gap, ties and null; layer x unit
-        heatmap; rank stability (PNG + SVG). Compared panels share their y limits."""
+        heatmap; rank stability; with a vowel map (lam similarity --vowel-map) its small multiples over
+        layers and the diagonal-advantage curve (PNG + SVG). Compared panels share their y limits."""
         from analysis.plots import plot_results
 
         paths = plot_results(results, out, compare=compare, control=control, metric=metric)

@@ -73,11 +73,16 @@ def register(app: typer.Typer) -> None:
         target_language: str | None = typer.Option(None, "--target-language", callback=_LANGUAGE,
                                                       help="Keep only target rows of "
                                                       "this language."),
+        vowel_map: bool = typer.Option(False, "--vowel-map", help="Also the cross-language vowel map of every "
+                                       "metric: per layer, each source vowel class against each target class "
+                                       "with intervals from the same draws, and the diagonal advantage (same-class "
+                                       "minus different-class similarity) -> vowel_map.parquet, "
+                                       "diagonal_advantage.parquet, vowel_map.json."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
         """Compare two feature stores layer by layer for every unit: scores with speaker-level intervals,
-        a within-language reference and the language gap, the layers tied with the best, and (with
-        --permutations) a null profile.
+        a within-language reference and the language gap, the layers tied with the best, (with
+        --permutations) a null profile, and (with --vowel-map) the 6 x 6 vowel map of every layer.
         """
         from analysis.similarity import UNITS, run_similarity
 
@@ -97,11 +102,12 @@ def register(app: typer.Typer) -> None:
                                       source_language=source_language, target_language=target_language,
                                       resample=resample, n_permutations=permutations,
                                       match_duration=match_duration, allow_different=allow_different or (),
-                                      progress=progress)
+                                      vowel_map=vowel_map, progress=progress)
         finally:
             lib_logger.removeHandler(quiet)
         for w in out_info["warnings"]:
             typer.echo(f"warning: {w}", err=True)
         for line in out_info["summary"]:
             typer.echo(line)
-        typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}")
+        typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}"
+                   + (f"; vowel map -> {out_info['vowel_map']}" if out_info.get("vowel_map") else ""))
