@@ -8,6 +8,10 @@ import torch or transformers until a name that needs them is used:
   into a :class:`FeatureStore` (``analysis.store``; ``lam features``);
 * :func:`load_encoder` (``analysis.models``), :func:`load_pretrained` (``analysis.model_sources``);
 * :func:`compare_stores`, :func:`run_similarity` (``analysis.similarity``; ``lam similarity``);
+* :func:`vowel_maps` (``analysis.vowel_map``; ``lam similarity --vowel-map``): the cross-language
+  vowel map of every layer and its diagonal advantage;
+* :func:`measure_corpus` (``analysis.acoustics``; ``lam acoustics``), :func:`run_geometry`
+  (``analysis.geometry``; ``lam geometry``): the acoustic vowel space and the layer geometry;
 * :func:`read_rankings`, :func:`load_selections` (``analysis.rankings``);
 * :func:`plot_results` (``analysis.plots``; ``lam plot``).
 
@@ -59,22 +63,29 @@ _ENTRY_POINTS = {
     "load_pretrained": "analysis.model_sources",
     "compare_stores": "analysis.similarity",
     "run_similarity": "analysis.similarity",
+    "vowel_maps": "analysis.vowel_map",
+    "measure_corpus": "analysis.acoustics",
+    "run_geometry": "analysis.geometry",
     "read_rankings": "analysis.rankings",
     "load_selections": "analysis.rankings",
     "plot_results": "analysis.plots",
 }
 
 __all__ = ["__version__", "extract_features", "FeatureStore", "load_encoder", "load_pretrained", "compare_stores",
-           "run_similarity", "read_rankings", "load_selections", "plot_results"]
+           "run_similarity", "vowel_maps", "measure_corpus", "run_geometry", "read_rankings", "load_selections",
+           "plot_results"]
 
 if TYPE_CHECKING:
+    from .acoustics import measure_corpus
     from .extract import extract_features
+    from .geometry import run_geometry
     from .model_sources import load_pretrained
     from .models import load_encoder
     from .plots import plot_results
     from .rankings import load_selections, read_rankings
     from .similarity import compare_stores, run_similarity
     from .store import FeatureStore
+    from .vowel_map import vowel_maps
 
 
 def __getattr__(name: str) -> Any:

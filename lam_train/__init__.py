@@ -9,7 +9,8 @@ import torch until a name that needs it is used:
 * :class:`RunConfig`, :func:`load_config` (``lam_train.config``): the run's settings, from YAML;
 * :func:`run_training` (``lam_train.train``; ``lam train``);
 * :func:`coral_loss` (``lam_train.coral``): Deep CORAL, in float32;
-* :func:`write_report` (``lam_train.report``).
+* :func:`write_report` (``lam_train.report``), :func:`write_html_report` (``lam_train.html_report``;
+  ``lam report``): the markdown and the self-contained HTML report.
 
 Examples
 --------
@@ -42,14 +43,16 @@ _ENTRY_POINTS = {
     "run_training": "lam_train.train",
     "coral_loss": "lam_train.coral",
     "write_report": "lam_train.report",
+    "write_html_report": "lam_train.html_report",
 }
 
 __all__ = ["__version__", "run_pipeline", "demo_config", "run_demo", "RunConfig", "load_config", "run_training",
-           "coral_loss", "write_report"]
+           "coral_loss", "write_report", "write_html_report"]
 
 if TYPE_CHECKING:
     from .config import RunConfig, load_config
     from .coral import coral_loss
+    from .html_report import write_html_report
     from .pipeline import demo_config, run_demo, run_pipeline
     from .report import write_report
     from .train import run_training
