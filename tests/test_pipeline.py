@@ -202,9 +202,11 @@ def test_lam_demo_meets_the_issue_claims(tmp_path):
     for anchor in ("similarity", "geometry", "acoustics", "report", "provenance"):
         assert f'id="{anchor}"' in text, anchor
     n_img, _ = check_references(page)
-    # every figure of the run folder, embedded once: similarity 3, geometry 2, acoustics 4, results 2
+    # every figure of the run folder, embedded once: similarity 5 (3 + the vowel map's 2), geometry 2,
+    # acoustics 4, results 2
     figures = [p for p in (tmp_path / "demo").rglob("*.png") if p.parent.name == "figures"]
-    assert n_img == len(figures) >= 11
+    assert n_img == len(figures) >= 13
+    assert "Cross-language vowel map" in text
     if CHROMIUM is not None:  # its own test (test_html_report) skips where chromium is absent
         assert_not_blank(screenshot(page, tmp_path / "demo.png", profile=tmp_path / "chromium"))
 
