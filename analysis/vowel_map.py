@@ -363,12 +363,17 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
             agg = {v.name: {**{k: _to_clusters(mm, arr) for k, arr in streams[v.name].items() if k in ("S", "SN")},
                             "N": np.asarray(mm @ v.counts.T).T} for v, mm in ((src, ms), (tgt, mt))}
             for m in sum_metrics:
-                per_class = {cl: _sum_sides(m, agg, cl, sd, False) for cl in VOWEL_CLASSES}
-                for i, ci in enumerate(VOWEL_CLASSES):
-                    for j, cj in enumerate(VOWEL_CLASSES):
+                # one engine holds every class of both sides (s0..s5, t0..t5), so that each class's
+                # centroid and squared norm are computed once per draw family, not once per cell
+                groups: dict[str, dict[str, np.ndarray]] = {}
+                for i, cl in enumerate(VOWEL_CLASSES):
+                    per_class = _sum_sides(m, agg, cl, sd, False)
+                    groups[f"s{i}"], groups[f"t{i}"] = per_class["s"], per_class["t"]
+                eng = _SumsUnit(m, groups)
+                for i in range(c):
+                    for j in range(c):
                         if k_s[i] >= need[m] and k_t[j] >= need[m]:
-                            eng = _SumsUnit(m, {"s": per_class[ci]["s"], "t": per_class[cj]["t"]})
-                            _cell(eng, ws[i], wt[j], score[m], boot[m], layer, i, j)
+                            _cell(eng, f"s{i}", f"t{j}", ws[i], wt[j], score[m], boot[m], layer, i, j)
             del streams, agg
         if row_metrics:
             xs_all, xt_all = _read_rows(src, union_s, layer), _read_rows(tgt, union_t, layer)
@@ -381,7 +386,7 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
                                        xs_all[np.searchsorted(union_s, bw_rows[0])],
                                        xt_all[np.searchsorted(union_t, bw_rows[1])], k_s, k_t, need[m])
                 for (i, j), blk in blocks.items():
-                    _cell(_GramUnit(m, blk), ws[i], wt[j], score[m], boot[m], layer, i, j)
+                    _cell(_GramUnit(m, blk), "s", "t", ws[i], wt[j], score[m], boot[m], layer, i, j)
             del xs_all, xt_all
     skipped: dict[str, dict[str, str]] = {m: {} for m in metrics}
     what = "speaker(s)" if resampling.unit == "speaker" else "utterance(s)"
@@ -399,11 +404,12 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
             for m in metrics}
 
 
-def _cell(eng: _SumsUnit | _GramUnit, ws: np.ndarray, wt: np.ndarray, score: np.ndarray, boot: np.ndarray,
-          layer: int, i: int, j: int) -> None:
-    """Score one cell in the estimate (row 0 of the weights) and every draw, as ``lam similarity`` does."""
-    val = eng.combine(eng.cross("s", "main", ws, "t", "main", wt), eng.within("s", "main", ws),
-                      eng.within("t", "main", wt))
+def _cell(eng: _SumsUnit | _GramUnit, sa: str, sb: str, ws: np.ndarray, wt: np.ndarray, score: np.ndarray,
+          boot: np.ndarray, layer: int, i: int, j: int) -> None:
+    """Score one cell in the estimate (row 0 of the weights) and every draw, as ``lam similarity`` does
+    (``sa``, ``sb``: the engine's names of the source and target class)."""
+    val = eng.combine(eng.cross(sa, "main", ws, sb, "main", wt), eng.within(sa, "main", ws),
+                      eng.within(sb, "main", wt))
     score[layer, i, j] = val[0]
     boot[:, layer, i, j] = val[1:]
 
