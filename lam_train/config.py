@@ -37,6 +37,19 @@ ANALYSES: tuple[str, ...] = ("acoustics", "geometry")
 
 
 @dataclass(frozen=True)
+class AlignSideConfig:
+    """The aligner of one side of the corpus (``corpus.source`` / ``corpus.target``).
+
+    ``aligner`` defaults to ``corpus.aligner``; ``options`` are the backend's options as declared in
+    :data:`phonalign.align.options.DECLARED` (e.g. ``dictionary``, ``acoustic_model`` for ``mfa``),
+    merged over ``corpus.aligner_options`` when the side uses the corpus-wide aligner.
+    """
+
+    aligner: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CorpusConfig:
     """Where the corpus is and how to read and align it (``lam run`` only).
 
@@ -44,6 +57,12 @@ class CorpusConfig:
     a manifest preset of :func:`phonalign.corpus.read_corpus`; ``source_language`` and
     ``target_language`` split one corpus into the two sides. ``target_path``, when given, is a
     second corpus for the target side (then ``target_preset`` applies to it).
+
+    ``aligner`` and ``aligner_options`` apply to both sides unless ``source`` / ``target`` name
+    their own (:class:`AlignSideConfig`): one config can hold an English MFA model for the source
+    and a Mandarin one for the target, or pocketsphinx for English and imported TextGrids for
+    Mandarin. ``drop_suspect`` leaves utterances flagged as suspect alignments out of the
+    segments (``lam align --drop-suspect``).
     """
 
     path: str | None = None
@@ -53,9 +72,25 @@ class CorpusConfig:
     source_language: str | None = "en"
     target_language: str | None = "zh"
     aligner: str = "textgrid"
+    aligner_options: dict[str, Any] = field(default_factory=dict)
+    source: AlignSideConfig = field(default_factory=AlignSideConfig)
+    target: AlignSideConfig = field(default_factory=AlignSideConfig)
     textgrids: str | None = None  # folder of ground-truth TextGrids for the textgrid backend
     target_textgrids: str | None = None
+    drop_suspect: bool = False
     limit_per_split: int | None = None  # keep at most this many utterances per (side, split); tests
+
+    def aligner_for(self, side: str) -> tuple[str, dict[str, Any]]:
+        """``(aligner name, options as given)`` of ``side`` (``"source"`` or ``"target"``)."""
+        s = self.source if side == "source" else self.target
+        name = s.aligner or self.aligner
+        options = dict(self.aligner_options) if name == self.aligner else {}
+        if name == "textgrid":
+            tg = self.target_textgrids if side == "target" and self.target_textgrids else self.textgrids
+            if tg is not None:
+                options["textgrids"] = tg
+        options.update(s.options)
+        return name, options
 
 
 @dataclass(frozen=True)
@@ -244,6 +279,10 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+        return {str(k): v for k, v in value.items()}
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -349,7 +388,40 @@ def validate(cfg: RunConfig) -> RunConfig:
            f"similarity.metric: {cfg.similarity.metric!r} is not one of {', '.join(METRICS)}")
     for a in cfg.analyses:
         _check(a in ANALYSES, f"analyses: {a!r} is not one of {', '.join(ANALYSES)}")
+    for side in ("source", "target"):
+        check_aligner_side(cfg.corpus, side)
     return cfg
+
+
+def check_aligner_side(corpus: CorpusConfig, side: str, *, base_dir: Path | None = None) -> dict[str, Any]:
+    """Check the aligner and options of one side against the backend's declaration; return the
+    options converted (relative paths resolved against ``base_dir`` when given).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key (``corpus.target.aligner``, ``corpus.source.options.beam``) and the fix.
+    """
+    from phonalign.align.options import DECLARED, convert_options, missing_required
+    from phonalign.errors import AlignerError
+
+    s = corpus.source if side == "source" else corpus.target
+    key = f"corpus.{side}.aligner" if s.aligner else "corpus.aligner"
+    name, options = corpus.aligner_for(side)
+    if name not in DECLARED:
+        raise ConfigError(f"{key}: {name!r} is not one of {', '.join(DECLARED)}",
+                          hint="textgrid imports existing TextGrids; mfa and pocketsphinx align audio")
+    where = f"corpus.{side}.options" if s.options else "corpus.aligner_options"
+    try:
+        converted = convert_options(name, options, where=where, base_dir=base_dir)
+    except AlignerError as err:
+        raise ConfigError(err.message, hint=err.hint) from None
+    missing = missing_required(name, converted)
+    if missing:
+        raise ConfigError(f"corpus.{side}: the {name!r} aligner needs {', '.join(o.name for o in missing)}",
+                          hint=f"set corpus.{side}.options: "
+                          + ", ".join(f"{o.name} ({o.help})" for o in missing))
+    return converted
 
 
 def config_from_dict(mapping: Mapping, *, base_dir: str | Path | None = None) -> RunConfig:
@@ -375,6 +447,13 @@ def resolve_paths(cfg: RunConfig, base_dir: str | Path) -> RunConfig:
     base = Path(base_dir)
     r = lambda p: _resolve(p, base)  # noqa: E731
     c, d = cfg.corpus, cfg.data
+    sides = {}
+    for side in ("source", "target"):
+        # options resolved for the side (paths against the config's folder), written back as the
+        # side's own options so that the saved config says exactly what ran
+        name, _ = c.aligner_for(side)
+        sides[side] = AlignSideConfig(aligner=name, options=check_aligner_side(c, side, base_dir=base))
+    c = dataclasses.replace(c, source=sides["source"], target=sides["target"])
     return dataclasses.replace(
         cfg,
         output=r(cfg.output),
@@ -404,7 +483,54 @@ def load_config(path: str | Path, *, overrides: Mapping | None = None) -> RunCon
     try:
         return config_from_dict(raw, base_dir=path.parent)
     except ConfigError as err:
-        raise ConfigError(err.message, path=path, hint=err.hint) from err
+        line = _line_of(err.message, _key_lines(path.read_text(encoding="utf-8")))
+        raise ConfigError(err.message, path=path, line=line, hint=err.hint) from err
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Dotted key path (``corpus.source.options.beam``, ``seeds[1]``) -> 1-based line in the YAML."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                out[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out[f"{prefix}[{i}]"] = v.start_mark.line + 1
+                walk(v, f"{prefix}[{i}]")
+
+    if root is not None:
+        walk(root, "")
+    return out
+
+
+_UNKNOWN_KEY = re.compile(r"^(?P<where>[\w.\[\]]*?):? ?unknown keys? '(?P<key>[^']+)'")
+_LEADING_KEY = re.compile(r"^(?P<key>[A-Za-z_][\w.\[\]]*)")
+
+
+def _line_of(message: str, lines: dict[str, int]) -> int | None:
+    """The line of the key a ConfigError message starts with (or of its nearest parent key)."""
+    m = _UNKNOWN_KEY.match(message)
+    if m:
+        where = "" if m.group("where") == "config" else m.group("where")
+        key = f"{where}.{m.group('key')}" if where else m.group("key")
+    else:
+        m2 = _LEADING_KEY.match(message)
+        if not m2:
+            return None
+        key = m2.group("key")
+    while key:
+        if key in lines:
+            return lines[key]
+        key = re.sub(r"(\.[^.\[\]]*|\[\d+\])$", "", key) if re.search(r"[.\[]", key) else ""
+    return None
 
 
 def merge(base: Mapping, over: Mapping) -> dict:

@@ -128,31 +128,27 @@ def _limit(utts, k: int):
     return out
 
 
-def _textgrids_for(cfg: RunConfig, side: str) -> str | None:
+def aligner_for(cfg: RunConfig, side: str):
+    """The aligner backend of ``side`` (``"source"``/``"target"``), built from the config."""
+    from phonalign.align import get_aligner
     from phonalign.corpus import demo_corpus_dir
 
     c = cfg.corpus
-    tg = c.target_textgrids if side == "target" and c.target_textgrids else c.textgrids
+    name, options = c.aligner_for(side)
     path = c.target_path if side == "target" and c.target_path else c.path
-    if tg is None and path == DEMO_CORPUS:
-        return str(demo_corpus_dir() / "textgrids")
-    return tg
+    if name == "textgrid" and options.get("textgrids") is None and path == DEMO_CORPUS:
+        options["textgrids"] = str(demo_corpus_dir() / "textgrids")  # the demo's ground truth
+    return get_aligner(name, **options)
 
 
 def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     """Align both sides into ``OUT/aligned/{source,target}`` (``lam align``); counts per side."""
-    from phonalign.align import get_aligner
     from phonalign.align.run import align_corpus
 
     src, tgt = _read_sides(cfg)
     summary = {}
     for side, utts in (("source", src), ("target", tgt)):
-        opts = {}
-        if cfg.corpus.aligner == "textgrid":
-            tg = _textgrids_for(cfg, side)
-            if tg is not None:
-                opts["textgrids"] = tg
-        report = align_corpus(utts, out / "aligned" / side, get_aligner(cfg.corpus.aligner, **opts), progress=progress)
+        report = align_corpus(utts, out / "aligned" / side, aligner_for(cfg, side), progress=progress)
         counts = report.get("counts", {})
         if not counts.get("ok"):
             # nothing to extract or train on: stop here, with the first reason, rather than fail
@@ -348,6 +344,10 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], 
                  encoder=None) -> dict:
     """``lam run``: every step into ``cfg.output``; returns ``{"report": path, ...}``.
 
+    When the source corpus carries no emotion labels, the run stops after the similarity step with
+    one log line and returns ``{"stopped": "no_emotion_labels", "message": ...}`` (``lam run``
+    exits with code 3): what was computed is complete; training had nothing to learn from.
+
     ``encoder`` (a built model or :class:`analysis.models.SpeechEncoder`) replaces
     ``cfg.features.model`` -- tests pass a small random model this way.
 
@@ -387,6 +387,11 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
         steps.run("acoustics", fp_align, lambda: step_acoustics(cfg, out, progress=progress))
     if "geometry" in cfg.analyses:
         steps.run("geometry", {**fp_feat, "seed": c["similarity"]["seed"]}, lambda: step_geometry(cfg, out))
+    unlabelled = _unlabelled_source(out)
+    if unlabelled:
+        # alignment, features and similarity stand on their own; training has nothing to learn from
+        log(f"[lam] stopped before training: {unlabelled}")
+        return {"stopped": "no_emotion_labels", "message": unlabelled, "out": str(out), "rankings": rankings}
     train_cfg = cfg.replace(data=dataclasses.replace(
         cfg.data, source_store=str(out / "features" / "source"), target_store=str(out / "features" / "target"),
         source_aligned=str(out / "aligned" / "source"), target_aligned=str(out / "aligned" / "target"),
@@ -399,6 +404,75 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
     res = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
     log(f"[lam] report: {res['report']}; HTML: {res['html']}")
     return res
+
+
+def plan_pipeline(cfg: RunConfig, *, jobs: int = 1) -> list[str]:
+    """What ``lam run`` would do with ``cfg``, one line per action (``lam run --dry-run``).
+
+    Reads the corpora (to count utterances and check them) and builds each side's aligner, so a
+    config that cannot run fails here with the same error; runs nothing and writes nothing. The
+    ``mfa align`` commands are printed exactly as they would run.
+    """
+    from phonalign.errors import LamError
+
+    out = Path(cfg.output)
+    lines = [f"plan of `{cfg.name}` -> {out}"]
+    done = {p.stem.split("-")[0] for p in (out / "steps").glob("*.json")} if (out / "steps").is_dir() else set()
+
+    def step(name: str) -> str:
+        return f"{name}{' (done earlier: skipped unless its settings changed)' if name in done else ''}:"
+
+    lines.append(step("align"))
+    try:
+        src, tgt = _read_sides(cfg)
+    except LamError as err:
+        raise err
+    for side, utts in (("source", src), ("target", tgt)):
+        c = cfg.corpus
+        path = c.target_path if side == "target" and c.target_path else c.path
+        lang = c.source_language if side == "source" else c.target_language
+        labelled = sum(1 for u in utts if u.emotion is not None)
+        lines.append(f"  {side}: {len(utts)} utterances of {path} (language {lang}; {labelled} with an emotion "
+                     f"label) -> {out / 'aligned' / side}")
+        aligner = aligner_for(cfg, side)
+        lines += [f"    {x}" for x in aligner.plan(out / "aligned" / side / "work", jobs=jobs)]
+    f = cfg.features
+    lines.append(step("features"))
+    for side in ("source", "target"):
+        lines.append(f"  {side}: model {f.model} (whisper_mode {f.whisper_mode}, device {f.device}, dtype {f.dtype})"
+                     f" -> {out / 'features' / side}")
+    if cfg.rankings:
+        lines.append(f"similarity: skipped, rankings given: {cfg.rankings}")
+    else:
+        s = cfg.similarity
+        lines.append(step("similarity"))
+        lines.append(f"  metric {s.metric}, k {s.k}, {s.n_boot} bootstrap resamples, seed {s.seed} "
+                     f"-> {out / 'similarity' / 'rankings.json'}")
+    names = expand_strategies(cfg)
+    lines.append(step("train"))
+    if not any(u.emotion is not None for u in src):
+        lines.append("  stops here: the source corpus carries no emotion labels (nothing to train on)")
+        return lines
+    lines.append(f"  {len(names)} strategies x {len(cfg.seeds)} seeds = {len(names) * len(cfg.seeds)} runs "
+                 f"({', '.join(names)}) -> {out / 'runs'}")
+    lines.append(step("report"))
+    lines.append(f"  {out / 'report' / 'report.md'}")
+    return lines
+
+
+def _unlabelled_source(out: Path) -> str | None:
+    """Why training cannot run on the aligned source side (no emotion labels at all), or None."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = out / "aligned" / "source" / "utterances.parquet"
+    if not path.is_file():
+        return None
+    emotion = pq.read_table(path, columns=["emotion"]).column("emotion")
+    if len(emotion) and pc.all(pc.is_null(emotion)).as_py():
+        return (f"the source corpus carries no emotion labels ({len(emotion)} utterances); alignment, features "
+                f"and similarity are complete in {out}")
+    return None
 
 
 def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None, seeds: Sequence[int] | None = None,

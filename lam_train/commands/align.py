@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from . import _options as opt
 
 _DEMO_NAMES = ("lam-demo", "demo")
-
-# which backend takes which option (CLI name -> constructor keyword)
-_BACKEND_OPTIONS = {
-    "textgrid": {"textgrids", "speaker", "words_tier", "phones_tier", "duplicate_tiers"},
-    "mfa": {"dictionary", "acoustic_model", "beam", "retry_beam", "single_speaker", "clean"},
-    "pocketsphinx": {"dictionary", "padding", "g2p"},
-}
-_FLAG = {"textgrids": "--textgrids", "speaker": "--speaker", "words_tier": "--words-tier",
-         "phones_tier": "--phones-tier", "duplicate_tiers": "--rename-duplicate-tiers",
-         "dictionary": "--dictionary", "acoustic_model": "--acoustic-model", "beam": "--beam",
-         "retry_beam": "--retry-beam", "single_speaker": "--single-speaker", "clean": "--clean/--no-clean",
-         "padding": "--padding", "g2p": "--g2p"}
 
 
 def _parse_columns(spec: str | None) -> dict | None:
@@ -55,6 +46,77 @@ def _looks_like_path(value: str) -> bool:
     return "/" in value or "\\" in value or value.endswith((".dict", ".txt", ".zip")) or Path(value).exists()
 
 
+def _backend_values(aligner: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The backend flags given on the command line, checked against ``aligner``'s declaration and
+    converted to the declared types."""
+    from phonalign.align.options import DECLARED, cli_options, convert_options
+    from phonalign.errors import AlignerError
+
+    by_name = {o.name: o for o in cli_options()}
+    given: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None or (value is False and by_name[name].is_flag):
+            continue
+        sets = next((o.flag_sets for opts in DECLARED.values() for o in opts
+                     if o.name == name and o.flag_sets is not None), None)
+        given[name] = sets if (sets is not None and value is True) else value
+    foreign = [k for k in given if aligner not in by_name[k].backends]
+    if foreign:
+        raise AlignerError(
+            f"option(s) {', '.join(by_name[k].flag for k in foreign)} do not apply to --aligner {aligner}",
+            hint="; ".join(f"{by_name[k].flag} is for {', '.join(by_name[k].backends)}" for k in foreign),
+        )
+    return convert_options(aligner, given, flags=True)
+
+
+def _backend_check(name: str, backends: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A callback that refuses a backend flag's value the way the command line refuses any bad value
+    (click's usage error naming the flag), when no backend offering the flag accepts it: wrong type,
+    a value outside the declared choices or below the declared minimum. Which backend the value is
+    for is checked later, against ``--aligner``."""
+
+    def check(value: Any) -> Any:
+        from phonalign.align.options import convert_options
+        from phonalign.errors import AlignerError
+
+        if value is None or isinstance(value, bool):
+            return value
+        errors = []
+        for backend in backends:
+            try:
+                convert_options(backend, {name: value}, flags=True)
+                return value
+            except AlignerError as err:
+                errors.append(err.message)
+        raise typer.BadParameter("; ".join(dict.fromkeys(errors)))
+
+    return check
+
+
+def _with_backend_flags(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give ``fn`` (which takes ``**backend``) one typer option per declared backend flag, built from
+    :data:`phonalign.align.options.DECLARED` so that the flags and the run configs read one declaration."""
+    from phonalign.align.options import cli_options
+
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    annotations = {k: v for k, v in fn.__annotations__.items() if k != "backend"}
+    for o in cli_options():
+        ann: Any
+        if o.bool_pair:
+            decl, ann, default = f"{o.flag}/--no-{o.flag[2:]}", bool | None, None
+        elif o.is_flag:
+            decl, ann, default = o.flag, bool, False
+        else:
+            decl, ann, default = o.flag, str | None, None
+        option = typer.Option(default, decl, help=o.help + ".", callback=_backend_check(o.name, o.backends))
+        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann))
+        annotations[o.name] = ann
+    fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    fn.__annotations__ = annotations
+    return fn
+
+
 def _aligners() -> tuple[str, ...]:
     from phonalign.align import ALIGNERS
 
@@ -71,13 +133,13 @@ _ALIGNER = opt.choice(_aligners)
 _PRESET = opt.choice(_presets)
 _LANGUAGE = opt.choice(opt.languages)
 _PHONE_SET = opt.choice(opt.phone_sets)
-_G2P = opt.choice(("espeak",))
 _CLASS = {name: opt.class_option(name) for name in ("trap", "strut", "u_umlaut", "rhotic", "diphthong")}
 
 
 def register(app: typer.Typer) -> None:
     """Add ``lam align`` to the ``lam`` app."""
     @app.command("align")
+    @_with_backend_flags
     def align(
         corpus: str = typer.Argument(..., help="Corpus folder (MFA style: speaker/utt.wav + utt.lab), a "
                                      "CSV/TSV manifest, or 'lam-demo' for the bundled demo corpus."),
@@ -98,13 +160,6 @@ def register(app: typer.Typer) -> None:
             "(group 'speaker' or group 1; default: stem up to the first _ or -)."),
         encoding: str = typer.Option("utf-8", "--encoding", callback=opt.text_encoding,
                                      help="Encoding of transcripts and manifests without a BOM."),
-        textgrids: Path | None = typer.Option(None, "--textgrids",
-                                                 help="textgrid: folder of <utt_id>.TextGrid (default: beside each audio file)."),
-        speaker: str | None = typer.Option(None, "--speaker", help="textgrid: speaker of MFA multi-speaker tiers."),
-        phones_tier: str | None = typer.Option(None, "--phones-tier", help="textgrid: name of the phone tier."),
-        words_tier: str | None = typer.Option(None, "--words-tier", help="textgrid: name of the word tier."),
-        rename_duplicate_tiers: bool = typer.Option(False, "--rename-duplicate-tiers",
-                                                    help="textgrid: read tiers sharing a name as NAME, NAME_2, ..."),
         phone_set: str | None = typer.Option(
             None, "--phone-set", callback=_PHONE_SET,
             help="Phone set of the labels (arpabet, mfa_english_ipa, mfa_mandarin_ipa, "
@@ -121,25 +176,13 @@ def register(app: typer.Typer) -> None:
                                       help="Diphthongs: class of their nucleus (nucleus) or exclude."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
-        dictionary: str | None = typer.Option(None, "--dictionary", help="mfa/pocketsphinx: pronunciation dictionary (path or MFA model name)."),
-        acoustic_model: str | None = typer.Option(None, "--acoustic-model", help="mfa: acoustic model (path or MFA model name)."),
-        beam: int | None = typer.Option(None, "--beam", min=1, help="mfa: beam width (MFA default 10)."),
-        retry_beam: int | None = typer.Option(None, "--retry-beam", min=1,
-                                                 help="mfa: retry beam width (MFA default 40)."),
-        single_speaker: bool | None = typer.Option(None, "--single-speaker", help="mfa: no speaker adaptation."),
-        clean: bool | None = typer.Option(None, "--clean/--no-clean", help="mfa: remove MFA's temporary files first."),
-        padding: float | None = typer.Option(
-            None, "--padding", min=0.0, help="pocketsphinx: silence added at both ends of the audio before "
-            "decoding (removed from the times), seconds; default 0.4."),
-        g2p: str | None = typer.Option(
-            None, "--g2p", callback=_G2P, help="pocketsphinx: pronounce out-of-vocabulary words with this "
-            "grapheme-to-phoneme fallback (espeak); without it OOV utterances fail and are listed in the report."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
                                        help="Utterances per saved chunk: the most an interruption can lose."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
         force: bool = typer.Option(False, "--force", help="Accept an OUT made with other settings or holding "
                                    "another corpus: utterances made with the old settings are realigned, the "
                                    "other corpus' utterances dropped (default: such an OUT is refused)."),
+        **backend: Any,
     ) -> None:
         """Align a corpus, or import its TextGrids, into OUT: textgrids/<utt>.TextGrid (words, phones,
         vowel_class), segments.parquet, utterances.parquet, report.json, config.yaml.
@@ -155,6 +198,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from phonalign.align import ALIGNERS, get_aligner
+        from phonalign.align.options import options_of
         from phonalign.align.run import align_corpus
         from phonalign.corpus import demo_corpus_dir, read_corpus
         from phonalign.errors import AlignerError, LamError
@@ -162,6 +206,8 @@ def register(app: typer.Typer) -> None:
 
         if aligner not in ALIGNERS:
             raise AlignerError(f"unknown aligner {aligner!r}", hint=f"choose one of {', '.join(ALIGNERS)}")
+        given = _backend_values(aligner, backend)
+        textgrids = Path(given["textgrids"]).expanduser() if "textgrids" in given else None
         if phone_set is not None and phone_set not in PHONE_SETS:
             raise LamError(f"unknown phone set {phone_set!r}", hint=f"choose one of {', '.join(PHONE_SETS)}")
         options = ClassOptions.from_dict(dict(trap=trap, strut=strut, u_umlaut=u_umlaut, rhotic=rhotic,
@@ -178,36 +224,23 @@ def register(app: typer.Typer) -> None:
             manifest = corpus_path / manifest
         _check_path(manifest, "manifest", directory=False)
         _check_path(textgrids, "TextGrid folder", directory=True)
-        for value, what in ((dictionary, "dictionary"), (acoustic_model, "acoustic model")):
-            if value is not None and _looks_like_path(value):
-                _check_path(Path(value).expanduser(), what)
+        for o in options_of(aligner):
+            value = given.get(o.name)
+            if o.name != "textgrids" and value is not None and (
+                    o.type == "path" or (o.type == "model" and _looks_like_path(value))):
+                _check_path(Path(value).expanduser(), o.name.replace("_", " "))
         if out.exists() and not out.is_dir():
             raise LamError("the output path exists and is not a folder", path=out,
                            hint="give a new folder name for OUT")
 
-        # ---- backend options: only those given, and only for the chosen backend ----------------
-        given = {
-            "textgrids": textgrids, "speaker": speaker, "words_tier": words_tier, "phones_tier": phones_tier,
-            "duplicate_tiers": "rename" if rename_duplicate_tiers else None,
-            "dictionary": dictionary, "acoustic_model": acoustic_model, "beam": beam, "retry_beam": retry_beam,
-            "single_speaker": single_speaker, "clean": clean, "padding": padding, "g2p": g2p,
-        }
-        given = {k: v for k, v in given.items() if v is not None}
-        foreign = [k for k in given if k not in _BACKEND_OPTIONS[aligner]]
-        if foreign:
-            users = {k: [a for a, opts in _BACKEND_OPTIONS.items() if k in opts] for k in foreign}
-            raise AlignerError(
-                f"option(s) {', '.join(_FLAG[k] for k in foreign)} do not apply to --aligner {aligner}",
-                hint="; ".join(f"{_FLAG[k]} is for {', '.join(v)}" for k, v in users.items()),
-            )
         if aligner == "textgrid" and "textgrids" not in given and preset == "lam-demo":
             given["textgrids"] = corpus_path / "textgrids"  # the demo's ground-truth alignments
 
         utts = read_corpus(corpus_path, manifest=manifest, preset=preset, columns=_parse_columns(columns),
                            language=language, speaker_pattern=speaker_pattern, encoding=encoding,
                            strict=strict)
-        backend = get_aligner(aligner, **given)
-        report = align_corpus(utts, out, backend, strict=strict, phone_set=phone_set, options=options,
+        backend_ = get_aligner(aligner, **given)
+        report = align_corpus(utts, out, backend_, strict=strict, phone_set=phone_set, options=options,
                               jobs=jobs, progress=progress, chunk_size=chunk_size, force=force)
 
         console = Console(stderr=False)

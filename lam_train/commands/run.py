@@ -14,10 +14,23 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
         out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Check the config, read the corpora and print "
+                                     "the plan (with the exact `mfa align` commands); run and write nothing."),
     ) -> None:
-        """Run every step into one output folder; a rerun skips the steps already done."""
+        """Run every step into one output folder; a rerun skips the steps already done.
+
+        Exit codes: 0 every step done; 2 bad input (config, corpus, ...: one line and a hint);
+        3 stopped before training because the source corpus carries no emotion labels
+        (alignment, features and similarity are complete and valid in the output folder).
+        """
         from lam_train.config import load_config
-        from lam_train.pipeline import run_pipeline
+        from lam_train.pipeline import plan_pipeline, run_pipeline
 
         cfg = load_config(config, overrides={"output": str(out.resolve())} if out is not None else None)
-        run_pipeline(cfg, progress=not no_progress, log=typer.echo)
+        if dry_run:
+            for line in plan_pipeline(cfg):
+                typer.echo(line)
+            return
+        res = run_pipeline(cfg, progress=not no_progress, log=typer.echo)
+        if res.get("stopped"):
+            raise typer.Exit(3)

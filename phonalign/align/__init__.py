@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from ..errors import AlignerError
+from ..errors import AlignerError, LamError
 from .base import Aligner, AlignResult
+from .options import missing_required
 
 __all__ = ["get_aligner", "ALIGNERS", "Aligner", "AlignResult"]
 
@@ -56,4 +57,14 @@ def get_aligner(name: str, **options) -> Aligner:
         valid = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
         raise AlignerError(f"the {name!r} aligner has no option(s) {', '.join(map(repr, unknown))}",
                            hint=f"its options are: {', '.join(valid)}")
-    return cls(**options)
+    missing = [o.cli_flag for o in missing_required(name, options)]
+    if missing:
+        raise AlignerError(f"the {name!r} aligner needs {', '.join(missing)}",
+                           hint="; ".join(f"{o.cli_flag}: {o.help}" for o in missing_required(name, options)))
+    try:
+        return cls(**options)
+    except LamError:
+        raise
+    except (TypeError, ValueError) as err:  # a value the backend cannot use, said as one line
+        raise AlignerError(f"the {name!r} aligner cannot be built with {options}: {err}",
+                           hint=f"check the values against `lam align --help` ({name} options)") from None

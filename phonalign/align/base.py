@@ -65,3 +65,12 @@ class Aligner(ABC):
         (e.g. the TextGrid it imports), so that a resumed run redoes the utterance when it changed;
         ``""`` when there is nothing else. Must be cheap: it is called for every utterance."""
         return ""
+
+    def plan(self, workdir: Path, *, jobs: int = 1) -> list[str]:
+        """What :meth:`align` will do, one line per action, for ``lam run --dry-run`` (nothing is run).
+
+        ``workdir`` is the scratch folder :meth:`align` will get. Backends that run external
+        commands list them exactly as they will run them.
+        """
+        settings = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "aligner")
+        return [f"{self.name} aligner in this process ({settings})"]

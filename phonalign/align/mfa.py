@@ -152,6 +152,14 @@ class MFAAligner(Aligner):
             cmd.append("--single_speaker")
         return cmd + list(self.extra_args)
 
+    def plan(self, workdir: Path, *, jobs: int = 1) -> list[str]:
+        """The staging step and the exact ``mfa align`` command :meth:`align` runs in ``workdir``."""
+        workdir = Path(workdir) / "mfa"
+        cmd = self.command(workdir / "corpus", workdir / "output", jobs=jobs, temp_dir=workdir / "tmp")
+        return [f"stage the corpus in {workdir / 'corpus'} (<speaker>/<utt_id>.wav|.flac + .lab)",
+                shlex.join(cmd),
+                f"read {workdir / 'output'}/<speaker>/<utt_id>.TextGrid and MFA's OOV lists"]
+
     # -- staging --------------------------------------------------------------------------
     def stage(self, utterances: Sequence[Utterance], corpus_dir: Path) -> tuple[list[StagedUtterance], list[AlignResult]]:
         """Write MFA's corpus layout; return the staged utterances and the ones that could not be
