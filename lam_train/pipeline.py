@@ -148,7 +148,8 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     src, tgt = _read_sides(cfg)
     summary = {}
     for side, utts in (("source", src), ("target", tgt)):
-        report = align_corpus(utts, out / "aligned" / side, aligner_for(cfg, side), progress=progress)
+        report = align_corpus(utts, out / "aligned" / side, aligner_for(cfg, side), progress=progress,
+                              drop_suspect=cfg.corpus.drop_suspect)
         counts = report.get("counts", {})
         if not counts.get("ok"):
             # nothing to extract or train on: stop here, with the first reason, rather than fail
@@ -161,7 +162,8 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
                 hint=first.get("hint") or "see the report; for the textgrid aligner set corpus.textgrids "
                 "to the folder of the TextGrids",
             )
-        summary[side] = {"utterances": len(utts), "ok": counts.get("ok"), "failed": counts.get("failed")}
+        summary[side] = {"utterances": len(utts), "ok": counts.get("ok"), "failed": counts.get("failed"),
+                         "suspect": counts.get("suspect")}
     return summary
 
 

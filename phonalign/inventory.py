@@ -35,7 +35,8 @@ def inventory_from_tables(segments: pa.Table, utterances: pa.Table) -> dict:
         ``{language: {"utterances": n, "segments": n, "phone_sets": [...],
         "classes": {class: count} (every class of UNIT_CLASSES, zeros included),
         "phones": [{"phone", "unit_class", "count"}, ...] (most frequent first),
-        "unknown": {label: count}}}``; segments of utterances missing from ``utterances`` are
+        "unknown": {label: count}, "excluded": {phone: count}}}`` (``excluded``: vowels a class
+        option such as ``vowel_segments="simple"`` left out); segments of utterances missing from ``utterances`` are
         counted under the language ``"?"``.
     """
     langs = utterances.select(["utt_id", "language"])
@@ -53,6 +54,9 @@ def inventory_from_tables(segments: pa.Table, utterances: pa.Table) -> dict:
             classes[r["unit_class"]] = r["utt_id_count"]
         phones = part.group_by(["phone", "unit_class"]).aggregate([("utt_id", "count")])
         phones = phones.sort_by([("utt_id_count", "descending"), ("phone", "ascending")]).to_pylist()
+        excluded = part.filter(pc.equal(part.column("unit_class"), "excluded"))
+        excluded = excluded.group_by("phone").aggregate([("utt_id", "count")])
+        excluded = excluded.sort_by([("utt_id_count", "descending"), ("phone", "ascending")]).to_pylist()
         unknown = part.filter(pc.equal(part.column("unit_class"), "unknown"))
         unknown = unknown.group_by("label").aggregate([("utt_id", "count")])
         unknown = unknown.sort_by([("utt_id_count", "descending"), ("label", "ascending")]).to_pylist()
@@ -64,6 +68,8 @@ def inventory_from_tables(segments: pa.Table, utterances: pa.Table) -> dict:
             "phones": [{"phone": r["phone"], "unit_class": r["unit_class"], "count": r["utt_id_count"]}
                        for r in phones],
             "unknown": {r["label"]: r["utt_id_count"] for r in unknown},
+            # vowels a named class option left out (vowel_segments="simple", u_umlaut="exclude", ...)
+            "excluded": {r["phone"]: r["utt_id_count"] for r in excluded},
         }
     return out
 

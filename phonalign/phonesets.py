@@ -73,7 +73,14 @@ OPTION_CHOICES: dict[str, tuple[str, ...]] = {
     "u_umlaut": ("i", "u", "exclude"),
     "rhotic": ("@", "exclude"),
     "diphthong": ("nucleus", "exclude"),
+    "vowel_segments": ("all", "simple"),
 }
+
+#: Pinyin finals that are one vowel (no medial glide, no coda, no second vowel): what
+#: ``vowel_segments="simple"`` keeps of phone sets whose vowel segments are whole finals.
+SIMPLE_FINALS: frozenset[str] = frozenset({"a", "o", "e", "ê", "i", "u", "ü", "v", "er"})
+#: Phone sets whose vowel segments may be whole finals (medial and coda inside the segment).
+FINAL_SEGMENT_SETS: tuple[str, ...] = ("pinyin", "espeak_cmn")
 
 #: Labels that mean "no speech", compared after NFC, stripping and lower-casing. espeak-ng's pause
 #: mnemonics (``_``, ``_:``, ``_|``, ``_!``) are here because its phoneme events report pauses.
@@ -88,6 +95,9 @@ NOISE_LABELS: frozenset[str] = frozenset(
     {"spn", "<unk>", "<spn>", "<noise>", "<laugh>", "<breath>", "<cough>", "unk", "nsn", "noise",
      "+nsn+", "+spn+", "+breath+", "+cough+", "+laugh+", "+um+", "+uh+", "lg", "ns", "gbg"}
 )
+
+#: Words inside brackets that mean a pause ([SIL], <pause>, {SL}, [silence]).
+_BRACKETED_SILENCE: frozenset[str] = frozenset({"sl", "pause", "sil", "silence", "sp", "eps", "blank", "s", "/s"})
 
 _ROLES = frozenset({"", "trap", "strut", "strut_stressed", "u_umlaut", "rhotic", "mandarin_o", "apical"})
 _TABLE_COLUMNS = ("phone_set", "phone", "unit_class", "diphthong", "rhotic", "syllabic", "role",
@@ -147,6 +157,14 @@ class ClassOptions:
     diphthong : {"nucleus", "exclude"}
         ``"nucleus"``: diphthongs take the class of their nucleus (``diphthong=True``);
         ``"exclude"``: every vowel with ``diphthong=True`` is ``excluded``. Default ``"nucleus"``.
+    vowel_segments : {"all", "simple"}
+        For phone sets whose vowel segment is a whole pinyin final (``pinyin``, e.g. Charsiu's
+        ``iang2``; ``espeak_cmn``), which cannot split medial and coda off the nucleus:
+        ``"all"`` keeps every final in the class of its nucleus; ``"simple"`` keeps only finals
+        that are a single vowel (:data:`SIMPLE_FINALS`: a o e ê i u ü er) and makes the others
+        (``ia``, ``ang``, ``uei``, ...) ``excluded``, so that a vowel segment holds no glide or
+        nasal, as in English. Phone sets with separate medial and coda phones (MFA) are not
+        affected. Default ``"all"``.
 
     Apical vowels (Mandarin -i after z c s zh ch sh r) are always consonants with
     ``syllabic=True``; no option maps them to ``i``.
@@ -157,6 +175,7 @@ class ClassOptions:
     u_umlaut: str = "i"
     rhotic: str = "@"
     diphthong: str = "nucleus"
+    vowel_segments: str = "all"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -378,7 +397,11 @@ def _special_class(label: str) -> str | None:
     low = label.lower()
     if low in SILENCE_LABELS:
         return "silence"
-    if low in NOISE_LABELS or _BRACKETED.match(low):
+    if _BRACKETED.match(low):
+        # a bracketed pause ([SIL] of Charsiu, <sil>, {SL}, +pause+) is silence; any other marker noise
+        inner = low[1:-1].strip()
+        return "silence" if inner in SILENCE_LABELS or inner in _BRACKETED_SILENCE else "unknown"
+    if low in NOISE_LABELS:
         return "unknown"
     return None
 
@@ -588,7 +611,20 @@ def classify(
         _pinyin_label_context(out, options)
     if context is not None:
         _apply_pinyin_context(out, context, phone_set, table, options)
+    if options.vowel_segments == "simple" and phone_set in FINAL_SEGMENT_SETS:
+        for i, info in enumerate(out):
+            if info.unit_class in VOWEL_CLASSES and not _simple_final(info.phone, phone_set, table):
+                out[i] = PhoneInfo(info.label, info.phone, "excluded", info.diphthong, info.rhotic,
+                                   info.syllabic, info.stress, info.tone)
     return out
+
+
+def _simple_final(phone: str, phone_set: str, table: dict[str, PhoneEntry]) -> bool:
+    """Is this vowel segment a single vowel (no glide, coda or second vowel inside it)?"""
+    if phone_set == "pinyin":
+        return phone.lower() in SIMPLE_FINALS
+    entry = table.get(phone)  # espeak_cmn: compound vowels are the table's diphthongs; ong holds its nasal
+    return entry is not None and not entry.diphthong and phone != "ong"
 
 
 def _replace(info: PhoneInfo, entry_class: str, role: str, options: ClassOptions, *,

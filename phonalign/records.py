@@ -89,6 +89,16 @@ UTTERANCE_SCHEMA = pa.schema(
     ]
 )
 
+#: ``utterances.parquet`` of an aligned corpus: the utterance columns, then the verdict of the
+#: alignment quality check (:mod:`phonalign.align.quality`).
+ALIGNED_UTTERANCE_SCHEMA = pa.schema(
+    list(UTTERANCE_SCHEMA)
+    + [
+        ("suspect", pa.bool_()),          # the alignment cannot be right (wrong or partial transcript)
+        ("suspect_reason", pa.string()),  # why, null when not suspect
+    ]
+)
+
 SEGMENT_SCHEMA = pa.schema(
     [
         ("utt_id", pa.string()),

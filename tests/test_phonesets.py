@@ -516,7 +516,7 @@ def test_options_round_trip_through_yaml(opts):
 
 def test_option_defaults_are_those_of_phonesets_md():
     assert ClassOptions().to_dict() == {"trap": "A", "strut": "@", "u_umlaut": "i", "rhotic": "@",
-                                        "diphthong": "nucleus"}
+                                        "diphthong": "nucleus", "vowel_segments": "all"}
     assert ClassOptions.from_dict({}) == ClassOptions() == ClassOptions.from_dict(None)
 
 

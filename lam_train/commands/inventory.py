@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
             for row in info["phones"][:top]:
                 phones.add_row(row["phone"] or "''", row["unit_class"], str(row["count"]))
             console.print(phones)
+            if info.get("excluded"):
+                shown = ", ".join(f"{ph!r} x{n}" for ph, n in info["excluded"].items())
+                console.print(f"left out by a class option (see options in {out / 'config.yaml'}): "
+                              f"{sum(info['excluded'].values())} vowel segments: {shown}")
             if info["unknown"]:
                 shown = ", ".join(f"{lab!r} x{n}" for lab, n in info["unknown"].items())
                 console.print(f"[yellow]unknown labels ({sum(info['unknown'].values())} segments):[/yellow] {shown}")

@@ -43,6 +43,12 @@ class Aligner(ABC):
     name: str = ""
     #: phone set of the labels this backend writes, or None to detect it from the labels
     phone_set: str | None = None
+    #: shortest phone the backend can produce, seconds (3-state HMMs at 10 ms frames: 0.03), or None
+    #: when it has none (imported TextGrids); used by :mod:`phonalign.align.quality`
+    min_phone_duration: float | None = None
+    #: whether the backend aligns audio (then the runner measures detected speech against the
+    #: alignment); False for imports, which read no audio
+    aligns_audio: bool = True
 
     def check_available(self) -> None:
         """Raise :class:`~phonalign.errors.AlignerError` with install instructions if the

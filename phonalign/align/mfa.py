@@ -100,6 +100,7 @@ class MFAAligner(Aligner):
 
     name = "mfa"
     phone_set = None  # ARPAbet or MFA IPA depending on the model: detected from the labels
+    min_phone_duration = 0.03  # MFA's phone HMMs: 3 states, 10 ms frames
 
     def __init__(self, dictionary: str | Path, acoustic_model: str | Path, beam: int = 10, retry_beam: int = 40,
                  single_speaker: bool = False, clean: bool = True, mfa_command: str = "mfa", *,

@@ -38,6 +38,7 @@ utterance reported as failed.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import re
 import zlib
@@ -264,7 +265,8 @@ class _Worker:
         d.start_utt()
         d.process_raw(pcm, full_utt=True)
         d.end_utt()
-        if d.hyp() is None:
+        hyp = d.hyp()
+        if hyp is None:
             raise AlignerError(
                 "pocketsphinx found no alignment of the transcript to the audio", utt_id=utt_id,
                 path=audio_path,
@@ -282,6 +284,11 @@ class _Worker:
             raise AlignerError("pocketsphinx's phone pass gave no alignment", utt_id=utt_id, path=audio_path,
                                hint="check that the transcript matches the audio")
         words_out, phones_out = self._intervals(al, duration)
+        # the word pass' path score is relative to the best-scoring state of each frame (a
+        # probability in (0, 1]); its log per frame is the backend's acoustic score
+        frames = max(int(d.n_frames()), 1)
+        if hyp.score > 0:
+            info["acoustic_score"] = round(math.log(hyp.score) / frames, 6)
         return {"utt_id": utt_id, "words": words_out, "phones": phones_out, "xmax": duration, "info": info}
 
     def _pcm(self, wave: np.ndarray, utt_id: str) -> bytes:
@@ -479,6 +486,7 @@ class PocketsphinxAligner(Aligner):
 
     name = "pocketsphinx"
     phone_set = "arpabet"
+    min_phone_duration = 0.03  # 3-state phone HMMs at 10 ms frames
 
     def __init__(self, dictionary: str | Path | None = None, g2p: str | None = None, padding: float = 0.4,
                  *, beam: float = 1e-200, wbeam: float = 1e-200, pbeam: float = 1e-200, maxhmmpf: int = -1,

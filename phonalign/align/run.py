@@ -420,6 +420,7 @@ def align_corpus(
     chunk_size: int = 2000,
     corpus_report: dict | None = None,
     force: bool = False,
+    drop_suspect: bool = False,
 ) -> dict:
     """Align ``utterances`` with ``aligner`` and write the aligned-corpus directory ``out_dir``.
 
@@ -453,6 +454,9 @@ def align_corpus(
     force : bool
         Accept a folder made with other settings or holding another corpus: every utterance made
         with the old settings is redone, and the other corpus' utterances are dropped.
+    drop_suspect : bool
+        Leave utterances flagged ``suspect`` (:mod:`phonalign.align.quality`) out of
+        ``segments.parquet``; they stay in ``utterances.parquet`` and the report with their reason.
 
     Returns
     -------
@@ -495,15 +499,17 @@ def align_corpus(
     with output_folder(out_dir, step="align", rules=ALIGN_FOLDER):
         return _align_locked(utterances, Path(out_dir), aligner, strict=strict, phone_set=phone_set,
                              options=options, jobs=jobs, progress=progress, chunk_size=chunk_size,
-                             corpus_report=corpus_report, force=force)
+                             corpus_report=corpus_report, force=force, drop_suspect=drop_suspect)
 
 
 def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, *, strict: bool,
                   phone_set: str | None, options, jobs: int, progress: bool, chunk_size: int,
-                  corpus_report: dict, force: bool) -> dict:
+                  corpus_report: dict, force: bool, drop_suspect: bool) -> dict:
     """:func:`align_corpus` once the output folder is held."""
+    from ..audio import load_audio
     from ..phonesets import detect_phone_set
     from ..provenance import write_run_info
+    from .quality import measure, speech_intervals, transcript_mismatch
 
     t0 = time.perf_counter()
     tg_dir = make_dirs(out / "textgrids")
@@ -590,6 +596,17 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
         waiting: dict[str, list[tuple[Utterance, Alignment, dict]]] = {}  # language -> results
         finished: set[str] = set()
 
+        def quality_of(utt: Utterance, alignment: Alignment, unit_classes, info: dict):
+            """Quality measures of one aligned utterance (:mod:`phonalign.align.quality`): detected
+            speech against the alignment for backends that align audio, the word tier against the
+            transcript for imports."""
+            speech = None
+            if aligner.aligns_audio:
+                speech = speech_intervals(load_audio(utt.audio_path, sr=16000))
+            mismatch = None if aligner.aligns_audio else transcript_mismatch(utt.text, alignment)
+            return measure(alignment, unit_classes, min_duration=aligner.min_phone_duration, speech=speech,
+                           acoustic_score=info.get("acoustic_score"), transcript=mismatch)
+
         def finish(utt: Utterance, alignment: Alignment, info: dict, ps: str) -> None:
             duration = durations[utt.utt_id]
             try:
@@ -602,6 +619,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
                 cols = segment_columns(utt.utt_id, alignment, phone_set=ps, options=options,
                                        context=info.get("pinyin"))
                 grid_limits(alignment)  # what would stop the TextGrid writer: check it here
+                info = {**info, "quality": quality_of(utt, alignment, cols["unit_class"], info).to_dict()}
             except LamError as err:
                 err.utt_id = utt.utt_id
                 fail(utt.utt_id, err, duration, info)
@@ -671,7 +689,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
     # ---- assemble ---------------------------------------------------------------------------
     report = _assemble(out, journal, utts, order, aligner=aligner, options=options, strict=strict,
                        jobs=jobs, corpus_report=corpus_report, n_resumed=n_resumed,
-                       input_failures=input_failures)
+                       input_failures=input_failures, drop_suspect=drop_suspect)
     report["seconds"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(out / "report.json", report)
     write_run_info(out, step="align", config={
@@ -682,6 +700,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
         "strict": strict,
         "jobs": jobs,
         "chunk_size": chunk_size,
+        "drop_suspect": drop_suspect,
         "n_utterances": len(utts),
     })
     return report
@@ -721,13 +740,31 @@ def _stale_phone_sets(journal: _Journal, utts: Sequence[Utterance], latest: dict
     return stale
 
 
+def _verdicts(utts: list[Utterance], ok_ids: set[str], latest: dict[str, int], cols: dict) -> dict:
+    """utt_id -> (QualityMeasures, Verdict) of every aligned utterance; the speaking-rate rule
+    compares each with the median of its language (:mod:`phonalign.align.quality`)."""
+    from .quality import QualityMeasures, judge, reference
+
+    language = {u.utt_id: u.language for u in utts}
+    measures: dict[str, QualityMeasures] = {}
+    for u in ok_ids:
+        raw = cols["info"][latest[u]]
+        q = json.loads(raw).get("quality") if raw else None
+        measures[u] = QualityMeasures.from_dict(q) if q else QualityMeasures(n_phones=0)
+    by_lang: dict[str, list[QualityMeasures]] = {}
+    for u, m in measures.items():
+        by_lang.setdefault(language.get(u, ""), []).append(m)
+    refs = {lang: reference(ms) for lang, ms in by_lang.items()}
+    return {u: (m, judge(m, refs[language.get(u, "")])) for u, m in measures.items()}
+
+
 def _positions(ids: pa.ChunkedArray | pa.Array, order: pa.Array) -> pa.Array:
     return pc.index_in(ids, value_set=order)
 
 
 def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[str], *,
               aligner: Aligner, options, strict: bool, jobs: int, corpus_report: dict,
-              n_resumed: int, input_failures: list[tuple[str, LamError]]) -> dict:
+              n_resumed: int, input_failures: list[tuple[str, LamError]], drop_suspect: bool = False) -> dict:
     """Combine the committed parts into ``segments.parquet``, ``utterances.parquet`` and the report."""
     from ..corpus import utterances_to_table
 
@@ -760,8 +797,12 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
                 (out / "textgrids" / f"{utt_id}.TextGrid").unlink(missing_ok=True)
             except OSError as err:
                 raise os_error(err, path=out / "textgrids" / f"{utt_id}.TextGrid", action="cannot remove") from None
+    verdicts = _verdicts(utts, ok_ids, latest, cols)
+    suspect_ids = {u for u, (_, v) in verdicts.items() if v.suspect}
+    # suspect alignments keep their TextGrids; --drop-suspect leaves only their segments out
+    seg_ids = ok_ids - suspect_ids if drop_suspect else ok_ids
     ok_in_part: dict[int, list[str]] = {}
-    for u in ok_ids:
+    for u in seg_ids:
         ok_in_part.setdefault(part_of[latest[u]], []).append(u)
 
     # segments: stream the parts in input order when their ranges do not interleave
@@ -843,8 +884,12 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
                 pq.write_table(table, tmp)
 
     aligned = [u for u in utts if u.utt_id in ok_ids]
+    table = utterances_to_table(aligned)
+    table = table.append_column("suspect", pa.array([verdicts[u.utt_id][1].suspect for u in aligned], pa.bool_()))
+    table = table.append_column("suspect_reason", pa.array([verdicts[u.utt_id][1].reason for u in aligned],
+                                                           pa.string()))
     with atomic_path(out / "utterances.parquet") as tmp:
-        pq.write_table(utterances_to_table(aligned), tmp, compression="snappy")
+        pq.write_table(table, tmp, compression="snappy")
 
     items = []
     errors: Counter[str] = Counter()
@@ -861,8 +906,14 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
             item.update(reason=cols["message"][i], error=cols["error"][i], path=cols["path"][i],
                         line=cols["line"][i], hint=cols["hint"][i])
         if cols["info"][i]:
-            item["info"] = json.loads(cols["info"][i])
-            oov.update(str(w) for w in item["info"].get("oov", ()))
+            info = json.loads(cols["info"][i])
+            info.pop("quality", None)
+            if info:
+                item["info"] = info
+            oov.update(str(w) for w in info.get("oov", ()))
+        if utt_id in verdicts:
+            measures, verdict = verdicts[utt_id]
+            item.update(suspect=verdict.suspect, suspect_reason=verdict.reason, quality=measures.to_dict())
         items.append(item)
     for utt_id, failure in input_failures:
         errors[type(failure).__name__] += 1
@@ -887,6 +938,8 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
             "failed": n_failed,
             "rejected_by_reader": len(rejected),
             "resumed": n_resumed,
+            "suspect": len(suspect_ids),
+            "suspect_dropped": len(suspect_ids) if drop_suspect else 0,
             "segments": n_segments,
             "by_class": {c: by_class.get(c, 0) for c in UNIT_CLASSES},
             "errors": dict(sorted(errors.items())),

@@ -43,6 +43,7 @@ class TextGridAligner(Aligner):
     """
 
     name = "textgrid"
+    aligns_audio = False
 
     def __init__(
         self,
