@@ -168,6 +168,11 @@ def _locate_parse_error(text: str) -> tuple[int | None, str | None]:
             elif tok in ("<exists>", "<absent>"):
                 values.append((tok, ln))
         tokens = values
+    else:
+        # the short format's header decoration (File type = ..., Object class = ...) holds no values
+        quoted = [i for i, (tok, _) in enumerate(tokens[:12]) if tok.startswith('"')][:2]
+        if len(quoted) == 2:
+            tokens = [tokens[quoted[0]]] + tokens[quoted[1]:]
     it = iter(tokens)
 
     def take(kind: str) -> tuple[str, int]:
@@ -306,12 +311,21 @@ def _read_raw(path: Path, duplicate_tiers: str) -> tuple[str, float, float, list
     if not data or data.isspace():
         raise TextGridError("the TextGrid file is empty", path=path,
                             hint="re-export it from Praat or the aligner")
-    text, encoding = decode_textgrid_bytes(data, path=path)
+    praat_format = None
+    if data.startswith(b"ooBinaryFile"):
+        praat_format = "binary"
+        text, encoding = _via_parselmouth(path, praat_format)
+    else:
+        text, encoding = decode_textgrid_bytes(data, path=path)
+        if text.lstrip().startswith('"Praat chronological TextGrid text file"'):
+            praat_format = "chronological"
+            text, _ = _via_parselmouth(path, praat_format)
     if "TextGrid" not in text[:200]:
         raise TextGridError("not a TextGrid: the header 'Object class = \"TextGrid\"' is missing",
                             path=path, line=1,
-                            hint="open it in Praat to check; binary TextGrids must be saved as text")
-    reader = "praatio"
+                            hint="open it in Praat to check that it is a TextGrid (text, binary and "
+                            "chronological TextGrids are read)")
+    reader = "praatio" if praat_format is None else f"parselmouth ({praat_format}) + praatio"
     try:
         parsed = _parse_with_praatio(text)
     except Exception as err:  # praatio raises ParsingError, ValueError, IndexError, ...: all "bad file"
@@ -327,8 +341,66 @@ def _read_raw(path: Path, duplicate_tiers: str) -> tuple[str, float, float, list
         else:
             raise _parse_error(path, text, err) from None
     limits, tiers = parsed[0], parsed[1:]
+    _check_declared_counts(path, text, tiers)
     _check_duplicates(path, tiers, duplicate_tiers)
     return text, limits["grid_xmin"], limits["grid_xmax"], tiers, {"encoding": encoding, "reader": reader}
+
+
+def _via_parselmouth(path: Path, fmt: str) -> tuple[str, str]:
+    """Praat's binary or chronological TextGrid, read by Praat itself (praat-parselmouth) and
+    handed back as the long text format."""
+    try:
+        import parselmouth
+    except ImportError:
+        raise TextGridError(f"this is a Praat {fmt} TextGrid; reading it needs praat-parselmouth", path=path,
+                            hint="pip install praat-parselmouth (a toolkit dependency), or save it from Praat "
+                            "as a text file") from None
+    import tempfile
+
+    try:
+        obj = parselmouth.read(str(path))
+    except parselmouth.PraatError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "Praat could not read it"
+        raise TextGridError(f"Praat cannot read this {fmt} file ({first})", path=path,
+                            hint="open it in Praat to see the problem; it may be truncated") from None
+    if not isinstance(obj, parselmouth.TextGrid):
+        raise TextGridError(f"this Praat {fmt} file holds a {type(obj).__name__}, not a TextGrid", path=path,
+                            hint="give the TextGrid of the recording")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "converted.TextGrid"
+        parselmouth.praat.call(obj, "Save as text file", str(out))
+        return decode_textgrid_bytes(out.read_bytes(), path=path)
+
+
+_DECLARED_TIERS = re.compile(r"^\s*size\s*=\s*(\d+)\s*$", re.M)
+_DECLARED_ITEMS = re.compile(r"^\s*(?:intervals|points)\s*:\s*size\s*=\s*(\d+)\s*$", re.M)
+
+
+def _check_declared_counts(path: Path, text: str, tiers: list[dict]) -> None:
+    """The numbers of tiers and of intervals (points) the file declares must be the numbers it holds:
+    a file cut short or edited by hand is an error naming the line, never a silently shorter tier."""
+    long_format = "item [" in text or "item[" in text
+    if not long_format:
+        line, what = _locate_parse_error(text)
+        if what is not None:
+            raise TextGridError(f"the TextGrid does not hold what it declares ({what})", path=path, line=line,
+                                hint="the file is truncated or was edited by hand; re-export it from Praat "
+                                "or the aligner")
+        return
+    m = _DECLARED_TIERS.search(text)
+    if m is not None and int(m.group(1)) != len(tiers):
+        raise TextGridError(
+            f"the file declares {m.group(1)} tier(s) but holds {len(tiers)}", path=path,
+            line=text.count("\n", 0, m.start()) + 1,
+            hint="the file is truncated or was edited by hand; re-export it from Praat or the aligner")
+    for tier, d in zip(tiers, _DECLARED_ITEMS.finditer(text)):
+        declared, held = int(d.group(1)), len(tier["entries"])
+        if declared != held:
+            kind = "intervals" if tier["class"] == "IntervalTier" else "points"
+            raise TextGridError(
+                f"tier {tier['name']!r} declares {declared} {kind} but holds {held}", path=path,
+                line=text.count("\n", 0, d.start()) + 1,
+                hint="the file is truncated or was edited by hand; re-export it from Praat or the aligner")
 
 
 def _parse_error(path: Path, text: str, err: Exception) -> TextGridError:

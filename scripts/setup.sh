@@ -8,19 +8,22 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 
 # espeak-ng: the demo-corpus generator and pocketsphinx's G2P fallback (and their tests);
-# praat: the test that Praat itself opens the TextGrids we write and measures what `lam acoustics`
-# measures; chromium: the test that renders the HTML report headless.
+# praat: the test that Praat itself opens the TextGrids we write (and writes binary/chronological ones)
+# and measures what `lam acoustics` measures; chromium: the test that renders the HTML report headless;
+# ffmpeg: audio formats libsndfile cannot decode (.m4a, .opus in some containers, ...).
 need=()
 ldconfig -p 2>/dev/null | grep -q libespeak-ng || need+=(espeak-ng)
 command -v praat >/dev/null || need+=(praat)
 command -v chromium >/dev/null || need+=(chromium)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
 if ((${#need[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need[*]} (apt)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
     echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) for the demo-corpus" \
-         "generator, the Praat compatibility tests and the HTML report's rendering test (skipped without them)" >&2
+         "generator, the Praat compatibility tests, the HTML report's rendering test and ffmpeg decoding" \
+         "(their tests are skipped without them)" >&2
   fi
 fi
 
