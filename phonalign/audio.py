@@ -1,6 +1,8 @@
-"""Audio input: any format libsndfile reads, as float32 mono at the analysis rate.
+"""Audio input: any format libsndfile reads (and, through ffmpeg, the rest), as float32 mono at the analysis rate.
 
-Decoding is soundfile's (libsndfile: WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...); resampling is soxr's
+Decoding is soundfile's (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, NIST SPHERE, ...); files it
+cannot decode (AAC in .m4a, WMA, ...) go through ffmpeg when it is installed
+(:mod:`phonalign.audio_ffmpeg`; ffmpeg averages the channels itself); resampling is soxr's
 (the "HQ" quality preset); multi-channel files are averaged to mono with a warning, because a
 stereo podcast with one speaker per channel would silently mix two voices. Missing, unreadable
 and empty files raise :class:`~phonalign.errors.AudioError` naming the file and the fix.
@@ -100,7 +102,14 @@ def load_audio(path: str | Path, *, sr: int = 16000) -> np.ndarray:
     try:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise _unreadable(path, err) from None
+        # formats libsndfile does not decode (AAC, WMA, ...) go through ffmpeg where it is installed
+        from .audio_ffmpeg import ffmpeg_decode
+
+        wave = ffmpeg_decode(path, sr=sr, why=str(err))
+        if wave.size == 0:
+            raise AudioError("audio file has no samples", path=path,
+                             hint="the recording is empty; remove it from the corpus or re-export it") from None
+        return np.ascontiguousarray(wave, dtype=np.float32)
     if data.shape[0] == 0:
         raise AudioError("audio file has no samples", path=path,
                          hint="the recording is empty; remove it from the corpus or re-export it")
@@ -234,9 +243,13 @@ def audio_duration(path: str | Path, *, check_samples: bool = False) -> float:
             with sf.SoundFile(str(path)) as fh:
                 frames, rate = fh.frames, fh.samplerate
                 is_float = fh.subtype in _FLOAT_SUBTYPES
+            duration = frames / rate if rate else 0.0
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-            raise _unreadable(path, err) from None
-        duration = frames / rate if rate else 0.0
+            # the decoded length, not the container's: codecs with priming samples (AAC) decode to
+            # more samples than the container says, and the aligners see the decoded samples
+            from .audio_ffmpeg import ffmpeg_decode
+
+            duration = ffmpeg_decode(path, sr=16000, why=str(err)).size / 16000.0
     if duration <= 0.0:
         raise AudioError("audio file has no samples", path=path,
                          hint="the recording is empty; remove it from the corpus or re-export it")

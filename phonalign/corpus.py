@@ -69,7 +69,11 @@ __all__ = [
 ]
 
 PRESETS: tuple[str, ...] = ("msp-podcast", "esd", "lam-demo")
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+#: Audio the readers take: what libsndfile decodes, and (through ffmpeg, when it is installed) the rest.
+AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".sph", ".m4a",
+                                     ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".wv", ".ape")
+#: Files that belong to an audio file of the same stem (its transcript or alignment), any case.
+COMPANION_EXTENSIONS: tuple[str, ...] = (".lab", ".txt", ".textgrid", ".wrd", ".phn")
 _FIELDS = ("utt_id", "audio_path", "text", "language", "speaker", "emotion", "split", "corpus")
 
 #: Emotion labels of each preset (and of plain manifests, ``None``) -> the four classes.
@@ -274,11 +278,6 @@ def _stem_speaker(stem: str, pattern: re.Pattern | None, source: Path) -> str:
     return m.group(1) if m else stem
 
 
-#: Audio formats met in corpora that this reader does not decode: listed as skipped, never ignored.
-UNREAD_AUDIO_EXTENSIONS: tuple[str, ...] = (".sph", ".opus", ".m4a", ".wma", ".aac", ".amr", ".webm", ".mp4",
-                                            ".3gp", ".wv", ".ape")
-
-
 def _walk(root: Path) -> list[Path]:
     """Every entry under ``root`` that is not a folder, following symbolic links to folders (a
     speaker folder linked in from elsewhere is part of the corpus) but never around a loop."""
@@ -302,19 +301,23 @@ def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus
     audio = []
     audio_stems = set()
     for p in entries:
-        suffix = p.suffix.lower()
-        if suffix in AUDIO_EXTENSIONS:
+        if p.suffix.lower() in AUDIO_EXTENSIONS:
             if p.is_file():
                 audio.append(p)
                 audio_stems.add(p.with_suffix(""))
             else:
                 col.skip(p, "not a regular file (a FIFO, device or broken link): not read")
-        elif suffix in UNREAD_AUDIO_EXTENSIONS:
-            col.skip(p, f"audio format {suffix} is not read; convert it to WAV or FLAC "
-                     "(e.g. ffmpeg -i IN -ac 1 -ar 16000 OUT.wav)")
     for p in entries:
-        if p.suffix.lower() in (".lab", ".txt") and p.with_suffix("") not in audio_stems:
-            col.skip(p, "transcript without an audio file of the same name: not used")
+        suffix = p.suffix.lower()
+        if suffix in AUDIO_EXTENSIONS:
+            continue
+        if suffix in COMPANION_EXTENSIONS:
+            if p.with_suffix("") not in audio_stems:
+                col.skip(p, f"a {p.suffix} file without an audio file of the same name "
+                         f"({', '.join(AUDIO_EXTENSIONS)}): not used")
+            continue
+        col.skip(p, f"not an audio format the reader takes ({p.suffix or 'no extension'}; "
+                 f"audio: {', '.join(AUDIO_EXTENSIONS)})")
     if not audio:
         raise CorpusError(
             "no audio files found in the corpus directory",
@@ -327,7 +330,7 @@ def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus
         rel = wav.relative_to(root)
         speaker = rel.parts[-2] if len(rel.parts) > 1 else _stem_speaker(wav.stem, pattern, wav)
         text: str | None = ""
-        for ext in (".lab", ".txt"):
+        for ext in (".lab", ".LAB", ".Lab", ".txt", ".TXT", ".Txt"):
             tpath = wav.with_suffix(ext)
             if tpath.exists() and not tpath.is_file():
                 col.skip(tpath, "not a regular file (a FIFO or device): not read")

@@ -688,14 +688,14 @@ def test_a_manifest_row_pointing_at_a_fifo_fails_that_utterance_without_hanging(
 def test_transcripts_without_audio_unread_formats_and_linked_speaker_folders_are_reported(tmp_path, capsys):
     corpus = make_corpus(tmp_path / "corpus", 2, seed=6, speakers=1)
     (corpus / "spk0" / "orphan.lab").write_text("no audio here\n", encoding="utf-8")
-    (corpus / "spk0" / "old.sph").write_bytes(b"NIST_1A\n")
+    (corpus / "spk0" / "notes.docx").write_bytes(b"PK\x03\x04")
     elsewhere = make_corpus(tmp_path / "elsewhere", 1, seed=7, prefix="x", speakers=1)
     (corpus / "linked").symlink_to(elsewhere / "spk0", target_is_directory=True)
     code, stdout, _ = _align(capsys, corpus, tmp_path / "out")
     assert code == 0 and "aligned 3 of 3" in stdout and "2 file(s) passed over" in stdout
     skipped = {Path(s["path"]).name: s["reason"] for s in _report(tmp_path / "out")["corpus"]["skipped"]}
-    assert set(skipped) == {"orphan.lab", "old.sph"}
-    assert "without an audio file" in skipped["orphan.lab"] and "not read" in skipped["old.sph"]
+    assert set(skipped) == {"orphan.lab", "notes.docx"}
+    assert "without an audio file" in skipped["orphan.lab"] and "not an audio format" in skipped["notes.docx"]
     rows = pq.read_table(tmp_path / "out" / "utterances.parquet").to_pylist()
     assert {r["utt_id"]: r["speaker"] for r in rows}["x000"] == "linked"
 

@@ -279,7 +279,8 @@ def register(app: typer.Typer) -> None:
         skipped = report.get("corpus", {}).get("skipped") or []
         if skipped:
             console.print(f"[yellow]{len(skipped)} file(s) passed over by the corpus reader[/yellow] "
-                          f"(e.g. {skipped[0]['path']}: {skipped[0]['reason']}); all are listed in the report")
+                          f"(e.g. {skipped[0]['path']}: {skipped[0]['reason']}); all are listed in the report "
+                          "(corpus.skipped)")
         if report["dropped_emotions"]:
             console.print("emotions outside the four classes (kept without emotion): "
                           + ", ".join(f"{k} {v}" for k, v in report["dropped_emotions"].items()))

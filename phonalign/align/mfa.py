@@ -61,6 +61,26 @@ class StagedUtterance:
     words: tuple[str, ...]  # lower-case transcript tokens, to find its OOVs
 
 
+def _for_mfa(text: str) -> str:
+    """The transcript as staged for MFA: numbers spelled out (MFA's dictionaries hold no digits);
+    markup kept as written, which MFA reads as noise itself. Other text is left to MFA's own
+    normalisation, so its word tier keeps the transcript's spelling."""
+    from ..text_norm import MARKUP, spell_number
+
+    out = []
+    for piece in re.split(f"({MARKUP.pattern})", text):
+        if not piece or MARKUP.fullmatch(piece):
+            out.append(piece)
+            continue
+        words = []
+        for w in piece.split():
+            core = w.strip(".,;:!?\"'()")
+            spelled = spell_number(core) if core else None
+            words.append(" ".join(spelled) if spelled else w)
+        out.append(" ".join(words))
+    return " ".join(x.strip() for x in out if x.strip())
+
+
 def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.endswith((".dict", ".txt", ".zip", ".yaml"))
 
@@ -201,7 +221,7 @@ class MFAAligner(Aligner):
                     dest = folder / f"{u.utt_id}.wav"
                     sf.write(str(dest), load_audio(src, sr=16000), 16000, subtype="PCM_16")
                 lab = folder / f"{u.utt_id}.lab"
-                lab.write_text(text + "\n", encoding="utf-8")
+                lab.write_text(_for_mfa(text) + "\n", encoding="utf-8")
                 staged.append(StagedUtterance(u.utt_id, speaker, dest, lab, tuple(normalize_words(text))))
             except LamError as err:
                 failed.append(AlignResult(u.utt_id, None, err, {}))

@@ -202,11 +202,22 @@ class _Worker:
                     "error": _error_record(AlignerError(f"pocketsphinx failed: {err}", utt_id=utt_id,
                                                         path=audio_path), utt_id)}
 
-    def _pronounce(self, words: list[str]) -> tuple[list[str], list[str], list[str]]:
-        """Return (words for the decoder, OOV words without pronunciation, words from G2P)."""
-        oov, g2p_words = [], []
+    def _pronounce(self, words: list[str]) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+        """Return (words for the decoder, OOV words without pronunciation, words from G2P, words
+        replaced by a spelled-out number or the parts of a compound)."""
+        from ..text_norm import expand_word
+
+        oov, g2p_words, out = [], [], []
+        expanded: dict[str, str] = {}
+        known = lambda w: self.decoder.lookup_word(w) is not None  # noqa: E731
         for w in words:
-            if self.decoder.lookup_word(w) is not None:
+            if known(w):
+                out.append(w)
+                continue
+            parts = expand_word(w, known)
+            if parts is not None and all(known(p) for p in parts):
+                out.extend(parts)
+                expanded[w] = " ".join(parts)
                 continue
             if self.s.g2p == "espeak":
                 if w not in self.g2p_cache:
@@ -218,9 +229,11 @@ class _Worker:
                 if pron:
                     self.decoder.add_word(w, " ".join(pron), update=True)
                     g2p_words.append(w)
+                    out.append(w)
                     continue
             oov.append(w)
-        return words, oov, g2p_words
+            out.append(w)
+        return out, oov, g2p_words, expanded
 
     def _align(self, utt_id: str, audio_path: str, text: str, language: str) -> dict:
         from ..audio import load_audio
@@ -232,12 +245,22 @@ class _Worker:
                 hint="use --aligner mfa with a model of that language (e.g. mandarin_mfa), or "
                 "--aligner textgrid with existing alignments",
             )
-        words = normalize_words(text)
-        if not words:
+        from ..text_norm import tokenize
+
+        tokens = tokenize(text)
+        if not any(t.kind == "word" for t in tokens):
             raise AlignerError("the transcript has no words", utt_id=utt_id, path=audio_path,
                                hint="fill in the transcript (text column or .lab file)")
-        words, oov, g2p_words = self._pronounce(words)
+        words, oov, g2p_words, expanded = self._pronounce([t.text for t in tokens if t.kind == "word"])
+        # markup is never a word: noise markup ([laughter], <unk>) is aligned as pocketsphinx's noise
+        # filler in its place, pause markup is left to the optional silences between words
+        words = _with_noise(tokens, words, expanded)
         info: dict = {"g2p": sorted(set(g2p_words))} if g2p_words else {}
+        markup = [t.text for t in tokens if t.kind != "word"]
+        if markup:
+            info["markup"] = markup
+        if expanded:
+            info["expanded"] = expanded
         if oov:
             info["oov"] = sorted(set(oov))
             looks_foreign = len(oov) > len(words) / 2
@@ -312,12 +335,27 @@ class _Worker:
             for ph in word:
                 start = self._time(ph.start, duration)
                 end = self._time(ph.start + ph.duration, duration)
-                label = "" if ph.name.upper() in {"SIL", "+NSN+", "+SPN+"} else ph.name
+                # noise fillers keep their label (a noise marker, class unknown); pauses are empty
+                label = "" if ph.name.upper() == "SIL" else ph.name
                 phones.append([start, end, label])
             if name not in _FILLER_WORDS and not name.startswith("+"):
                 words.append([self._time(word.start, duration),
                               self._time(word.start + word.duration, duration), name])
         return _tile(words, duration), _tile(phones, duration)
+
+
+def _with_noise(tokens, words: list[str], expanded: dict[str, str]) -> list[str]:
+    """The decoder's word sequence: ``words`` (already expanded) with ``[NOISE]`` where the transcript
+    had noise markup."""
+    out: list[str] = []
+    it = iter(words)
+    for t in tokens:
+        if t.kind == "noise":
+            out.append("[NOISE]")
+        elif t.kind == "word":
+            n = len(expanded[t.text].split()) if t.text in expanded else 1
+            out.extend(next(it) for _ in range(n))
+    return out
 
 
 def _tile(intervals: list, duration: float) -> list:
