@@ -9,8 +9,12 @@ Two measures, computed per utterance and pooled per language and per phone class
 * **Boundary error.** For a reference phone matched to a hypothesis phone whose predecessors are
   matched to each other too (or which are both the first phone), the boundary between the two is
   compared: the onset of the phone, ``hyp - ref`` seconds. The end of the last phone counts when
-  the last phones match. Reported: mean and median absolute error and the share within 10, 20 and
-  50 ms. The per-class table files a boundary under the unit class of the phone that starts there.
+  the last phones match. Reported: mean and median absolute error and the share within 10, 20, 25
+  and 50 ms. The per-class table files a boundary under the unit class of the phone that starts there.
+* **Utterance edges.** The first speech boundary (onset of the first phone, when the first phones
+  match) and the last (end of the last phone, when the last phones match) are the utterance's
+  *edges*; every other scored boundary is *interior*. ``edges`` and ``interior`` pool them apart,
+  since aligners place speech onset and offset against silence of unknown length.
 
 Common phone set (``common``):
 
@@ -19,6 +23,9 @@ Common phone set (``common``):
   as pocketsphinx and MFA's ARPAbet model write it; the boundary *inside* such an expanded phone
   is unknown and never scored. A phone with no ARPAbet counterpart (espeak ``;``) stays in the
   sequence as a token that matches nothing.
+* ``"timit"``: ``arpabet`` after folding TIMIT's labels (:func:`phonalign.timit.fold_timit`: closures
+  merged into their stop, ``AX IX UX AXR`` -> ``AH IH UW ER``, ``AX-H`` -> ``AH``, ``HV`` -> ``HH``,
+  ``h# pau epi`` pauses) on both sides; ``auto`` chooses it when either side is a TIMIT ``.PHN``.
 * ``"label"``: the labels as written (both sides in the same phone set, e.g. Mandarin espeak vs
   espeak).
 * ``"class"``: the unit classes (``A E @ i O u consonant``), the coarsest common ground between
@@ -42,9 +49,9 @@ import numpy as np
 from .errors import LamError, PhonalignError
 from .records import Alignment
 
-#: Thresholds of the "share within" columns, seconds.
-WITHIN = (0.010, 0.020, 0.050)
-COMMON_SETS = ("auto", "arpabet", "label", "class")
+#: Thresholds of the "share within" columns, seconds (25 ms is the figure MFA publishes).
+WITHIN = (0.010, 0.020, 0.025, 0.050)
+COMMON_SETS = ("auto", "arpabet", "timit", "label", "class")
 _ARPABET_SETS = ("arpabet", "espeak_en", "mfa_english_ipa")
 _ZH_SETS = ("espeak_cmn", "mfa_mandarin_ipa", "pinyin")
 
@@ -80,6 +87,7 @@ class UttResult:
     edits: int
     errors: np.ndarray = field(repr=False)  # (n_boundaries,) float64, hyp - ref, seconds
     classes: list[str] = field(repr=False)  # (n_boundaries,) unit class of the phone starting there
+    edges: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))  # (n_boundaries,) bool
 
     @property
     def agreement(self) -> float:
@@ -158,8 +166,21 @@ def compare_alignments(
     """Compare one hypothesis alignment with its reference (see the module docstring)."""
     if common not in COMMON_SETS:
         raise AlignEvalError(f"unknown common phone set {common!r}", hint=f"use one of {', '.join(COMMON_SETS)}")
-    hset = _phone_set_of(hyp, hyp_phone_set)
-    rset = _phone_set_of(ref, ref_phone_set)
+    timit = common == "timit" or (common == "auto" and "timit" in (hyp.extra.get("format"),
+                                                                    ref.extra.get("format")))
+    hset = "arpabet" if hyp.extra.get("format") == "timit" else _phone_set_of(hyp, hyp_phone_set)
+    rset = "arpabet" if ref.extra.get("format") == "timit" else _phone_set_of(ref, ref_phone_set)
+    if timit:
+        # TIMIT's labels are ARPAbet with extras: fold every ARPAbet side (the other sets map to
+        # CMUdict's ARPAbet through the phone table already)
+        from .timit import fold_timit
+
+        hyp = fold_timit(hyp) if hset == "arpabet" else hyp
+        ref = fold_timit(ref) if rset == "arpabet" else ref
+        if not (hset in _ARPABET_SETS and rset in _ARPABET_SETS):
+            raise AlignEvalError(f"{utt_id}: TIMIT folding needs English phone sets on both sides, not "
+                                 f"{hset!r} and {rset!r}", utt_id=utt_id or None, hint="use --common class")
+        common = "arpabet"
     if common == "auto":
         if hset in _ARPABET_SETS and rset in _ARPABET_SETS:
             common = "arpabet"
@@ -178,19 +199,24 @@ def compare_alignments(
     for a, b, n in matcher.get_matching_blocks():
         for k in range(n):
             pairs[a + k] = b + k
-    errors, classes = [], []
+    errors, classes, edges = [], [], []
     for i, j in pairs.items():
         first = i == 0 and j == 0
         chained = i > 0 and pairs.get(i - 1) == j - 1
         if (first or chained) and r[i].start is not None and h[j].start is not None:
             errors.append(h[j].start - r[i].start)
             classes.append(r[i].unit_class)
+            edges.append(first)  # speech onset
     if r and h and pairs.get(len(r) - 1) == len(h) - 1 and r[-1].end is not None and h[-1].end is not None:
         errors.append(h[-1].end - r[-1].end)
         classes.append("silence")  # the boundary into the final pause
+        edges.append(True)  # speech offset
+    if timit:
+        common = "timit"
     return UttResult(utt_id=utt_id, language=language, common=common, n_ref=len(r), n_hyp=len(h),
                      n_match=len(pairs), edits=edit_distance(rt, ht),
-                     errors=np.asarray(errors, dtype=np.float64), classes=classes)
+                     errors=np.asarray(errors, dtype=np.float64), classes=classes,
+                     edges=np.asarray(edges, dtype=bool))
 
 
 def summarize(errors: np.ndarray, *, n_ref: int = 0, n_match: int = 0, edits: int = 0,
@@ -218,7 +244,7 @@ def _collect(dir_: Path, what: str) -> dict[str, Path]:
         raise AlignEvalError(f"{what} folder not found", path=dir_, hint="pass a folder of <utt_id>.TextGrid files")
     out: dict[str, Path] = {}
     for path in sorted(dir_.rglob("*")):
-        if path.suffix.lower() != ".textgrid" or not path.is_file():
+        if path.suffix.lower() not in (".textgrid", ".phn") or not path.is_file():
             continue
         if path.stem in out:
             raise AlignEvalError(f"two {what} TextGrids for utterance {path.stem!r}: {out[path.stem]} and {path}",
@@ -266,8 +292,8 @@ def evaluate_dirs(
 
     Parameters
     ----------
-    hyp_dir, ref_dir : folders of ``<utt_id>.TextGrid`` (searched recursively; MFA's speaker
-        sub-folders are fine).
+    hyp_dir, ref_dir : folders of ``<utt_id>.TextGrid`` or TIMIT ``<utt_id>.PHN`` (searched
+        recursively; MFA's speaker sub-folders are fine).
     languages : utt_id -> language; default: from the reference's phone set (Mandarin sets ->
         ``zh``, others ``en``).
     common : see the module docstring.
@@ -301,7 +327,7 @@ def evaluate_dirs(
             r = read_alignment(ref[utt])
             lang = (languages or {}).get(utt)
             if lang is None:
-                lang = _language_from_set(_phone_set_of(r, ref_phone_set))
+                lang = "en" if r.extra.get("format") == "timit" else _language_from_set(_phone_set_of(r, ref_phone_set))
             results.append(compare_alignments(h, r, utt_id=utt, language=lang, hyp_phone_set=hyp_phone_set,
                                               ref_phone_set=ref_phone_set, common=common))
         except LamError as err:
@@ -328,10 +354,15 @@ def _report(results: list[UttResult], failed: list[dict], *, hyp_only: list[str]
         errs = np.concatenate([r.errors for r in rs]) if rs else np.zeros(0)
         classes = np.array([c for r in rs for c in r.classes], dtype=object)
         by_class[lang] = {str(c): summarize(errs[classes == c]) for c in sorted(set(classes.tolist()))}
+    all_errs = np.concatenate([r.errors for r in results]) if results else np.zeros(0)
+    all_edges = np.concatenate([r.edges for r in results]) if results else np.zeros(0, bool)
     return {
         "hyp": hyp_dir,
         "ref": ref_dir,
         "common_phone_set": sorted({r.common for r in results}),
+        # first and last speech boundaries of each utterance against all the others
+        "edges": summarize(all_errs[all_edges]),
+        "interior": summarize(all_errs[~all_edges]),
         "within_thresholds_ms": [int(round(w * 1000)) for w in WITHIN],
         "overall": _pool(results),
         "by_language": {lang: _pool(rs) for lang, rs in sorted(by_lang.items())},
@@ -361,13 +392,14 @@ def print_report(report: dict, *, console=None) -> None:
 
     # the 11-column table needs ~100 characters; rich assumes 80 when output is piped
     console = console or Console(width=max(Console().width, 110))
-    cols = ["utts", "phones", "agree", "PER", "bounds", "mean", "median", "<=10", "<=20", "<=50"]
+    cols = ["utts", "phones", "agree", "PER", "bounds", "mean", "median", "<=10", "<=20", "<=25", "<=50"]
 
     def row(stats: dict, utts: bool = True) -> list[str]:
         return [str(stats["utterances"]) if utts else "", str(stats["ref_phones"]) if utts else "",
                 _fmt(stats["agreement"], True) if utts else "", _fmt(stats["per"], True) if utts else "",
                 str(stats["boundaries"]), _fmt(stats["mean_abs_ms"]), _fmt(stats["median_abs_ms"]),
-                _fmt(stats["within_10ms"], True), _fmt(stats["within_20ms"], True), _fmt(stats["within_50ms"], True)]
+                _fmt(stats["within_10ms"], True), _fmt(stats["within_20ms"], True),
+                _fmt(stats["within_25ms"], True), _fmt(stats["within_50ms"], True)]
 
     table = Table(title=f"Alignment accuracy (common phone set: {', '.join(report['common_phone_set'])}; "
                   "boundary errors in ms)")
@@ -378,6 +410,19 @@ def print_report(report: dict, *, console=None) -> None:
         table.add_row(lang, *row(stats))
     table.add_row("all", *row(report["overall"]), style="bold")
     console.print(table)
+    if report.get("edges") and report["edges"]["boundaries"]:
+        t = Table(title="utterance edges (first and last speech boundary) vs interior boundaries")
+        t.add_column("boundaries")
+        for c in cols[4:]:
+            t.add_column(c, justify="right")
+        t.add_column("signed mean", justify="right")
+        for name in ("edges", "interior"):
+            st = report[name]
+            t.add_row(name, *row(st, utts=False)[4:], _fmt(st["mean_signed_ms"]))
+        e, i = report["edges"]["mean_abs_ms"], report["interior"]["mean_abs_ms"]
+        console.print(t)
+        if e is not None and i:
+            console.print(f"edge / interior mean absolute error: {e / i:.2f}")
     for lang, classes in report["by_class"].items():
         t = Table(title=f"{lang}: boundaries by class of the phone that starts there")
         t.add_column("class")

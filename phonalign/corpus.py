@@ -29,6 +29,9 @@ are relative to the manifest's folder. Without an ``utt_id`` column the id is th
     Speakers 0001-0010 are Mandarin (``zh``), 0011-0020 English (``en``). Neutral/Happy/Angry/Sad
     (or 中立/快乐/生气/伤心) -> Neutral/Happiness/Anger/Sadness; Surprise (惊喜) dropped. The split is
     the audio's ``train``/``evaluation``/``test`` folder (-> train/dev/test) where there is one.
+``timit``
+    The raw TIMIT layout (:mod:`phonalign.timit`): ``{TRAIN,TEST}/DR*/<speaker>/<utt>.WAV`` (NIST
+    SPHERE) + ``.TXT``, any case; utterance ids ``<speaker>_<utt>``; English; split from the folder.
 ``lam-demo``
     The bundled demo corpus (:func:`demo_corpus_dir`): ``manifest.csv`` with the columns of
     :data:`~phonalign.records.UTTERANCE_SCHEMA`, audio paths relative to its folder.
@@ -68,7 +71,7 @@ __all__ = [
     "read_transcript",
 ]
 
-PRESETS: tuple[str, ...] = ("msp-podcast", "esd", "lam-demo")
+PRESETS: tuple[str, ...] = ("msp-podcast", "esd", "lam-demo", "timit")
 #: Audio the readers take: what libsndfile decodes, and (through ffmpeg, when it is installed) the rest.
 AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".sph", ".m4a",
                                      ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".wv", ".ape")
@@ -590,7 +593,7 @@ def read_corpus(
         Corpus directory, or a CSV/TSV manifest file. None only with ``preset="lam-demo"``.
     manifest : str or Path, optional
         A manifest file (relative to ``path`` if not absolute).
-    preset : {"msp-podcast", "esd", "lam-demo"}, optional
+    preset : {"msp-podcast", "esd", "lam-demo", "timit"}, optional
         A published corpus layout.
     columns : mapping, optional
         Our field -> manifest column name, for manifests.
@@ -655,6 +658,10 @@ def read_corpus(
                               hint="reinstall the toolkit, or regenerate the demo corpus")
         _read_manifest(man, col, columns=columns, language=language, corpus=corpus or "lam-demo",
                        preset="lam-demo", encoding=encoding)
+    elif preset == "timit":
+        from .timit import read_timit_dir
+
+        read_timit_dir(root, col, corpus=corpus or "timit")
     elif manifest is not None:
         _read_manifest(manifest, col, columns=columns, language=language, corpus=corpus_name,
                        preset=None, encoding=encoding)

@@ -539,7 +539,9 @@ def read_alignment(
     ----------
     path : str or Path
         A ``.TextGrid`` in the long or short text format, UTF-8 (with or without BOM) or UTF-16
-        with BOM; CRLF line ends, labels with newlines and ``-0`` times are fine.
+        with BOM; CRLF line ends, labels with newlines and ``-0`` times are fine. Praat's binary
+        and chronological TextGrids are read through praat-parselmouth; a TIMIT ``.PHN`` file (with
+        its ``.WRD``) through :mod:`phonalign.timit`.
     speaker : str, optional
         For MFA multi-speaker files (tiers ``"<speaker> - words"``, ``"<speaker> - phones"``): the
         speaker to read. Needed only when the file has several.
@@ -565,6 +567,12 @@ def read_alignment(
         duplicate tier names, no phone tier, ambiguous speaker, unsorted or overlapping intervals.
     """
     path = Path(path)
+    if path.suffix.lower() == ".phn":  # TIMIT's hand labels, read as an alignment
+        from .timit import read_timit_alignment
+
+        alignment = read_timit_alignment(path)
+        validate_alignment(alignment)
+        return alignment
     text, xmin, xmax, tiers, info = _read_raw(path, duplicate_tiers)
     _check_no_negative_time(path, text)
     phones, words, spk = _pick_tiers(path, tiers, speaker=speaker, words_tier=words_tier,

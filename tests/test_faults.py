@@ -556,7 +556,7 @@ BAD_OPTIONS = [
     (("align", "C", "O", "--trap", "O"), "--trap"),
     (("align", "C", "O", "--language", "fr"), "--language"),
     (("align", "C", "O", "--speaker-pattern", "(unclosed"), "--speaker-pattern"),
-    (("align", "C", "O", "--preset", "timit"), "--preset"),
+    (("align", "C", "O", "--preset", "buckeye"), "--preset"),
     (("align", "C", "O", "--aligner", "htk"), "--aligner"),
     (("align", "C", "O", "--jobs", "0"), "--jobs"),
     (("align", "C", "O", "--chunk-size", "0"), "--chunk-size"),

@@ -148,7 +148,8 @@ def register(app: typer.Typer) -> None:
                                     help="Backend: textgrid (import existing TextGrids), mfa, pocketsphinx."),
         manifest: Path | None = typer.Option(None, "--manifest", help="CSV/TSV manifest (relative to CORPUS)."),
         preset: str | None = typer.Option(None, "--preset", callback=_PRESET,
-                                             help="Corpus layout: msp-podcast, esd or lam-demo."),
+                                             help="Corpus layout: msp-podcast, esd, timit (raw TIMIT tree) "
+                                             "or lam-demo."),
         columns: str | None = typer.Option(None, "--columns",
                                               help="Manifest column mapping FIELD=COLUMN,... "
                                               "(fields: utt_id, audio_path, text, language, speaker, emotion, split)."),

@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
     def align_eval(
         hyp: Path = typer.Argument(..., help="Folder of hypothesis TextGrids (<utt_id>.TextGrid, searched "
                                    "recursively), e.g. OUT/textgrids of `lam align`."),
-        ref: Path = typer.Argument(..., help="Folder of reference TextGrids, e.g. the demo corpus's "
-                                   "ground truth (phonalign/demo_data/textgrids)."),
+        ref: Path = typer.Argument(..., help="Folder of reference TextGrids or TIMIT .PHN files (read with "
+                                   "the .WRD beside them), e.g. the demo corpus's ground truth "
+                                   "(phonalign/demo_data/textgrids)."),
         manifest: Path | None = typer.Option(None, "--manifest",
                                                 help="CSV/TSV with utt_id and language columns, or an "
                                                 "utterances.parquet: languages for the per-language table "
@@ -31,7 +32,9 @@ def register(app: typer.Typer) -> None:
                                                help="Only utterances of this language."),
         common: str = typer.Option("auto", "--common", callback=opt.choice(_common_sets),
                                    help="Common phone set: auto, arpabet (English sets via to_arpabet), "
-                                   "label (same phone set both sides), class (unit classes)."),
+                                   "timit (TIMIT labels folded onto CMUdict's: closures into their stop, "
+                                   "AX IX UX AXR -> AH IH UW ER, HV -> HH, AX-H -> AH), label (same phone set "
+                                   "both sides), class (unit classes)."),
         hyp_phone_set: str | None = typer.Option(None, "--hyp-phone-set", callback=opt.choice(opt.phone_sets),
                                                     help="Phone set of HYP (default: detected)."),
         ref_phone_set: str | None = typer.Option(None, "--ref-phone-set", callback=opt.choice(opt.phone_sets),
@@ -39,8 +42,9 @@ def register(app: typer.Typer) -> None:
         json_out: Path | None = typer.Option(None, "--json", help="Also write the full report as JSON here."),
     ) -> None:
         """Compare HYP with REF: phone-sequence agreement, and for boundaries between matching phones
-        the mean and median absolute error and the share within 10, 20 and 50 ms, per language and
-        per phone class.
+        the mean and median absolute error and the share within 10, 20, 25 and 50 ms, per language,
+        per phone class, and for utterance edges (first and last speech boundary) against interior
+        boundaries.
 
         Example (pocketsphinx on the English half of the demo corpus):
 

@@ -1,6 +1,6 @@
 """The ``textgrid`` backend: import alignments that already exist as TextGrids.
 
-For each utterance it reads ``<utt_id>.TextGrid`` from the folder given as ``textgrids`` (also
+For each utterance it reads ``<utt_id>.TextGrid`` (or a TIMIT ``.PHN``) from the folder given as ``textgrids`` (also
 ``<speaker>/<utt_id>.TextGrid`` there, the layout ``mfa align`` writes), or, without that folder,
 the TextGrid beside the audio file (``speaker/utt.wav`` + ``speaker/utt.TextGrid``). Reading is
 :func:`phonalign.textgrid_io.read_alignment`; a missing or broken TextGrid is a per-utterance
@@ -25,7 +25,7 @@ from .base import Aligner, AlignResult
 
 __all__ = ["TextGridAligner"]
 
-_SUFFIXES = (".TextGrid", ".textgrid", ".Textgrid")
+_SUFFIXES = (".TextGrid", ".textgrid", ".Textgrid", ".PHN", ".phn")  # .PHN: TIMIT's hand labels
 
 
 class TextGridAligner(Aligner):
