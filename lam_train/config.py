@@ -62,7 +62,8 @@ class CorpusConfig:
     their own (:class:`AlignSideConfig`): one config can hold an English MFA model for the source
     and a Mandarin one for the target, or pocketsphinx for English and imported TextGrids for
     Mandarin. ``drop_suspect`` leaves utterances flagged as suspect alignments out of the
-    segments (``lam align --drop-suspect``).
+    segments (``lam align --drop-suspect``); ``intervals`` names the TextGrid tier of transcribed
+    intervals of plain folders of long recordings (``lam align --intervals``).
     """
 
     path: str | None = None
@@ -78,6 +79,7 @@ class CorpusConfig:
     textgrids: str | None = None  # folder of ground-truth TextGrids for the textgrid backend
     target_textgrids: str | None = None
     drop_suspect: bool = False
+    intervals: str | None = None  # plain folders of long recordings: tier of transcribed intervals
     limit_per_split: int | None = None  # keep at most this many utterances per (side, split); tests
 
     def aligner_for(self, side: str) -> tuple[str, dict[str, Any]]:

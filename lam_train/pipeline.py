@@ -104,11 +104,16 @@ def _read_sides(cfg: RunConfig):
         # a plain corpus folder does not say its language: the side's language is it
         return lang if preset is None and p.is_dir() and c.target_path else None
 
-    src_all = read_corpus(path, preset=preset, language=language_of(path, preset, c.source_language))
+    def intervals_of(p: Path, preset: str | None) -> str | None:
+        return c.intervals if preset is None and p.is_dir() else None
+
+    src_all = read_corpus(path, preset=preset, language=language_of(path, preset, c.source_language),
+                          intervals=intervals_of(path, preset))
     if c.target_path:
         tpath = demo_corpus_dir() if c.target_path == DEMO_CORPUS else Path(c.target_path)
         tgt_all = read_corpus(tpath, preset=c.target_preset,
-                              language=language_of(tpath, c.target_preset, c.target_language))
+                              language=language_of(tpath, c.target_preset, c.target_language),
+                              intervals=intervals_of(tpath, c.target_preset))
     else:
         tgt_all = src_all
     src = [u for u in src_all if c.source_language is None or u.language == c.source_language]

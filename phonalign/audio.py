@@ -69,15 +69,19 @@ def _unreadable(path: Path, err: Exception) -> AudioError:
     return AudioError(f"cannot read audio ({err})", path=path, hint=_CONVERT_HINT)
 
 
-def load_audio(path: str | Path, *, sr: int = 16000) -> np.ndarray:
+def load_audio(path: str | Path, *, sr: int = 16000, start: float | None = None,
+               end: float | None = None) -> np.ndarray:
     """Read an audio file as mono float32 samples at ``sr`` Hz.
 
     Parameters
     ----------
     path : str or Path
-        Any format soundfile (libsndfile) reads.
+        Any format soundfile (libsndfile) reads, or ffmpeg where it is installed.
     sr : int
         Target sampling rate, Hz. Files at another rate are resampled with soxr (HQ).
+    start, end : float, optional
+        Read only this stretch, seconds from the start of the file (an utterance inside a long
+        recording): only its frames are decoded, so memory holds the stretch, not the recording.
 
     Returns
     -------
@@ -100,12 +104,22 @@ def load_audio(path: str | Path, *, sr: int = 16000) -> np.ndarray:
     path = Path(path)
     _check_exists(path)
     try:
-        data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        if start is None and end is None:
+            data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
+        else:
+            with sf.SoundFile(str(path)) as fh:
+                file_sr = fh.samplerate
+                first = int(round((start or 0.0) * file_sr))
+                stop = fh.frames if end is None else min(int(round(end * file_sr)), fh.frames)
+                fh.seek(min(first, fh.frames))
+                data = fh.read(max(stop - first, 0), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         # formats libsndfile does not decode (AAC, WMA, ...) go through ffmpeg where it is installed
         from .audio_ffmpeg import ffmpeg_decode
 
         wave = ffmpeg_decode(path, sr=sr, why=str(err))
+        if start is not None or end is not None:
+            wave = wave[int(round((start or 0.0) * sr)):None if end is None else int(round(end * sr))]
         if wave.size == 0:
             raise AudioError("audio file has no samples", path=path,
                              hint="the recording is empty; remove it from the corpus or re-export it") from None

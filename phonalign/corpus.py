@@ -77,7 +77,7 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".opus", ".mp3", "
                                      ".mp4", ".aac", ".wma", ".webm", ".amr", ".3gp", ".wv", ".ape")
 #: Files that belong to an audio file of the same stem (its transcript or alignment), any case.
 COMPANION_EXTENSIONS: tuple[str, ...] = (".lab", ".txt", ".textgrid", ".wrd", ".phn")
-_FIELDS = ("utt_id", "audio_path", "text", "language", "speaker", "emotion", "split", "corpus")
+_FIELDS = ("utt_id", "audio_path", "text", "language", "speaker", "emotion", "split", "corpus", "start", "end")
 
 #: Emotion labels of each preset (and of plain manifests, ``None``) -> the four classes.
 #: Labels not listed are dropped (emotion None) and counted.
@@ -297,8 +297,49 @@ def _walk(root: Path) -> list[Path]:
     return sorted(out)
 
 
+def _intervals_of(wav: Path, tier: str, col: _Collector, *, language: str, speaker: str,
+                  corpus: str) -> None:
+    """The transcribed intervals of a long recording: one utterance per non-empty interval of ``tier``
+    in the TextGrid beside ``wav`` (``"auto"``: its only interval tier), on the recording's timeline."""
+    from .textgrid_io import read_tiers
+
+    grid = next((wav.with_suffix(s) for s in (".TextGrid", ".textgrid", ".TEXTGRID", ".Textgrid")
+                 if wav.with_suffix(s).is_file()), None)
+    if grid is None:
+        col.reject(CorpusError("no TextGrid of transcribed intervals beside this recording", path=wav,
+                               utt_id=wav.stem, hint=f"put {wav.stem}.TextGrid (a tier of transcribed intervals) "
+                               "beside it, or read the corpus without --intervals"))
+        return
+    try:
+        _, _, tiers, _ = read_tiers(grid)
+    except LamError as err:
+        err.utt_id = wav.stem
+        col.reject(err)
+        return
+    interval_tiers = [t for t in tiers if t["class"] == "IntervalTier"]
+    names = [t["name"] for t in interval_tiers]
+    if tier == "auto":
+        chosen = interval_tiers[0] if len(interval_tiers) == 1 else None
+    else:
+        chosen = next((t for t in interval_tiers if t["name"] == tier), None)
+    if chosen is None:
+        col.reject(CorpusError(
+            f"no interval tier {tier!r} of transcribed intervals" if tier != "auto"
+            else f"{len(names)} interval tiers, which one holds the transcribed intervals?",
+            path=grid, utt_id=wav.stem, hint=f"name the tier with --intervals (the tiers are {names})"))
+        return
+    k = 0
+    for start, end, label in chosen["entries"]:
+        text = " ".join(str(label).split())
+        if not text:
+            continue
+        k += 1
+        col.add(Utterance(utt_id=f"{wav.stem}_{k:04d}", audio_path=str(wav.resolve()), text=text, language=language,
+                          speaker=speaker, corpus=corpus, start=float(start), end=float(end)), source=grid)
+
+
 def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus: str,
-                    speaker_pattern: str | None, encoding: str) -> None:
+                    speaker_pattern: str | None, encoding: str, intervals: str | None = None) -> None:
     pattern = re.compile(speaker_pattern) if speaker_pattern else None
     entries = _walk(root)
     audio = []
@@ -332,6 +373,9 @@ def _read_directory(root: Path, col: _Collector, *, language: str | None, corpus
     for wav in audio:
         rel = wav.relative_to(root)
         speaker = rel.parts[-2] if len(rel.parts) > 1 else _stem_speaker(wav.stem, pattern, wav)
+        if intervals is not None:
+            _intervals_of(wav, intervals, col, language=lang, speaker=speaker, corpus=corpus)
+            continue
         text: str | None = ""
         for ext in (".lab", ".LAB", ".Lab", ".txt", ".TXT", ".Txt"):
             tpath = wav.with_suffix(ext)
@@ -455,6 +499,12 @@ def _read_manifest(path: Path, col: _Collector, *, columns: Mapping[str, str] | 
             audio_path = base / audio_path
         utt_id = get("utt_id") or audio_path.stem
         lang = language or get("language")
+        try:
+            start, end = (None if get(k) is None else float(get(k)) for k in ("start", "end"))
+        except ValueError:
+            col.reject(CorpusError(f"start/end must be seconds, not {get('start')!r}/{get('end')!r}", path=path,
+                                   line=line, utt_id=utt_id, hint="write the interval's times in seconds"))
+            continue
         col.add(Utterance(
             utt_id=utt_id,
             audio_path=str(audio_path.resolve()),
@@ -464,6 +514,8 @@ def _read_manifest(path: Path, col: _Collector, *, columns: Mapping[str, str] | 
             corpus=get("corpus") or corpus,
             emotion=col.emotion(get("emotion"), preset),
             split=_map_split(get("split")),
+            start=start,
+            end=end,
         ), source=path, line=line)
 
 
@@ -584,6 +636,7 @@ def read_corpus(
     speaker_pattern: str | None = None,
     encoding: str = "utf-8",
     strict: bool = False,
+    intervals: str | None = None,
 ) -> UtteranceList:
     """Read a corpus into utterances (see the module docstring for the layouts).
 
@@ -608,6 +661,12 @@ def read_corpus(
         Encoding of transcripts and manifests without a byte-order mark.
     strict : bool
         Raise on the first unusable row instead of skipping it and listing it in the report.
+    intervals : str, optional
+        For folders of long recordings (fieldwork, podcasts): the name of the TextGrid tier, in
+        ``<recording>.TextGrid`` beside each recording, whose non-empty intervals are the transcribed
+        utterances (as MFA reads long files); ``"auto"`` takes the file's only interval tier. Each
+        interval becomes an utterance ``<recording>_<k>`` with ``start``/``end`` on the recording's
+        timeline.
 
     Returns
     -------
@@ -645,6 +704,9 @@ def read_corpus(
             manifest = root / manifest
     elif root.is_file():
         manifest, root = root, root.parent
+    if intervals is not None and (preset is not None or manifest is not None):
+        raise CorpusError("intervals= reads corpus folders of long recordings, not manifests or presets",
+                          hint="give the intervals as start and end columns of the manifest instead")
     corpus_name = corpus or preset or root.resolve().name
     col = _Collector(source=manifest or root, preset=preset, strict=strict)
     if preset == "msp-podcast":
@@ -669,7 +731,7 @@ def read_corpus(
         if not root.is_dir():
             raise CorpusError("expected a corpus directory or a .csv/.tsv manifest", path=root)
         _read_directory(root, col, language=language, corpus=corpus_name,
-                        speaker_pattern=speaker_pattern, encoding=encoding)
+                        speaker_pattern=speaker_pattern, encoding=encoding, intervals=intervals)
     return col.result()
 
 
@@ -681,7 +743,11 @@ def utterances_to_table(utterances: Sequence[Utterance]) -> pa.Table:
 
 
 def table_to_utterances(table: pa.Table) -> list[Utterance]:
-    """A table with the columns of :data:`~phonalign.records.UTTERANCE_SCHEMA` -> utterances."""
+    """A table with the columns of :data:`~phonalign.records.UTTERANCE_SCHEMA` -> utterances
+    (``start``/``end`` may be absent: tables written before intervals existed)."""
+    for name in ("start", "end"):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.float64()))
     missing = [n for n in UTTERANCE_SCHEMA.names if n not in table.column_names]
     if missing:
         raise CorpusError(f"utterance table lacks columns {missing}",

@@ -34,6 +34,9 @@ class Utterance:
 
     ``audio_path`` is absolute once a corpus has been read. ``emotion`` is one of :data:`EMOTIONS`
     or None (unlabelled, or a class the study drops); ``split`` is ``train``/``dev``/``test``/None.
+    ``start``/``end`` (seconds) make the utterance one transcribed interval of a longer recording
+    (``audio_path``); None for a recording that is the utterance. Times of its alignment stay on the
+    recording's timeline.
     """
 
     utt_id: str
@@ -44,6 +47,13 @@ class Utterance:
     corpus: str
     emotion: str | None = None
     split: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def is_interval(self) -> bool:
+        """True when the utterance is an interval of a longer recording."""
+        return self.start is not None or self.end is not None
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ UTTERANCE_SCHEMA = pa.schema(
         ("corpus", pa.string()),
         ("emotion", pa.string()),
         ("split", pa.string()),
+        ("start", pa.float64()),   # seconds into audio_path; null: the whole recording
+        ("end", pa.float64()),
     ]
 )
 

@@ -126,8 +126,15 @@ _TXT_LINE = re.compile(r"^\s*\d+\s+\d+\s+(?P<text>.*)$", re.S)
 
 def read_timit_dir(root: Path, col, *, corpus: str) -> None:
     """Add the utterances of a raw TIMIT tree under ``root`` to the corpus collector ``col``
-    (:mod:`phonalign.corpus`); every file passed over goes to its ``skipped_files``."""
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    (:mod:`phonalign.corpus`); every file passed over goes to its ``skipped`` list."""
+    from .corpus import _walk  # the folder walk of every reader (linked folders, no loops)
+
+    files = []
+    for p in _walk(root):
+        if p.is_file():
+            files.append(p)
+        else:
+            col.skip(p, "not a regular file (a FIFO, device or broken link): not read")
     audio = [p for p in files if p.suffix.lower() == ".wav"]
     if not audio:
         raise CorpusError("no TIMIT audio found (expected {TRAIN,TEST}/DR*/<speaker>/<utt>.WAV)", path=root,
@@ -156,5 +163,4 @@ def read_timit_dir(root: Path, col, *, corpus: str) -> None:
                           corpus=corpus, split=split), source=wav)
     for p in files:
         if p.suffix.lower() != ".wav" and p not in used:
-            col.skipped_files.append({"path": str(p), "reason": "not part of a TIMIT utterance "
-                                      "(<utt>.WAV with .TXT/.PHN/.WRD)"})
+            col.skip(p, "not part of a TIMIT utterance (<utt>.WAV with .TXT/.PHN/.WRD)")

@@ -171,7 +171,7 @@ def test_lam_demo_preset_reads_the_bundled_manifest(tmp_path, monkeypatch):
     write_tone(demo / "audio" / "en_001.wav", seconds=0.1)
     (demo / "manifest.csv").write_text(
         ",".join(UTTERANCE_SCHEMA.names) + "\n"
-        "en_001,audio/en_001.wav,hello,en,espeak_en,lam-demo,Happiness,train\n", encoding="utf-8")
+        "en_001,audio/en_001.wav,hello,en,espeak_en,lam-demo,Happiness,train,,\n", encoding="utf-8")  # no start, end
     utts = read_corpus(demo, preset="lam-demo")
     assert utts[0].audio_path == str((demo / "audio" / "en_001.wav").resolve())
     assert (utts[0].emotion, utts[0].split, utts[0].corpus) == ("Happiness", "train", "lam-demo")

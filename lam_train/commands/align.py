@@ -161,6 +161,11 @@ def register(app: typer.Typer) -> None:
             "(group 'speaker' or group 1; default: stem up to the first _ or -)."),
         encoding: str = typer.Option("utf-8", "--encoding", callback=opt.text_encoding,
                                      help="Encoding of transcripts and manifests without a BOM."),
+        intervals: str | None = typer.Option(None, "--intervals",
+                                             help="Long recordings: the tier of <recording>.TextGrid (beside each "
+                                             "recording) whose non-empty intervals are the transcribed utterances, "
+                                             "or 'auto' for its only interval tier; each interval is aligned as an "
+                                             "utterance on the recording's timeline (as MFA reads long files)."),
         phone_set: str | None = typer.Option(
             None, "--phone-set", callback=_PHONE_SET,
             help="Phone set of the labels (arpabet, mfa_english_ipa, mfa_mandarin_ipa, "
@@ -248,7 +253,7 @@ def register(app: typer.Typer) -> None:
 
         utts = read_corpus(corpus_path, manifest=manifest, preset=preset, columns=_parse_columns(columns),
                            language=language, speaker_pattern=speaker_pattern, encoding=encoding,
-                           strict=strict)
+                           strict=strict, intervals=intervals)
         backend_ = get_aligner(aligner, **given)
         report = align_corpus(utts, out, backend_, strict=strict, phone_set=phone_set, options=options,
                               jobs=jobs, progress=progress, chunk_size=chunk_size, force=force,

@@ -84,7 +84,7 @@ from ..outdir import FolderRules, output_folder
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
-from .base import Aligner
+from .base import Aligner, AlignResult
 
 __all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES", "ALIGN_FOLDER", "utterance_fingerprint"]
 
@@ -125,8 +125,12 @@ ALIGN_FOLDER = FolderRules(
 
 def utterance_fingerprint(utt: Utterance, aligner: Aligner) -> str:
     """What an utterance's alignment is made from: its audio file (size, mtime), transcript,
-    language, and what the backend reads for it (e.g. the TextGrid's content)."""
-    return digest([file_signature(utt.audio_path), utt.text, utt.language, aligner.input_fingerprint(utt)])
+    language, the stretch of the recording for an interval, and what the backend reads for it (e.g.
+    the TextGrid's content)."""
+    parts = [file_signature(utt.audio_path), utt.text, utt.language, aligner.input_fingerprint(utt)]
+    if utt.is_interval:  # an interval of a recording: which stretch of it
+        parts.append(f"{utt.start!r}-{utt.end!r}")
+    return digest(parts)
 
 
 def _corpus_identity(utts: Sequence[Utterance], corpus_report: dict) -> dict:
@@ -583,7 +587,8 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             if utt.utt_id in kept:
                 continue
             try:
-                durations[utt.utt_id] = audio_duration(utt.audio_path, check_samples=True)
+                durations[utt.utt_id] = _usable_duration(utt, audio_duration(utt.audio_path, check_samples=True),
+                                                         aligner)
             except LamError as err:
                 err.utt_id = utt.utt_id
                 fail(utt.utt_id, err)
@@ -602,10 +607,10 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             transcript for imports."""
             speech = None
             if aligner.aligns_audio:
-                speech = speech_intervals(load_audio(utt.audio_path, sr=16000))
+                speech = speech_intervals(load_audio(utt.audio_path, sr=16000, start=utt.start, end=utt.end))
             mismatch = None if aligner.aligns_audio else transcript_mismatch(utt.text, alignment)
             return measure(alignment, unit_classes, min_duration=aligner.min_phone_duration, speech=speech,
-                           acoustic_score=info.get("acoustic_score"), transcript=mismatch)
+                           offset=utt.start or 0.0, acoustic_score=info.get("acoustic_score"), transcript=mismatch)
 
         def finish(utt: Utterance, alignment: Alignment, info: dict, ps: str) -> None:
             duration = durations[utt.utt_id]
@@ -615,7 +620,8 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
                                         path=alignment.source, utt_id=utt.utt_id,
                                         hint="check the phone tier of the TextGrid (or the transcript), or "
                                         "name the phone tier with --phones-tier")
-                check_against_audio(alignment, duration, utt_id=utt.utt_id)
+                # an interval's alignment lies on the recording's timeline and must end with the interval
+                check_against_audio(alignment, utt.end if utt.end is not None else duration, utt_id=utt.utt_id)
                 cols = segment_columns(utt.utt_id, alignment, phone_set=ps, options=options,
                                        context=info.get("pinyin"))
                 grid_limits(alignment)  # what would stop the TextGrid writer: check it here
@@ -653,7 +659,8 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
                 finish(utt, alignment, info, ps)
 
         bar = _progress(len(todo), "aligning", progress)
-        for result in aligner.align(todo, workdir, jobs=jobs) if todo else ():
+        staged, shifts = _stage_intervals(todo, workdir, aligner)
+        for result in aligner.align(staged, workdir, jobs=jobs) if staged else ():
             bar.update(1)
             utt = by_id.get(result.utt_id)
             if utt is None or result.utt_id in finished:
@@ -665,6 +672,11 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
                 error.utt_id = error.utt_id or result.utt_id
                 fail(result.utt_id, error, durations.get(result.utt_id), result.info)
                 continue
+            alignment = result.alignment
+            if utt.utt_id in shifts:  # an interval aligned from its cut: back onto the recording's timeline
+                alignment = _shifted(alignment, shifts[utt.utt_id])
+                (workdir / "intervals" / f"{utt.utt_id}.wav").unlink(missing_ok=True)
+            result = AlignResult(result.utt_id, alignment, result.error, result.info)
             ps = fixed_phone_set or journal.phone_sets.get(utt.language)
             if ps is None:
                 waiting.setdefault(utt.language, []).append((utt, result.alignment, result.info))
@@ -738,6 +750,70 @@ def _stale_phone_sets(journal: _Journal, utts: Sequence[Utterance], latest: dict
         if fresh and (len(basis) < DETECT_UTTERANCES or min(fresh) < max(basis_pos)):
             stale.add(language)
     return stale
+
+
+#: Longest stretch of audio aligned as one utterance by backends that align audio, seconds: beyond
+#: it, decoder memory grows faster than the audio (pocketsphinx: about 3.5x per doubling); long
+#: recordings are aligned interval by interval (``read_corpus(..., intervals=TIER)``).
+MAX_UTTERANCE_SECONDS = 60.0
+
+
+def _usable_duration(utt: Utterance, duration: float, aligner: Aligner) -> float:
+    """The duration to align for ``utt`` (its interval's for an interval of a recording), checked:
+    intervals inside the recording, at most :data:`MAX_UTTERANCE_SECONDS` for aligners of audio."""
+    if utt.is_interval:
+        start = 0.0 if utt.start is None else float(utt.start)
+        end = duration if utt.end is None else float(utt.end)
+        if not (0.0 <= start < end <= duration + 0.010):
+            raise AlignerError(f"the interval {start:.3f}-{end:.3f} s is not inside the recording (0-{duration:.3f} s)",
+                               path=utt.audio_path, utt_id=utt.utt_id,
+                               hint="check the interval tier's times against the recording")
+        duration = end - start
+    if aligner.aligns_audio and duration > MAX_UTTERANCE_SECONDS:
+        raise AlignerError(
+            f"{duration:.1f} s of audio is too long to align as one utterance (at most "
+            f"{MAX_UTTERANCE_SECONDS:.0f} s: decoder memory grows faster than the audio)", path=utt.audio_path,
+            utt_id=utt.utt_id,
+            hint="give the recording's transcribed intervals: a TextGrid tier beside it, read with "
+                 "`lam align --intervals TIER` (read_corpus(..., intervals=TIER)), or start/end columns in a "
+                 "manifest; each interval is aligned as an utterance on the recording's timeline")
+    return duration
+
+
+def _stage_intervals(todo: list[Utterance], workdir: Path, aligner: Aligner) -> tuple[list[Utterance], dict]:
+    """For backends that align audio: each interval of a longer recording cut into its own WAV (read
+    frame-exactly, never the whole recording) and handed over as an utterance of its own; returns the
+    utterances for the backend and ``utt_id -> start`` of the cut ones."""
+    import dataclasses
+
+    import soundfile as sf
+
+    if not aligner.aligns_audio or not any(u.is_interval for u in todo):
+        return todo, {}
+    folder = workdir / "intervals"
+    folder.mkdir(parents=True, exist_ok=True)
+    out, shifts = [], {}
+    for u in todo:
+        if not u.is_interval:
+            out.append(u)
+            continue
+        from ..audio import load_audio
+
+        wave = load_audio(u.audio_path, sr=16000, start=u.start, end=u.end)
+        path = folder / f"{u.utt_id}.wav"
+        sf.write(str(path), wave, 16000, subtype="FLOAT")
+        shifts[u.utt_id] = float(u.start or 0.0)
+        out.append(dataclasses.replace(u, audio_path=str(path), start=None, end=None))
+    return out, shifts
+
+
+def _shifted(alignment: Alignment, offset: float) -> Alignment:
+    """``alignment`` of a cut moved by ``offset`` seconds onto its recording's timeline."""
+    from ..records import Interval
+
+    move = lambda ivs: tuple(Interval(i.start + offset, i.end + offset, i.label) for i in ivs)  # noqa: E731
+    return Alignment(words=move(alignment.words), phones=move(alignment.phones), xmin=alignment.xmin + offset,
+                     xmax=alignment.xmax + offset, source=alignment.source, extra=alignment.extra)
 
 
 def _verdicts(utts: list[Utterance], ok_ids: set[str], latest: dict[str, int], cols: dict) -> dict:
