@@ -193,7 +193,7 @@ def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None,
     store = _open_store(out, meta, corpus_id, force=force, sharded=n_shards > 1)
     utt_ids = utts.column("utt_id").to_pylist()
     cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
-            for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split")}
+            for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split", "start", "end")}
     fps = _input_fingerprints(utt_ids, cols, segs, _segments_by_utt(segs),
                               lambda i: _audio_path(src, cols["audio_path"][i]))
     mine = np.array([i for i, u in enumerate(utt_ids) if shard_of(u, n_shards) == i_shard], np.int64)
@@ -208,7 +208,8 @@ def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None,
 def _input_fingerprints(utt_ids: list[str], cols: dict[str, list], segs: pa.Table | None,
                         seg_rows: dict[str, tuple[int, int]], audio_path: Callable[[int], Path]) -> dict[str, str]:
     """utt_id -> fingerprint of what its rows are made from: the audio file (size, mtime), the
-    utterance fields copied into the index, and its segments (index, times, class, phone)."""
+    utterance fields copied into the index, the stretch of the recording for an interval of a long
+    recording, and its segments (index, times, class, phone)."""
     seg_digest: dict[str, str] = {}
     if segs is not None and segs.num_rows:
         idx = segs.column("index").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -223,9 +224,14 @@ def _input_fingerprints(utt_ids: list[str], cols: dict[str, list], segs: pa.Tabl
             h.update(end[a:z].tobytes())
             h.update(json.dumps([cls[a:z], phone[a:z]], ensure_ascii=False).encode("utf-8"))
             seg_digest[u] = h.hexdigest()
+    def stretch(i: int) -> list:
+        # only intervals add their times, so that stores of whole recordings resume as before
+        start, end = cols.get("start", [None] * len(utt_ids))[i], cols.get("end", [None] * len(utt_ids))[i]
+        return [] if start is None and end is None else [start, end]
+
     return {u: digest([file_signature(audio_path(i)), str(audio_path(i)),
                        [cols[c][i] for c in ("language", "speaker", "corpus", "emotion", "split")],
-                       seg_digest.get(u)])
+                       seg_digest.get(u), *stretch(i)])
             for i, u in enumerate(utt_ids)}
 
 
@@ -317,17 +323,21 @@ def _resume(store: FeatureStore, utt_ids: list[str], fps: dict[str, str], settin
     return done, dropped, len(drop) - dropped
 
 
-def _check_segments_in_audio(segments: pa.Table, duration: float, utt_id: str, path: Path) -> None:
+def _check_segments_in_audio(segments: pa.Table, duration: float, utt_id: str, path: Path, *,
+                             offset: float = 0.0) -> None:
     """Raise :class:`ExtractionError` when a segment lies past the end of the audio (the aligned
-    corpus and the audio disagree: its vector would be some other frames')."""
+    corpus and the audio disagree: its vector would be some other frames'). ``duration`` is that of
+    the audio read for the utterance, which starts ``offset`` seconds into its recording (an interval
+    of a long recording; segment times are on the recording's timeline)."""
     end = segments.column("end").to_numpy(zero_copy_only=False)
     start = segments.column("start").to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero((end > duration + MAX_SEGMENT_OVERRUN) | (start >= duration))
+    bad = np.flatnonzero((end - offset > duration + MAX_SEGMENT_OVERRUN) | (start - offset >= duration))
     if bad.size:
         j = int(bad[0])
         idx = segments.column("index")[j].as_py()
         raise ExtractionError(
-            f"segment {idx} ({start[j]:.3f}-{end[j]:.3f} s) lies past the end of the audio ({duration:.3f} s)",
+            f"segment {idx} ({start[j]:.3f}-{end[j]:.3f} s) lies past the end of the audio "
+            f"({offset + duration:.3f} s)",
             path=path, utt_id=utt_id,
             hint="the audio is shorter than its alignment says (cut or replaced since `lam align`): align it again")
 
@@ -649,7 +659,7 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
 
     utt_ids = utts.column("utt_id").to_pylist()
     cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
-            for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split")}
+            for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split", "start", "end")}
 
     def audio_path(i: int) -> Path:
         return _audio_path(src, cols["audio_path"][i])
@@ -669,6 +679,16 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
 
     from phonalign.audio import audio_duration, load_audio
 
+    def offset(i: int) -> float:
+        """Where utterance ``i`` starts in its recording (an interval of a long recording), seconds."""
+        return float(cols["start"][i] or 0.0)
+
+    def duration(i: int) -> float:
+        if cols["start"][i] is None and cols["end"][i] is None:
+            return audio_duration(audio_path(i))
+        end = cols["end"][i] if cols["end"][i] is not None else audio_duration(audio_path(i))
+        return float(end) - offset(i)
+
     def check_length(i: int, n: int) -> None:
         if enc.max_samples is not None and n > enc.max_samples:
             raise ExtractionError(f"{n / SAMPLE_RATE:.2f} s is longer than the model's "
@@ -684,7 +704,7 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
     lengths: dict[int, int] = {}
     for i in todo:
         try:
-            n = int(round(audio_duration(audio_path(i)) * SAMPLE_RATE))
+            n = int(round(duration(i) * SAMPLE_RATE))
             check_length(i, n)
         except LamError as err:
             err.utt_id = err.utt_id or utt_ids[i]
@@ -704,7 +724,7 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
             for i in batch:
                 i = int(i)
                 try:
-                    wav = load_audio(audio_path(i), sr=SAMPLE_RATE)
+                    wav = load_audio(audio_path(i), sr=SAMPLE_RATE, start=cols["start"][i], end=cols["end"][i])
                     check_length(i, len(wav))
                 except LamError as err:
                     err.utt_id = err.utt_id or utt_ids[i]
@@ -748,10 +768,12 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
                     seg_part = part.filter(pa.array(keep))
                     if seg_part.num_rows:
                         try:
-                            _check_segments_in_audio(seg_part, lengths[i] / SAMPLE_RATE, u, audio_path(i))
+                            # segment times are on the recording's timeline; frames on the utterance's
+                            _check_segments_in_audio(seg_part, lengths[i] / SAMPLE_RATE, u, audio_path(i),
+                                                     offset=offset(i))
                             seg_first, seg_stop = frames_for_segments(
-                                seg_part.column("start").to_numpy(), seg_part.column("end").to_numpy(),
-                                spec=enc.frame_spec, n_frames=n)
+                                seg_part.column("start").to_numpy() - offset(i),
+                                seg_part.column("end").to_numpy() - offset(i), spec=enc.frame_spec, n_frames=n)
                         except LamError as err:
                             err.utt_id = u
                             fail(i, err)
@@ -766,8 +788,8 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
                 rows["seg_index"].append(-1)
                 rows["unit_class"].append("utterance")
                 rows["phone"].append(None)
-                rows["start"].append(0.0)
-                rows["end"].append(lengths[i] / SAMPLE_RATE)
+                rows["start"].append(offset(i))
+                rows["end"].append(offset(i) + lengths[i] / SAMPLE_RATE)
                 if seg_part is not None and seg_part.num_rows:
                     idx = seg_part.column("index").to_pylist()
                     rows["unit_id"].extend(f"{u}#{j}" for j in idx)

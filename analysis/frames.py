@@ -26,8 +26,18 @@ Architectures
   (400 samples) centred on each hop (``n_samples // hop`` mel frames are kept), then two padded
   convolutions of kernel 3 (strides 1 and 2). Encoder frame ``i`` therefore sees mel frames
   ``2i-2 .. 2i+2``: a receptive field of ``4 hop + n_fft`` = 1040 samples (65 ms), centred at
-  ``2 i hop`` samples = ``20 i`` ms. ``ceil(n_mel / 2)`` encoder frames are real; at most
-  ``max_source_positions`` (1500 = 30 s).
+  ``2 i hop`` samples = ``20 i`` ms. ``ceil(n_mel / 2)`` encoder frames are real. One pass holds at
+  most ``max_source_positions`` (1500 = 30 s); longer inputs run as overlapping windows stitched on
+  this frame grid (:func:`plan_windows`), so their frames continue the same grid.
+
+Long inputs (Whisper)
+---------------------
+:func:`plan_windows` cuts ``n_frames`` encoder frames into windows of ``window`` frames that overlap
+by ``overlap`` frames; each frame is taken from the window in which it lies furthest from an edge
+(the overlap is split at its middle), so every kept frame has at least ``overlap / 2`` frames of
+context on both sides (except at the input's own ends). Windows start on even mel frames
+(``2 a``), so window-local frame ``j`` of the window starting at ``a`` is global frame ``a + j``: the
+stitched frames lie exactly on the grid of a single pass.
 """
 
 from __future__ import annotations
@@ -62,7 +72,7 @@ class FrameSpec:
     hop_length, n_fft : int
         Whisper's mel hop and window, samples (0 for wav2vec-style models).
     max_frames : int or None
-        Most frames the encoder can produce (Whisper: ``max_source_positions``), else None.
+        Most frames one pass of the encoder produces (Whisper: ``max_source_positions``), else None.
     """
 
     shift: float
@@ -90,8 +100,9 @@ class FrameSpec:
         Returns
         -------
         int or ndarray of int64
-            Frames (0 when the input is shorter than one receptive field of a wav2vec-style model);
-            capped at ``max_frames``.
+            Frames (0 when the input is shorter than one receptive field of a wav2vec-style model).
+            Whisper inputs longer than one window (``max_frames``) keep counting on the same grid:
+            they run as stitched windows (:func:`plan_windows`).
         """
         n = np.asarray(n_samples, dtype=np.int64)
         if np.any(n < 0):
@@ -103,8 +114,6 @@ class FrameSpec:
         else:
             n_mel = n // self.hop_length
             out = (n_mel + 1) // 2  # conv2: kernel 3, stride 2, padding 1 -> ceil(n_mel / 2)
-        if self.max_frames is not None:
-            out = np.minimum(out, self.max_frames)
         return int(out) if out.ndim == 0 else out
 
     def centres(self, n_frames: int) -> np.ndarray:
@@ -214,10 +223,57 @@ def frames_for_segment(start: float, end: float, *, spec: FrameSpec, n_frames: i
     return int(first[0]), int(stop[0])
 
 
+@dataclass(frozen=True)
+class Window:
+    """One window of a stitched long input, in encoder frames (global frame numbers).
+
+    The window runs frames ``start .. start + length - 1``; its frames ``keep_from .. keep_to - 1``
+    go into the stitched output.
+    """
+
+    start: int
+    length: int
+    keep_from: int
+    keep_to: int
+
+
+def plan_windows(n_frames: int, *, window: int, overlap: int) -> list[Window]:
+    """Overlapping windows covering ``n_frames`` encoder frames, and which frames each one keeps.
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames of the whole input (:meth:`FrameSpec.n_frames`).
+    window : int
+        Frames of one window (Whisper: ``max_source_positions``).
+    overlap : int
+        Frames two neighbouring windows share (even, ``0 <= overlap < window``); each side keeps half.
+
+    Returns
+    -------
+    list of Window
+        In time order; their kept ranges tile ``0 .. n_frames`` exactly. One window when
+        ``n_frames <= window``.
+    """
+    if window < 1 or not (0 <= overlap < window) or overlap % 2:
+        raise FrameError(f"window {window} and overlap {overlap} do not make a window plan",
+                         hint="need window >= 1 and an even overlap with 0 <= overlap < window")
+    if n_frames <= window:
+        return [Window(0, max(int(n_frames), 0), 0, max(int(n_frames), 0))]
+    hop = window - overlap
+    starts = list(range(0, n_frames - window, hop)) + [n_frames - window]  # the last window ends at the end
+    out = []
+    for k, a in enumerate(starts):
+        keep_from = 0 if k == 0 else out[-1].keep_to
+        keep_to = n_frames if k == len(starts) - 1 else (starts[k + 1] + a + window) // 2
+        out.append(Window(a, window, keep_from, keep_to))
+    return out
+
+
 def seconds_to_samples(seconds, *, sample_rate: int = 16000):
     """Seconds -> sample counts (rounded to the nearest sample)."""
     return np.rint(np.asarray(seconds, dtype=np.float64) * sample_rate).astype(np.int64)
 
 
 __all__ = ["FrameSpec", "conv_frame_spec", "whisper_frame_spec", "frame_spec_for",
-           "frames_for_segments", "frames_for_segment", "seconds_to_samples"]
+           "frames_for_segments", "frames_for_segment", "seconds_to_samples", "Window", "plan_windows"]

@@ -24,6 +24,11 @@ Front ends
   positional embeddings sliced to that length; much faster on short utterances but the features
   differ (attention no longer sees the padding, and the log-mel floor ``max - 8`` is taken over the
   real audio only). Trimmed inputs are never padded (equal lengths share a sub-batch).
+* Whisper inputs longer than one window (30 s) run as overlapping windows stitched on the frame
+  grid (:meth:`SpeechEncoder.whisper_long`, :func:`analysis.frames.plan_windows`): 5 s overlap, each
+  frame from the window where it has the most context. Every window is an ordinary Whisper input
+  (padded to 30 s in ``crop`` mode), so the frames are those of the model as trained, with at least
+  2.5 s of context on each side instead of the whole recording.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ from .model_identity import ModelIdentity, files_digest, module_digest
 SAMPLE_RATE = 16000
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 WHISPER_MODES = ("crop", "trim")
+#: Encoder frames (20 ms) two neighbouring windows of a long Whisper input share: 250 = 5 s, so every
+#: kept frame has at least 2.5 s of context on both sides, at 20 % more computation.
+WHISPER_OVERLAP = 250
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -168,7 +176,13 @@ class SpeechEncoder:
 
     @property
     def max_samples(self) -> int | None:
-        """Longest input the model takes (Whisper: 30 s), samples; None when unlimited."""
+        """Longest input the model takes, samples; None when unlimited (every model here: Whisper
+        inputs longer than its window run as stitched windows, :meth:`whisper_long`)."""
+        return None
+
+    @property
+    def window_samples(self) -> int | None:
+        """Samples of one Whisper window (30 s); None for models without a window."""
         if self.model_type == "whisper":
             return int(self.frame_spec.max_frames * 2 * self.frame_spec.hop_length)
         return None
@@ -221,21 +235,24 @@ class SpeechEncoder:
         lengths = np.array([len(w) for w in waves], np.int64)
         if lengths.size == 0:
             raise ModelError("forward() was given no audio")
-        if self.max_samples is not None and lengths.max() > self.max_samples:
-            raise ModelError(f"an input of {lengths.max() / SAMPLE_RATE:.2f} s exceeds the model's "
-                             f"{self.max_samples / SAMPLE_RATE:.0f} s window", hint="split longer utterances")
         if lengths.min() < self.min_samples:
             raise ModelError(f"an input of {lengths.min()} samples is shorter than one frame "
                              f"({self.min_samples} samples)", hint="drop utterances this short")
         valid = self.valid_frames(lengths)
-        if self.pads_safely or np.all(lengths == lengths[0]):
-            groups = [np.arange(len(waves))]
+        window = self.window_samples
+        long = np.flatnonzero(lengths > window) if window is not None else np.zeros(0, np.int64)
+        rest = np.setdiff1d(np.arange(len(waves)), long)
+        if self.pads_safely or np.all(lengths[rest] == lengths[rest][0] if rest.size else True):
+            groups = [rest] if rest.size else []
         else:
-            groups = [np.flatnonzero(lengths == n) for n in np.unique(lengths)]
+            groups = [rest[lengths[rest] == n] for n in np.unique(lengths[rest])]
         t_max = int(valid.max())
         out = torch.zeros((self.n_layers + 1, len(waves), t_max, self.hidden_size), dtype=torch.float32,
                           device=self.device)
         with (contextlib.nullcontext() if grad else torch.inference_mode()):
+            for b in long:  # longer than one Whisper window: overlapping windows stitched on the frame grid
+                hs = self.whisper_long(np.asarray(waves[b], np.float32))
+                out[:, b, : int(valid[b])] = hs[:, : int(valid[b])].float()
             for idx in groups:
                 hs = self._run([waves[i] for i in idx], lengths[idx])
                 for j, b in enumerate(idx):
@@ -269,9 +286,43 @@ class SpeechEncoder:
     def _run_whisper(self, waves: Sequence[np.ndarray], lengths: np.ndarray) -> torch.Tensor:
         trim = self.whisper_mode == "trim"
         feats = self._mel([np.asarray(w, np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
-                          return_tensors="pt", padding="longest" if trim else "max_length")
+                          return_tensors="pt", padding="longest" if trim else "max_length",
+                          truncation=not trim)  # trim: the whole input, as long as the model's window
         mel = feats.input_features.to(self.device, self.dtype)
         return self.whisper_hidden_states(mel)
+
+    def whisper_long(self, wave: np.ndarray) -> torch.Tensor:
+        """Hidden states of a Whisper input longer than one window, ``(L + 1, T, H)``.
+
+        The log-mel spectrogram is computed once over the whole input (so its ``max - 8`` floor and
+        scaling are the recording's, not each window's); windows of ``max_source_positions`` encoder
+        frames overlapping by :data:`WHISPER_OVERLAP` frames (:func:`analysis.frames.plan_windows`)
+        run through the encoder as ordinary inputs (``crop``: each padded to 30 s as in training;
+        ``trim``: the last window only as long as it is), and each frame is kept from the window in
+        which it lies furthest from an edge. ``T = ceil(n_mel / 2)``: the frames of a single pass.
+        """
+        from .frames import plan_windows
+
+        spec = self.frame_spec
+        hop = spec.hop_length
+        n_frames = int(spec.n_frames(len(wave)))
+        plan = plan_windows(n_frames, window=int(spec.max_frames), overlap=WHISPER_OVERLAP)
+        win_mel = 2 * int(spec.max_frames)
+        n_mel = len(wave) // hop
+        if self.whisper_mode == "crop":
+            # zero audio after the end, as the feature extractor pads an input to 30 s: the last
+            # window sees the padding a single 30 s input would
+            need = (plan[-1].start * 2 + win_mel) * hop
+            wave = np.concatenate([wave, np.zeros(max(need - len(wave), 0), np.float32)])
+        mel = self._mel([wave], sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="longest",
+                        truncation=False).input_features.to(self.device, self.dtype)
+        parts = []
+        for w in plan:
+            a = 2 * w.start
+            b = a + win_mel if self.whisper_mode == "crop" else min(a + win_mel, n_mel)
+            hs = self.whisper_hidden_states(mel[:, :, a:b])
+            parts.append(hs[:, 0, w.keep_from - w.start:w.keep_to - w.start])
+        return torch.cat(parts, dim=1)
 
     def whisper_hidden_states(self, mel: torch.Tensor) -> torch.Tensor:
         """The Whisper encoder on a log-mel batch of any length up to 3000 mel frames.

@@ -103,3 +103,30 @@ def test_the_interval_tier_must_exist(tmp_path):
     assert len(utts) == 0
     (rej,) = utts.report["rejected"]
     assert "no interval tier 'utterances'" in rej["message"] and "words" in rej["hint"]
+
+
+def test_features_of_intervals_are_those_of_the_recordings_alone_on_the_recording_timeline(tmp_path):
+    from analysis.extract import extract_features
+    from analysis.testing import random_model
+    from analysis.store import FeatureStore
+
+    wav, intervals = build_long_recording(tmp_path / "corpus")
+    utts = read_corpus(tmp_path / "corpus", language="en", intervals="words")[:3]
+    align_corpus(utts, tmp_path / "out", get_aligner("pocketsphinx"), progress=False)
+    alone = [Utterance(p.stem, str(p), text, "en", "s", "real") for _, _, text, p in intervals[:3]]
+    align_corpus(alone, tmp_path / "alone", get_aligner("pocketsphinx"), progress=False)
+    model = random_model("hubert")
+    extract_features(tmp_path / "out", tmp_path / "f_long", model=model, device="cpu", progress=False)
+    extract_features(tmp_path / "alone", tmp_path / "f_alone", model=model, device="cpu", progress=False)
+    a, b = FeatureStore.open(tmp_path / "f_long"), FeatureStore.open(tmp_path / "f_alone")
+    ia, ib = a.index.to_pydict(), b.index.to_pydict()
+    rows_a = [k for k, kind in enumerate(ia["kind"]) if kind == "utt"]
+    rows_b = [k for k, kind in enumerate(ib["kind"]) if kind == "utt"]
+    order_a = sorted(rows_a, key=lambda k: ia["utt_id"][k])
+    order_b = sorted(rows_b, key=lambda k: [p.stem for _, _, _, p in intervals[:3]].index(ib["utt_id"][k]))
+    for k, (start, end, _, _) in zip(order_a, intervals[:3]):
+        assert ia["start"][k] == pytest.approx(start) and ia["end"][k] == pytest.approx(end, abs=1e-4)
+    # the same samples: the utterance vectors of every layer are the same
+    np.testing.assert_allclose(a.read_layer(2)[order_a], b.read_layer(2)[order_b], rtol=1e-5, atol=1e-6)
+    seg = [k for k, kind in enumerate(ia["kind"]) if kind == "segment"]
+    assert min(ia["start"][k] for k in seg) >= intervals[0][0]  # segments on the recording's timeline
