@@ -686,8 +686,8 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
     def duration(i: int) -> float:
         if cols["start"][i] is None and cols["end"][i] is None:
             return audio_duration(audio_path(i))
-        end = cols["end"][i] if cols["end"][i] is not None else audio_duration(audio_path(i))
-        return float(end) - offset(i)
+        end = cols["end"][i]
+        return (audio_duration(audio_path(i)) if end is None else float(end)) - offset(i)
 
     def check_length(i: int, n: int) -> None:
         if enc.max_samples is not None and n > enc.max_samples:

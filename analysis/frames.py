@@ -262,7 +262,7 @@ def plan_windows(n_frames: int, *, window: int, overlap: int) -> list[Window]:
         return [Window(0, max(int(n_frames), 0), 0, max(int(n_frames), 0))]
     hop = window - overlap
     starts = list(range(0, n_frames - window, hop)) + [n_frames - window]  # the last window ends at the end
-    out = []
+    out: list[Window] = []
     for k, a in enumerate(starts):
         keep_from = 0 if k == 0 else out[-1].keep_to
         keep_to = n_frames if k == len(starts) - 1 else (starts[k + 1] + a + window) // 2

@@ -306,8 +306,9 @@ class SpeechEncoder:
         spec = self.frame_spec
         hop = spec.hop_length
         n_frames = int(spec.n_frames(len(wave)))
-        plan = plan_windows(n_frames, window=int(spec.max_frames), overlap=WHISPER_OVERLAP)
-        win_mel = 2 * int(spec.max_frames)
+        window = int(spec.max_frames or 0)  # Whisper specs always have one
+        plan = plan_windows(n_frames, window=window, overlap=WHISPER_OVERLAP)
+        win_mel = 2 * window
         n_mel = len(wave) // hop
         if self.whisper_mode == "crop":
             # zero audio after the end, as the feature extractor pads an input to 30 s: the last

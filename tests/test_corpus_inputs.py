@@ -109,9 +109,9 @@ def test_pocketsphinx_aligns_markup_as_noise_and_spells_numbers_before_calling_t
     import pyarrow.parquet as pq
 
     seg = pq.read_table(tmp_path / "out" / "segments.parquet").to_pydict()
-    words = {w for w, u in zip(seg["word"], seg["utt_id"]) if u == "markup" and w}
+    words = {w for w, u in zip(seg["word"], seg["utt_id"], strict=True) if u == "markup" and w}
     assert not ({"breath", "unk", "[breath]", "<unk>"} & words)  # never aligned as words
-    noise = [c for lab, c in zip(seg["label"], seg["unit_class"]) if lab == "+NSN+"]
+    noise = [c for lab, c in zip(seg["label"], seg["unit_class"], strict=True) if lab == "+NSN+"]
     assert noise and set(noise) == {"unknown"}  # noise, not consonants, not vowels
 
 

@@ -65,13 +65,13 @@ def test_intervals_of_a_long_recording_align_on_its_timeline_like_the_recordings
                          tmp_path / "alone", get_aligner("pocketsphinx"), progress=False)
     assert alone["counts"]["ok"] == 7
     diffs = []
-    for u, (start, end, _, p) in zip(utts, intervals):
+    for u, (start, end, _, p) in zip(utts, intervals, strict=True):
         long_tg = read_alignment(tmp_path / "out" / "textgrids" / f"{u.utt_id}.TextGrid")
         own = read_alignment(tmp_path / "alone" / "textgrids" / f"{p.stem}.TextGrid")
         # the output TextGrid covers the interval, on the recording's timeline
         assert long_tg.xmin == pytest.approx(start, abs=1e-6) and long_tg.xmax == pytest.approx(end, abs=1e-3)
         assert [x.label for x in long_tg.phones if x.label] == [x.label for x in own.phones if x.label]
-        diffs += [a.start - start - b.start for a, b in zip(long_tg.phones, own.phones)]
+        diffs += [a.start - start - b.start for a, b in zip(long_tg.phones, own.phones, strict=True)]
     # same audio, same transcript; only the seeded dither differs (it is seeded by the utterance id)
     assert np.mean(np.abs(diffs)) < 0.005
     seg = pq.read_table(tmp_path / "out" / "segments.parquet").to_pydict()
@@ -124,7 +124,7 @@ def test_features_of_intervals_are_those_of_the_recordings_alone_on_the_recordin
     rows_b = [k for k, kind in enumerate(ib["kind"]) if kind == "utt"]
     order_a = sorted(rows_a, key=lambda k: ia["utt_id"][k])
     order_b = sorted(rows_b, key=lambda k: [p.stem for _, _, _, p in intervals[:3]].index(ib["utt_id"][k]))
-    for k, (start, end, _, _) in zip(order_a, intervals[:3]):
+    for k, (start, end, _, _) in zip(order_a, intervals[:3], strict=True):
         assert ia["start"][k] == pytest.approx(start) and ia["end"][k] == pytest.approx(end, abs=1e-4)
     # the same samples: the utterance vectors of every layer are the same
     np.testing.assert_allclose(a.read_layer(2)[order_a], b.read_layer(2)[order_b], rtol=1e-5, atol=1e-6)

