@@ -538,6 +538,11 @@ def _read_msp_podcast(root: Path, col: _Collector, *, manifest: Path | None, enc
                               hint="this does not look like labels_consensus.csv")
     audio_dir = root / "Audios"
     transcripts = root / "Transcripts"
+    named = {row.get("FileName") for _, row in rows}
+    if audio_dir.is_dir():
+        for p in sorted(audio_dir.iterdir()):
+            if p.is_file() and p.name not in named:
+                col.skipped_files.append({"path": str(p), "reason": f"not named in {labels.name}"})
     for line, row in rows:
         name = row["FileName"]
         stem = Path(name).stem
@@ -590,6 +595,7 @@ def _read_esd(root: Path, col: _Collector, *, encoding: str, corpus: str, langua
                               path=spk_dir, hint="pass --language for such speakers")
         # index the audio once: <Emotion>/[train|evaluation|test/]<utt>.wav
         wavs = {p.stem: p for p in spk_dir.rglob("*.wav")}
+        listed: set[str] = set()
         list_file = spk_dir / f"{spk}.txt"
         try:
             text = _decode(list_file.read_bytes(), path=list_file, encoding=encoding)
@@ -606,6 +612,7 @@ def _read_esd(root: Path, col: _Collector, *, encoding: str, corpus: str, langua
                     path=list_file, line=lineno, hint="check the file's tabs"))
                 continue
             utt_id, transcript, emotion = parts[0].strip(), parts[1].strip(), parts[-1].strip()
+            listed.add(utt_id)
             wav = wavs.get(utt_id)
             if wav is None:
                 # report the missing audio at alignment time, where missing files are handled
@@ -621,6 +628,8 @@ def _read_esd(root: Path, col: _Collector, *, encoding: str, corpus: str, langua
                 emotion=col.emotion(emotion, "esd"),
                 split=_map_split(split_dir) if split_dir in ("train", "evaluation", "test") else None,
             ), source=list_file, line=lineno)
+        for stem in sorted(set(wavs) - listed):
+            col.skipped_files.append({"path": str(wavs[stem]), "reason": f"not listed in {list_file.name}"})
 
 
 # --------------------------------------------------------------------------------------------
