@@ -6,18 +6,29 @@ it, the same for every backend:
 * **Checks before aligning**: each utterance id must be safe as a file name
   (:func:`phonalign.fsutil.check_utt_id`; nothing is ever written outside ``OUT``) and its audio
   a regular file, readable, non-empty and (for float formats) free of NaN and infinity
-  (:func:`phonalign.audio.audio_duration` with ``check_samples``).
+  (:func:`phonalign.audio.audio_duration` with ``check_samples``); an interval of a recording
+  must lie inside it.
 * **Checks after aligning**: at least one labelled phone, intervals sorted and not overlapping,
   the alignment no longer than the audio by more than 10 ms and not ending more than 0.25 s before
   it (:mod:`phonalign.segments`), the phone set detected per language from the labels unless given
   (:func:`phonalign.phonesets.detect_phone_set`).
 * **One writer**: ``OUT`` is locked for the run and a folder holding files the toolkit did not
   write is refused (:mod:`phonalign.outdir`).
+* **Quality** (:mod:`phonalign.align.quality`): measures per aligned utterance (from the audio for
+  backends that align it, the word tier against the transcript for imports) and, once every
+  utterance is in, a ``suspect`` flag with its reason in ``utterances.parquet`` and the report;
+  ``drop_suspect=True`` leaves suspect utterances out of ``segments.parquet``.
+* **Long recordings**: an utterance with ``start``/``end`` is an interval of its recording. For
+  backends that align audio it is cut (frame-exactly, only its samples read) into ``OUT/work/
+  intervals/``, aligned as a recording of its own and moved back onto the recording's timeline
+  (the cut is deleted); imported TextGrids are taken as they are, on the recording's timeline.
+  Backends that align audio get at most :data:`MAX_UTTERANCE_SECONDS` per utterance: longer
+  input fails with a hint naming the interval route.
 * **Outputs** (``OUT`` below)::
 
       OUT/textgrids/<utt_id>.TextGrid   words, phones and vowel_class tiers (one per utterance)
       OUT/segments.parquet              SEGMENT_SCHEMA, the utterances aligned, in input order
-      OUT/utterances.parquet            UTTERANCE_SCHEMA, the utterances aligned
+      OUT/utterances.parquet            ALIGNED_UTTERANCE_SCHEMA, the utterances aligned (+ suspect)
       OUT/report.json                   per-utterance status and reason, counts, unknown labels,
                                         dropped emotions, phone sets
       OUT/config.yaml, OUT/versions.json
