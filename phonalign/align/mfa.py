@@ -16,6 +16,11 @@ it stages the corpus in MFA's layout, runs the ``mfa`` command, and reads back w
   multi-speaker ``"<speaker> - words"`` names), and MFA's out-of-vocabulary lists
   (``oovs_found*.txt``, ``utterance_oovs.txt``) into each result's ``info["oov"]``. An utterance
   without a TextGrid fails with the reason MFA gave (``unaligned.txt``) where it gave one.
+* **Acoustic score** (:meth:`MFAAligner.read_analysis`): MFA 2.1 and later write
+  ``OUTPUT/alignment_analysis.csv`` with one row per utterance; its ``speech_log_likelihood`` (the
+  mean per-frame log-likelihood of the speech phones, silence left out) becomes the result's
+  ``info["acoustic_score"]``, which :mod:`phonalign.align.quality` judges against the corpus. An MFA
+  that writes no such file leaves the score out; nothing else changes.
 
 A failed ``mfa`` run raises :class:`~phonalign.errors.AlignerError` with the command that was run
 and the tail of its log: nothing can be aligned, so the batch stops there.
@@ -23,6 +28,8 @@ and the tail of its log: nothing can be aligned, so the batch stops there.
 
 from __future__ import annotations
 
+import csv
+import math
 import os
 import re
 import shlex
@@ -151,8 +158,9 @@ class MFAAligner(Aligner):
                                hint=INSTALL_HINT)
         for what, value in (("dictionary", self.dictionary), ("acoustic model", self.acoustic_model)):
             if _looks_like_path(value) and not Path(value).exists():
+                kind = what.split()[-1]
                 raise AlignerError(f"MFA {what} not found", path=value,
-                                   hint=f"pass an existing file or an MFA model name (`mfa model list {what.split()[-1]}`)")
+                                   hint=f"pass an existing file or an MFA model name (`mfa model list {kind}`)")
 
     def config(self) -> dict:
         return {"aligner": self.name, "dictionary": self.dictionary, "acoustic_model": self.acoustic_model,
@@ -182,7 +190,8 @@ class MFAAligner(Aligner):
                 f"read {workdir / 'output'}/<speaker>/<utt_id>.TextGrid and MFA's OOV lists"]
 
     # -- staging --------------------------------------------------------------------------
-    def stage(self, utterances: Sequence[Utterance], corpus_dir: Path) -> tuple[list[StagedUtterance], list[AlignResult]]:
+    def stage(self, utterances: Sequence[Utterance],
+              corpus_dir: Path) -> tuple[list[StagedUtterance], list[AlignResult]]:
         """Write MFA's corpus layout; return the staged utterances and the ones that could not be
         staged (as failed results)."""
         from ..audio import load_audio
@@ -288,7 +297,10 @@ class MFAAligner(Aligner):
             for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
                 if not line.strip():
                     continue
-                head, _, rest = line.partition(":") if ":" in line else (line.split()[0], "", " ".join(line.split()[1:]))
+                if ":" in line:
+                    head, _, rest = line.partition(":")
+                else:
+                    head, rest = line.split()[0], " ".join(line.split()[1:])
                 name = Path(head.split()[0]).stem
                 oovs = [w.strip().lower() for w in re.split(r"[,\s]+", rest) if w.strip()]
                 per_utt.setdefault(name, []).extend(oovs)
@@ -306,15 +318,56 @@ class MFAAligner(Aligner):
                     out[Path(parts[0].rstrip(":,")).stem] = parts[1] if len(parts) > 1 else "no reason given"
         return out
 
+    @staticmethod
+    def read_analysis(output_dir: Path) -> dict[str, float]:
+        """MFA's per-utterance speech log-likelihood, by file name (the staged utterance id).
+
+        Read from ``alignment_analysis.csv`` (columns ``file, begin, end, speaker,
+        overall_log_likelihood, speech_log_likelihood, phone_duration_deviation, snr``): the mean
+        per-frame log-likelihood of the utterance's speech phones (natural log, per 10 ms frame). A file
+        with several rows (MFA's own segmentation of one file) gets their mean weighted by duration;
+        empty or non-finite values are left out. Returns ``{}`` when MFA wrote no such file (before
+        2.1) or it lacks those columns.
+        """
+        path = output_dir / "alignment_analysis.csv"
+        if not path.is_file():
+            return {}
+        sums: dict[str, list[float]] = {}
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or not {"file", "speech_log_likelihood"} <= set(reader.fieldnames):
+                return {}
+            for row in reader:
+                try:
+                    score = float(row["speech_log_likelihood"])
+                except (TypeError, ValueError):
+                    continue
+                if not math.isfinite(score):
+                    continue
+                try:
+                    weight = max(float(row.get("end") or 0.0) - float(row.get("begin") or 0.0), 0.0) or 1.0
+                except ValueError:
+                    weight = 1.0
+                name = (row["file"] or "").strip()
+                if name[-4:].lower() in (".wav", ".lab") or name[-5:].lower() == ".flac":
+                    name = name.rsplit(".", 1)[0]
+                acc = sums.setdefault(name, [0.0, 0.0])
+                acc[0] += weight * score
+                acc[1] += weight
+        return {name: total / weight for name, (total, weight) in sums.items() if weight > 0}
+
     def read_outputs(self, staged: Sequence[StagedUtterance], output_dir: Path) -> Iterator[AlignResult]:
         """One result per staged utterance from MFA's output folder."""
         from ..textgrid_io import read_alignment
 
         oov_words, oov_per_utt = self.read_oovs(output_dir)
         unaligned = self.read_unaligned(output_dir)
+        scores = self.read_analysis(output_dir)
         for s in staged:
             oovs = sorted(set(oov_per_utt.get(s.utt_id, [])) | {w for w in s.words if w in oov_words})
-            info = {"oov": oovs} if oovs else {}
+            info: dict = {"oov": oovs} if oovs else {}
+            if s.utt_id in scores:
+                info["acoustic_score"] = round(scores[s.utt_id], 6)
             candidates = [output_dir / s.speaker / f"{s.utt_id}.TextGrid", output_dir / f"{s.utt_id}.TextGrid"]
             path = next((p for p in candidates if p.is_file()), None)
             if path is None:

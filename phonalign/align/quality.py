@@ -11,9 +11,11 @@ three-word placeholder on 16 s of speech all come back as "aligned". What gives 
   :func:`librosa.effects.split` (frames within :data:`SPEECH_TOP_DB` dB of the recording's loudest).
 * **Speaking rate against the corpus** (``rate_ratio``): speech phones per second of detected
   speech, over the median of the corpus' utterances of the same language.
-* **The backend's acoustic score** (``acoustic_score``; pocketsphinx: log path score per frame,
-  relative to the best-scoring model state of each frame) where the backend has one. Recorded, not
-  used for the flag: it has no scale that holds across recordings without a reference decoding.
+* **The backend's acoustic score** (``acoustic_score``) where the backend has one: pocketsphinx's
+  log path score per frame, relative to the best-scoring model state of each frame; MFA's
+  ``speech_log_likelihood`` (``alignment_analysis.csv``: mean per-frame log-likelihood of the speech
+  phones). Neither has a scale that holds across recordings, models or backends, so a score is only
+  ever judged against the other utterances of the same run and language (rule 4).
 * **Transcript against the word tier** (imported TextGrids): the TextGrid's words, read back, must
   be the transcript's words (Chinese: character by character).
 
@@ -97,7 +99,7 @@ class QualityMeasures:
     phone_rate : float or None
         Speech phones per second of detected speech.
     acoustic_score : float or None
-        The backend's per-frame log score (pocketsphinx), when it has one.
+        The backend's per-frame log score (pocketsphinx, MFA), when it has one.
     transcript : str or None
         How the word tier differs from the transcript, or None when they agree (or no check).
     """
