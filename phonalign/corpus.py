@@ -542,7 +542,7 @@ def _read_msp_podcast(root: Path, col: _Collector, *, manifest: Path | None, enc
     if audio_dir.is_dir():
         for p in sorted(audio_dir.iterdir()):
             if p.is_file() and p.name not in named:
-                col.skipped_files.append({"path": str(p), "reason": f"not named in {labels.name}"})
+                col.skip(p, f"not named in {labels.name}")
     for line, row in rows:
         name = row["FileName"]
         stem = Path(name).stem
@@ -629,7 +629,7 @@ def _read_esd(root: Path, col: _Collector, *, encoding: str, corpus: str, langua
                 split=_map_split(split_dir) if split_dir in ("train", "evaluation", "test") else None,
             ), source=list_file, line=lineno)
         for stem in sorted(set(wavs) - listed):
-            col.skipped_files.append({"path": str(wavs[stem]), "reason": f"not listed in {list_file.name}"})
+            col.skip(wavs[stem], f"not listed in {list_file.name}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_preset_readers_list_the_audio_their_label_files_do_not_name(tmp_path):
                                                          "MSP-PODCAST_0001_0008.wav,N,127,Train\n")
     write_tone(msp / "Audios" / "MSP-PODCAST_0001_0008.wav", seconds=0.1)
     write_tone(msp / "Audios" / "MSP-PODCAST_0009_0001.wav", seconds=0.1)
-    skipped = read_corpus(msp, preset="msp-podcast").report["skipped_files"]
+    skipped = read_corpus(msp, preset="msp-podcast").report["skipped"]
     assert [(Path(s["path"]).name, s["reason"]) for s in skipped] == [
         ("MSP-PODCAST_0009_0001.wav", "not named in labels_consensus.csv")]
     esd = tmp_path / "ESD" / "0011"
@@ -148,5 +148,5 @@ def test_preset_readers_list_the_audio_their_label_files_do_not_name(tmp_path):
     (esd / "0011.txt").write_text("0011_000351\tThe nine the eggs.\tAngry\n", encoding="utf-8")
     write_tone(esd / "Angry" / "0011_000351.wav", seconds=0.1)
     write_tone(esd / "Angry" / "0011_000999.wav", seconds=0.1)
-    skipped = read_corpus(tmp_path / "ESD", preset="esd").report["skipped_files"]
+    skipped = read_corpus(tmp_path / "ESD", preset="esd").report["skipped"]
     assert [(Path(s["path"]).name, s["reason"]) for s in skipped] == [("0011_000999.wav", "not listed in 0011.txt")]
