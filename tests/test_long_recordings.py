@@ -107,8 +107,8 @@ def test_the_interval_tier_must_exist(tmp_path):
 
 def test_features_of_intervals_are_those_of_the_recordings_alone_on_the_recording_timeline(tmp_path):
     from analysis.extract import extract_features
-    from analysis.testing import random_model
     from analysis.store import FeatureStore
+    from analysis.testing import random_model
 
     wav, intervals = build_long_recording(tmp_path / "corpus")
     utts = read_corpus(tmp_path / "corpus", language="en", intervals="words")[:3]

@@ -95,7 +95,7 @@ from ..outdir import FolderRules, output_folder
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
-from .base import Aligner, AlignResult
+from .base import Aligner
 
 __all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES", "ALIGN_FOLDER", "utterance_fingerprint"]
 
@@ -688,14 +688,13 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             if utt.utt_id in shifts:  # an interval aligned from its cut: back onto the recording's timeline
                 alignment = _shifted(alignment, shifts[utt.utt_id])
                 (workdir / "intervals" / f"{utt.utt_id}.wav").unlink(missing_ok=True)
-            result = AlignResult(result.utt_id, alignment, result.error, result.info)
             ps = fixed_phone_set or journal.phone_sets.get(utt.language)
             if ps is None:
-                waiting.setdefault(utt.language, []).append((utt, result.alignment, result.info))
+                waiting.setdefault(utt.language, []).append((utt, alignment, result.info))
                 if len(waiting[utt.language]) >= DETECT_UTTERANCES:
                     release(utt.language)
                 continue
-            finish(utt, result.alignment, result.info, ps)
+            finish(utt, alignment, result.info, ps)
         for language in list(waiting):
             release(language)
         bar.close()
