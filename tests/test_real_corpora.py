@@ -1,6 +1,7 @@
 """Real corpora end to end: English read speech aligned by pocketsphinx, THCHS-30 Mandarin imported from
-its Charsiu TextGrids (and one AISHELL-1 utterance without one), through features and similarity; `lam run` stops before training with one line,
-since these corpora carry no emotion labels (tests/data/real, see THIRD_PARTY.md)."""
+its Charsiu TextGrids (and one AISHELL-1 utterance without one), through features and similarity; `lam
+run` stops before training with one line, since these corpora carry no emotion labels (tests/data/real,
+see THIRD_PARTY.md)."""
 
 from __future__ import annotations
 
