@@ -13,7 +13,8 @@ the closest ARPAbet phone, notes); this module only reads it and applies the rul
   named and recorded in every output's configuration.
 * **Context** (:func:`classify`): MFA Mandarin writes pinyin *e* [ɤ] as ``o``, so its class depends
   on the neighbours; the pinyin phone set needs the initial to tell apical *-i* and *ü* apart; and
-  when the pinyin syllable of each phone is known, vowels take the class of the pinyin final.
+  when the pinyin syllable of each phone is known, vowels take the class of the pinyin final
+  (syllables are parsed by :mod:`phonalign.pinyin`).
 
 Silence and noise are recognised before the table (:data:`SILENCE_LABELS`, :data:`NOISE_LABELS`,
 bracketed markers) and are never consonants; a label the table does not know is ``unknown``, never
@@ -32,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import PhoneSetError
+from .pinyin import APICAL_INITIALS, PALATAL_INITIALS, pinyin_final, split_tone
 from .records import UNIT_CLASSES, VOWEL_CLASSES
 
 __all__ = [
@@ -50,7 +52,6 @@ __all__ = [
     "unknown_labels",
     "to_arpabet",
     "load_table",
-    "pinyin_final",
 ]
 
 #: The phone sets the table covers, in the order detection reports them.
@@ -122,12 +123,10 @@ _ESPEAK_TONES: dict[str, int] = {"55": 1, "35": 2, "214": 3, "21": 3, "51": 4, "
 _TRAILING_TONE_LETTERS = re.compile(f"[{_TONE_LETTERS}]+$")
 _ARPABET_STRESS = re.compile(r"^([A-Za-z]+)([0-2])$")
 _ESPEAK_CMN_TONE = re.compile(r"^(.*?[^0-9])([1-5]{2,3})$")
-_PINYIN_TONE = re.compile(r"^(.*?[^0-9])([1-5])$")
 _IPA_STRESS = "ˈˌ"
 _ESPEAK_STRESS = "',%="
 _LENGTH_MARKS = "ːˑ"
 _TIE_BARS = "\u0361\u035c"
-_PINYIN_DIACRITIC_TONES = {"\u0304": 1, "\u0301": 2, "\u030c": 3, "\u0300": 4}
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,9 +366,9 @@ def load_table(path: str | Path | None = None) -> dict[str, dict[str, PhoneEntry
                             hint="columns: " + "\t".join(_TABLE_COLUMNS))
     for ps in ARPABET_SETS:
         for entry in table[ps].values():
-            for arpa in (entry.arpabet,) + (entry.arpabet_seq or ()):
-                if arpa is not None and arpa not in table["arpabet"]:
-                    raise PhoneSetError(f"{arpa!r} (ARPAbet of {entry.phone!r}) is not an ARPAbet phone "
+            for code in (entry.arpabet,) + (entry.arpabet_seq or ()):
+                if code is not None and code not in table["arpabet"]:
+                    raise PhoneSetError(f"{code!r} (ARPAbet of {entry.phone!r}) is not an ARPAbet phone "
                                         "of the table", path=path, line=entry.line,
                                         hint="use a phone of the arpabet rows, without stress digit")
     return table
@@ -451,12 +450,7 @@ def normalise(label: str, *, phone_set: str) -> tuple[str, int | None, int | Non
                 contour = "".join(_TONE_LETTER_DIGIT[c] for c in m.group(0))
                 phone, tone = phone[: m.start()], _CHAO_TONES.get(contour)
     elif phone_set == "pinyin":
-        m = _PINYIN_TONE.match(phone)
-        if m:
-            phone, tone = m.group(1), int(m.group(2))
-        elif not phone.isascii():
-            phone, tone = _strip_pinyin_marks(phone)
-        phone = phone.replace("u:", "ü")
+        phone, tone = split_tone(phone)
     else:  # espeak mnemonics
         phone = phone.strip(_ESPEAK_STRESS) or phone
         if phone_set == "espeak_cmn":
@@ -465,18 +459,6 @@ def normalise(label: str, *, phone_set: str) -> tuple[str, int | None, int | Non
                 phone, tone = m.group(1), _ESPEAK_TONES.get(m.group(2))
             phone = phone.strip(_ESPEAK_STRESS) or phone
     return phone, stress, tone
-
-
-def _strip_pinyin_marks(text: str) -> tuple[str, int | None]:
-    """Remove pinyin tone diacritics (keeping ü); return the bare text and the tone."""
-    tone = None
-    out = []
-    for ch in unicodedata.normalize("NFD", text):
-        if ch in _PINYIN_DIACRITIC_TONES:
-            tone = _PINYIN_DIACRITIC_TONES[ch]
-        else:
-            out.append(ch)
-    return unicodedata.normalize("NFC", "".join(out)), tone
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,7 +583,7 @@ def classify(
         for lab in labels:
             if lab is not None and not isinstance(lab, str):
                 raise PhoneSetError(f"phone labels must be strings, not {type(lab).__name__} ({lab!r})",
-                                    hint="pass the labels of the phone tier as str")
+                                    hint="pass the labels of the phone tier as str") from None
             if lab not in cache:
                 cache[lab] = _resolve(lab, phone_set, options)
         out = [cache[lab] for lab in labels]
@@ -666,10 +648,6 @@ def _mandarin_ipa_context(out: list[PhoneInfo], options: ClassOptions) -> None:
         out[i] = new
 
 
-_APICAL_INITIALS = frozenset({"z", "c", "s", "zh", "ch", "sh", "r"})
-_PALATAL_INITIALS = frozenset({"j", "q", "x", "y"})
-
-
 def _pinyin_label_context(out: list[PhoneInfo], options: ClassOptions) -> None:
     """Pinyin initial/final labels: the initial tells apical -i and ü apart, and MFA's pinyin
     lexicon splits nasal codas off (``o ng`` = ong, ``ia n`` = ian, ``u n`` after j = ün)."""
@@ -682,9 +660,9 @@ def _pinyin_label_context(out: list[PhoneInfo], options: ClassOptions) -> None:
         prev = out[i - 1].phone if i > 0 else ""
         nxt = out[i + 1].phone if i + 1 < n else ""
         final = phone
-        if phone == "i" and prev in _APICAL_INITIALS:
+        if phone == "i" and prev in APICAL_INITIALS:
             final = "iii" if prev in ("zh", "ch", "sh", "r") else "ii"
-        elif prev in _PALATAL_INITIALS and phone in ("u", "un", "uan", "ue"):
+        elif prev in PALATAL_INITIALS and phone in ("u", "un", "uan", "ue"):
             final = {"u": "ün" if nxt == "n" else "ü", "un": "ün", "uan": "üan", "ue": "üe"}[phone]
         elif phone in ("ü", "v") and nxt == "n":
             final = "ün"
@@ -746,77 +724,6 @@ def _with_syllable(info: PhoneInfo, syl: str, phone_set: str, table: dict[str, P
                     tone=info.tone if info.tone is not None else tone)
 
 
-_PINYIN_INITIALS = ("zh", "ch", "sh", "b", "p", "m", "f", "d", "t", "n", "l", "g", "k", "h", "j", "q",
-                    "x", "r", "z", "c", "s", "y", "w")
-_Y_FINALS = {"a": "ia", "o": "io", "e": "ie", "ao": "iao", "ou": "iou", "an": "ian", "ang": "iang",
-             "ong": "iong", "u": "ü", "ue": "üe", "uan": "üan", "un": "ün", "ü": "ü", "üe": "üe",
-             "üan": "üan", "ün": "ün"}
-_W_FINALS = {"u": "u", "a": "ua", "o": "uo", "ai": "uai", "ei": "uei", "an": "uan", "en": "uen",
-             "ang": "uang", "eng": "ueng"}
-_SYLLABIC_NASALS = frozenset({"m", "n", "ng", "hm", "hng", "ň", "ǹg"})
-
-
-@lru_cache(maxsize=4096)
-def pinyin_final(syllable: str) -> tuple[str | None, int | None, bool]:
-    """The canonical final of a pinyin syllable.
-
-    Parameters
-    ----------
-    syllable : str
-        One pinyin syllable with a tone digit or tone mark or none (``"zhong1"``, ``"lǜ"``,
-        ``"nv3"``, ``"huar1"``); case-insensitive.
-
-    Returns
-    -------
-    final : str or None
-        The final in full notation (``"ong"``, ``"ü"``, ``"uei"``, ``"iou"``, ``"uen"``; ``"ii"``
-        for apical -i after z c s and ``"iii"`` after zh ch sh r), or None for the syllabic nasal
-        interjections (m, n, ng, hm, hng).
-    tone : int or None
-        1-5, None where no tone is written.
-    erhua : bool
-        True for an r-suffixed syllable (``huar``), whose final is that of the base syllable.
-
-    Raises
-    ------
-    PhoneSetError
-        If the text is not a pinyin syllable.
-    """
-    s = unicodedata.normalize("NFC", str(syllable)).strip().lower()
-    tone = None
-    if s and s[-1] in "12345":
-        s, tone = s[:-1], int(s[-1])
-    elif not s.isascii():
-        s, tone = _strip_pinyin_marks(s)
-    s = s.replace("u:", "ü").replace("v", "ü")
-    if s in _SYLLABIC_NASALS:
-        return None, tone, False
-    erhua = False
-    if s.endswith("r") and s != "er" and len(s) > 1:
-        s, erhua = s[:-1], True
-    initial = next((i for i in _PINYIN_INITIALS if s.startswith(i) and len(s) > len(i)), "")
-    rest = s[len(initial):]
-    if initial == "y":
-        final = rest if rest in ("i", "in", "ing") else _Y_FINALS.get(rest)
-    elif initial == "w":
-        final = _W_FINALS.get(rest)
-    elif initial in ("j", "q", "x"):
-        final = {"u": "ü", "ue": "üe", "uan": "üan", "un": "ün", "iu": "iou"}.get(rest, rest)
-    elif initial in _APICAL_INITIALS and rest == "i":
-        final = "iii" if initial in ("zh", "ch", "sh", "r") else "ii"
-    else:
-        final = {"iu": "iou", "ui": "uei", "un": "uen", "ue": "üe"}.get(rest, rest)
-    if final is not None and initial in ("j", "q", "x") and final[0] not in "iü":
-        final = None  # j q x combine only with i- and ü- finals
-    elif final is not None and final[0] == "ü" and initial not in ("", "n", "l", "j", "q", "x", "y"):
-        final = None
-    if final is None or final not in load_table()["pinyin"] or final in _PINYIN_INITIALS + ("ng",):
-        raise PhoneSetError(f"{syllable!r} is not a pinyin syllable",
-                            hint="context takes one pinyin syllable per phone, e.g. 'zhong1', 'lü4', "
-                                 "or None for pauses")
-    return final, tone, erhua
-
-
 # --------------------------------------------------------------------------------------------
 # Inventory checks, ARPAbet, detection
 # --------------------------------------------------------------------------------------------
@@ -870,7 +777,7 @@ def to_arpabet(phones: Sequence[str], *, phone_set: str, expand: bool = False) -
         if entry is None or entry.arpabet is None:
             out.append(None)
         else:
-            out.append(" ".join(entry.arpabet_seq) if expand else entry.arpabet)
+            out.append(" ".join(entry.arpabet_seq or (entry.arpabet,)) if expand else entry.arpabet)
     return out
 
 

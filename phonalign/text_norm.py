@@ -12,6 +12,8 @@ were spoken. This module turns a transcript into :class:`Token`\\ s:
 :func:`spell_number` spells English numbers (cardinals, years read in pairs, ordinals, decimals);
 :func:`expand_word` splits a hyphenated compound or spells a number when the word itself has no
 pronunciation, so that only what is truly unknown counts as OOV.
+
+:func:`normalize_words` is the plain word list (markup read as words) that the MFA backend stages.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Token", "tokenize", "spell_number", "expand_word", "MARKUP"]
+__all__ = ["Token", "tokenize", "spell_number", "expand_word", "normalize_words", "MARKUP"]
 
 #: MFA-style markup: bracketed, angled or braced stretches.
 MARKUP = re.compile(r"\[[^\[\]]*\]|<[^<>]*>|\{[^{}]*\}")
@@ -131,3 +133,16 @@ def expand_word(word: str, known: Callable[[str], bool]) -> list[str] | None:
             expanded.extend(sub)
         return expanded or None
     return None
+
+
+def normalize_words(text: str) -> list[str]:
+    """Lower-case word tokens of a transcript, punctuation removed (apostrophes and hyphens
+    inside words kept: ``don't``, ``well-known``).
+
+    Examples
+    --------
+    >>> normalize_words("Don't stop, Well-Known friends!")
+    ["don't", 'stop', 'well-known', 'friends']
+    """
+    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
+    return [t.rstrip("'") or t for t in _WORD.findall(text)]

@@ -27,10 +27,10 @@ from phonalign.phonesets import (
     load_table,
     normalise,
     phone_set_scores,
-    pinyin_final,
     to_arpabet,
     unknown_labels,
 )
+from phonalign.pinyin import FINALS, INITIALS, pinyin_final
 from phonalign.records import UNIT_CLASSES, VOWEL_CLASSES
 
 DATA = Path(__file__).parent / "data"
@@ -818,3 +818,15 @@ def test_context_free_sets_classify_each_label_on_its_own(phone_set, data):
     opts = data.draw(st.builds(ClassOptions, **{k: st.sampled_from(v) for k, v in OPTION_CHOICES.items()}))
     assert classify(labels, phone_set=phone_set, options=opts) == [
         classify([lab], phone_set=phone_set, options=opts)[0] for lab in labels]
+
+
+def test_every_pinyin_final_the_parser_returns_has_a_row_in_the_phone_table():
+    # the parser (phonalign.pinyin) knows spelling only; the class of each final is the table's
+    table = load_table()["pinyin"]
+    assert FINALS <= set(table)
+    assert not FINALS & set(INITIALS)
+    # and every vowel final of the table is either canonical or a written variant the parser maps
+    variants = {"ui", "iu", "un", "ue", "v", "va", "ve", "van", "vn"}
+    vowels = {p for p, e in table.items() if e.unit_class in VOWEL_CLASSES}
+    assert vowels <= FINALS | variants
+

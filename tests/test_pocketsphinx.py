@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ from phonalign.align.pocketsphinx_backend import (
     ARPABET_PHONES,
     PocketsphinxAligner,
     _tile,
-    normalize_words,
     read_cmudict,
 )
 from phonalign.corpus import demo_corpus_dir
 from phonalign.errors import AlignerError
 from phonalign.records import Utterance
+from phonalign.text_norm import normalize_words
 
 DEMO = demo_corpus_dir()
 
@@ -69,7 +70,7 @@ def test_padding_is_removed_and_tiers_cover_the_audio_without_gaps(english_resul
         assert al.xmax == pytest.approx(duration, abs=1e-6)
         for tier in (al.words, al.phones):
             assert tier[0].start == 0.0 and tier[-1].end == pytest.approx(duration, abs=1e-9)
-            assert all(a.end == b.start for a, b in zip(tier, tier[1:]))
+            assert all(a.end == b.start for a, b in pairwise(tier))
             assert all(iv.end > iv.start for iv in tier)
 
 
@@ -204,9 +205,9 @@ def test_intervals_are_tiled_over_the_audio_whatever_the_decoder_returns(raw, du
     intervals = [[max(0.0, min(s, duration)), max(0.0, min(s + d, duration)), lab] for s, d, lab in raw]
     tiled = _tile(intervals, duration)
     assert tiled[0][0] == 0.0 and tiled[-1][1] == pytest.approx(duration)
-    assert all(a[1] == b[0] for a, b in zip(tiled, tiled[1:]))
+    assert all(a[1] == b[0] for a, b in pairwise(tiled))
     assert all(e > s for s, e, _ in tiled)
-    assert not any(a[2] == "" and b[2] == "" for a, b in zip(tiled, tiled[1:]))
+    assert not any(a[2] == "" and b[2] == "" for a, b in pairwise(tiled))
 
 
 def test_a_worker_that_dies_is_replaced_and_its_utterance_reported(monkeypatch, tmp_path):

@@ -195,7 +195,7 @@ class MFAAligner(Aligner):
         """Write MFA's corpus layout; return the staged utterances and the ones that could not be
         staged (as failed results)."""
         from ..audio import load_audio
-        from .pocketsphinx_backend import normalize_words
+        from ..text_norm import normalize_words
 
         corpus_dir.mkdir(parents=True, exist_ok=True)
         staged: list[StagedUtterance] = []

@@ -45,10 +45,11 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
-from .. import errors as _errors
+from .. import errors
 from ..errors import AlignerError, AudioError, LamError
 from ..records import Alignment, Interval, Utterance
 from .base import Aligner, AlignResult
@@ -61,7 +62,6 @@ ARPABET_PHONES = frozenset(
 _FILLER_WORDS = frozenset({"<s>", "</s>", "<sil>", "(NULL)", "[NOISE]", "++NOISE++"})
 #: Peak amplitude below which audio counts as silent (-80 dBFS).
 SILENT_PEAK = 1e-4
-_TOKEN = re.compile(r"[a-z0-9]+(?:['\-.][a-z0-9]+)*'?")
 _ALT = re.compile(r"\(\d+\)$")
 
 
@@ -79,13 +79,6 @@ class PocketsphinxSettings:
     noise_lsb: int = 1
     hmm: str | None = None
     lexicon: str | None = None
-
-
-def normalize_words(text: str) -> list[str]:
-    """Lower-case word tokens of a transcript, punctuation removed (apostrophes and hyphens
-    inside words kept: ``don't``, ``well-known``)."""
-    text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
-    return [t.rstrip("'") or t for t in _TOKEN.findall(text)]
 
 
 def read_cmudict(path: str | Path) -> dict[str, list[list[str]]]:
@@ -121,7 +114,7 @@ def read_cmudict(path: str | Path) -> dict[str, list[list[str]]]:
             if not phones:
                 raise AlignerError(f"no pronunciation for {parts[0]!r}", path=path, line=lineno,
                                    hint="write the word, then its ARPAbet phones: 'TOMATO  T AH M EY T OW'")
-            bad = [raw for raw, p in zip(parts[1:], phones) if p not in ARPABET_PHONES]
+            bad = [raw for raw, p in zip(parts[1:], phones, strict=True) if p not in ARPABET_PHONES]
             if bad:
                 raise AlignerError(
                     f"unknown phone(s) {', '.join(bad)} for {parts[0]!r}", path=path, line=lineno,
@@ -139,14 +132,14 @@ def espeak_arpabet(word: str) -> list[str]:
     AlignerError
         libespeak-ng or the phone-set table is not available, or the word gives no phones.
     """
-    from .. import espeak as synth
+    from .. import espeak
 
     try:
-        raw = synth.synthesize_raw(word, voice="en-us")
-    except synth.SynthError as err:
+        raw = espeak.synthesize_raw(word, voice="en-us")
+    except espeak.SynthError as err:
         raise AlignerError(f"espeak-ng G2P is not available: {err.message}",
                            hint="install espeak-ng, or pass --dictionary with the missing words") from None
-    labels = [e.label for e in raw.phonemes if not synth.is_pause(e.label)]
+    labels = [e.label for e in raw.phonemes if not espeak.is_pause(e.label)]
     from ..phonesets import to_arpabet
 
     # expand=True: espeak's r-coloured vowels become two phones, as CMUdict spells them (A@ -> AA R)
@@ -398,7 +391,7 @@ def _error_record(err: LamError, utt_id: str) -> dict:
 
 
 def _error_from_record(rec: dict) -> LamError:
-    cls = getattr(_errors, rec.get("type", ""), None)
+    cls = getattr(errors, rec.get("type", ""), None)
     if not (isinstance(cls, type) and issubclass(cls, LamError)):
         cls = AlignerError
     return cls(rec["message"], path=rec.get("path"), line=rec.get("line"), utt_id=rec.get("utt_id"),
@@ -441,7 +434,8 @@ class _WorkerPool:
     its utterance reported as failed."""
 
     def __init__(self, n: int, settings: PocketsphinxSettings, method: str) -> None:
-        self.ctx = multiprocessing.get_context(method)
+        # the start method is named at run time, so typeshed can only call it a BaseContext
+        self.ctx: Any = multiprocessing.get_context(method)
         self.settings_json = json.dumps(asdict(settings))
         self.workers: list[tuple] = [self._start() for _ in range(n)]
 
@@ -453,7 +447,7 @@ class _WorkerPool:
         return proc, parent
 
     def run(self, jobs: Sequence[tuple[str, str, str, str]]) -> Iterator[dict]:
-        from multiprocessing.connection import wait
+        from multiprocessing.connection import Connection, wait
 
         pending = list(reversed(jobs))
         busy: dict = {}  # connection -> (worker index, job)
@@ -468,7 +462,8 @@ class _WorkerPool:
         for k in range(len(self.workers)):
             feed(k)
         while busy:
-            for conn in wait(list(busy)):
+            for ready in wait(list(busy)):
+                conn = cast(Connection, ready)  # wait() returns the objects it was given: our pipes
                 k, job = busy.pop(conn)
                 try:
                     data = conn.recv_bytes()
@@ -486,7 +481,7 @@ class _WorkerPool:
                 feed(k)
 
     def close(self) -> None:
-        for proc, conn in self.workers:
+        for _proc, conn in self.workers:
             try:
                 conn.send_bytes(b"")
             except OSError:
