@@ -47,6 +47,7 @@ from phonalign.fsutil import atomic_write_json, make_dirs, read_json, read_parqu
 from phonalign.outdir import FolderRules, OutputFolder, output_folder
 from phonalign.provenance import write_run_info
 
+from .defaults import BATCH_SECONDS, CHUNK_ROWS, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_WHISPER_MODE
 from .errors import ExtractionError, StoreError, StoreSettingsError
 from .frames import frames_for_segments
 from .models import SAMPLE_RATE, SpeechEncoder, load_encoder
@@ -76,20 +77,32 @@ def shard_of(utt_id: str, n_shards: int) -> int:
     return int.from_bytes(hashlib.blake2b(utt_id.encode("utf-8"), digest_size=8).digest(), "big") % n_shards
 
 
+def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
+    """``(I, N)`` from ``"I/N"`` (as ``lam features --shard`` takes it) or from a pair, checked
+    ``0 <= I < N``; an :class:`ExtractionError` naming the fix otherwise."""
+    try:
+        i, n = (int(x) for x in (shard.split("/") if isinstance(shard, str) else shard))
+    except (TypeError, ValueError):
+        raise ExtractionError(f"shard {shard!r} is not I/N", hint="write shard I of N as I/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ExtractionError(f"shard {i}/{n} is not valid", hint="use I/N with 0 <= I < N")
+    return i, n
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """Settings of one `lam features` run (recorded in the output's ``config.yaml``)."""
 
     model: str
-    device: str = "auto"
-    dtype: str = "float32"
-    batch_seconds: float = 60.0
-    whisper_mode: str = "crop"
+    device: str = DEFAULT_DEVICE
+    dtype: str = DEFAULT_DTYPE
+    batch_seconds: float = BATCH_SECONDS
+    whisper_mode: str = DEFAULT_WHISPER_MODE
     shard_index: int = 0
     n_shards: int = 1
     strict: bool = False
     pooling: str = "mean"
-    chunk_rows: int = 4096
+    chunk_rows: int = CHUNK_ROWS
     random_init: bool = False
     init_seed: int = 0
 
@@ -529,9 +542,10 @@ def random_init_model(model: Any, *, seed: int, model_id: str | None = None) -> 
     return fresh.eval(), str(model_id), preprocessor
 
 
-def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any, device: str = "auto",
-                     dtype: str = "float32", batch_seconds: float = 60.0, whisper_mode: str = "crop",
-                     shard: tuple[int, int] = (0, 1), strict: bool = False, chunk_rows: int = 4096,
+def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any, device: str = DEFAULT_DEVICE,
+                     dtype: str = DEFAULT_DTYPE, batch_seconds: float = BATCH_SECONDS,
+                     whisper_mode: str = DEFAULT_WHISPER_MODE, shard: str | tuple[int, int] = (0, 1),
+                     strict: bool = False, chunk_rows: int = CHUNK_ROWS,
                      progress: bool = True, model_id: str | None = None, language: str | None = None,
                      force: bool = False, allow_missing: bool = False, random_init: bool = False,
                      init_seed: int = 0) -> dict:
@@ -549,8 +563,8 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     device, dtype, whisper_mode : see :func:`analysis.models.load_encoder`
     batch_seconds : float
         Cap on padded audio per batch, seconds.
-    shard : (int, int)
-        ``(I, N)``: process the utterances of shard ``I`` of ``N`` (:func:`shard_of` of the utterance
+    shard : (int, int) or str
+        ``(I, N)`` or ``"I/N"`` (:func:`parse_shard`): process the utterances of shard ``I`` of ``N`` (:func:`shard_of` of the utterance
         id, stable when the corpus changes). Shards of one store may run at the same time; each
         keeps its report in ``out_dir/shards/sIIIIofNNNN/`` and the last to finish merges them.
     strict : bool
@@ -602,9 +616,7 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     """
     t0 = time.perf_counter()
     src, out = Path(aligned_dir), Path(out_dir)
-    i_shard, n_shards = int(shard[0]), int(shard[1])
-    if not (n_shards >= 1 and 0 <= i_shard < n_shards):
-        raise ExtractionError(f"shard {i_shard}/{n_shards} is not valid", hint="use --shard I/N with 0 <= I < N")
+    i_shard, n_shards = parse_shard(shard)
     utts, segs = _read_inputs(src, language=language)
     if language is not None:
         keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language

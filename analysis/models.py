@@ -42,27 +42,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .defaults import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_WHISPER_MODE, DTYPES, WHISPER_MODES, check_device
 from .errors import ModelError
 from .frames import FrameSpec, frame_spec_for
 from .model_identity import ModelIdentity, files_digest, module_digest
 
 SAMPLE_RATE = 16000
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-WHISPER_MODES = ("crop", "trim")
+_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 #: Encoder frames (20 ms) two neighbouring windows of a long Whisper input share: 250 = 5 s, so every
 #: kept frame has at least 2.5 s of context on both sides, at 20 % more computation.
 WHISPER_OVERLAP = 250
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cpu``; ``cuda`` (error when absent)."""
+def resolve_device(device: str = DEFAULT_DEVICE) -> torch.device:
+    """The torch device for a device name (:func:`analysis.defaults.check_device`), checked present.
+
+    ``auto`` -> CUDA when available, else CPU; ``cpu``; ``cuda`` or ``cuda:N`` (an error naming
+    the fix when no such CUDA device is visible). Feature extraction and training both use it.
+    """
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked but no CUDA device is visible",
-                         hint="use --device cpu or auto")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ModelError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ModelError(f"device {device} was asked for but no such CUDA device is visible "
+                             f"({torch.cuda.device_count()} visible)",
+                             hint="use device auto or cpu (--device, or features.device / train.device in a "
+                             "run config)")
     return torch.device(device)
 
 
@@ -101,14 +108,14 @@ class SpeechEncoder:
     """
 
     def __init__(self, model: torch.nn.Module, *, model_id: str, revision: str | None = None,
-                 device: str = "auto", dtype: str = "float32", whisper_mode: str = "crop",
+                 device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE, whisper_mode: str = DEFAULT_WHISPER_MODE,
                  do_normalize: bool | None = None, preprocessor: dict | None = None,
                  weights_dir: str | Path | None = None, missing_keys: Sequence[str] = (),
                  unexpected_keys: Sequence[str] = ()) -> None:
         if dtype not in _DTYPES:
             raise ModelError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(_DTYPES)}")
         if whisper_mode not in WHISPER_MODES:
-            raise ModelError(f"unknown Whisper mode {whisper_mode!r}", hint="use crop or trim")
+            raise ModelError(f"unknown Whisper mode {whisper_mode!r}", hint=f"use {' or '.join(WHISPER_MODES)}")
         self.device = resolve_device(device)
         if dtype != "float32" and self.device.type != "cuda":
             raise ModelError(f"dtype {dtype} is only offered on CUDA (it is slow or unsupported on CPU)",
@@ -359,7 +366,8 @@ def _model_dir(name_or_path: str) -> Path | None:
     return p if p.is_dir() else None
 
 
-def load_encoder(model, *, device: str = "auto", dtype: str = "float32", whisper_mode: str = "crop",
+def load_encoder(model, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DTYPE,
+                 whisper_mode: str = DEFAULT_WHISPER_MODE,
                  do_normalize: bool | None = None, model_id: str | None = None,
                  allow_missing: bool = False) -> SpeechEncoder:
     """A :class:`SpeechEncoder` from a model id / path, or from an already built model.

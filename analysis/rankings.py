@@ -68,10 +68,10 @@ import numpy as np
 
 from phonalign.fsutil import atomic_write_json
 
+from .defaults import SEED, SELECTION_KEYS, TOP_K
 from .errors import RankingsError
 
 FORMAT = "lam-rankings/1"
-SELECTION_KEYS: tuple[str, ...] = ("final", "BL", "GL", "WL", "RL1", "RL2", "RL3")
 
 
 def rank_layers(scores: Sequence[float] | np.ndarray, *, higher_is_more_similar: bool = True) -> list[int]:
@@ -91,7 +91,7 @@ def rank_layers(scores: Sequence[float] | np.ndarray, *, higher_is_more_similar:
     return [int(i) + 1 for i in np.argsort(key, kind="stable")]
 
 
-def select_layers(scores: Sequence[float] | np.ndarray, *, k: int = 3, seed: int = 0,
+def select_layers(scores: Sequence[float] | np.ndarray, *, k: int = TOP_K, seed: int = SEED,
                   higher_is_more_similar: bool = True) -> dict[str, list[int]]:
     """The selections ``final, BL, GL, WL, RL1, RL2, RL3`` (transformer layers 1..L).
 

@@ -86,6 +86,20 @@ from phonalign.records import EMOTIONS, VOWEL_CLASSES
 
 from . import estimators as est
 from .confounds import duration_quartiles, duration_warning, match_durations
+from .defaults import (
+    CI_LEVEL,
+    DEFAULT_METRIC,
+    DEFAULT_RESAMPLE,
+    MAX_ROWS,
+    METRICS,
+    N_BOOTSTRAP,
+    N_HALVES,
+    N_PERMUTATIONS,
+    RESAMPLE_MODES,
+    SEED,
+    TOP_K,
+    UNITS,
+)
 from .errors import SimilarityError
 from .resampling import (
     bootstrap_weights,
@@ -101,15 +115,6 @@ from .store import FeatureStore, check_finite, model_digest
 
 logger = logging.getLogger(__name__)
 
-UNITS: tuple[str, ...] = ("Utt", "Vowl", "Cons") + VOWEL_CLASSES
-METRICS: dict[str, bool] = {  # name -> higher is more similar
-    "centroid_cosine": True,
-    "pairwise_cosine": True,
-    "standardized_cosine": True,
-    "coral": False,
-    "mmd": False,
-}
-RESAMPLE_MODES: tuple[str, ...] = ("auto", "speaker", "utterance")
 #: Clusters a side needs for each metric's within-side terms.
 MIN_CLUSTERS: dict[str, int] = {"centroid_cosine": 2, "pairwise_cosine": 2, "standardized_cosine": 2,
                                 "coral": 4, "mmd": 2}
@@ -268,13 +273,13 @@ def _gram_blocks(xs: np.ndarray, cs: np.ndarray, ks: int, xt: np.ndarray, ct: np
 
 
 # ------------------------------------------------------------------------------- compatibility
-def check_compatible(source: FeatureStore, target: FeatureStore, *, allow: Sequence[str] = ()) -> list[str]:
+def check_compatible(source: FeatureStore, target: FeatureStore, *, allow_different: Sequence[str] = ()) -> list[str]:
     """Refuse two stores whose numbers cannot be compared; name the setting that differs.
 
     Shapes (``n_layers``, ``hidden_size``) must agree. ``model_id``, ``revision`` and every
     extraction setting must agree too, except those in :data:`COMPATIBLE_SETTINGS` (``input``: an
     aligned store and a plain-folder store pool utterances the same way) and those named in
-    ``allow`` (for comparisons made on purpose, e.g. ``allow=("weights",)`` for a random-init store
+    ``allow_different`` (for comparisons made on purpose, e.g. ``allow_different=("weights",)`` for a random-init store
     against a trained one).
 
     Returns
@@ -293,7 +298,7 @@ def check_compatible(source: FeatureStore, target: FeatureStore, *, allow: Seque
             raise SimilarityError(f"the stores hold different models: {key} is {a} in {source.path} and {b} in "
                                   f"{target.path} ({source.model_id} vs {target.model_id})", path=target.path,
                                   hint="extract both corpora with the same --model")
-    allowed = set(allow)
+    allowed = set(allow_different)
     notes: list[str] = []
     s_set, t_set = source.meta.get("settings") or {}, target.meta.get("settings") or {}
     # trained vs untrained first: it is the difference that matters most and explains the others.
@@ -739,14 +744,15 @@ class Sides:
 
 
 def prepare_sides(source: FeatureStore, target: FeatureStore, *, source_language: str | None = None,
-                  target_language: str | None = None, match_duration: bool = False, seed: int = 0,
-                  resample: str = "auto", allow_different: Sequence[str] = (), by_emotion: bool = False) -> Sides:
+                  target_language: str | None = None, match_duration: bool = False, seed: int = SEED,
+                  resample: str = DEFAULT_RESAMPLE, allow_different: Sequence[str] = (),
+                  by_emotion: bool = False) -> Sides:
     """Check two stores, select their rows and choose the resampling unit, as :func:`compare_stores` does.
 
     Shared with the vowel map (:mod:`analysis.vowel_map`), so that both see the same rows and
     resample the same clusters. Parameters as :func:`compare_stores`.
     """
-    notes = check_compatible(source, target, allow=allow_different)
+    notes = check_compatible(source, target, allow_different=allow_different)
     src = _View(source, name="source", language=source_language)
     tgt = _View(target, name="target", language=target_language)
     for v, lang in ((src, source_language), (tgt, target_language)):
@@ -754,6 +760,8 @@ def prepare_sides(source: FeatureStore, target: FeatureStore, *, source_language
             what = "the store is empty" if lang is None else f"the store has no utterance of language {lang!r}"
             raise SimilarityError(what, path=v.store.path, hint="run `lam features` first, or check --*-language")
     warn: list[str] = list(notes)
+    for note in notes:  # every warning of the result is also a log record, once
+        logger.warning(note)
     durations: dict[str, Any] = {"source": duration_quartiles(src.utt_duration),
                                  "target": duration_quartiles(tgt.utt_duration)}
     if match_duration:
@@ -778,12 +786,13 @@ def prepare_sides(source: FeatureStore, target: FeatureStore, *, source_language
     return Sides(src, tgt, resampling, tuple(warn), durations)
 
 
-def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = ("centroid_cosine",),
-                   units: Sequence[str] = UNITS, n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False,
-                   ci_level: float = 0.95, n_halves: int = 10, max_rows: int = 1000,
-                   source_language: str | None = None, target_language: str | None = None,
-                   resample: str = "auto", n_permutations: int = 0, match_duration: bool = False,
-                   allow_different: Sequence[str] = (), progress: bool = False) -> SimilarityResult:
+def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = (DEFAULT_METRIC,),
+                   units: Sequence[str] = UNITS, n_bootstrap: int = N_BOOTSTRAP, seed: int = SEED,
+                   by_emotion: bool = False, ci_level: float = CI_LEVEL, n_halves: int = N_HALVES,
+                   max_rows: int = MAX_ROWS, source_language: str | None = None,
+                   target_language: str | None = None, resample: str = DEFAULT_RESAMPLE,
+                   n_permutations: int = N_PERMUTATIONS, match_duration: bool = False,
+                   allow_different: Sequence[str] = (), progress: bool = True) -> SimilarityResult:
     """Per-layer similarity of every unit between two feature stores (streamed; see module docstring).
 
     Parameters
@@ -1108,7 +1117,7 @@ def _entry(r: UnitResult, *, n_layers: int, level: float, k: int, seed: int, res
     return out
 
 
-def result_rankings(result: SimilarityResult, *, metric: str, k: int = 3, scope: str | None = None,
+def result_rankings(result: SimilarityResult, *, metric: str, k: int = TOP_K, scope: str | None = None,
                     source_store: str = "", target_store: str = "") -> dict:
     """The rankings document (see :mod:`analysis.rankings`) of one metric.
 
@@ -1198,10 +1207,11 @@ def result_table(result: SimilarityResult) -> Any:
 
 
 def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, *,
-                   metrics: Sequence[str] = ("centroid_cosine",), units: Sequence[str] = UNITS, k: int = 3,
-                   n_bootstrap: int = 200, seed: int = 0, by_emotion: bool = False, ci_level: float = 0.95,
-                   n_halves: int = 10, max_rows: int = 1000, source_language: str | None = None,
-                   target_language: str | None = None, resample: str = "auto", n_permutations: int = 0,
+                   metrics: Sequence[str] = (DEFAULT_METRIC,), units: Sequence[str] = UNITS, k: int = TOP_K,
+                   n_bootstrap: int = N_BOOTSTRAP, seed: int = SEED, by_emotion: bool = False,
+                   ci_level: float = CI_LEVEL, n_halves: int = N_HALVES, max_rows: int = MAX_ROWS,
+                   source_language: str | None = None, target_language: str | None = None,
+                   resample: str = DEFAULT_RESAMPLE, n_permutations: int = N_PERMUTATIONS,
                    match_duration: bool = False, allow_different: Sequence[str] = (), vowel_map: bool = False,
                    progress: bool = True) -> dict:
     """`lam similarity`: compare two stores and write scores, rankings and selections to ``out_dir``.

@@ -3,8 +3,13 @@
 One :class:`RunConfig` drives both ``lam train CONFIG`` (training and report on existing feature
 stores) and ``lam run CONFIG`` (the whole pipeline: align -> features -> similarity -> every
 strategy x seed -> report). Relative paths in a YAML file are resolved against the file's
-folder, so shipped configs never hold absolute site paths. The special corpus path ``@demo``
-names the bundled demo corpus (:func:`phonalign.corpus.demo_corpus_dir`).
+folder, so shipped configs never hold absolute site paths. The corpus path ``lam-demo``
+(:data:`phonalign.defaults.DEMO_CORPUS`) names the bundled demo corpus.
+
+Defaults that the library also has (the model's settings, the similarity draws, ...) are read
+from :mod:`phonalign.defaults` and :mod:`analysis.defaults`, under the library's names, so that a
+run config, ``lam`` and a notebook calling the library do the same thing when nothing is said
+(``tests/test_defaults.py``).
 
 Every key is checked: an unknown key is named with the list of valid ones, a wrong type or an
 out-of-range value says which key and what is expected (:class:`~lam_train.errors.ConfigError`).
@@ -23,15 +28,38 @@ from typing import Any, Literal
 
 import yaml
 
+from analysis.defaults import (
+    BATCH_SECONDS,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL,
+    DEFAULT_RESAMPLE,
+    DEFAULT_WHISPER_MODE,
+    DTYPES,
+    METRICS,
+    N_BOOTSTRAP,
+    N_PERMUTATIONS,
+    RESAMPLE_MODES,
+    SEED,
+    SELECTION_KEYS,
+    TOP_K,
+    UNITS,
+    WHISPER_MODES,
+    check_device,
+)
+from phonalign.defaults import DEMO_CORPUS, RETIRED_DEMO_TOKENS
+from phonalign.errors import LamError
 from phonalign.fsutil import atomic_write_text
 from phonalign.provenance import to_plain
 
 from .errors import ConfigError
 
-#: Strategy names accepted in ``strategies`` (see :func:`parse_strategy`).
-SELECTION_KEYS: tuple[str, ...] = ("final", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all")
-UNITS: tuple[str, ...] = ("Utt", "Vowl", "Cons", "A", "E", "@", "i", "O", "u")
-DEMO_CORPUS = "@demo"
+#: Layer selections a strategy names (see :func:`parse_strategy`): the rankings' selections and ``all``.
+STRATEGY_SELECTIONS: tuple[str, ...] = SELECTION_KEYS + ("all",)
+#: Keys renamed since earlier releases: old name -> new name (a config using the old one is told).
+RENAMED_KEYS: dict[str, str] = {"similarity.n_boot": "similarity.n_bootstrap",
+                                "similarity.permutations": "similarity.n_permutations"}
 #: Optional views of the vowels that ``lam run`` can add (``analyses:`` in the config).
 ANALYSES: tuple[str, ...] = ("acoustics", "geometry")
 
@@ -53,7 +81,7 @@ class AlignSideConfig:
 class CorpusConfig:
     """Where the corpus is and how to read and align it (``lam run`` only).
 
-    ``path`` is a corpus directory or manifest (``@demo`` = the bundled demo corpus); ``preset``
+    ``path`` is a corpus directory or manifest (``lam-demo`` = the bundled demo corpus); ``preset``
     a manifest preset of :func:`phonalign.corpus.read_corpus`; ``source_language`` and
     ``target_language`` split one corpus into the two sides. ``target_path``, when given, is a
     second corpus for the target side (then ``target_preset`` applies to it).
@@ -99,29 +127,31 @@ class CorpusConfig:
 class FeaturesConfig:
     """Feature extraction (``lam run``): the speech model and its settings."""
 
-    model: str = "whisper-base"
-    whisper_mode: Literal["crop", "trim"] = "trim"
-    device: str = "auto"
-    dtype: str = "float32"
-    batch_seconds: float = 60.0
+    model: str = DEFAULT_MODEL
+    whisper_mode: str = DEFAULT_WHISPER_MODE
+    device: str = DEFAULT_DEVICE
+    dtype: str = DEFAULT_DTYPE
+    batch_seconds: float = BATCH_SECONDS
 
 
 @dataclass(frozen=True)
 class SimilarityConfig:
     """Layer similarity and selections (``lam run``): metric, top-k, the seed of RL1..RL3, the draws.
 
-    ``n_boot`` bootstrap draws resample ``resample`` clusters (``auto``: speakers when both sides
-    have at least 2, else utterances); with 0 draws the ties and the flatness of the profile are
-    unknown. ``permutations`` runs the language-label permutation null (0: none). ``vowel_map``
-    also writes the cross-language vowel map (``lam similarity --vowel-map``) with the same draws.
+    The keys are those of :func:`analysis.similarity.run_similarity` (``metric`` is its first
+    ``metrics``). ``n_bootstrap`` draws resample ``resample`` clusters (``auto``: speakers when both
+    sides have at least 2, else utterances); with 0 draws the ties and the flatness of the profile
+    are unknown. ``n_permutations`` runs the language-label permutation null (0: none).
+    ``vowel_map`` also writes the cross-language vowel map (``lam similarity --vowel-map``) with the
+    same draws.
     """
 
-    metric: str = "centroid_cosine"
-    k: int = 3
-    n_boot: int = 200
-    seed: int = 0
-    resample: Literal["auto", "speaker", "utterance"] = "auto"
-    permutations: int = 0
+    metric: str = DEFAULT_METRIC
+    k: int = TOP_K
+    n_bootstrap: int = N_BOOTSTRAP
+    seed: int = SEED
+    resample: str = DEFAULT_RESAMPLE
+    n_permutations: int = N_PERMUTATIONS
     vowel_map: bool = False
 
 
@@ -181,7 +211,7 @@ class TrainConfig:
     patience: int = 8
     balance: Literal["class_weight", "sampler", "none"] = "class_weight"
     selection: Literal["source_dev", "oracle_target_dev"] = "source_dev"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = DEFAULT_DEVICE  # auto | cpu | cuda | cuda:N (analysis.models.resolve_device)
     amp: bool = True
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     checkpoint_every: int = 1  # epochs between resume checkpoints (and after the last epoch)
@@ -239,10 +269,10 @@ def parse_strategy(name: str) -> Strategy:
     ``-nocoral`` suffix trains them with lambda = 0 (the ablation twin).
     """
     m = re.fullmatch(r"([A-Za-z0-9]+)(\+coral|-nocoral)?", name or "")
-    if not m or m.group(1) not in SELECTION_KEYS:
+    if not m or m.group(1) not in STRATEGY_SELECTIONS:
         raise ConfigError(
             f"unknown strategy {name!r}",
-            hint=f"use one of {', '.join(SELECTION_KEYS)}, optionally with '+coral' (or '-nocoral')",
+            hint=f"use one of {', '.join(STRATEGY_SELECTIONS)}, optionally with '+coral' (or '-nocoral')",
         )
     sel, suffix = m.group(1), m.group(2)
     if suffix == "+coral":
@@ -252,6 +282,17 @@ def parse_strategy(name: str) -> Strategy:
     else:
         coral = sel not in ("final", "all")
     return Strategy(name=name, selection=sel, coral=coral)
+
+
+def twin_of(strategy: str) -> str | None:
+    """The lambda = 0 run on the same layers as an anchored strategy (None if not anchored).
+
+    ``final+coral`` -> ``final``, ``all+coral`` -> ``all``, ``BL`` -> ``BL-nocoral``.
+    """
+    s = parse_strategy(strategy)
+    if not s.coral:
+        return None
+    return s.selection if s.selection in ("final", "all") else f"{s.selection}-nocoral"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,7 +333,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if dataclasses.is_dataclass(tp):
         if dataclasses.is_dataclass(value):
             value = to_plain(value)
@@ -332,6 +373,12 @@ def _from_mapping(cls: type, mapping: Mapping, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in mapping if k not in names]
+    renamed = {k: RENAMED_KEYS[f"{where}.{k}" if where else k] for k in unknown
+               if (f"{where}.{k}" if where else k) in RENAMED_KEYS}
+    if renamed:
+        old, new = next(iter(renamed.items()))
+        raise ConfigError(f"{where + '.' if where else ''}{old}: this key is now called {new!r}",
+                          hint=f"rename it to {new.rpartition('.')[2]!r}")
     if unknown:
         raise ConfigError(
             f"{where or 'config'}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}",
@@ -375,16 +422,26 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(cfg.similarity.k >= 1, "similarity.k must be >= 1")
     # numpy seeds and counts must be non-negative; a wrong value must fail here, not after hours
     _check(all(s >= 0 for s in cfg.seeds), f"seeds must be >= 0, got {list(cfg.seeds)}")
-    _check(cfg.similarity.n_boot >= 0, f"similarity.n_boot must be >= 0, got {cfg.similarity.n_boot}")
-    _check(cfg.similarity.permutations >= 0,
-           f"similarity.permutations must be >= 0, got {cfg.similarity.permutations}")
+    _check(cfg.similarity.n_bootstrap >= 0, f"similarity.n_bootstrap must be >= 0, got {cfg.similarity.n_bootstrap}")
+    _check(cfg.similarity.n_permutations >= 0,
+           f"similarity.n_permutations must be >= 0, got {cfg.similarity.n_permutations}")
+    _check(cfg.similarity.resample in RESAMPLE_MODES,
+           f"similarity.resample: {cfg.similarity.resample!r} is not one of {', '.join(RESAMPLE_MODES)}")
     _check(cfg.similarity.seed >= 0, f"similarity.seed must be >= 0, got {cfg.similarity.seed}")
     _check(cfg.features.batch_seconds > 0, f"features.batch_seconds must be > 0, got {cfg.features.batch_seconds}")
-    _check(cfg.features.dtype in ("float32", "float16", "bfloat16"),
-           f"features.dtype: {cfg.features.dtype!r} is not one of 'float32', 'float16', 'bfloat16'")
-    _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device) is not None,
-           f"features.device: {cfg.features.device!r} is not auto, cpu, cuda or cuda:N")
-    from analysis.similarity import METRICS  # lazy: numpy and scipy only when a config is read
+    _check(cfg.features.dtype in DTYPES,
+           f"features.dtype: {cfg.features.dtype!r} is not one of {', '.join(DTYPES)}")
+    _check(cfg.features.whisper_mode in WHISPER_MODES,
+           f"features.whisper_mode: {cfg.features.whisper_mode!r} is not one of {', '.join(WHISPER_MODES)}")
+    for key, device in (("features.device", cfg.features.device), ("train.device", t.device)):
+        try:
+            check_device(device)
+        except LamError as err:
+            raise ConfigError(f"{key}: {err.message}", hint=err.hint) from None
+    for key in ("path", "target_path"):
+        value = getattr(cfg.corpus, key)
+        _check(value not in RETIRED_DEMO_TOKENS, f"corpus.{key}: {value!r} no longer names the demo corpus",
+               hint=f"write {DEMO_CORPUS!r}")
 
     _check(cfg.similarity.metric in METRICS,
            f"similarity.metric: {cfg.similarity.metric!r} is not one of {', '.join(METRICS)}")

@@ -18,6 +18,11 @@ from torch import nn
 
 from phonalign.records import EMOTIONS
 
+from .config import ModelConfig
+
+#: The classifier's defaults are the run config's (one source).
+_MODEL = ModelConfig()
+
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -29,12 +34,13 @@ class LayerAdapters(nn.Module):
     n_layers : number of stacked input layers.
     in_dim : hidden size of the speech model.
     width : shared output width.
+    activation, dropout, normalize_adapted : as :class:`~lam_train.config.ModelConfig`.
     """
 
-    def __init__(self, n_layers: int, in_dim: int, width: int, *, activation: str = "gelu", dropout: float = 0.0,
-                 normalize: bool = False):
+    def __init__(self, n_layers: int, in_dim: int, width: int, *, activation: str, dropout: float,
+                 normalize_adapted: bool) -> None:
         super().__init__()
-        self.normalize = normalize
+        self.normalize_adapted = normalize_adapted
         self.weight = nn.Parameter(torch.empty(n_layers, in_dim, width))
         self.bias = nn.Parameter(torch.zeros(n_layers, width))
         bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default initialisation, per layer
@@ -53,7 +59,7 @@ class LayerAdapters(nn.Module):
         # Parameter-free layer norm of each adapted vector: without it, the cheapest way to lower
         # CORAL is to shrink every adapted feature towards 0 (the covariances vanish together),
         # which aligns nothing; with it, CORAL can only fall by making the shapes agree.
-        return torch.nn.functional.layer_norm(y, y.shape[-1:]) if self.normalize else y
+        return torch.nn.functional.layer_norm(y, y.shape[-1:]) if self.normalize_adapted else y
 
 
 class LayerWeighting(nn.Module):
@@ -94,6 +100,8 @@ class EmotionClassifier(nn.Module):
     head_hidden : widths of the three hidden layers of the 4-layer head.
     n_classes : number of emotions (4: Neutral, Happiness, Anger, Sadness).
     sequence : True for frame-sequence input (adds the transformer encoder before pooling).
+
+    The other settings and every default are those of :class:`~lam_train.config.ModelConfig`.
     """
 
     def __init__(
@@ -101,20 +109,20 @@ class EmotionClassifier(nn.Module):
         *,
         n_layers: int,
         in_dim: int,
-        width: int = 128,
-        head_hidden: tuple[int, int, int] = (128, 64, 32),
+        width: int = _MODEL.width,
+        head_hidden: tuple[int, int, int] = _MODEL.head_hidden,
         n_classes: int = len(EMOTIONS),
-        dropout: float = 0.2,
-        activation: str = "gelu",
+        dropout: float = _MODEL.dropout,
+        activation: str = _MODEL.activation,
         sequence: bool = False,
-        encoder_layers: int = 1,
-        encoder_heads: int = 4,
-        normalize_adapted: bool = False,
-    ):
+        encoder_layers: int = _MODEL.encoder_layers,
+        encoder_heads: int = _MODEL.encoder_heads,
+        normalize_adapted: bool = _MODEL.normalize_adapted,
+    ) -> None:
         super().__init__()
         self.n_layers, self.in_dim, self.sequence = n_layers, in_dim, sequence
         self.adapters = LayerAdapters(n_layers, in_dim, width, activation=activation, dropout=dropout,
-                                      normalize=normalize_adapted)
+                                      normalize_adapted=normalize_adapted)
         self.weighting = LayerWeighting(n_layers)
         self.encoder = None
         if sequence and encoder_layers > 0:

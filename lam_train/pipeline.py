@@ -33,19 +33,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from phonalign.defaults import DEMO_CORPUS
 from phonalign.fsutil import atomic_write_json, atomic_write_text, read_json
 from phonalign.outdir import FolderRules, output_folder
 from phonalign.provenance import to_plain, write_run_info
 
-from .config import DEMO_CORPUS, RunConfig, config_to_dict, load_config, parse_strategy
+from .config import RunConfig, config_to_dict, load_config, parse_strategy, twin_of
 from .errors import ConfigError, TrainError
+
+if TYPE_CHECKING:
+    from phonalign.records import Utterance
 
 logger = logging.getLogger(__name__)
 
 STEPS = ("align", "features", "similarity", "acoustics", "geometry", "train", "report")
 DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+#: Output folder of ``lam demo`` (and :func:`run_demo`) when none is named, relative to the working folder.
+DEMO_OUTPUT = "lam_demo"
 
 #: What a `lam run` / `lam train` output folder may hold (see :mod:`phonalign.outdir`); the
 #: step records in ``steps/`` are the only files it cleans or rewrites by pattern.
@@ -90,15 +96,15 @@ class StepRecorder:
 # steps
 
 
-def _read_sides(cfg: RunConfig):
+def _read_sides(cfg: RunConfig) -> tuple[list[Utterance], list[Utterance]]:
     """Utterances of the source and target sides (one corpus split by language, or two corpora)."""
-    from phonalign.corpus import demo_corpus_dir, read_corpus
+    from phonalign.corpus import locate_corpus, read_corpus
 
     c = cfg.corpus
     if c.path is None:
-        raise ConfigError("corpus.path is not set", hint="name a corpus folder or manifest (or '@demo')")
-    path = demo_corpus_dir() if c.path == DEMO_CORPUS else Path(c.path)
-    preset = c.preset or ("lam-demo" if c.path == DEMO_CORPUS else None)
+        raise ConfigError("corpus.path is not set", hint=f"name a corpus folder or manifest (or {DEMO_CORPUS!r})")
+    path, implied = locate_corpus(c.path)  # lam-demo: the bundled corpus and its preset
+    preset = c.preset or implied
 
     def language_of(p: Path, preset: str | None, lang: str | None) -> str | None:
         # a plain corpus folder does not say its language: the side's language is it
@@ -110,10 +116,10 @@ def _read_sides(cfg: RunConfig):
     src_all = read_corpus(path, preset=preset, language=language_of(path, preset, c.source_language),
                           intervals=intervals_of(path, preset))
     if c.target_path:
-        tpath = demo_corpus_dir() if c.target_path == DEMO_CORPUS else Path(c.target_path)
-        tgt_all = read_corpus(tpath, preset=c.target_preset,
-                              language=language_of(tpath, c.target_preset, c.target_language),
-                              intervals=intervals_of(tpath, c.target_preset))
+        tpath, t_implied = locate_corpus(c.target_path)
+        t_preset = c.target_preset or t_implied
+        tgt_all = read_corpus(tpath, preset=t_preset, language=language_of(tpath, t_preset, c.target_language),
+                              intervals=intervals_of(tpath, t_preset))
     else:
         tgt_all = src_all
     src = [u for u in src_all if c.source_language is None or u.language == c.source_language]
@@ -142,13 +148,15 @@ def _limit(utts, k: int):
 def aligner_for(cfg: RunConfig, side: str):
     """The aligner backend of ``side`` (``"source"``/``"target"``), built from the config."""
     from phonalign.align import get_aligner
-    from phonalign.corpus import demo_corpus_dir
+    from phonalign.corpus import locate_corpus
 
     c = cfg.corpus
     name, options = c.aligner_for(side)
     path = c.target_path if side == "target" and c.target_path else c.path
-    if name == "textgrid" and options.get("textgrids") is None and path == DEMO_CORPUS:
-        options["textgrids"] = str(demo_corpus_dir() / "textgrids")  # the demo's ground truth
+    if name == "textgrid" and options.get("textgrids") is None and path is not None:
+        folder, preset = locate_corpus(path)
+        if preset == DEMO_CORPUS:
+            options["textgrids"] = str(folder / "textgrids")  # the demo corpus' ground-truth alignments
     return get_aligner(name, **options)
 
 
@@ -207,8 +215,8 @@ def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     s = cfg.similarity
     sim_dir = out / "similarity"
     run_similarity(out / "features" / "source", out / "features" / "target", sim_dir, metrics=(s.metric,), k=s.k,
-                   n_bootstrap=s.n_boot, seed=s.seed, by_emotion=False, resample=s.resample,
-                   n_permutations=s.permutations, vowel_map=s.vowel_map, progress=progress)
+                   n_bootstrap=s.n_bootstrap, seed=s.seed, by_emotion=False, resample=s.resample,
+                   n_permutations=s.n_permutations, vowel_map=s.vowel_map, progress=progress)
     figures = []
     try:  # figures come from the analysis room's plots; the rankings are what training needs
         from analysis import plots
@@ -257,8 +265,6 @@ def step_geometry(cfg: RunConfig, out: Path) -> dict:
 def expand_strategies(cfg: RunConfig) -> list[str]:
     """The strategies to train: the config's, plus each anchored one's lambda = 0 twin when
     ``coral_ablation`` is on (so the report can show what anchoring does)."""
-    from .report import twin_of
-
     names = list(cfg.strategies)
     if cfg.coral_ablation:
         for s in cfg.strategies:
@@ -509,7 +515,7 @@ def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None, seeds
     return res
 
 
-def demo_config(*, out: str | Path = "lam_demo", model: str | None = None, seeds: int | None = None,
+def demo_config(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seeds: int | None = None,
                 overrides: Mapping | None = None) -> RunConfig:
     """The demo's config (``lam_train/configs/demo.yaml``) with the command's options applied."""
     from .config import merge
@@ -524,7 +530,7 @@ def demo_config(*, out: str | Path = "lam_demo", model: str | None = None, seeds
     return load_config(DEMO_CONFIG, overrides=merge(over, overrides or {}))
 
 
-def run_demo(*, out: str | Path = "lam_demo", model: str | None = None, seeds: int | None = None,
+def run_demo(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seeds: int | None = None,
              progress: bool = True, log: Callable[[str], None] = print, overrides: Mapping | None = None,
              encoder=None) -> dict:
     """``lam demo``: the whole pipeline on the bundled demo corpus, English -> Mandarin."""

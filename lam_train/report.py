@@ -25,16 +25,8 @@ import numpy as np
 from phonalign.fsutil import atomic_path, atomic_write_text
 from phonalign.records import EMOTIONS
 
-from .config import parse_strategy
+from .config import twin_of
 from .evaluate import mean_std
-
-
-def twin_of(strategy: str) -> str | None:
-    """The lambda = 0 run on the same layers as an anchored strategy (None if not anchored)."""
-    s = parse_strategy(strategy)
-    if not s.coral:
-        return None
-    return s.selection if s.selection in ("final", "all") else f"{s.selection}-nocoral"
 
 
 def collect(runs_dir: str | Path) -> dict[str, list[dict]]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from analysis.models import resolve_device
 from phonalign.fsutil import atomic_path, atomic_write_json
 from phonalign.provenance import write_run_info
 
@@ -42,16 +43,6 @@ FORMAT = 1
 
 # ---------------------------------------------------------------------------------------------
 # devices, seeds
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainError("device 'cuda' was asked for but no CUDA GPU is available",
-                         hint="use train.device: auto or cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> np.random.Generator:

@@ -55,6 +55,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from .defaults import DEMO_CORPUS, RETIRED_DEMO_TOKENS
 from .errors import CorpusError, LamError
 from .fsutil import check_utt_id
 from .records import EMOTIONS, LANGUAGES, UTTERANCE_SCHEMA, Utterance
@@ -65,6 +66,7 @@ __all__ = [
     "utterances_to_table",
     "table_to_utterances",
     "demo_corpus_dir",
+    "locate_corpus",
     "UtteranceList",
     "PRESETS",
     "AUDIO_EXTENSIONS",
@@ -120,6 +122,22 @@ class UtteranceList(list):
 def demo_corpus_dir() -> Path:
     """Folder of the bundled bilingual demo corpus (``manifest.csv``, audio, ``textgrids/``)."""
     return Path(__file__).resolve().parent / "demo_data"
+
+
+def locate_corpus(path: str | Path) -> tuple[Path, str | None]:
+    """Where a corpus named by a user is, and the preset it implies: ``(path, preset or None)``.
+
+    :data:`~phonalign.defaults.DEMO_CORPUS` (``"lam-demo"``) is the bundled demo corpus
+    (:func:`demo_corpus_dir`, preset ``lam-demo``); anything else is a path (``~`` expanded; a folder
+    that happens to be called ``lam-demo`` is written ``./lam-demo``). The demo corpus' earlier name
+    (``@demo``) is refused with a hint. The path is not checked here (:func:`read_corpus` does).
+    """
+    text = str(path)
+    if text == DEMO_CORPUS:
+        return demo_corpus_dir(), DEMO_CORPUS
+    if text in RETIRED_DEMO_TOKENS:
+        raise CorpusError(f"{text!r} no longer names the demo corpus", hint=f"write {DEMO_CORPUS!r}")
+    return Path(text).expanduser(), None
 
 
 def map_emotion(label: str | None, preset: str | None = None) -> str | None:
@@ -653,7 +671,8 @@ def read_corpus(
     Parameters
     ----------
     path : str or Path or None
-        Corpus directory, or a CSV/TSV manifest file. None only with ``preset="lam-demo"``.
+        Corpus directory, or a CSV/TSV manifest file; ``"lam-demo"`` (or None with
+        ``preset="lam-demo"``) is the bundled demo corpus (:func:`locate_corpus`).
     manifest : str or Path, optional
         A manifest file (relative to ``path`` if not absolute).
     preset : {"msp-podcast", "esd", "lam-demo", "timit"}, optional
@@ -702,10 +721,11 @@ def read_corpus(
     if language is not None and language not in LANGUAGES:
         raise CorpusError(f"unknown language {language!r}", hint=f"choose one of {list(LANGUAGES)}")
     if path is None:
-        if preset != "lam-demo":
+        if preset != DEMO_CORPUS:
             raise CorpusError("no corpus path given", hint="give the corpus directory or manifest")
         path = demo_corpus_dir()
-    root = Path(path).expanduser()
+    root, implied = locate_corpus(path)
+    preset = preset or implied
     if not root.exists():
         raise CorpusError("corpus path not found", path=root, hint="check the path")
     if manifest is not None:

@@ -32,9 +32,9 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from .defaults import UNIT_CLASSES, VOWEL_CLASSES
 from .errors import PhoneSetError
 from .pinyin import APICAL_INITIALS, PALATAL_INITIALS, pinyin_final, split_tone
-from .records import UNIT_CLASSES, VOWEL_CLASSES
 
 __all__ = [
     "PHONE_SETS",

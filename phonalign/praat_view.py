@@ -18,18 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import PhonalignError
 from .records import VOWEL_CLASSES
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 #: Tiers drawn by default, top to bottom (those a grid lacks are skipped).
 DEFAULT_TIERS: tuple[str, ...] = ("words", "phones", "vowel_class")
 
 #: Okabe & Ito (2008) colour-blind-safe palette, one colour per shared vowel class.
 VOWEL_COLOURS: dict[str, str] = dict(zip(VOWEL_CLASSES, (
-    "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7")))
+    "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#CC79A7"), strict=True))
 
 Tier = Sequence[tuple[float, float, str]]
 
@@ -94,25 +98,26 @@ def spectrogram_db(wave: np.ndarray, *, sr: int = 16000, window: float = 0.005, 
     return times, freqs[keep], power_db
 
 
-def textgrid_tiers(path: str | Path, *, names: Sequence[str] | None = None) -> dict[str, list[tuple[float, float, str]]]:
+def textgrid_tiers(path: str | Path, *, tiers: Sequence[str] | None = None
+                   ) -> dict[str, list[tuple[float, float, str]]]:
     """The interval tiers of a TextGrid as ``{name: [(start, end, label), ...]}`` (seconds).
 
     Parameters
     ----------
     path : str or Path
         A TextGrid in any format :func:`phonalign.textgrid_io.read_tiers` reads.
-    names : sequence of str, optional
-        Tiers to keep, in this order; tiers the grid lacks are left out. Default: every interval
-        tier in the grid's order.
+    tiers : sequence of str, optional
+        Names of the tiers to keep, in this order; tiers the grid lacks are left out. Default:
+        every interval tier in the grid's order.
     """
     from .textgrid_io import read_tiers
 
-    _, _, tiers, _ = read_tiers(path, duplicate_tiers="rename")
+    _, _, grid_tiers, _ = read_tiers(path, duplicate_tiers="rename")
     found = {t["name"]: [(float(s), float(e), str(lab)) for s, e, lab in t["entries"]]
-             for t in tiers if t["class"] == "IntervalTier"}
-    if names is None:
+             for t in grid_tiers if t["class"] == "IntervalTier"}
+    if tiers is None:
         return found
-    return {n: found[n] for n in names if n in found}
+    return {n: found[n] for n in tiers if n in found}
 
 
 def alignment_tiers(alignment, *, vowel_classes: Sequence[str | None] | None = None
@@ -129,14 +134,14 @@ def alignment_tiers(alignment, *, vowel_classes: Sequence[str | None] | None = N
             raise PraatViewError(f"{len(vowel_classes)} vowel classes for {len(alignment.phones)} phones",
                                  hint="give one unit class per phone interval")
         tiers["vowel_class"] = [(p.start, p.end, c if c in VOWEL_CLASSES else "")
-                                for p, c in zip(alignment.phones, vowel_classes)]
+                                for p, c in zip(alignment.phones, vowel_classes, strict=True)]
     return tiers
 
 
 def plot_utterance(wave: np.ndarray, tiers: Mapping[str, Tier], *, sr: int = 16000,
                    start: float | None = None, end: float | None = None, max_freq: float = 5000.0,
                    dynamic_range: float = 50.0, title: str | None = None, boundaries_from: str | None = "phones",
-                   width: float = 11.0):
+                   figure_width: float = 11.0) -> Figure:
     """Draw waveform, spectrogram and tiers of one utterance as Praat's TextGrid editor shows them.
 
     Parameters
@@ -158,7 +163,7 @@ def plot_utterance(wave: np.ndarray, tiers: Mapping[str, Tier], *, sr: int = 160
         Figure title (e.g. the utterance id and its text).
     boundaries_from : str or None
         Tier whose boundaries are drawn as dotted lines through the waveform and spectrogram.
-    width : float
+    figure_width : float
         Figure width, inches.
 
     Returns
@@ -184,7 +189,7 @@ def plot_utterance(wave: np.ndarray, tiers: Mapping[str, Tier], *, sr: int = 160
     seg = x[i0:i1]
 
     n_tiers = len(tiers)
-    fig = Figure(figsize=(width, 2.0 + 2.2 + 0.45 * n_tiers), layout="constrained")
+    fig = Figure(figsize=(figure_width, 2.0 + 2.2 + 0.45 * n_tiers), layout="constrained")
     gs = fig.add_gridspec(2 + n_tiers, 1, height_ratios=[1.6, 2.2] + [0.45] * n_tiers)
     ax_w = fig.add_subplot(gs[0])
     ax_s = fig.add_subplot(gs[1], sharex=ax_w)
@@ -210,7 +215,7 @@ def plot_utterance(wave: np.ndarray, tiers: Mapping[str, Tier], *, sr: int = 160
             for b in edges:
                 ax.axvline(b, color="#0072B2", lw=0.6, ls=":")
 
-    for ax, (name, entries) in zip(tier_axes, tiers.items()):
+    for ax, (name, entries) in zip(tier_axes, tiers.items(), strict=True):
         ax.set_yticks([])
         ax.set_ylim(0, 1)
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
@@ -235,7 +240,7 @@ def plot_utterance(wave: np.ndarray, tiers: Mapping[str, Tier], *, sr: int = 160
 
 
 def plot_textgrid(audio_path: str | Path, textgrid_path: str | Path, *, tiers: Sequence[str] = DEFAULT_TIERS,
-                  title: str | None = None, **options):
+                  title: str | None = None, **options: Any) -> Figure:
     """:func:`plot_utterance` of an audio file and its TextGrid (the tiers named in ``tiers``).
 
     The audio is read with :func:`phonalign.audio.load_audio` (16 kHz mono). ``options`` are those
@@ -243,7 +248,7 @@ def plot_textgrid(audio_path: str | Path, textgrid_path: str | Path, *, tiers: S
     """
     from .audio import load_audio
 
-    found = textgrid_tiers(textgrid_path, names=tiers)
+    found = textgrid_tiers(textgrid_path, tiers=tiers)
     if not found:
         raise PraatViewError(f"none of the tiers {', '.join(tiers)} is in the TextGrid", path=textgrid_path,
                              hint="name the tiers to draw with tiers=(...)")

@@ -11,21 +11,17 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+# The vocabulary (emotions, unit classes, languages) is written once in phonalign.defaults, which the
+# command line reads without loading pyarrow; re-exported here beside the schemas that use it.
+from .defaults import EMOTIONS as EMOTIONS
+from .defaults import LANGUAGES as LANGUAGES
+from .defaults import UNIT_CLASSES as UNIT_CLASSES
+from .defaults import VOWEL_CLASSES as VOWEL_CLASSES
+
 #: Tolerance for comparing times, seconds. Praat writes 15-17 significant digits; aligners round
 #: to 10 ms frames; 0.1 ms separates "the same boundary" from "a different one".
 TIME_TOL = 1e-4
 
-#: The four emotion classes of the paper, in this order everywhere (label index = position).
-EMOTIONS: tuple[str, ...] = ("Neutral", "Happiness", "Anger", "Sadness")
-
-#: The six shared vowel classes (paper's labels) and the other unit classes. ``excluded`` appears
-#: only when a named option of PHONESETS.md removes a phone from analysis (e.g. ``u_umlaut=
-#: "exclude"``): such a phone is neither a vowel nor a consonant nor unknown.
-VOWEL_CLASSES: tuple[str, ...] = ("A", "E", "@", "i", "O", "u")
-UNIT_CLASSES: tuple[str, ...] = VOWEL_CLASSES + ("consonant", "silence", "unknown", "excluded")
-
-#: Language codes used in the ``language`` column.
-LANGUAGES: tuple[str, ...] = ("en", "zh")
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ def _tiny_config(tmp_path: Path, model_dir: Path, **extra) -> Path:
     cfg = {
         "name": "tiny", "output": "out", "unit": "Vowl", "seeds": [0],
         "strategies": ["final", "final+coral", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all"],
-        "corpus": {"path": "@demo", "preset": "lam-demo", "source_language": "en", "target_language": "zh",
+        "corpus": {"path": "lam-demo", "preset": "lam-demo", "source_language": "en", "target_language": "zh",
                    "aligner": "textgrid", "limit_per_split": 2},
         "features": {"model": str(model_dir), "whisper_mode": "trim", "device": "cpu"},
-        "similarity": {"k": 1, "n_boot": 0},
+        "similarity": {"k": 1, "n_bootstrap": 0},
         "data": {"source_language": "en", "target_language": "zh"},
         "model": {"width": 8, "head_hidden": [8, 8, 8]},
         "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "lambda_coral": 1.0},
@@ -92,7 +92,7 @@ def test_lam_train_trains_one_strategy_on_existing_stores(tmp_path, tiny_whisper
     from lam_train.pipeline import run_pipeline
 
     cfg = load_config(_tiny_config(tmp_path, tiny_whisper_dir, strategies=["final"],
-                                   similarity={"n_boot": 40}))
+                                   similarity={"n_bootstrap": 40}))
     run_pipeline(cfg, progress=False, log=lambda s: None)
     out = tmp_path / "out"
     rankings = json.loads((out / "similarity" / "rankings.json").read_text())

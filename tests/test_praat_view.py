@@ -63,7 +63,7 @@ def test_textgrid_tiers_reads_words_phones_and_vowel_classes_written_by_lam_alig
     assert len(tiers["vowel_class"]) == len(tiers["phones"])
     classes = {lab for _, _, lab in tiers["vowel_class"] if lab}
     assert classes <= set(VOWEL_CLASSES) and "A" in classes  # the TRAP vowels of black, cat, sat, mat
-    only = textgrid_tiers(aligned_two_utterances / "textgrids" / "en_m1_s00_neu.TextGrid", names=["phones", "nope"])
+    only = textgrid_tiers(aligned_two_utterances / "textgrids" / "en_m1_s00_neu.TextGrid", tiers=["phones", "nope"])
     assert list(only) == ["phones"]
 
 

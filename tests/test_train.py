@@ -235,7 +235,9 @@ def test_training_reads_a_real_feature_store(features, tmp_path):
 def test_cuda_device_without_gpu_is_a_clear_error(features, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(TrainError, match="no CUDA"):
+    from analysis.errors import ModelError
+
+    with pytest.raises(ModelError, match="no such CUDA device is visible"):
         run_training(small_config(device="cuda"), strategy="final", seed=0, out_dir=tmp_path, source=features)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import typer
 
@@ -81,11 +82,35 @@ def regex(value: str | None) -> str | None:
     return value
 
 
+def library_check(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A callback that runs the library's own check of a value (and takes what it returns, e.g. a
+    parsed value), so that the command line refuses a bad value before any work without checking
+    it a second way: a :class:`~phonalign.errors.LamError` becomes click's usage error."""
+    from phonalign.errors import LamError
+
+    def run(value: Any) -> Any:
+        if value is None:
+            return value
+        try:
+            return check(value)
+        except LamError as err:
+            raise typer.BadParameter(err.message + (f" ({err.hint})" if err.hint else "")) from None
+
+    return run
+
+
 def device(value: str | None) -> str | None:
-    """A callback for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    if value is None or value in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", value):
-        return value
-    raise typer.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    """A callback for ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:func:`analysis.defaults.check_device`)."""
+    from analysis.defaults import check_device
+
+    return library_check(check_device)(value)
+
+
+def shard(value: str) -> tuple[int, int]:
+    """A callback turning ``I/N`` into ``(I, N)`` (:func:`analysis.extract.parse_shard`)."""
+    from analysis.extract import parse_shard
+
+    return library_check(parse_shard)(value)
 
 
 def languages() -> tuple[str, ...]:

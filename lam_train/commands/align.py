@@ -9,9 +9,10 @@ from typing import Any
 
 import typer
 
-from . import _options as opt
+from phonalign.defaults import DEMO_CORPUS
+from phonalign.phonesets import ClassOptions
 
-_DEMO_NAMES = ("lam-demo", "demo")
+from . import _options as opt
 
 
 def _parse_columns(spec: str | None) -> dict | None:
@@ -133,7 +134,9 @@ _ALIGNER = opt.choice(_aligners)
 _PRESET = opt.choice(_presets)
 _LANGUAGE = opt.choice(opt.languages)
 _PHONE_SET = opt.choice(opt.phone_sets)
-_CLASS = {name: opt.class_option(name) for name in ("trap", "strut", "u_umlaut", "rhotic", "diphthong")}
+_CLASS = {name: opt.class_option(name) for name in ("trap", "strut", "u_umlaut", "rhotic", "diphthong",
+                                                    "vowel_segments")}
+_CLASS_DEFAULTS = ClassOptions()
 
 
 def register(app: typer.Typer) -> None:
@@ -142,7 +145,8 @@ def register(app: typer.Typer) -> None:
     @_with_backend_flags
     def align(
         corpus: str = typer.Argument(..., help="Corpus folder (MFA style: speaker/utt.wav + utt.lab), a "
-                                     "CSV/TSV manifest, or 'lam-demo' for the bundled demo corpus."),
+                                     f"CSV/TSV manifest, or {DEMO_CORPUS} for the bundled demo corpus (a folder of "
+                                     f"that name: ./{DEMO_CORPUS})."),
         out: Path = typer.Argument(..., help="Output folder (created; an earlier run there is resumed)."),
         aligner: str = typer.Option("textgrid", "--aligner", "-a", callback=_ALIGNER,
                                     help="Backend: textgrid (import existing TextGrids), mfa, pocketsphinx."),
@@ -170,17 +174,18 @@ def register(app: typer.Typer) -> None:
             None, "--phone-set", callback=_PHONE_SET,
             help="Phone set of the labels (arpabet, mfa_english_ipa, mfa_mandarin_ipa, "
             "pinyin, espeak_en, espeak_cmn); default: detected per language."),
-        trap: str = typer.Option("A", "--trap", callback=_CLASS["trap"],
+        trap: str = typer.Option(_CLASS_DEFAULTS.trap, "--trap", callback=_CLASS["trap"],
                                  help="Class of English TRAP (æ, AE): A or E."),
-        strut: str = typer.Option("@", "--strut", callback=_CLASS["strut"],
+        strut: str = typer.Option(_CLASS_DEFAULTS.strut, "--strut", callback=_CLASS["strut"],
                                   help="Class of English STRUT (ʌ, AH1): @ or A."),
-        u_umlaut: str = typer.Option("i", "--u-umlaut", callback=_CLASS["u_umlaut"],
+        u_umlaut: str = typer.Option(_CLASS_DEFAULTS.u_umlaut, "--u-umlaut", callback=_CLASS["u_umlaut"],
                                      help="Class of Mandarin ü [y]: i, u or exclude."),
-        rhotic: str = typer.Option("@", "--rhotic", callback=_CLASS["rhotic"],
+        rhotic: str = typer.Option(_CLASS_DEFAULTS.rhotic, "--rhotic", callback=_CLASS["rhotic"],
                                    help="Rhotic vowels (ɚ, ER, er): @ or exclude."),
-        diphthong: str = typer.Option("nucleus", "--diphthong", callback=_CLASS["diphthong"],
+        diphthong: str = typer.Option(_CLASS_DEFAULTS.diphthong, "--diphthong", callback=_CLASS["diphthong"],
                                       help="Diphthongs: class of their nucleus (nucleus) or exclude."),
-        vowel_segments: str = typer.Option("all", "--vowel-segments",
+        vowel_segments: str = typer.Option(_CLASS_DEFAULTS.vowel_segments, "--vowel-segments",
+                                           callback=_CLASS["vowel_segments"],
                                            help="Phone sets whose vowel segment is a whole pinyin final (Charsiu's "
                                            "iang2, espeak cmn): all (every final, class of its nucleus) or simple "
                                            "(only single-vowel finals a o e ê i u ü er; finals with a medial or "
@@ -189,7 +194,8 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
                                        help="Utterances per saved chunk: the most an interruption can lose."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="Show progress bars (on a terminal; otherwise a line per step)."),
         force: bool = typer.Option(False, "--force", help="Accept an OUT made with other settings or holding "
                                    "another corpus: utterances made with the old settings are realigned, the "
                                    "other corpus' utterances dropped (default: such an OUT is refused)."),
@@ -206,35 +212,28 @@ def register(app: typer.Typer) -> None:
 
           lam align corpus/ out/ --aligner textgrid --language en
 
-          lam align MSP-Podcast/ out/ --preset msp-podcast --aligner mfa --dictionary english_us_arpa --acoustic-model english_us_arpa
+          lam align MSP/ out/ --preset msp-podcast -a mfa --dictionary english_us_arpa --acoustic-model english_us_arpa
 
           lam align lam-demo out/ --aligner textgrid
         """
         from rich.console import Console
 
-        from phonalign.align import ALIGNERS, get_aligner
+        from phonalign.align import get_aligner
         from phonalign.align.options import options_of
         from phonalign.align.run import align_corpus
-        from phonalign.corpus import demo_corpus_dir, read_corpus
+        from phonalign.corpus import locate_corpus, read_corpus
         from phonalign.errors import AlignerError, LamError
-        from phonalign.phonesets import PHONE_SETS, ClassOptions
-
-        if aligner not in ALIGNERS:
-            raise AlignerError(f"unknown aligner {aligner!r}", hint=f"choose one of {', '.join(ALIGNERS)}")
+        # the aligner and phone-set names were checked by their options' callbacks, against the
+        # library's own lists (get_aligner and align_corpus check them again for library callers)
         given = _backend_values(aligner, backend)
         textgrids = Path(given["textgrids"]).expanduser() if "textgrids" in given else None
-        if phone_set is not None and phone_set not in PHONE_SETS:
-            raise LamError(f"unknown phone set {phone_set!r}", hint=f"choose one of {', '.join(PHONE_SETS)}")
         options = ClassOptions.from_dict(dict(trap=trap, strut=strut, u_umlaut=u_umlaut, rhotic=rhotic,
                                               diphthong=diphthong, vowel_segments=vowel_segments))
 
         # ---- paths, checked before any work ------------------------------------------------
-        if corpus in _DEMO_NAMES and not Path(corpus).exists():
-            corpus_path = demo_corpus_dir()
-            preset = preset or "lam-demo"
-        else:
-            corpus_path = Path(corpus).expanduser()
-            _check_path(corpus_path, "corpus")
+        corpus_path, implied_preset = locate_corpus(corpus)
+        preset = preset or implied_preset
+        _check_path(corpus_path, "corpus")
         if manifest is not None and not manifest.is_absolute() and corpus_path.is_dir():
             manifest = corpus_path / manifest
         _check_path(manifest, "manifest", directory=False)
@@ -248,7 +247,7 @@ def register(app: typer.Typer) -> None:
             raise LamError("the output path exists and is not a folder", path=out,
                            hint="give a new folder name for OUT")
 
-        if aligner == "textgrid" and "textgrids" not in given and preset == "lam-demo":
+        if aligner == "textgrid" and "textgrids" not in given and preset == DEMO_CORPUS:
             given["textgrids"] = corpus_path / "textgrids"  # the demo's ground-truth alignments
 
         utts = read_corpus(corpus_path, manifest=manifest, preset=preset, columns=_parse_columns(columns),

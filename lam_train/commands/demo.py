@@ -6,16 +6,22 @@ from pathlib import Path
 
 import typer
 
+from analysis.defaults import DEFAULT_MODEL
+from lam_train.pipeline import DEMO_OUTPUT
+
 
 def register(app: typer.Typer) -> None:
     """Add `lam demo` to the ``lam`` app."""
     @app.command("demo")
     def demo(
-        out: Path = typer.Option(Path("lam_demo"), "--out", help="Output folder."),
-        model: str = typer.Option("whisper-base", "--model",
-                                  help="Speech model: whisper-base (offline), a hub id or a local folder."),
-        seeds: int = typer.Option(3, "--seeds", min=1, help="Seeds per strategy (0..N-1)."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+        out: Path = typer.Option(Path(DEMO_OUTPUT), "--out", help="Output folder."),
+        model: str | None = typer.Option(None, "--model",
+                                         help=f"Speech model: a hub id or a local folder (default: {DEFAULT_MODEL}, "
+                                         "offline)."),
+        seeds: int | None = typer.Option(None, "--seeds", min=1,
+                                         help="Seeds per strategy, 0..N-1 (default: the demo config's seeds)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="Show progress bars (on a terminal; otherwise a line per step)."),
     ) -> None:
         """Align, extract, rank layers, train every strategy over seeds, and report.
 
@@ -25,5 +31,5 @@ def register(app: typer.Typer) -> None:
         """
         from lam_train.pipeline import run_demo
 
-        res = run_demo(out=out, model=model, seeds=seeds, progress=not no_progress, log=typer.echo)
+        res = run_demo(out=out, model=model, seeds=seeds, progress=progress, log=typer.echo)
         typer.echo(f"Report: {res['report']} (HTML, opens offline: {res['html']})  ({res['seconds']:.0f} s)")

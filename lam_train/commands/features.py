@@ -6,22 +6,17 @@ from pathlib import Path
 
 import typer
 
+from analysis.defaults import (
+    BATCH_SECONDS,
+    CHUNK_ROWS,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_WHISPER_MODE,
+    DTYPES,
+    WHISPER_MODES,
+)
+
 from . import _options as opt
-
-
-def _check_shard(text: str) -> str:
-    _parse_shard(text)
-    return text
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError as err:
-        raise typer.BadParameter(f"{text!r} is not I/N (e.g. 0/4)") from err
-    if not (n >= 1 and 0 <= i < n):
-        raise typer.BadParameter(f"shard {text}: need 0 <= I < N")
-    return i, n
 
 
 def register(app: typer.Typer) -> None:
@@ -33,25 +28,26 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Argument(..., help="Feature store directory (created, or resumed)."),
         model: str = typer.Option(..., "--model", help="Hub id, local directory, CTranslate2 Whisper "
                                   "directory or `whisper-base`."),
-        device: str = typer.Option("auto", callback=opt.device, help="auto | cpu | cuda | cuda:N"),
-        dtype: str = typer.Option("float32", callback=opt.choice(("float32", "float16", "bfloat16")),
-                                  help="float32 | float16 | bfloat16 (the last two on CUDA)"),
-        batch_seconds: float = typer.Option(60.0, callback=opt.positive,
+        device: str = typer.Option(DEFAULT_DEVICE, callback=opt.device, help="auto | cpu | cuda | cuda:N"),
+        dtype: str = typer.Option(DEFAULT_DTYPE, callback=opt.choice(DTYPES),
+                                  help=" | ".join(DTYPES) + " (the last two on CUDA)"),
+        batch_seconds: float = typer.Option(BATCH_SECONDS, callback=opt.positive,
                                             help="Cap on padded audio per batch, seconds."),
-        whisper_mode: str = typer.Option("crop", callback=opt.choice(("crop", "trim")),
+        whisper_mode: str = typer.Option(DEFAULT_WHISPER_MODE, callback=opt.choice(WHISPER_MODES),
                                          help="crop: pad to 30 s, crop the output (as trained); "
                                          "trim: encode the real length only (faster, approximate)."),
-        shard: str = typer.Option("0/1", callback=_check_shard,
+        shard: str = typer.Option("0/1", callback=opt.shard,
                                   help="I/N: this run does shard I of N (utterances by a hash of their "
                                   "id). Shards of one store may run at the same time; each keeps its report in "
                                   "OUT/shards/, and the last to finish merges them into OUT/report.json."),
         strict: bool = typer.Option(False, help="Stop at the first failing utterance."),
-        chunk_rows: int = typer.Option(4096, min=1, help="Rows per committed chunk of the store."),
+        chunk_rows: int = typer.Option(CHUNK_ROWS, min=1, help="Rows per committed chunk of the store."),
         language: str | None = typer.Option(None, "--language", callback=opt.choice(opt.languages),
                                                help="Only utterances of this language "
                                                "(e.g. en), to make one store per corpus side; for a plain "
                                                "corpus folder, the language of its utterances."),
-        progress: bool = typer.Option(True, help="Show a progress bar."),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="Show a progress bar (on a terminal; otherwise a line per step)."),
         random_init: bool = typer.Option(False, "--random-init", help="Untrained control: the same architecture "
                                          "with freshly initialised weights (seed recorded; the store says "
                                          "weights: random-init)."),
@@ -79,7 +75,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{aligned} does not exist", param_hint="ALIGNED")
         report = extract_features(aligned, out, model=model, device=device, dtype=dtype,
                                   batch_seconds=batch_seconds, whisper_mode=whisper_mode,
-                                  shard=_parse_shard(shard), strict=strict, chunk_rows=chunk_rows,
+                                  shard=shard, strict=strict, chunk_rows=chunk_rows,
                                   progress=progress, language=language, force=force, allow_missing=allow_missing,
                                   random_init=random_init, init_seed=init_seed)
         typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "

@@ -10,7 +10,7 @@ from . import _options as opt
 
 
 def _metrics() -> tuple[str, ...]:
-    from analysis.similarity import METRICS
+    from analysis.defaults import METRICS
 
     return tuple(METRICS)
 

@@ -13,7 +13,8 @@ def register(app: typer.Typer) -> None:
     def run(
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
         out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="Show progress bars (on a terminal; otherwise a line per step)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Check the config, read the corpora and print "
                                      "the plan (with the exact `mfa align` commands); run and write nothing."),
     ) -> None:
@@ -31,6 +32,6 @@ def register(app: typer.Typer) -> None:
             for line in plan_pipeline(cfg):
                 typer.echo(line)
             return
-        res = run_pipeline(cfg, progress=not no_progress, log=typer.echo)
+        res = run_pipeline(cfg, progress=progress, log=typer.echo)
         if res.get("stopped"):
             raise typer.Exit(3)

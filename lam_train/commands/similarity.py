@@ -7,17 +7,30 @@ from pathlib import Path
 
 import typer
 
+from analysis.defaults import (
+    CI_LEVEL,
+    DEFAULT_METRIC,
+    DEFAULT_RESAMPLE,
+    MAX_ROWS,
+    N_BOOTSTRAP,
+    N_HALVES,
+    N_PERMUTATIONS,
+    RESAMPLE_MODES,
+    SEED,
+    TOP_K,
+)
+
 from . import _options as opt
 
 
 def _metrics() -> tuple[str, ...]:
-    from analysis.similarity import METRICS
+    from analysis.defaults import METRICS
 
     return tuple(METRICS)
 
 
 def _units() -> tuple[str, ...]:
-    from analysis.similarity import UNITS
+    from analysis.defaults import UNITS
 
     return tuple(UNITS)
 
@@ -25,7 +38,7 @@ def _units() -> tuple[str, ...]:
 _METRICS = opt.choices(_metrics)
 _UNITS = opt.choices(_units, split=True)
 _LANGUAGE = opt.choice(opt.languages)
-_RESAMPLE = opt.choice(("auto", "speaker", "utterance"))
+_RESAMPLE = opt.choice(RESAMPLE_MODES)
 
 
 def register(app: typer.Typer) -> None:
@@ -35,32 +48,36 @@ def register(app: typer.Typer) -> None:
         source: Path = typer.Argument(..., help="Feature store of the source corpus (`lam features`)."),
         target: Path = typer.Argument(..., help="Feature store of the target corpus, same model."),
         out: Path = typer.Option(..., "--out", help="Output directory (rankings.json, scores.parquet, ...)."),
-        metric: list[str] | None = typer.Option(
+        metrics: list[str] | None = typer.Option(
             None, "--metric", callback=_METRICS,
-            help="centroid_cosine (default), pairwise_cosine, standardized_cosine (phone units only), coral "
+            help=f"{DEFAULT_METRIC} (default), pairwise_cosine, standardized_cosine (phone units only), coral "
             "(relative, scale-free), mmd; repeat for several. The first one drives rankings.json."),
         units: list[str] | None = typer.Option(
             None, "--units", callback=_UNITS,
             help="Utt Vowl Cons A E @ i O u (default: all); repeat or comma-separate."),
-        k: int = typer.Option(3, "--k", min=1, help="Layers in the GL / WL / RL selections and the top-k stability."),
-        bootstrap: int = typer.Option(200, "--bootstrap", min=0,
-                                      help="Bootstrap draws resampling speakers (or utterances, see --resample); "
-                                      "0: no intervals, ties unknown."),
-        resample: str = typer.Option("auto", "--resample", callback=_RESAMPLE,
+        k: int = typer.Option(TOP_K, "--k", min=1,
+                              help="Layers in the GL / WL / RL selections and the top-k stability."),
+        n_bootstrap: int = typer.Option(N_BOOTSTRAP, "--bootstrap", min=0,
+                                        help="Bootstrap draws resampling speakers (or utterances, see --resample); "
+                                        "0: no intervals, ties unknown. (n_bootstrap of run_similarity and "
+                                        "run configs.)"),
+        resample: str = typer.Option(DEFAULT_RESAMPLE, "--resample", callback=_RESAMPLE,
                                      help="What the draws resample: auto (speakers when both sides have >= 2, "
                                      "else utterances with a warning), speaker, utterance."),
-        permutations: int = typer.Option(0, "--permutations", min=0,
-                                         help="Null control: permutations of the language labels across "
-                                         "speakers; gives a null profile and p_null per layer."),
-        seed: int = typer.Option(0, "--seed", min=0,
+        n_permutations: int = typer.Option(N_PERMUTATIONS, "--permutations", min=0,
+                                           help="Null control: permutations of the language labels across "
+                                           "speakers; gives a null profile and p_null per layer. "
+                                           "(n_permutations of run_similarity and run configs.)"),
+        seed: int = typer.Option(SEED, "--seed", min=0,
                                  help="Seed of draws, half splits, permutations and random layers."),
         by_emotion: bool = typer.Option(False, "--by-emotion", help="Score per emotion and rank on the average."),
-        ci_level: float = typer.Option(0.95, "--ci-level", callback=opt.open_unit_interval,
+        ci_level: float = typer.Option(CI_LEVEL, "--ci-level", callback=opt.open_unit_interval,
                                        help="Level of the intervals (re-centred percentile, containing their "
                                        "estimate) and of the joint tie test (between 0 and 1)."),
-        halves: int = typer.Option(10, "--halves", min=0,
-                                   help="Random speaker-disjoint half splits for the within-language reference."),
-        max_rows: int = typer.Option(1000, "--max-rows", min=2,
+        n_halves: int = typer.Option(N_HALVES, "--halves", min=0,
+                                     help="Random speaker-disjoint half splits for the within-language reference "
+                                     "(n_halves of run_similarity)."),
+        max_rows: int = typer.Option(MAX_ROWS, "--max-rows", min=2,
                                      help="Rows per unit and corpus for coral / mmd (at least 2)."),
         match_duration: bool = typer.Option(False, "--match-duration", help="Subsample both sides to the same "
                                             "utterance-duration distribution first."),
@@ -78,31 +95,33 @@ def register(app: typer.Typer) -> None:
                                        "with intervals from the same draws, and the diagonal advantage (same-class "
                                        "minus different-class similarity) -> vowel_map.parquet, "
                                        "diagonal_advantage.parquet, vowel_map.json."),
-        progress: bool = typer.Option(True, help="Show a progress bar."),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="Show a progress bar (on a terminal; otherwise a line per step)."),
     ) -> None:
         """Compare two feature stores layer by layer for every unit: scores with speaker-level intervals,
         a within-language reference and the language gap, the layers tied with the best, (with
         --permutations) a null profile, and (with --vowel-map) the 6 x 6 vowel map of every layer.
         """
-        from analysis.similarity import UNITS, run_similarity
+        from analysis.similarity import run_similarity
 
         for p, name in ((source, "SOURCE_STORE"), (target, "TARGET_STORE")):
             if not p.is_dir():
                 raise typer.BadParameter(f"{p} is not a directory", param_hint=name)
-        unit_list = list(units or []) or list(UNITS)
         # the warnings are printed below once each; keep the library's log records from printing them
         # a second time through logging's last-resort handler
         quiet = logging.NullHandler()
         lib_logger = logging.getLogger("analysis.similarity")
         lib_logger.addHandler(quiet)
         try:
-            out_info = run_similarity(source, target, out, metrics=metric or ["centroid_cosine"], units=unit_list,
-                                      k=k, n_bootstrap=bootstrap, seed=seed, by_emotion=by_emotion,
-                                      ci_level=ci_level, n_halves=halves, max_rows=max_rows,
-                                      source_language=source_language, target_language=target_language,
-                                      resample=resample, n_permutations=permutations,
-                                      match_duration=match_duration, allow_different=allow_different or (),
-                                      vowel_map=vowel_map, progress=progress)
+            # an option not given leaves the library's default (None: all units, the default metric)
+            given = {k: v for k, v in (("metrics", metrics), ("units", units)) if v}
+            out_info = run_similarity(source, target, out, **given, k=k, n_bootstrap=n_bootstrap, seed=seed,
+                                      by_emotion=by_emotion, ci_level=ci_level, n_halves=n_halves,
+                                      max_rows=max_rows, source_language=source_language,
+                                      target_language=target_language, resample=resample,
+                                      n_permutations=n_permutations, match_duration=match_duration,
+                                      allow_different=allow_different or (), vowel_map=vowel_map,
+                                      progress=progress)
         finally:
             lib_logger.removeHandler(quiet)
         for w in out_info["warnings"]:

@@ -26,16 +26,16 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         config: Path = typer.Argument(..., help="YAML run config (see lam_train/configs/ and docs/training.md)."),
-        strategy: list[str] | None = typer.Option(
+        strategies: list[str] | None = typer.Option(
             None, "--strategy", "-s", callback=_strategies,
             help="Train only this strategy (repeatable): final, final+coral, BL, GL, WL, RL1..RL3, all "
                  "[+coral|-nocoral]. Default: the config's strategies."),
-        seed: list[int] | None = typer.Option(None, "--seed", min=0,
+        seeds: list[int] | None = typer.Option(None, "--seed", min=0,
                                                  help="Only this seed (repeatable, >= 0). Default: the config's."),
         out: Path | None = typer.Option(None, "--out", help="Output folder (default: the config's `output`)."),
         epochs: int | None = typer.Option(None, "--epochs", min=1, help="Override train.epochs."),
-        device: str | None = typer.Option(None, "--device", callback=opt.choice(("auto", "cpu", "cuda")),
-                                             help="Override train.device: auto, cpu or cuda."),
+        device: str | None = typer.Option(None, "--device", callback=opt.device,
+                                          help="Override train.device: auto, cpu, cuda or cuda:N."),
     ) -> None:
         """Train the emotion classifier with CORAL layer anchoring on the config's feature stores.
 
@@ -51,4 +51,4 @@ def register(app: typer.Typer) -> None:
         if epochs is not None or device is not None:
             over["train"] = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
         cfg = load_config(config, overrides=over)
-        train_only(cfg, strategies=strategy or None, seeds=seed or None, log=typer.echo)
+        train_only(cfg, strategies=strategies or None, seeds=seeds or None, log=typer.echo)
