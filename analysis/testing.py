@@ -5,7 +5,8 @@ own tests build the same small models, and kept out of the production modules so
 production signature carries a parameter that exists only for tests. Nothing here downloads.
 
 * :func:`random_model`: a randomly initialised model of a real architecture (WavLM, HuBERT,
-  wav2vec 2.0, the Whisper encoder), built from a config.
+  wav2vec 2.0, the Whisper encoder), built from a config; :func:`random_model_dir` saves one as a
+  local model folder, which is how tests hand a model to the pipeline and the command line.
 * :func:`export_ct2_whisper`: a transformers Whisper written as a CTranslate2 / faster-whisper
   directory by CTranslate2's own converter (the ``ctranslate2`` package of the ``test`` extra), to
   test :mod:`analysis.ct2` against the real format.
@@ -25,7 +26,7 @@ from .errors import ModelError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, WhisperForConditionalGeneration
 
-__all__ = ["export_ct2_whisper", "random_model"]
+__all__ = ["export_ct2_whisper", "random_model", "random_model_dir"]
 
 
 def random_model(arch: str, *, size: str = "tiny", seed: int = 0, feat_extract_norm: str | None = None,
@@ -93,6 +94,44 @@ def random_model(arch: str, *, size: str = "tiny", seed: int = 0, feat_extract_n
     cfg = cfg_cls(**geo, feat_extract_norm=feat_extract_norm or "group", do_stable_layer_norm=
                   (feat_extract_norm == "layer"))
     return model_cls(cfg).eval()
+
+
+def random_model_dir(arch: str, out_dir: str | Path, *, size: str = "tiny", seed: int = 0,
+                     feat_extract_norm: str | None = None, n_layers: int | None = None) -> Path:
+    """:func:`random_model` saved as a local model folder, the way tests hand a model to the toolkit.
+
+    The folder (``config.json`` and the weights) is what ``lam features --model PATH``,
+    ``features.model`` / ``data.encoder`` of a run config and ``load_encoder(PATH)`` load, so that
+    tests and dry runs go through the same loading code as real models (no production function
+    takes a model object only for tests). For ``whisper`` the folder holds a whole
+    ``WhisperModel`` whose encoder has :func:`random_model`'s weights (the loaders read the encoder
+    of an encoder-decoder checkpoint, as of ``openai/whisper-*``).
+
+    Returns
+    -------
+    Path
+        ``out_dir`` (created).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from analysis.models import load_encoder
+    >>> from analysis.testing import random_model_dir
+    >>> path = random_model_dir("whisper", tempfile.mkdtemp(), n_layers=3)
+    >>> load_encoder(str(path), device="cpu").n_layers
+    3
+    """
+    model = random_model(arch, size=size, seed=seed, feat_extract_norm=feat_extract_norm, n_layers=n_layers)
+    if arch == "whisper":
+        from transformers import WhisperModel
+
+        whole = WhisperModel(model.config).eval()
+        whole.encoder.load_state_dict(model.state_dict())
+        model = whole
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    return out_dir
 
 
 def export_ct2_whisper(model: WhisperForConditionalGeneration, out_dir: str | Path, *,

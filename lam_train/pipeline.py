@@ -186,17 +186,16 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     return summary
 
 
-def step_features(cfg: RunConfig, out: Path, *, progress: bool, encoder=None) -> dict:
+def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     """Extract every layer of both sides into ``OUT/features/{source,target}`` (``lam features``)."""
     from analysis.extract import extract_features
 
     f = cfg.features
-    model = encoder if encoder is not None else f.model
     summary = {}
     for side in ("source", "target"):
-        rep = extract_features(out / "aligned" / side, out / "features" / side, model=model, device=f.device,
+        rep = extract_features(out / "aligned" / side, out / "features" / side, model=f.model, device=f.device,
                                dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
-                               progress=progress, model_id=f.model if encoder is not None else None)
+                               progress=progress)
         summary[side] = {k: rep.get(k) for k in ("ok", "failed", "rows_written", "seconds", "forward_seconds")
                          if k in rep}
         if isinstance(summary[side].get("failed"), list):
@@ -217,14 +216,10 @@ def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     run_similarity(out / "features" / "source", out / "features" / "target", sim_dir, metrics=(s.metric,), k=s.k,
                    n_bootstrap=s.n_bootstrap, seed=s.seed, by_emotion=False, resample=s.resample,
                    n_permutations=s.n_permutations, vowel_map=s.vowel_map, progress=progress)
-    figures = []
-    try:  # figures come from the analysis room's plots; the rankings are what training needs
-        from analysis import plots
-    except ImportError:
-        plots = None
-    if plots is not None and hasattr(plots, "plot_dir"):
-        figures = plots.plot_dir(sim_dir)
-    return {"rankings": str(sim_dir / "rankings.json"), "figures": [str(f) for f in figures or []],
+    from analysis.plots import plot_dir
+
+    figures = plot_dir(sim_dir)
+    return {"rankings": str(sim_dir / "rankings.json"), "figures": [str(f) for f in figures],
             "selections": load_selections(sim_dir / "rankings.json", unit=cfg.unit)}
 
 
@@ -275,7 +270,7 @@ def expand_strategies(cfg: RunConfig) -> list[str]:
 
 
 def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_store: str | None,
-               rankings: str | None, log: Callable[[str], None] = print, encoder=None) -> dict:
+               rankings: str | None, log: Callable[[str], None] = print) -> dict:
     """Train every strategy (and its lambda = 0 twin) for every seed into ``OUT/runs``."""
     from .data import check_rankings_model, check_same_model, open_features
     from .train import CachedFeatures, run_training
@@ -308,7 +303,7 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
         for seed in cfg.seeds:
             run_dir = out / "runs" / name / f"seed{seed}"
             m = run_training(cfg, strategy=name, seed=seed, out_dir=run_dir, source=source, target=target,
-                             selections=selections, encoder=encoder)
+                             selections=selections)
             done += 1
             uar = m["target_test"]["uar"] if m.get("target_test") else float("nan")
             log(f"[lam]   {done}/{total} {name} seed {seed}: layers {m['layers']}, target UAR {uar:.3f} "
@@ -359,16 +354,15 @@ def _step_seconds(out: Path) -> dict[str, float]:
     return res
 
 
-def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print,
-                 encoder=None) -> dict:
+def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """``lam run``: every step into ``cfg.output``; returns ``{"report": path, ...}``.
 
     When the source corpus carries no emotion labels, the run stops after the similarity step with
     one log line and returns ``{"stopped": "no_emotion_labels", "message": ...}`` (``lam run``
     exits with code 3): what was computed is complete; training had nothing to learn from.
 
-    ``encoder`` (a built model or :class:`analysis.models.SpeechEncoder`) replaces
-    ``cfg.features.model`` -- tests pass a small random model this way.
+    The speech model is ``cfg.features.model`` (a hub id, ``whisper-base`` or a local model
+    folder; a small random model for a dry run: :func:`analysis.testing.random_model_dir`).
 
     Examples
     --------
@@ -380,11 +374,10 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], 
     """
     out = Path(cfg.output)
     with output_folder(out, step="run", rules=PIPELINE_FOLDER):
-        return _run_pipeline_locked(cfg, out, progress=progress, log=log, encoder=encoder)
+        return _run_pipeline_locked(cfg, out, progress=progress, log=log)
 
 
-def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Callable[[str], None],
-                         encoder: Any) -> dict:
+def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Callable[[str], None]) -> dict:
     write_run_info(out, step="run", config=cfg)
     if progress != cfg.train.progress:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=progress))
@@ -396,7 +389,7 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
     fp_train = {**fp_sim, "rankings": c["rankings"], "unit": c["unit"], "data": c["data"], "model": c["model"],
                 "train": {k: v for k, v in c["train"].items() if k != "progress"}}
     steps.run("align", fp_align, lambda: step_align(cfg, out, progress=progress))
-    steps.run("features", fp_feat, lambda: step_features(cfg, out, progress=progress, encoder=encoder))
+    steps.run("features", fp_feat, lambda: step_features(cfg, out, progress=progress))
     if cfg.rankings:
         rankings = cfg.rankings
     else:
@@ -418,8 +411,7 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
     # strategies and seeds may grow between reruns: finished runs are kept, new ones trained
     steps.run(f"train-{_fingerprint([expand_strategies(cfg), list(cfg.seeds)])}", fp_train,
               lambda: step_train(train_cfg, out, source_store=train_cfg.data.source_store,
-                                 target_store=train_cfg.data.target_store, rankings=rankings, log=log,
-                                 encoder=encoder if cfg.data.input == "frames" else None))
+                                 target_store=train_cfg.data.target_store, rankings=rankings, log=log))
     res = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
     log(f"[lam] report: {res['report']}; HTML: {res['html']}")
     return res
@@ -531,11 +523,11 @@ def demo_config(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seed
 
 
 def run_demo(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seeds: int | None = None,
-             progress: bool = True, log: Callable[[str], None] = print, overrides: Mapping | None = None,
-             encoder=None) -> dict:
+             progress: bool = True, log: Callable[[str], None] = print, overrides: Mapping | None = None
+             ) -> dict:
     """``lam demo``: the whole pipeline on the bundled demo corpus, English -> Mandarin."""
     cfg = demo_config(out=out, model=model, seeds=seeds, overrides=overrides)
     t0 = time.perf_counter()
-    res = run_pipeline(cfg, progress=progress, log=log, encoder=encoder)
+    res = run_pipeline(cfg, progress=progress, log=log)
     res["seconds"] = time.perf_counter() - t0
     return res

@@ -16,7 +16,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -324,7 +324,6 @@ def fit(
     out_dir: Path,
     oracle_dev: Domain | None = None,
     run_meta: dict | None = None,
-    on_epoch_end: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; leave it holding the selected (best) weights.
 
@@ -335,8 +334,6 @@ def fit(
     coral : add the CORAL term (lambda = ``cfg.train.lambda_coral``).
     oracle_dev : labelled target dev, used for model selection only when
         ``cfg.train.selection == 'oracle_target_dev'``.
-    on_epoch_end : called with the epoch number after each checkpoint (tests use it to kill a
-        run halfway).
 
     Resumes from ``out_dir/checkpoint.safetensors`` when it exists and matches this run.
     """
@@ -463,8 +460,6 @@ def fit(
         if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs or bad >= t.patience:
             save_checkpoint(ckpt, model=model, featurizer=featurizer, opt=opt, best_state=best_state, rng=rng,
                             meta=meta)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
     bar.close()
     model.load_state_dict(best_state)
     model.to(device)
@@ -580,9 +575,7 @@ def run_training(
     source=None,
     target=None,
     selections: dict | None = None,
-    encoder=None,
     lambda_coral: float | None = None,
-    on_epoch_end: Callable[[int], None] | None = None,
 ) -> dict:
     """Train and evaluate one (strategy, seed); write ``model.safetensors`` and ``metrics.json``.
 
@@ -592,7 +585,6 @@ def run_training(
     strategy : a name accepted by :func:`~lam_train.config.parse_strategy`.
     source, target : feature tables (pooled mode); default: open ``cfg.data.*_store``.
     selections : the rankings' layer selections (``final, BL, GL, WL, RL1..RL3``).
-    encoder : a built ``SpeechEncoder`` for frame mode (default: load ``cfg.data.encoder``).
     lambda_coral : override of ``cfg.train.lambda_coral`` for this run.
 
     Returns
@@ -633,13 +625,12 @@ def run_training(
         featurizer = PooledFeaturizer(std)
         in_dim = data.in_dim
     else:
-        if encoder is None:
-            from analysis.models import load_encoder
+        from analysis.models import load_encoder
 
-            if not cfg.data.encoder:
-                raise TrainError("data.input: frames needs data.encoder (a model id or folder)")
-            encoder = load_encoder(cfg.data.encoder, device=str(resolve_device(cfg.train.device)),
-                                   whisper_mode=cfg.features.whisper_mode)
+        if not cfg.data.encoder:
+            raise TrainError("data.input: frames needs data.encoder (a model id or folder)")
+        encoder = load_encoder(cfg.data.encoder, device=str(resolve_device(cfg.train.device)),
+                               whisper_mode=cfg.features.whisper_mode)
         n_layers = int(encoder.n_layers)
         layers = strategy_layers(strat, n_layers=n_layers, selections=selections)
         data = build_frame_data(cfg)
@@ -656,17 +647,18 @@ def run_training(
     device = resolve_device(cfg.train.device)
     with cpu_threads(cfg, device):
         return _fit_and_evaluate(cfg, cfg_plain, run, model=model, featurizer=featurizer, data=data, seed=seed,
-                                 out_dir=out_dir, use_coral=use_coral, device=device, on_epoch_end=on_epoch_end)
+                                 out_dir=out_dir, use_coral=use_coral, device=device)
 
 
-def _fit_and_evaluate(cfg, cfg_plain, run, *, model, featurizer, data, seed, out_dir, use_coral, device,
-                      on_epoch_end) -> dict:
+def _fit_and_evaluate(cfg: RunConfig, cfg_plain: dict, run: dict, *, model: EmotionClassifier,
+                      featurizer: PooledFeaturizer | FrameFeaturizer, data: RunData, seed: int, out_dir: Path,
+                      use_coral: bool, device: torch.device) -> dict:
     layers = run["layers"]
     done = out_dir / METRICS
     result = fit(cfg, model=model, featurizer=featurizer, source_train=data.source_train,
                  source_dev=data.source_dev, target_train=data.target_train if use_coral else None,
                  coral=use_coral, seed=seed, out_dir=out_dir, oracle_dev=data.oracle_dev,
-                 run_meta={"run": run, "config": cfg_plain}, on_epoch_end=on_epoch_end)
+                 run_meta={"run": run, "config": cfg_plain})
     metrics = {**run, "selection_on": cfg.train.selection, "oracle": cfg.train.selection == "oracle_target_dev",
                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                "selection_uar": result.best_score, "resumed_from": result.resumed_from,

@@ -32,7 +32,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -357,8 +357,7 @@ def _acquire(out: Path, step: str, shard: tuple[int, int] | None) -> list[_Flock
 
 @contextmanager
 def output_folder(out: str | Path, *, step: str, rules: FolderRules = FolderRules(),
-                  shard: tuple[int, int] | None = None,
-                  before_marker: Callable[[Path], None] | None = None) -> Iterator[OutputFolder]:
+                  shard: tuple[int, int] | None = None) -> Iterator[OutputFolder]:
     """Create or reopen ``out`` for ``step``, refuse foreign files, and hold its lock.
 
     Parameters
@@ -371,9 +370,6 @@ def output_folder(out: str | Path, *, step: str, rules: FolderRules = FolderRule
         What the step's folder may hold (see :class:`FolderRules`).
     shard : (int, int), optional
         ``(I, N)`` for shard I of N of a feature store (shared folder lock, exclusive shard lock).
-    before_marker : callable, optional
-        Called with ``out`` after the checks and before the marker is written (a step's own
-        refusals, e.g. another corpus, so that a refused folder gets no marker).
 
     Yields
     ------
@@ -396,8 +392,6 @@ def output_folder(out: str | Path, *, step: str, rules: FolderRules = FolderRule
     folder = OutputFolder(out, step, shard, new=False, _locks=locks)
     try:
         folder.new = check_output_folder(out, step=step, rules=rules)  # again: it may have changed meanwhile
-        if before_marker is not None:
-            before_marker(out)
         if not (out / MARKER_NAME).is_file():
             atomic_write_json(out / MARKER_NAME, {"step": step, "format": 1,
                                                   "created": datetime.now(UTC).isoformat(timespec="seconds")})

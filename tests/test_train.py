@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from lam_train import train as train_module
 from lam_train.config import DataConfig, ModelConfig, RunConfig, TrainConfig, parse_strategy
 from lam_train.data import ArrayFeatures, class_weights, epoch_order, labelled_domain, unlabelled_domain
 from lam_train.errors import ConfigError, TrainError
 from lam_train.model import EmotionClassifier
-from lam_train.train import CHECKPOINT, METRICS, MODEL, read_metadata, run_training, strategy_layers
+from lam_train.train import CHECKPOINT, METRICS, MODEL, read_metadata, run_training, save_checkpoint, strategy_layers
 
 EMO = ["Neutral", "Happiness", "Anger", "Sadness"]
 
@@ -27,7 +28,7 @@ def synthetic_features(*, seed: int = 0, n: int = 16, n_layers: int = 3, hidden:
     the class signal."""
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(4, hidden)) * 1.5
-    rows, layers = [], {l: [] for l in range(n_layers + 1)}
+    rows, layers = [], {layer: [] for layer in range(n_layers + 1)}
     for lang, shift in (("en", 0.0), ("zh", 1.0)):
         mix = np.eye(hidden) + shift * 0.5 * rng.normal(size=(hidden, hidden))
         for split, k in (("train", n), ("dev", n // 2), ("test", n // 2)):
@@ -37,10 +38,11 @@ def synthetic_features(*, seed: int = 0, n: int = 16, n_layers: int = 3, hidden:
                     rows.append({"unit_id": uid, "kind": "utt", "utt_id": uid, "language": lang,
                                  "split": split, "emotion": EMO[c]})
                     base = means[c] + rng.normal(size=hidden)
-                    for l in range(n_layers + 1):
-                        layers[l].append((base * (l + 1) / (n_layers + 1) + 0.5 * rng.normal(size=hidden)) @ mix
+                    for layer in range(n_layers + 1):
+                        layers[layer].append((base * (layer + 1) / (n_layers + 1)
+                                              + 0.5 * rng.normal(size=hidden)) @ mix
                                          + 2 * shift)
-    return ArrayFeatures(pa.Table.from_pylist(rows), {l: np.array(v, np.float32) for l, v in layers.items()})
+    return ArrayFeatures(pa.Table.from_pylist(rows), {layer: np.array(v, np.float32) for layer, v in layers.items()})
 
 
 def small_config(**train) -> RunConfig:
@@ -60,11 +62,11 @@ def _with_target_emotions(features: ArrayFeatures, new_emotions) -> ArrayFeature
     is_target = pc.equal(idx["language"], "zh").to_pylist()
     j = 0
     out = []
-    for e, t in zip(col, is_target):
+    for e, t in zip(col, is_target, strict=True):
         out.append(new_emotions[j] if t else e)
         j += bool(t)
     idx = idx.set_column(idx.column_names.index("emotion"), "emotion", pa.array(out, pa.string()))
-    return ArrayFeatures(idx, {l: features.read_layer(l) for l in range(4)})
+    return ArrayFeatures(idx, {layer: features.read_layer(layer) for layer in range(4)})
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,8 @@ def features():
 def test_permuting_or_deleting_target_labels_changes_nothing_in_training(features, tmp_path):
     cfg = small_config()
     n_target = int(pc.sum(pc.equal(features.index["language"], "zh")).as_py())
-    target_emotions = [e for e, l in zip(features.index["emotion"].to_pylist(),
-                                         features.index["language"].to_pylist()) if l == "zh"]
+    target_emotions = [e for e, lang in zip(features.index["emotion"].to_pylist(),
+                                            features.index["language"].to_pylist(), strict=True) if lang == "zh"]
     permuted = _with_target_emotions(features, list(np.random.default_rng(5).permutation(target_emotions)))
     deleted = _with_target_emotions(features, [None] * n_target)
     runs = {}
@@ -99,20 +101,24 @@ def test_unlabelled_domain_has_no_labels_even_when_the_store_has_them(features):
     assert s.y is not None and torch.equal(torch.bincount(s.y), torch.tensor([16, 16, 16, 16]))
 
 
-def test_a_run_killed_halfway_resumes_to_the_same_final_metrics(features, tmp_path):
+def test_a_run_killed_halfway_resumes_to_the_same_final_metrics(features, tmp_path, monkeypatch):
     cfg = small_config(epochs=6)
     full = run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "full", source=features)
 
     class Killed(Exception):
         pass
 
-    def kill_at_3(epoch):
-        if epoch == 2:
-            raise Killed
+    def kill_after_epoch(n):
+        """save_checkpoint, then the run dies (as a killed process would) once epoch ``n`` is saved."""
+        def save_then_die(path, **kw):
+            save_checkpoint(path, **kw)
+            if kw["meta"]["state"]["epoch"] == n:
+                raise Killed
+        return save_then_die
 
-    with pytest.raises(Killed):
-        run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "resumed", source=features,
-                     on_epoch_end=kill_at_3)
+    with monkeypatch.context() as m, pytest.raises(Killed):
+        m.setattr(train_module, "save_checkpoint", kill_after_epoch(2))
+        run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "resumed", source=features)
     assert (tmp_path / "resumed" / CHECKPOINT).is_file() and not (tmp_path / "resumed" / METRICS).exists()
     assert read_metadata(tmp_path / "resumed" / CHECKPOINT)["state"]["epoch"] == 2
     resumed = run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "resumed", source=features)
@@ -133,13 +139,14 @@ def test_a_finished_run_is_not_trained_again(features, tmp_path):
     assert again == first and (tmp_path / MODEL).stat().st_mtime_ns == mtime
 
 
-def test_a_checkpoint_of_another_run_is_refused(features, tmp_path):
-    def stop(epoch):
+def test_a_checkpoint_of_another_run_is_refused(features, tmp_path, monkeypatch):
+    def save_then_stop(path, **kw):
+        save_checkpoint(path, **kw)
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run_training(small_config(), strategy="final+coral", seed=0, out_dir=tmp_path, source=features,
-                     on_epoch_end=stop)
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        m.setattr(train_module, "save_checkpoint", save_then_stop)
+        run_training(small_config(), strategy="final+coral", seed=0, out_dir=tmp_path, source=features)
     with pytest.raises(TrainError, match="different run"):
         run_training(small_config(), strategy="final+coral", seed=1, out_dir=tmp_path, source=features)
 
@@ -223,7 +230,7 @@ def test_training_reads_a_real_feature_store(features, tmp_path):
     idx = features.index
     cols = {c: idx[c].to_pylist() for c in ("unit_id", "kind", "utt_id", "language", "split", "emotion")}
     cols["seg_index"] = [-1] * idx.num_rows
-    store.append(index_table(cols), [features.read_layer(l) for l in range(4)])
+    store.append(index_table(cols), [features.read_layer(layer) for layer in range(4)])
     cfg = small_config(epochs=2)
     cfg = cfg.replace(data=dataclasses.replace(cfg.data, source_store=str(tmp_path / "store")))
     via_store = run_training(cfg, strategy="final+coral", seed=1, out_dir=tmp_path / "a")
@@ -246,7 +253,8 @@ def _tiny_wav2vec2():
 
     torch.manual_seed(0)
     cfg = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                         conv_dim=(16, 16, 16), conv_stride=(10, 8, 4), conv_kernel=(10, 8, 4), num_conv_pos_embeddings=16,
+                         conv_dim=(16, 16, 16), conv_stride=(10, 8, 4), conv_kernel=(10, 8, 4),
+                         num_conv_pos_embeddings=16,
                          num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True)
     return Wav2Vec2Model(cfg).eval()
 
@@ -271,26 +279,43 @@ def demo_aligned_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("finetune_top", [0, 1])
 def test_frame_mode_trains_on_audio_with_a_tiny_random_model(demo_aligned_dirs, tmp_path, finetune_top):
-    from analysis.models import load_encoder
-
-    encoder = load_encoder(_tiny_wav2vec2(), device="cpu")
-    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    # the model reaches training as every model does: a folder named by data.encoder
+    model_dir = tmp_path / "wav2vec2-tiny"
+    _tiny_wav2vec2().save_pretrained(model_dir)
+    blocks = {f"{i}.{name}": p.detach().clone() for i, layer in enumerate(_tiny_wav2vec2().encoder.layers)
+              for name, p in layer.named_parameters()}
     cfg = RunConfig(
         data=DataConfig(input="frames", source_aligned=str(demo_aligned_dirs / "en"),
                         target_aligned=str(demo_aligned_dirs / "zh"), source_language="en", target_language="zh",
-                        max_seconds=1.5, finetune_top=finetune_top),
+                        max_seconds=1.5, finetune_top=finetune_top, encoder=str(model_dir)),
         model=ModelConfig(width=8, head_hidden=(8, 8, 8), encoder_heads=2),
         train=TrainConfig(epochs=2, batch_size=4, progress=False, device="cpu"))
-    m = run_training(cfg, strategy="all+coral", seed=0, out_dir=tmp_path, encoder=encoder)
+    m = run_training(cfg, strategy="all+coral", seed=0, out_dir=tmp_path / "run")
     assert m["layers"] == [0, 1, 2] and m["coral"] and m["epochs_run"] == 2
     assert m["target_test"]["n"] == 4 and len(m["coral_distance"]["adapted"]) == 3
-    after = encoder.model.state_dict()
-    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    saved = {k.removeprefix("feat.upstream."): v for k, v in _weights(tmp_path / "run").items()
+             if k.startswith("feat.upstream.")}
     if finetune_top:
-        assert changed and all(".layers.1." in k for k in changed)  # only the top layer moved
-        assert any(k.startswith("feat.upstream.1.") for k in _weights(tmp_path))
+        # only the top transformer layer is trained (and saved), and training moved it
+        assert saved and all(k.startswith("1.") for k in saved) and set(saved) <= set(blocks)
+        assert any(not torch.equal(v, blocks[k]) for k, v in saved.items())
     else:
-        assert changed == []
+        assert saved == {}  # the frozen model is not part of the trained classifier
+
+
+@pytest.mark.parametrize("finetune_top", [0, 1, 2])
+def test_frame_featurizer_leaves_all_but_the_top_layers_frozen(tmp_path, finetune_top):
+    from analysis.models import load_encoder
+    from lam_train.train import FrameFeaturizer
+
+    _tiny_wav2vec2().save_pretrained(tmp_path / "m")
+    encoder = load_encoder(str(tmp_path / "m"), device="cpu")
+    feat = FrameFeaturizer(encoder, [0, 1, 2], finetune_top=finetune_top)
+    trainable = {id(p) for p in feat.parameters()}
+    for name, p in encoder.model.named_parameters():
+        top = any(name.startswith(f"encoder.layers.{i}.") for i in range(2 - finetune_top, 2))
+        assert p.requires_grad == top and (id(p) in trainable) == top, name
+    assert sorted({k.split(".")[1] for k in feat.state()}) == [str(i) for i in range(2 - finetune_top, 2)]
 
 
 @pytest.mark.gpu
