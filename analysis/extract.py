@@ -45,6 +45,7 @@ from phonalign.errors import LamError, OutputFolderError
 from phonalign.fingerprint import differences, digest, file_signature
 from phonalign.fsutil import atomic_write_json, make_dirs, read_json, read_parquet
 from phonalign.outdir import FolderRules, OutputFolder, output_folder
+from phonalign.progress import Progress, progress_bar
 from phonalign.provenance import write_run_info
 
 from .defaults import BATCH_SECONDS, CHUNK_ROWS, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_WHISPER_MODE
@@ -852,10 +853,8 @@ def _write_report(out: Path, report: dict, t0: float) -> dict:
     return report
 
 
-def _progress(total: int, enabled: bool, name: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=f"features {name}", unit="utt")
+def _progress(total: int, enabled: bool, name: str) -> Progress:
+    return progress_bar(total, desc=f"features {name}", item="utt", progress=enabled)
 
 
 __all__ = ["extract_features", "plan_batches", "random_init_model", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",

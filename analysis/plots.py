@@ -296,6 +296,44 @@ def _save(fig: Figure, out: Path, name: str, formats: Sequence[str]) -> list[Pat
     return paths
 
 
+def result_figures(result_dir: str | Path, *, compare: str | Path | None = None, control: str | Path | None = None,
+                   metric: str | None = None) -> dict[str, Figure]:
+    """The figures of one (or two, side by side) `lam similarity` output directories, not saved.
+
+    Parameters as :func:`plot_results`. Returns ``{"similarity_vs_layer": Figure, "heatmap":
+    Figure, "rank_stability": Figure}``, plus ``vowel_map_layers`` and ``diagonal_advantage`` when the
+    first folder holds a vowel map; a notebook shows them (``display(fig)``), :func:`plot_results`
+    saves them.
+    """
+    dirs = [Path(result_dir)] + ([Path(compare)] if compare else [])
+    name = f"rankings_{metric}.json" if metric else "rankings.json"
+    docs = [read_rankings(d / name) for d in dirs]
+    ctrl = read_rankings(Path(control) / name) if control else None
+    for d, doc in zip(dirs, docs, strict=True):
+        if not doc["units"]:
+            raise AnalysisError("the rankings hold no unit to draw", path=d / name, hint="rerun `lam similarity`")
+    if ctrl is not None and ctrl.get("metric") != docs[0].get("metric"):
+        raise AnalysisError(f"the control's metric ({ctrl.get('metric')}) is not the result's "
+                            f"({docs[0].get('metric')})", path=Path(control or "") / name,
+                            hint="run `lam similarity` on the control with the same --metric")
+    n = len(docs)
+    vlim = None
+    if len({d["metric"] for d in docs}) == 1:
+        vlim = _ylimits([v for d in docs for v in _profile_values(d, HEATMAP_UNITS, ("score",))])
+    figures = {"similarity_vs_layer": plot_comparison(docs, control=ctrl)}
+    fig = Figure(figsize=(5.8 * n, 4.2), layout="constrained")
+    for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
+        plot_heatmap(docs[j], ax=ax, vlim=vlim)
+    figures["heatmap"] = fig
+    fig = Figure(figsize=(5.2 * n, 3.6), layout="constrained")
+    for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
+        plot_rank_stability(docs[j], ax=ax)
+    figures["rank_stability"] = fig
+    if (dirs[0] / "vowel_map.parquet").is_file():
+        figures.update(_vowel_map_figures(dirs[0], metric or docs[0]["metric"]))
+    return figures
+
+
 def plot_results(result_dir: str | Path, out_dir: str | Path | None = None, *, compare: str | Path | None = None,
                  control: str | Path | None = None, metric: str | None = None,
                  formats: Sequence[str] = FORMATS) -> list[Path]:
@@ -321,50 +359,28 @@ def plot_results(result_dir: str | Path, out_dir: str | Path | None = None, *, c
     list of Path
         ``similarity_vs_layer``, ``heatmap``, ``rank_stability`` in each format; and when the first
         folder holds a vowel map (``lam similarity --vowel-map``), ``vowel_map_layers`` and
-        ``diagonal_advantage`` of the metric drawn.
+        ``diagonal_advantage`` of the metric drawn (the figures of :func:`result_figures`).
     """
-    dirs = [Path(result_dir)] + ([Path(compare)] if compare else [])
-    name = f"rankings_{metric}.json" if metric else "rankings.json"
-    docs = [read_rankings(d / name) for d in dirs]
-    ctrl = read_rankings(Path(control) / name) if control else None
-    for d, doc in zip(dirs, docs, strict=True):
-        if not doc["units"]:
-            raise AnalysisError("the rankings hold no unit to draw", path=d / name, hint="rerun `lam similarity`")
-    if ctrl is not None and ctrl.get("metric") != docs[0].get("metric"):
-        raise AnalysisError(f"the control's metric ({ctrl.get('metric')}) is not the result's "
-                            f"({docs[0].get('metric')})", path=Path(control or "") / name,
-                            hint="run `lam similarity` on the control with the same --metric")
-    out = Path(out_dir) if out_dir else dirs[0] / "figures"
+    figures = result_figures(result_dir, compare=compare, control=control, metric=metric)
+    out = Path(out_dir) if out_dir else Path(result_dir) / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    n = len(docs)
-    vlim = None
-    if len({d["metric"] for d in docs}) == 1:
-        vlim = _ylimits([v for d in docs for v in _profile_values(d, HEATMAP_UNITS, ("score",))])
-    paths = _save(plot_comparison(docs, control=ctrl), out, "similarity_vs_layer", formats)
-    fig = Figure(figsize=(5.8 * n, 4.2), layout="constrained")
-    for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
-        plot_heatmap(docs[j], ax=ax, vlim=vlim)
-    paths += _save(fig, out, "heatmap", formats)
-    fig = Figure(figsize=(5.2 * n, 3.6), layout="constrained")
-    for j, ax in enumerate(fig.subplots(1, n, squeeze=False)[0]):
-        plot_rank_stability(docs[j], ax=ax)
-    paths += _save(fig, out, "rank_stability", formats)
-    if (dirs[0] / "vowel_map.parquet").is_file():
-        paths += _vowel_map_figures(dirs[0], out, metric or docs[0]["metric"], formats)
+    paths = [p for name, fig in figures.items() for p in _save(fig, out, name, formats)]
+    dirs = [Path(result_dir)] + ([Path(compare)] if compare else [])
     write_run_info(out, step="plot", config={"results": [str(d) for d in dirs], "control": str(control or ""),
-                                              "rankings": name, "formats": list(formats)})
+                                              "rankings": f"rankings_{metric}.json" if metric else "rankings.json",
+                                              "formats": list(formats)})
     return paths
 
 
-def _vowel_map_figures(result_dir: Path, out: Path, metric: str, formats: Sequence[str]) -> list[Path]:
+def _vowel_map_figures(result_dir: Path, metric: str) -> dict[str, Figure]:
     from .vowel_map import read_diagonal_advantage, read_vowel_map
     from .vowel_plots import diagonal_advantage_curve, vowel_map_small_multiples
 
     table, adv = read_vowel_map(result_dir), read_diagonal_advantage(result_dir)
     if metric not in set(table["metric"].to_pylist()):
-        return []
-    return (_save(vowel_map_small_multiples(table, metric=metric, advantage=adv), out, "vowel_map_layers", formats)
-            + _save(diagonal_advantage_curve(adv, metric=metric), out, "diagonal_advantage", formats))
+        return {}
+    return {"vowel_map_layers": vowel_map_small_multiples(table, metric=metric, advantage=adv),
+            "diagonal_advantage": diagonal_advantage_curve(adv, metric=metric)}
 
 
 def plot_dir(result_dir: str | Path, out_dir: str | Path | None = None, **kwargs: Any) -> list[Path]:

@@ -82,6 +82,7 @@ import numpy as np
 import pyarrow as pa
 import scipy.sparse as sp
 
+from phonalign.progress import track
 from phonalign.records import EMOTIONS, VOWEL_CLASSES
 
 from . import estimators as est
@@ -891,9 +892,7 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
     union = {v.name: np.unique(np.concatenate([p.rows_s if v is src else p.rows_t for p in plans.values()]))
              for v in (src, tgt)} if row_metrics else {}
 
-    from tqdm.auto import tqdm
-
-    for layer in tqdm(range(n_l), disable=not progress, desc="similarity", unit="layer"):
+    for layer in track(range(n_l), desc="similarity", item="layer", progress=progress):
         streams = {v.name: _stream(v, layer, h, need_norm) for v in (src, tgt)} if sum_metrics else {}
         sd = _pooled_sd(streams, src, tgt) if need_sd else None
         rows = {v.name: _read_rows(v, union[v.name], layer) for v in (src, tgt)} if row_metrics else {}

@@ -66,9 +66,8 @@ class StepRecorder:
     """Completion records in ``OUT/steps/<name>.json``; a step done with the same fingerprint is
     skipped, one done with another fingerprint is an error (the folder belongs to other settings)."""
 
-    def __init__(self, out: Path, *, log: Callable[[str], None] = print):
+    def __init__(self, out: Path) -> None:
         self.dir = out / "steps"
-        self.log = log
 
     def run(self, name: str, fingerprint_of: Any, fn: Callable[[], dict | None]) -> dict:
         """Run step ``name`` unless recorded as done with the same fingerprint; return its summary."""
@@ -80,15 +79,15 @@ class StepRecorder:
                 raise ConfigError(
                     f"step {name!r} of this output folder was made with other settings",
                     path=path, hint="use a new output folder (--out), or delete the folder to start again")
-            self.log(f"[lam] {name}: done earlier, skipped")
+            logger.info("%s: done earlier, skipped", name)
             return rec.get("summary") or {}
-        self.log(f"[lam] {name} ...")
+        logger.info("%s ...", name)
         t0 = time.perf_counter()
         summary = fn() or {}
         rec = {"step": name, "fingerprint": fp, "seconds": round(time.perf_counter() - t0, 3),
                "finished": datetime.now(UTC).isoformat(timespec="seconds"), "summary": summary}
         atomic_write_json(path, rec)
-        self.log(f"[lam] {name}: done in {rec['seconds']:.1f} s")
+        logger.info("%s: done in %.1f s", name, rec["seconds"])
         return summary
 
 
@@ -270,7 +269,7 @@ def expand_strategies(cfg: RunConfig) -> list[str]:
 
 
 def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_store: str | None,
-               rankings: str | None, log: Callable[[str], None] = print) -> dict:
+               rankings: str | None) -> dict:
     """Train every strategy (and its lambda = 0 twin) for every seed into ``OUT/runs``."""
     from .data import check_rankings_model, check_same_model, open_features
     from .train import CachedFeatures, run_training
@@ -284,7 +283,6 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
         warning = flat_profile_warning(rankings, cfg)
         if warning:
             logger.warning(warning)
-            log(f"[lam] WARNING: {warning}")
     elif needs:
         raise ConfigError("strategies BL/GL/WL/RL* need a rankings file",
                           hint="set `rankings:` (from `lam similarity`) or use only final / all strategies")
@@ -306,8 +304,8 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
                              selections=selections)
             done += 1
             uar = m["target_test"]["uar"] if m.get("target_test") else float("nan")
-            log(f"[lam]   {done}/{total} {name} seed {seed}: layers {m['layers']}, target UAR {uar:.3f} "
-                f"({time.perf_counter() - t0:.0f} s)")
+            logger.info("  %d/%d %s seed %d: layers %s, target UAR %.3f (%.0f s)", done, total, name, seed,
+                        m["layers"], uar, time.perf_counter() - t0)
     return {"runs": total, "strategies": names, "seeds": list(cfg.seeds)}
 
 
@@ -354,7 +352,7 @@ def _step_seconds(out: Path) -> dict[str, float]:
     return res
 
 
-def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> dict:
+def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
     """``lam run``: every step into ``cfg.output``; returns ``{"report": path, ...}``.
 
     When the source corpus carries no emotion labels, the run stops after the similarity step with
@@ -374,14 +372,14 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Callable[[str], 
     """
     out = Path(cfg.output)
     with output_folder(out, step="run", rules=PIPELINE_FOLDER):
-        return _run_pipeline_locked(cfg, out, progress=progress, log=log)
+        return _run_pipeline_locked(cfg, out, progress=progress)
 
 
-def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Callable[[str], None]) -> dict:
+def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     write_run_info(out, step="run", config=cfg)
     if progress != cfg.train.progress:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=progress))
-    steps = StepRecorder(out, log=log)
+    steps = StepRecorder(out)
     c = config_to_dict(cfg)
     fp_align = {"corpus": c["corpus"]}
     fp_feat = {**fp_align, "features": c["features"]}
@@ -402,7 +400,7 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
     unlabelled = _unlabelled_source(out)
     if unlabelled:
         # alignment, features and similarity stand on their own; training has nothing to learn from
-        log(f"[lam] stopped before training: {unlabelled}")
+        logger.warning("stopped before training: %s", unlabelled)
         return {"stopped": "no_emotion_labels", "message": unlabelled, "out": str(out), "rankings": rankings}
     train_cfg = cfg.replace(data=dataclasses.replace(
         cfg.data, source_store=str(out / "features" / "source"), target_store=str(out / "features" / "target"),
@@ -411,9 +409,8 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool, log: Call
     # strategies and seeds may grow between reruns: finished runs are kept, new ones trained
     steps.run(f"train-{_fingerprint([expand_strategies(cfg), list(cfg.seeds)])}", fp_train,
               lambda: step_train(train_cfg, out, source_store=train_cfg.data.source_store,
-                                 target_store=train_cfg.data.target_store, rankings=rankings, log=log))
+                                 target_store=train_cfg.data.target_store, rankings=rankings))
     res = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
-    log(f"[lam] report: {res['report']}; HTML: {res['html']}")
     return res
 
 
@@ -457,7 +454,7 @@ def plan_pipeline(cfg: RunConfig, *, jobs: int = 1) -> list[str]:
     else:
         s = cfg.similarity
         lines.append(step("similarity"))
-        lines.append(f"  metric {s.metric}, k {s.k}, {s.n_boot} bootstrap resamples, seed {s.seed} "
+        lines.append(f"  metric {s.metric}, k {s.k}, {s.n_bootstrap} bootstrap resamples, seed {s.seed} "
                      f"-> {out / 'similarity' / 'rankings.json'}")
     names = expand_strategies(cfg)
     lines.append(step("train"))
@@ -486,8 +483,8 @@ def _unlabelled_source(out: Path) -> str | None:
     return None
 
 
-def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-               log: Callable[[str], None] = print) -> dict:
+def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None,
+               seeds: Sequence[int] | None = None) -> dict:
     """``lam train``: training (+ report) on the feature stores and rankings named in ``cfg``."""
     if strategies:
         cfg = cfg.replace(strategies=tuple(strategies))
@@ -501,9 +498,8 @@ def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None, seeds
         write_run_info(out, step="train", config=cfg)
         t0 = time.perf_counter()
         step_train(cfg, out, source_store=d.source_store, target_store=d.target_store or d.source_store,
-                   rankings=cfg.rankings, log=log)
+                   rankings=cfg.rankings)
         res = step_report(cfg, out, rankings=cfg.rankings, timings={"train": time.perf_counter() - t0})
-    log(f"[lam] report: {res['report']}")
     return res
 
 
@@ -523,11 +519,10 @@ def demo_config(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seed
 
 
 def run_demo(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seeds: int | None = None,
-             progress: bool = True, log: Callable[[str], None] = print, overrides: Mapping | None = None
-             ) -> dict:
+             progress: bool = True, overrides: Mapping | None = None) -> dict:
     """``lam demo``: the whole pipeline on the bundled demo corpus, English -> Mandarin."""
     cfg = demo_config(out=out, model=model, seeds=seeds, overrides=overrides)
     t0 = time.perf_counter()
-    res = run_pipeline(cfg, progress=progress, log=log)
+    res = run_pipeline(cfg, progress=progress)
     res["seconds"] = time.perf_counter() - t0
     return res

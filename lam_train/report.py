@@ -9,7 +9,9 @@ Reads the ``metrics.json`` of every run under ``RUNS/<strategy>/seed<k>/`` and w
   representations at the anchored layers, with anchoring and with lambda = 0 on the same layers
   (the ``-nocoral`` twin), and their ratio;
 * ``figures/uar.{png,svg}`` and ``figures/confusion.{png,svg}`` (one panel per strategy, counts
-  summed over seeds, colour = row share, i.e. recall).
+  summed over seeds, colour = row share, i.e. recall): :func:`uar_figure` and
+  :func:`confusion_figure` return the matplotlib ``Figure`` (no backend is chosen here);
+  :func:`write_report` saves them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +30,10 @@ from phonalign.records import EMOTIONS
 
 from .config import twin_of
 from .evaluate import mean_std
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def collect(runs_dir: str | Path) -> dict[str, list[dict]]:
@@ -140,7 +147,9 @@ def markdown(rows: list[dict], ablation: list[dict], *, title: str = "Results") 
     return "\n".join(lines) + "\n"
 
 
-def _savefig(fig, stem: Path) -> list[str]:
+def save_figure(fig: Figure, stem: str | Path) -> list[str]:
+    """Write ``fig`` as ``stem.png`` and ``stem.svg`` (atomically); return the two paths."""
+    stem = Path(stem)
     out = []
     for ext in ("png", "svg"):
         with atomic_path(stem.with_suffix(f".{ext}")) as tmp:
@@ -149,66 +158,86 @@ def _savefig(fig, stem: Path) -> list[str]:
     return out
 
 
-def figures(runs: dict[str, list[dict]], rows: list[dict], fig_dir: str | Path) -> list[str]:
-    """UAR bar chart with seed spread, and a grid of confusion matrices (PNG + SVG)."""
-    import matplotlib
+def uar_figure(rows: Sequence[dict], *, ax: Axes | None = None) -> Figure | None:
+    """Target-test UAR per strategy: bars (mean +- std over seeds), dots (seeds), chance line.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    ``rows`` are :func:`summarise`'s; strategies without a target score are left out (None when
+    none has one). Draws into ``ax`` when given, else into a new figure; returns the figure.
+    """
+    from matplotlib.figure import Figure
 
-    fig_dir = Path(fig_dir)
-    written: list[str] = []
     scored = [r for r in rows if r["uar_per_seed"]]
-    if scored:
-        fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(scored) + 2), 3.5))
-        x = np.arange(len(scored))
-        colours = ["#0072B2" if r["coral"] else "#999999" for r in scored]  # Okabe-Ito blue / grey
-        ax.bar(x, [100 * r["uar_mean"] for r in scored], yerr=[100 * r["uar_std"] for r in scored],
-               color=colours, capsize=3)
-        for i, r in enumerate(scored):
-            ax.plot([i] * len(r["uar_per_seed"]), [100 * u for u in r["uar_per_seed"]], "k.", ms=4)
-        ax.axhline(100 / len(EMOTIONS), color="#D55E00", ls="--", lw=1, label="chance")
-        ax.set_xticks(x, [r["strategy"] for r in scored], rotation=30, ha="right")
-        ax.set_ylabel("target-test UAR (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title("UAR by strategy (bars: mean ± std over seeds; dots: seeds; blue: CORAL)", fontsize=9)
-        ax.legend(loc="upper right", fontsize=8)
-        written += _savefig(fig, fig_dir / "uar")
-        plt.close(fig)
-    # One grid of confusion matrices (not one file per strategy: matplotlib's drawing dominates the
-    # report's time, and one page is easier to compare at a glance).
+    if not scored:
+        return None
+    if ax is None:
+        ax = Figure(figsize=(max(4, 0.8 * len(scored) + 2), 3.5), layout="constrained").add_subplot()
+    x = np.arange(len(scored))
+    colours = ["#0072B2" if r["coral"] else "#999999" for r in scored]  # Okabe-Ito blue / grey
+    ax.bar(x, [100 * r["uar_mean"] for r in scored], yerr=[100 * r["uar_std"] for r in scored],
+           color=colours, capsize=3)
+    for i, r in enumerate(scored):
+        ax.plot([i] * len(r["uar_per_seed"]), [100 * u for u in r["uar_per_seed"]], "k.", ms=4)
+    ax.axhline(100 / len(EMOTIONS), color="#D55E00", ls="--", lw=1, label="chance")
+    ax.set_xticks(x, [r["strategy"] for r in scored], rotation=30, ha="right")
+    ax.set_ylabel("target-test UAR (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("UAR by strategy (bars: mean ± std over seeds; dots: seeds; blue: CORAL)", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    return ax.figure  # type: ignore[return-value]
+
+
+def confusion_figure(runs: dict[str, list[dict]], rows: Sequence[dict], *, fig: Figure | None = None
+                     ) -> Figure | None:
+    """Target-test confusion matrices, one panel per strategy (counts summed over seeds; colour =
+    row share, i.e. recall), in the order of ``rows``; None when no run has a target score.
+
+    One grid rather than a figure per strategy: matplotlib's drawing dominates the report's time,
+    and one page is easier to compare at a glance. Draws into ``fig`` when given.
+    """
+    from matplotlib.figure import Figure
+
     panels = [(name, [m for m in ms if m.get("target_test")]) for name, ms in runs.items()]
     panels = [(n, ms) for n, ms in panels if ms]
+    if not panels:
+        return None
     order = {r["strategy"]: i for i, r in enumerate(rows)}
     panels.sort(key=lambda p: order.get(p[0], len(order)))
-    if panels:
-        ncol = min(4, len(panels))
-        nrow = -(-len(panels) // ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.0 * ncol, 2.9 * nrow), squeeze=False)
-        for ax in axes.flat[len(panels):]:
-            ax.axis("off")
-        short = [e[:3] for e in EMOTIONS]
-        for ax, (name, ms) in zip(axes.flat, panels):
-            cm = np.sum([np.array(m["target_test"]["confusion"]) for m in ms], axis=0)
-            norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-            ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
-            for i in range(len(EMOTIONS)):
-                for j in range(len(EMOTIONS)):
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="black" if norm[i, j] > 0.5 else "white")
-            ax.set_xticks(range(len(EMOTIONS)), short, fontsize=7)
-            ax.set_yticks(range(len(EMOTIONS)), short, fontsize=7)
-            ax.set_title(f"{name} ({len(ms)} seed{'s' if len(ms) > 1 else ''})", fontsize=8)
-        for ax in axes[:, 0]:
-            ax.set_ylabel("reference", fontsize=8)
-        for ax in axes[-1, :]:
-            ax.set_xlabel("predicted", fontsize=8)
-        fig.suptitle("Target-test confusion matrices (counts summed over seeds; colour = row share, 0-1)",
-                     fontsize=9)
-        fig.tight_layout()
-        written += _savefig(fig, fig_dir / "confusion")
-        plt.close(fig)
-    return written
+    ncol = min(4, len(panels))
+    nrow = -(-len(panels) // ncol)
+    if fig is None:
+        fig = Figure(figsize=(3.0 * ncol, 2.9 * nrow), layout="constrained")
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    short = [e[:3] for e in EMOTIONS]
+    for ax, (name, ms) in zip(axes.flat, panels, strict=False):  # the grid may have spare cells
+        cm = np.sum([np.array(m["target_test"]["confusion"]) for m in ms], axis=0)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="viridis", vmin=0, vmax=1)
+        for i in range(len(EMOTIONS)):
+            for j in range(len(EMOTIONS)):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="black" if norm[i, j] > 0.5 else "white")
+        ax.set_xticks(range(len(EMOTIONS)), short, fontsize=7)
+        ax.set_yticks(range(len(EMOTIONS)), short, fontsize=7)
+        ax.set_title(f"{name} ({len(ms)} seed{'s' if len(ms) > 1 else ''})", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("reference", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("predicted", fontsize=8)
+    fig.suptitle("Target-test confusion matrices (counts summed over seeds; colour = row share, 0-1)",
+                 fontsize=9)
+    return fig
+
+
+def figures(runs: dict[str, list[dict]], rows: Sequence[dict]) -> dict[str, Figure]:
+    """The report's figures by file stem: ``uar`` and ``confusion`` (those there is data for).
+
+    Nothing is written and no backend is chosen: the caller shows the figures (a notebook) or
+    saves them (:func:`write_report`, with :func:`save_figure`).
+    """
+    made = {"uar": uar_figure(rows), "confusion": confusion_figure(runs, rows)}
+    return {stem: fig for stem, fig in made.items() if fig is not None}
 
 
 def write_report(runs_dir: str | Path, out_dir: str | Path, *, order: Sequence[str] | None = None,
@@ -226,8 +255,9 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, *, order: Sequence[s
     atomic_write_text(out_dir / "results.md", markdown(rows, abl, title=title))
     from phonalign.fsutil import atomic_write_json
 
-    summary = {"strategies": rows, "coral_ablation": abl}
+    summary: dict[str, Any] = {"strategies": rows, "coral_ablation": abl}
     atomic_write_json(out_dir / "results.json", summary)
     if figures_too:
-        summary["figures"] = figures(runs, rows, out_dir / "figures")
+        summary["figures"] = [path for stem, fig in figures(runs, rows).items()
+                              for path in save_figure(fig, out_dir / "figures" / stem)]
     return summary

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from analysis.models import resolve_device
 from phonalign.fsutil import atomic_path, atomic_write_json
+from phonalign.progress import progress_bar
 from phonalign.provenance import write_run_info
 
 from .config import RunConfig, Strategy, config_to_dict, parse_strategy
@@ -65,8 +67,8 @@ def strategy_layers(strategy: Strategy, *, n_layers: int, selections: dict | Non
             f"strategy {strategy.name!r} needs the layer selection {strategy.selection!r} from a rankings file",
             hint="set `rankings:` in the config (written by `lam similarity`) or use final / all",
         )
-    layers = sorted(int(l) for l in selections[strategy.selection])
-    bad = [l for l in layers if not 0 <= l <= n_layers]
+    layers = sorted(int(layer) for layer in selections[strategy.selection])
+    bad = [layer for layer in layers if not 0 <= layer <= n_layers]
     if bad or not layers:
         raise TrainError(f"selection {strategy.selection!r} has layers {layers} outside 0..{n_layers}")
     return layers
@@ -395,14 +397,13 @@ def fit(
         if st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(range(start_epoch, t.epochs), initial=start_epoch, total=t.epochs, disable=not t.progress,
-               desc=f"{meta.get('run', {}).get('strategy', 'train')} seed {seed}", leave=False, unit="epoch")
-    stopped = False
-    for epoch in bar:
+    # epochs are an inner loop: without a terminal, their plain lines are DEBUG (the pipeline says
+    # one line per run)
+    bar = progress_bar(t.epochs, desc=f"{meta.get('run', {}).get('strategy', 'train')} seed {seed}",
+                       item="epoch", progress=t.progress, level=logging.DEBUG)
+    bar.update(start_epoch)
+    for epoch in range(start_epoch, t.epochs):
         if bad >= t.patience:
-            stopped = True
             break
         model.train()
         featurizer.train(True)
@@ -455,6 +456,7 @@ def fit(
         else:
             bad += 1
         bar.set_postfix(loss=f"{row['loss']:.3f}", dev_uar=f"{score:.3f}")
+        bar.update(1)
         meta["state"] = {"epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad,
                          "history": history, "scaler": scaler.state_dict() if scaler.is_enabled() else None}
         if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs or bad >= t.patience:

@@ -43,11 +43,15 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import LamError, PhonalignError
 from .records import Alignment
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Thresholds of the "share within" columns, seconds (25 ms is the figure MFA publishes).
 WITHIN = (0.010, 0.020, 0.025, 0.050)
@@ -119,10 +123,10 @@ def tokens(alignment: Alignment, *, phone_set: str, common: str) -> list[Token]:
     infos = classify(labels, phone_set=phone_set)
     arpa = to_arpabet(labels, phone_set=phone_set, expand=True) if common == "arpabet" else None
     out: list[Token] = []
-    for k, (iv, info) in enumerate(zip(alignment.phones, infos)):
+    for k, (iv, info) in enumerate(zip(alignment.phones, infos, strict=True)):
         if info.unit_class == "silence":
             continue
-        if common == "arpabet":
+        if arpa is not None:  # common == "arpabet"
             mapped = arpa[k]
             parts = mapped.split() if mapped else [f"<{iv.label}>"]
         elif common == "class":
@@ -203,12 +207,14 @@ def compare_alignments(
     for i, j in pairs.items():
         first = i == 0 and j == 0
         chained = i > 0 and pairs.get(i - 1) == j - 1
-        if (first or chained) and r[i].start is not None and h[j].start is not None:
-            errors.append(h[j].start - r[i].start)
+        r_start, h_start = r[i].start, h[j].start
+        if (first or chained) and r_start is not None and h_start is not None:
+            errors.append(h_start - r_start)
             classes.append(r[i].unit_class)
             edges.append(first)  # speech onset
-    if r and h and pairs.get(len(r) - 1) == len(h) - 1 and r[-1].end is not None and h[-1].end is not None:
-        errors.append(h[-1].end - r[-1].end)
+    r_end, h_end = (r[-1].end, h[-1].end) if r and h else (None, None)
+    if pairs.get(len(r) - 1) == len(h) - 1 and r_end is not None and h_end is not None:
+        errors.append(h_end - r_end)
         classes.append("silence")  # the boundary into the final pause
         edges.append(True)  # speech offset
     if timit:
@@ -263,7 +269,7 @@ def read_languages(manifest: str | Path) -> dict[str, str]:
         import pyarrow.parquet as pq
 
         table = pq.read_table(path, columns=["utt_id", "language"])
-        return dict(zip(table.column("utt_id").to_pylist(), table.column("language").to_pylist()))
+        return dict(zip(table.column("utt_id").to_pylist(), table.column("language").to_pylist(), strict=True))
     with open(path, newline="", encoding="utf-8-sig") as fh:
         sample = fh.read(4096)
         fh.seek(0)
@@ -385,13 +391,11 @@ def _fmt(value, pct: bool = False) -> str:
     return f"{value * 100:.1f}%" if pct else f"{value:.1f}"
 
 
-def print_report(report: dict, *, console=None) -> None:
-    """Rich tables: per language, then per language and phone class."""
-    from rich.console import Console
+def print_report(report: dict, *, console: Console) -> None:
+    """The report as rich tables on the caller's ``console`` (``lam align-eval`` prints to stdout):
+    per language, then per language and phone class. The library itself prints nothing."""
     from rich.table import Table
 
-    # the 11-column table needs ~100 characters; rich assumes 80 when output is piped
-    console = console or Console(width=max(Console().width, 110))
     cols = ["utts", "phones", "agree", "PER", "bounds", "mean", "median", "<=10", "<=20", "<=25", "<=50"]
 
     def row(stats: dict, utts: bool = True) -> list[str]:

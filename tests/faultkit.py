@@ -94,15 +94,18 @@ def lam(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def assert_one_line_error(err: str, *names: str, code: int | None = None, exit_code: int | None = None) -> str:
-    """The toolkit's error format: one ``error:`` line (plus at most an indented ``hint:`` line), no
-    traceback, naming every one of ``names``. Returns the error line."""
+    """The toolkit's error format: one ``error:`` line (plus at most an indented ``hint:`` line) that
+    ends stderr, no traceback, naming every one of ``names``. Returns the error line.
+
+    What comes before it are the run's own messages (``lam`` logs each step on stderr)."""
     assert "Traceback" not in err, err
     # progress bars (tqdm, also transformers' own while loading weights) are not messages
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "%|" not in ln]
-    errors = [ln for ln in lines if ln.startswith("error:")]
+    errors = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
     assert len(errors) == 1, err
-    rest = [ln for ln in lines if not ln.startswith("error:")]
+    rest = lines[errors[0] + 1:]
     assert all(ln.startswith("  hint:") for ln in rest) and len(rest) <= 1, err
+    errors = [lines[errors[0]]]
     for name in names:
         assert name in errors[0], (name, errors[0])
     return errors[0]

@@ -236,7 +236,8 @@ def _config_passings() -> list[Passing]:
             continue
         tree = ast.parse(inspect.getsource(module))
         for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
-            aliases: dict[str, str] = {}  # local name -> section, from `f = cfg.features` / `t, m = cfg.train, cfg.model`
+            # local name -> section, from `f = cfg.features` / `t, m = cfg.train, cfg.model`
+            aliases: dict[str, str] = {}
             for node in ast.walk(func):
                 if isinstance(node, ast.Assign) and len(node.targets) == 1:
                     target, value = node.targets[0], node.value
@@ -410,11 +411,12 @@ def test_choices_of_the_command_line_and_the_run_config_are_the_librarys_constan
 
 
 def test_the_demo_corpus_has_one_name_and_the_retired_one_says_so(tmp_path):
+    from typer.testing import CliRunner
+
     from lam_train.config import config_from_dict
     from phonalign.corpus import demo_corpus_dir, locate_corpus, read_corpus
     from phonalign.defaults import DEMO_CORPUS
     from phonalign.errors import CorpusError
-    from typer.testing import CliRunner
 
     assert locate_corpus(DEMO_CORPUS) == (demo_corpus_dir(), DEMO_CORPUS)
     assert len(read_corpus(DEMO_CORPUS)) == len(read_corpus(None, preset=DEMO_CORPUS)) > 0

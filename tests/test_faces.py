@@ -20,7 +20,7 @@ FACES = ["phonalign", "analysis", "lam_train"]
 #: modules whose docstring examples are cheap enough to run on every test run
 DOCTESTED = ["phonalign", "analysis", "lam_train", "analysis.testing", "analysis.ct2", "phonalign.corpus",
              "phonalign.align.run", "analysis.extract", "analysis.similarity", "lam_train.pipeline",
-             "phonalign.pinyin", "phonalign.text_norm"]
+             "phonalign.pinyin", "phonalign.text_norm", "phonalign.progress"]
 
 
 def test_importing_the_three_packages_loads_no_heavy_dependency():

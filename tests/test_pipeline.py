@@ -93,7 +93,7 @@ def test_lam_train_trains_one_strategy_on_existing_stores(tmp_path, tiny_whisper
 
     cfg = load_config(_tiny_config(tmp_path, tiny_whisper_dir, strategies=["final"],
                                    similarity={"n_bootstrap": 40}))
-    run_pipeline(cfg, progress=False, log=lambda s: None)
+    run_pipeline(cfg, progress=False)
     out = tmp_path / "out"
     rankings = json.loads((out / "similarity" / "rankings.json").read_text())
     # a few demo utterances and a random 2-layer model: the data cannot rank the layers
@@ -178,7 +178,7 @@ def test_lam_demo_meets_the_issue_claims(tmp_path):
     # issue promises, so it runs in the default suite rather than behind an opt-in flag.
     from lam_train.pipeline import run_demo
 
-    res = run_demo(out=tmp_path / "demo", seeds=3, progress=False, log=lambda s: None)
+    res = run_demo(out=tmp_path / "demo", seeds=3, progress=False)
     assert res["seconds"] < 600
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
     by = {r["strategy"]: r for r in results["strategies"]}

@@ -70,7 +70,10 @@ def register(app: typer.Typer) -> None:
             utt_ids = [u for u, lang in languages.items() if lang == language]
         report = evaluate_dirs(hyp, ref, languages=languages, common=common, hyp_phone_set=hyp_phone_set,
                                ref_phone_set=ref_phone_set, utt_ids=utt_ids)
-        print_report(report)
+        from rich.console import Console
+
+        # the 11-column table needs ~100 characters; rich assumes 80 when output is piped
+        print_report(report, console=Console(width=max(Console().width, 110)))
         if json_out is not None:
             atomic_write_json(json_out, report)
             typer.echo(f"report written to {json_out}")

@@ -31,5 +31,5 @@ def register(app: typer.Typer) -> None:
         """
         from lam_train.pipeline import run_demo
 
-        res = run_demo(out=out, model=model, seeds=seeds, progress=progress, log=typer.echo)
+        res = run_demo(out=out, model=model, seeds=seeds, progress=progress)
         typer.echo(f"Report: {res['report']} (HTML, opens offline: {res['html']})  ({res['seconds']:.0f} s)")

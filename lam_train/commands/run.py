@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
             for line in plan_pipeline(cfg):
                 typer.echo(line)
             return
-        res = run_pipeline(cfg, progress=progress, log=typer.echo)
+        res = run_pipeline(cfg, progress=progress)
         if res.get("stopped"):
             raise typer.Exit(3)
+        typer.echo(f"Report: {res['report']}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
@@ -107,25 +106,16 @@ def register(app: typer.Typer) -> None:
         for p, name in ((source, "SOURCE_STORE"), (target, "TARGET_STORE")):
             if not p.is_dir():
                 raise typer.BadParameter(f"{p} is not a directory", param_hint=name)
-        # the warnings are printed below once each; keep the library's log records from printing them
-        # a second time through logging's last-resort handler
-        quiet = logging.NullHandler()
-        lib_logger = logging.getLogger("analysis.similarity")
-        lib_logger.addHandler(quiet)
-        try:
-            # an option not given leaves the library's default (None: all units, the default metric)
-            given = {k: v for k, v in (("metrics", metrics), ("units", units)) if v}
-            out_info = run_similarity(source, target, out, **given, k=k, n_bootstrap=n_bootstrap, seed=seed,
-                                      by_emotion=by_emotion, ci_level=ci_level, n_halves=n_halves,
-                                      max_rows=max_rows, source_language=source_language,
-                                      target_language=target_language, resample=resample,
-                                      n_permutations=n_permutations, match_duration=match_duration,
-                                      allow_different=allow_different or (), vowel_map=vowel_map,
-                                      progress=progress)
-        finally:
-            lib_logger.removeHandler(quiet)
-        for w in out_info["warnings"]:
-            typer.echo(f"warning: {w}", err=True)
+        # an option not given leaves the library's default (None: all units, the default metric);
+        # the library logs its warnings (the `lam` handler prints them on stderr)
+        given = {k: v for k, v in (("metrics", metrics), ("units", units)) if v}
+        out_info = run_similarity(source, target, out, **given, k=k, n_bootstrap=n_bootstrap, seed=seed,
+                                  by_emotion=by_emotion, ci_level=ci_level, n_halves=n_halves,
+                                  max_rows=max_rows, source_language=source_language,
+                                  target_language=target_language, resample=resample,
+                                  n_permutations=n_permutations, match_duration=match_duration,
+                                  allow_different=allow_different or (), vowel_map=vowel_map,
+                                  progress=progress)
         for line in out_info["summary"]:
             typer.echo(line)
         typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}"

@@ -51,4 +51,5 @@ def register(app: typer.Typer) -> None:
         if epochs is not None or device is not None:
             over["train"] = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
         cfg = load_config(config, overrides=over)
-        train_only(cfg, strategies=strategies or None, seeds=seeds or None, log=typer.echo)
+        res = train_only(cfg, strategies=strategies or None, seeds=seeds or None)
+        typer.echo(f"Report: {res['report']}")

@@ -92,6 +92,7 @@ from ..fsutil import (
     read_parquet,
 )
 from ..outdir import FolderRules, output_folder
+from ..progress import Progress, progress_bar
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
@@ -416,10 +417,8 @@ class _FileWriter:
         self.proc.stdout.close()
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="utt", disable=not enabled, mininterval=0.5, leave=False)
+def _progress(total: int, desc: str, enabled: bool) -> Progress:
+    return progress_bar(total, desc=desc, item="utt", progress=enabled)
 
 
 def align_corpus(
@@ -461,7 +460,7 @@ def align_corpus(
     jobs : int
         Processes the backend may use.
     progress : bool
-        Show progress bars (tqdm).
+        Show progress (:mod:`phonalign.progress`: a bar on a terminal, plain log lines otherwise).
     chunk_size : int
         Utterances per committed chunk (``parts/``): what an interruption can lose at most.
     corpus_report : dict, optional
