@@ -38,6 +38,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -131,10 +132,14 @@ class SpeechEncoder:
         self._identity: ModelIdentity | None = None
         self._tensor_digest = None if self._weights_dir is not None else module_digest(model)
         self.whisper_mode = whisper_mode
-        config = model.config
+        # transformers configs and modules have their attributes by architecture: typed Any here,
+        # checked by the branches below (a model without them is refused with a ModelError)
+        config: Any = model.config
         self.model_type = getattr(config, "model_type", "")
+        self.model: Any
+        self.frontend: _Frontend | None
         if self.model_type == "whisper":
-            encoder = model
+            encoder: Any = model
             if hasattr(encoder, "get_encoder"):
                 encoder = encoder.get_encoder()
             elif hasattr(encoder, "model") and hasattr(encoder.model, "encoder"):
@@ -190,8 +195,9 @@ class SpeechEncoder:
     @property
     def window_samples(self) -> int | None:
         """Samples of one Whisper window (30 s); None for models without a window."""
-        if self.model_type == "whisper":
-            return int(self.frame_spec.max_frames * 2 * self.frame_spec.hop_length)
+        frames = self.frame_spec.max_frames
+        if self.model_type == "whisper" and frames is not None:
+            return int(frames * 2 * self.frame_spec.hop_length)
         return None
 
     @property
@@ -206,7 +212,7 @@ class SpeechEncoder:
         out = {"dtype": self.dtype_name, "sample_rate": SAMPLE_RATE, "model_type": self.model_type}
         if self.model_type == "whisper":
             out["whisper_mode"] = self.whisper_mode
-        else:
+        elif self.frontend is not None:
             out["do_normalize"] = self.frontend.do_normalize
         return out
 
@@ -274,7 +280,7 @@ class SpeechEncoder:
         if self.model_type == "whisper":
             return self._run_whisper(waves, lengths)
         wav = [np.asarray(w, np.float32) for w in waves]
-        if self.frontend.do_normalize:
+        if self.frontend is not None and self.frontend.do_normalize:
             # per utterance, over real samples only (as Wav2Vec2FeatureExtractor does with a mask)
             wav = [(w - w.mean()) / np.sqrt(w.var() + 1e-7) for w in wav]
         n_max = int(lengths.max())
@@ -392,6 +398,7 @@ def load_encoder(model, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DT
     preprocessor = None
     revision = None
     weights_dir = None
+    built: Any
     missing: list[str] = []
     unexpected: list[str] = []
     if isinstance(model, (str, Path)):

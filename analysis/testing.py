@@ -19,12 +19,12 @@ import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .errors import ModelError
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, WhisperForConditionalGeneration
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, WhisperConfig, WhisperForConditionalGeneration
 
 __all__ = ["export_ct2_whisper", "random_model", "random_model_dir"]
 
@@ -125,7 +125,7 @@ def random_model_dir(arch: str, out_dir: str | Path, *, size: str = "tiny", seed
     if arch == "whisper":
         from transformers import WhisperModel
 
-        whole = WhisperModel(model.config).eval()
+        whole = WhisperModel(cast("WhisperConfig", model.config)).eval()
         whole.encoder.load_state_dict(model.state_dict())
         model = whole
     out_dir = Path(out_dir)

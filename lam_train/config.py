@@ -334,7 +334,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected a list of {len(args)} items, got {len(value)}")
         return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if dataclasses.is_dataclass(value):
             value = to_plain(value)
         if not isinstance(value, Mapping):
@@ -515,7 +515,7 @@ def resolve_paths(cfg: RunConfig, base_dir: str | Path) -> RunConfig:
     c = dataclasses.replace(c, source=sides["source"], target=sides["target"])
     return dataclasses.replace(
         cfg,
-        output=r(cfg.output),
+        output=r(cfg.output) or cfg.output,
         rankings=r(cfg.rankings),
         corpus=dataclasses.replace(c, path=r(c.path), target_path=r(c.target_path), textgrids=r(c.textgrids),
                                    target_textgrids=r(c.target_textgrids)),

@@ -37,7 +37,10 @@ LABEL_COLUMN = "emotion"
 class FeatureTable(Protocol):
     """What training needs of a feature store: an index table and one layer at a time."""
 
-    index: pa.Table
+    @property
+    def index(self) -> pa.Table:
+        """One row per pooled unit (the columns of :data:`analysis.store.INDEX_SCHEMA`)."""
+        ...
 
     def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
         """Vectors of one layer, (n_rows, hidden) float32; all rows when ``rows`` is None."""
@@ -136,6 +139,27 @@ class Domain:
     def labelled(self) -> bool:
         """True when the domain carries emotion labels (never for a target training domain)."""
         return self.y is not None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``y`` of a labelled domain; asking an unlabelled one is the caller's bug."""
+        if self.y is None:
+            raise TrainError("internal: labels were read from an unlabelled domain")
+        return self.y
+
+    @property
+    def features(self) -> torch.Tensor:
+        """``x`` of a pooled-mode domain."""
+        if self.x is None:
+            raise TrainError("internal: pooled features were read from a frame-mode domain")
+        return self.x
+
+    @property
+    def audio(self) -> list[np.ndarray]:
+        """``waves`` of a frame-mode domain."""
+        if self.waves is None:
+            raise TrainError("internal: waveforms were read from a pooled-mode domain")
+        return self.waves
 
 
 def _check_nonempty(rows: np.ndarray, what: str, language: str | None, split: str | None) -> None:

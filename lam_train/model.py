@@ -11,6 +11,7 @@ The adapted features, pooled per utterance, are what CORAL aligns between langua
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -132,7 +133,7 @@ class EmotionClassifier(nn.Module):
         act = _ACTIVATIONS[activation]
         dims = (width, *head_hidden)
         blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), act(), nn.Dropout(dropout)]
         blocks.append(nn.Linear(dims[-1], n_classes))
         self.head = nn.Sequential(*blocks)

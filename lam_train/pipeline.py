@@ -172,7 +172,7 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
         if not counts.get("ok"):
             # nothing to extract or train on: stop here, with the first reason, rather than fail
             # two steps later on an empty feature store
-            first = next((u for u in report.get("utterances", []) if u.get("status") != "ok"), {})
+            first: dict = next((u for u in report.get("utterances", []) if u.get("status") != "ok"), {})
             raise TrainError(
                 f"no utterance of the {side} corpus could be aligned ({counts.get('failed', 0)} failed; "
                 f"first: {first.get('utt_id')}: {first.get('reason')})",
@@ -190,15 +190,16 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     from analysis.extract import extract_features
 
     f = cfg.features
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for side in ("source", "target"):
         rep = extract_features(out / "aligned" / side, out / "features" / side, model=f.model, device=f.device,
                                dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
                                progress=progress)
         summary[side] = {k: rep.get(k) for k in ("ok", "failed", "rows_written", "seconds", "forward_seconds")
                          if k in rep}
-        if isinstance(summary[side].get("failed"), list):
-            summary[side]["failed"] = len(summary[side]["failed"])
+        failed = summary[side].get("failed")
+        if isinstance(failed, (list, dict)):
+            summary[side]["failed"] = len(failed)
     return summary
 
 
@@ -288,6 +289,8 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
                           hint="set `rankings:` (from `lam similarity`) or use only final / all strategies")
     source = target = None
     if cfg.data.input == "pooled":
+        if source_store is None:
+            raise ConfigError("data.source_store is not set", hint="name the feature store written by `lam features`")
         source = CachedFeatures(open_features(source_store))
         target = source if target_store in (None, source_store) else CachedFeatures(open_features(target_store))
         check_same_model(source, target)  # before any epoch, not halfway through the first
@@ -345,7 +348,7 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
 
 
 def _step_seconds(out: Path) -> dict[str, float]:
-    res = {}
+    res: dict[str, float] = {}
     for p in sorted((out / "steps").glob("*.json"), key=lambda p: p.stat().st_mtime):
         res[p.stem.split("-")[0]] = res.get(p.stem.split("-")[0], 0.0) + json.loads(
             p.read_text(encoding="utf-8")).get("seconds", 0.0)

@@ -91,7 +91,7 @@ class PooledFeaturizer:
         return iter(())
 
     def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
-        x = domain.x[:, torch.from_numpy(np.asarray(idx))].to(device, non_blocking=True)
+        x = domain.features[:, torch.from_numpy(np.asarray(idx))].to(device, non_blocking=True)
         return self.standardizer(x), None, None
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -146,7 +146,7 @@ class FrameFeaturizer:
         self.encoder.model.eval()
 
     def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
-        waves = [domain.waves[i] for i in idx]
+        waves = [domain.audio[i] for i in idx]
         grad = self.finetune_top > 0 and torch.is_grad_enabled()
         hidden, valid_np = self.encoder(waves, grad=grad)
         valid = torch.from_numpy(np.asarray(valid_np)).to(device)
@@ -181,14 +181,15 @@ def _transformer_blocks(model: torch.nn.Module, n_layers: int) -> torch.nn.Modul
 
 
 #: Settings that do not change a run's numbers: a checkpoint may be resumed with other values.
-_NO_EFFECT = {"output": None, "train": ("progress", "checkpoint_every", "cpu_threads")}
+_NO_EFFECT: dict[str, tuple[str, ...] | None] = {"output": None,
+                                                  "train": ("progress", "checkpoint_every", "cpu_threads")}
 
 
 def _result_config(cfg: dict | None) -> dict | None:
     if cfg is None:
         return None
     out = {k: v for k, v in cfg.items() if k != "output"}
-    out["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in _NO_EFFECT["train"]}
+    out["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in (_NO_EFFECT["train"] or ())}
     return out
 
 
@@ -356,11 +357,13 @@ def fit(
     model.to(device)
     params = list(model.parameters()) + list(featurizer.parameters())
     opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    y_src = source_train.y.numpy()
-    weight = class_weights(source_train.y) if t.balance == "class_weight" else None
+    y_src = source_train.labels.numpy()
+    weight = class_weights(source_train.labels) if t.balance == "class_weight" else None
     ce = torch.nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
     bs = min(t.batch_size, source_train.n)
-    tbs = min(t.batch_size, target_train.n) if coral else 0
+    # CORAL's other side (checked above to be there when coral is on)
+    coral_target = target_train if coral else None
+    tbs = min(t.batch_size, coral_target.n) if coral_target is not None else 0
     lam = float(t.lambda_coral) if coral else 0.0
     # float16 autocast needs loss scaling (bfloat16, the default, has float32's range and does not)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and t.amp and t.amp_dtype == "float16")
@@ -414,11 +417,11 @@ def fit(
         for b in range(n_batches):
             idx = order[b * bs:(b + 1) * bs]
             xs, ms, us = featurizer(source_train, idx, device)
-            ys = source_train.y[torch.from_numpy(idx)].to(device)
+            ys = source_train.labels[torch.from_numpy(idx)].to(device)
             with _autocast(device, cfg):
-                if coral:
-                    tidx = rng.choice(target_train.n, size=tbs, replace=False)
-                    xt, mt, ut = featurizer(target_train, tidx, device)
+                if coral_target is not None:
+                    tidx = rng.choice(coral_target.n, size=tbs, replace=False)
+                    xt, mt, ut = featurizer(coral_target, tidx, device)
                     if ms is None:  # pooled: one forward for both domains
                         logits, adapted = model(torch.cat([xs, xt], dim=1))
                         a_s, a_t, logits = adapted[:, :bs], adapted[:, bs:], logits[:bs]
@@ -446,7 +449,7 @@ def fit(
                              hint="lower train.lr or train.lambda_coral, or use float32 (train.amp: false); "
                              "the last good checkpoint is kept and a rerun resumes from it")
         pred = predict(model, featurizer, selection_domain, device, batch_size=max(256, bs))
-        score = uar_fast(selection_domain.y.numpy(), pred)
+        score = uar_fast(selection_domain.labels.numpy(), pred)
         row = {"epoch": epoch, "loss": float(sums[0] / n_batches), "ce": float(sums[1] / n_batches),
                "coral": float(sums[2] / n_batches), "dev_uar": score, "seconds": time.perf_counter() - t0}
         history.append(row)
@@ -531,17 +534,18 @@ def build_run_data(cfg: RunConfig, *, layers: Sequence[int], source, target) -> 
     from .data import labelled_domain, unlabelled_domain
 
     d = cfg.data
-    kw_s = dict(layers=layers, language=d.source_language)
-    kw_t = dict(layers=layers, language=d.target_language)
-    st = labelled_domain(source, split=d.train_split, what="source train", **kw_s)
-    sd = labelled_domain(source, split=d.dev_split, what="source dev", **kw_s)
-    tt = unlabelled_domain(target, split=d.train_split, what="target train (unlabelled)", **kw_t)
-    s_test = _maybe(labelled_domain, source, split=d.test_split, what="source test", **kw_s)
-    t_test = _maybe(labelled_domain, target, split=d.test_split, what="target test", **kw_t)
+    src, tgt = d.source_language, d.target_language
+    st = labelled_domain(source, layers=layers, language=src, split=d.train_split, what="source train")
+    sd = labelled_domain(source, layers=layers, language=src, split=d.dev_split, what="source dev")
+    tt = unlabelled_domain(target, layers=layers, language=tgt, split=d.train_split,
+                           what="target train (unlabelled)")
+    s_test = _maybe(labelled_domain, source, layers=layers, language=src, split=d.test_split, what="source test")
+    t_test = _maybe(labelled_domain, target, layers=layers, language=tgt, split=d.test_split, what="target test")
     oracle = None
     if cfg.train.selection == "oracle_target_dev":
-        oracle = labelled_domain(target, split=d.dev_split, what="target dev (oracle selection)", **kw_t)
-    return RunData(st, sd, tt, s_test, t_test, oracle, in_dim=int(st.x.shape[-1]))
+        oracle = labelled_domain(target, layers=layers, language=tgt, split=d.dev_split,
+                                 what="target dev (oracle selection)")
+    return RunData(st, sd, tt, s_test, t_test, oracle, in_dim=int(st.features.shape[-1]))
 
 
 def build_frame_data(cfg: RunConfig) -> RunData:
@@ -554,17 +558,21 @@ def build_frame_data(cfg: RunConfig) -> RunData:
                          "(folders written by `lam align`)")
     src = read_utterances(d.source_aligned, drop_labels=False)
     tgt_unlabelled = read_utterances(d.target_aligned, drop_labels=True)
-    kw = dict(max_seconds=d.max_seconds)
-    st = audio_domain(src, language=d.source_language, split=d.train_split, labelled=True, what="source train", **kw)
-    sd = audio_domain(src, language=d.source_language, split=d.dev_split, labelled=True, what="source dev", **kw)
+    secs = d.max_seconds
+    st = audio_domain(src, language=d.source_language, split=d.train_split, labelled=True, what="source train",
+                      max_seconds=secs)
+    sd = audio_domain(src, language=d.source_language, split=d.dev_split, labelled=True, what="source dev",
+                      max_seconds=secs)
     tt = audio_domain(tgt_unlabelled, language=d.target_language, split=d.train_split, labelled=False,
-                      what="target train (unlabelled)", **kw)
-    s_test = _maybe(audio_domain, src, language=d.source_language, split=d.test_split, labelled=True, **kw)
+                      what="target train (unlabelled)", max_seconds=secs)
+    s_test = _maybe(audio_domain, src, language=d.source_language, split=d.test_split, labelled=True,
+                    max_seconds=secs)
     tgt = read_utterances(d.target_aligned, drop_labels=False)  # evaluation only, after fit
-    t_test = _maybe(audio_domain, tgt, language=d.target_language, split=d.test_split, labelled=True, **kw)
+    t_test = _maybe(audio_domain, tgt, language=d.target_language, split=d.test_split, labelled=True,
+                    max_seconds=secs)
     oracle = None
     if cfg.train.selection == "oracle_target_dev":
-        oracle = audio_domain(tgt, language=d.target_language, split=d.dev_split, labelled=True, **kw)
+        oracle = audio_domain(tgt, language=d.target_language, split=d.dev_split, labelled=True, max_seconds=secs)
     return RunData(st, sd, tt, s_test, t_test, oracle, in_dim=0)
 
 
@@ -622,9 +630,9 @@ def run_training(
         n_layers = n_model_layers(source)
         layers = strategy_layers(strat, n_layers=n_layers, selections=selections)
         data = build_run_data(cfg, layers=layers, source=source, target=target)
-        std = Standardizer.fit(data.source_train.x) if cfg.data.standardize else Standardizer.identity(
+        std = Standardizer.fit(data.source_train.features) if cfg.data.standardize else Standardizer.identity(
             len(layers), data.in_dim)
-        featurizer = PooledFeaturizer(std)
+        featurizer: PooledFeaturizer | FrameFeaturizer = PooledFeaturizer(std)
         in_dim = data.in_dim
     else:
         from analysis.models import load_encoder
@@ -668,10 +676,10 @@ def _fit_and_evaluate(cfg: RunConfig, cfg_plain: dict, run: dict, *, model: Emot
                "layer_weights": [float(w) for w in model.weighting.weights.cpu()],
                "source_train_n": data.source_train.n, "target_train_n": data.target_train.n}
     pred_dev = predict(model, featurizer, data.source_dev, device)
-    metrics["source_dev"] = scores(data.source_dev.y.numpy(), pred_dev)
+    metrics["source_dev"] = scores(data.source_dev.labels.numpy(), pred_dev)
     if data.target_test is not None:
         y_t, feat_t, up_t = predict(model, featurizer, data.target_test, device, with_features=True)
-        metrics["target_test"] = scores(data.target_test.y.numpy(), y_t)
+        metrics["target_test"] = scores(data.target_test.labels.numpy(), y_t)
         ref = data.source_test if data.source_test is not None else data.source_dev
         _, feat_s, up_s = predict(model, featurizer, ref, device, with_features=True)
         metrics["coral_distance"] = {

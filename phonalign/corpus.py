@@ -503,7 +503,7 @@ def _read_manifest(path: Path, col: _Collector, *, columns: Mapping[str, str] | 
         _need_language(language, path)
     base = path.parent
     for line, row in rows:
-        def get(field: str) -> str | None:
+        def get(field: str, row: Mapping[str, str | None] = row) -> str | None:
             value = row.get(mapping[field])
             return value if value not in (None, "") else None
 

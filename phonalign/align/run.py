@@ -301,9 +301,9 @@ class _Journal:
         seg = columns_to_table({name: list(chain(r[name] for r in self.rows)) for name in SEGMENT_SCHEMA.names})
         with atomic_path(self.dir / f"segments-{k:05d}.parquet") as tmp:
             pq.write_table(seg, tmp, compression="snappy")
-        cols = list(zip(*self.status))
+        cols = list(zip(*self.status, strict=True))
         status = pa.table({name: pa.array(col, type=STATUS_SCHEMA.field(name).type)
-                           for name, col in zip(STATUS_SCHEMA.names, cols)}, schema=STATUS_SCHEMA)
+                           for name, col in zip(STATUS_SCHEMA.names, cols, strict=True)}, schema=STATUS_SCHEMA)
         with atomic_path(self.dir / f"status-{k:05d}.parquet") as tmp:
             pq.write_table(status, tmp, compression="snappy")
         self.committed.append(k)
@@ -376,10 +376,13 @@ class _FileWriter:
         # unbuffered: every file goes into the pipe at once, so the child starts on it at once
         self.proc = subprocess.Popen([sys.executable, "-c", _WRITER_CODE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=env, bufsize=0)
+        if self.proc.stdin is None or self.proc.stdout is None:  # both were asked for as pipes
+            raise AlignerError("the TextGrid writer process has no pipes")
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
         try:  # a larger pipe lets this process run ahead of the writer by ~300 TextGrids (Linux)
             import fcntl
 
-            fcntl.fcntl(self.proc.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+            fcntl.fcntl(self.stdin.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
         except (ImportError, OSError):
             pass
 
@@ -396,12 +399,12 @@ class _FileWriter:
     def _send(self, frame: bytes) -> None:
         view = memoryview(frame)
         while view:  # an unbuffered pipe may take part of a frame (e.g. after a signal)
-            view = view[self.proc.stdin.write(view) or 0:]
+            view = view[self.stdin.write(view) or 0:]
 
     def sync(self) -> None:
         try:
             self._send(b"\0" * 8)
-            answer = self.proc.stdout.readline().decode("utf-8", "replace").strip()
+            answer = self.stdout.readline().decode("utf-8", "replace").strip()
         except BrokenPipeError:
             answer = ""
         if answer != "ok":
@@ -410,11 +413,11 @@ class _FileWriter:
 
     def close(self) -> None:
         try:
-            self.proc.stdin.close()
+            self.stdin.close()
         except BrokenPipeError:
             pass
         self.proc.wait(timeout=60)
-        self.proc.stdout.close()
+        self.stdout.close()
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Progress:
@@ -672,12 +675,13 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
         staged, shifts = _stage_intervals(todo, workdir, aligner)
         for result in aligner.align(staged, workdir, jobs=jobs) if staged else ():
             bar.update(1)
-            utt = by_id.get(result.utt_id)
-            if utt is None or result.utt_id in finished:
+            found = by_id.get(result.utt_id)
+            if found is None or result.utt_id in finished:
                 raise AlignerError(f"the {aligner.name!r} backend returned an unexpected or repeated "
                                    f"utterance {result.utt_id!r}", hint="this is a bug in the backend")
+            utt, alignment = found, result.alignment
             finished.add(result.utt_id)
-            if not result.ok:
+            if not result.ok or alignment is None:
                 error = result.error or AlignerError("the aligner returned no alignment")
                 error.utt_id = error.utt_id or result.utt_id
                 fail(result.utt_id, error, durations.get(result.utt_id), result.info)
@@ -903,7 +907,7 @@ def _assemble(out: Path, journal: _Journal, utts: list[Utterance], order: list[s
         if len(pos) and pos.null_count < len(pos):
             ranges.append((pc.min(pos).as_py(), pc.max(pos).as_py(), p, mine))
     ranges.sort(key=lambda r: r[0])
-    monotonic = all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
+    monotonic = all(a[1] < b[0] for a, b in itertools.pairwise(ranges))
 
     def prepared(table: pa.Table, mine: pa.Array) -> tuple[pa.Table, bool]:
         """The part's rows of utterances whose latest outcome (ok) it holds, in input order; and
