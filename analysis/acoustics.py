@@ -71,7 +71,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -86,6 +85,7 @@ from phonalign.errors import OutputFolderError
 from phonalign.fingerprint import differences, digest, file_signature
 from phonalign.fsutil import atomic_path, atomic_write_json, is_temp_name, make_dirs, read_json
 from phonalign.outdir import FolderRules, output_folder
+from phonalign.progress import progress_bar, track
 from phonalign.provenance import write_run_info
 from phonalign.records import VOWEL_CLASSES
 
@@ -501,11 +501,8 @@ def _stable_hash(text: str) -> int:
 
 
 def _progress(items: Sequence, enabled: bool, desc: str) -> Iterable:
-    if enabled and sys.stderr.isatty():
-        from tqdm.auto import tqdm
-
-        return tqdm(items, desc=desc, unit="utt" if desc == "acoustics" else "speaker")
-    return items
+    # a bar on a terminal, plain log lines otherwise (phonalign.progress)
+    return track(items, desc=desc, item="speaker", progress=enabled)
 
 
 def lobanov(table: pa.Table) -> pa.Table:
@@ -721,17 +718,14 @@ def _measure_locked(utts: list[dict], segs: dict[str, list[dict]], out: Path, s:
     todo = [u for u in utts if u["utt_id"] not in done]
     changed = sum(1 for u in todo if u["utt_id"] in latest)
     next_part = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir.glob("part-*.parquet")), default=-1)
-    bar = _progress(todo, progress, "acoustics")
-    it = iter(bar)
-    for chunk in _chunks(todo, s.chunk_utterances):
-        rows: list[dict] = []
-        for u in chunk:
-            next(it, None)
-            rows += _measure_utterance(u, segs.get(u["utt_id"], []), ceilings, s, strict)
-        _write_part(parts_dir, next_part, rows, {u["utt_id"]: fps[u["utt_id"]] for u in chunk}, settings_fp)
-        next_part += 1
-    if hasattr(bar, "close"):
-        bar.close()
+    with progress_bar(len(todo), desc="acoustics", item="utt", progress=progress) as bar:
+        for chunk in _chunks(todo, s.chunk_utterances):
+            rows: list[dict] = []
+            for u in chunk:
+                rows += _measure_utterance(u, segs.get(u["utt_id"], []), ceilings, s, strict)
+                bar.update(1)
+            _write_part(parts_dir, next_part, rows, {u["utt_id"]: fps[u["utt_id"]] for u in chunk}, settings_fp)
+            next_part += 1
     files, latest = _committed(parts_dir)
     keep = {u["utt_id"] for u in utts}
     tables = []

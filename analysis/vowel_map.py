@@ -66,9 +66,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from phonalign.progress import track
 from phonalign.records import VOWEL_CLASSES
 
 from . import estimators as est
+from .defaults import CI_LEVEL, DEFAULT_METRIC, DEFAULT_RESAMPLE, MAX_ROWS, N_BOOTSTRAP, SEED
 from .errors import SimilarityError
 from .resampling import bootstrap_weights, recentred_interval, small_sample_widening, ties_with_best
 from .similarity import (
@@ -297,11 +299,11 @@ def _languages(v: _View) -> str:
     return "+".join(sorted({str(x) for x in langs if x not in (None, "")}))
 
 
-def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = ("centroid_cosine",),
-               n_bootstrap: int = 200, seed: int = 0, ci_level: float = 0.95, max_rows: int = 1000,
-               source_language: str | None = None, target_language: str | None = None, resample: str = "auto",
-               match_duration: bool = False, allow_different: Sequence[str] = (),
-               progress: bool = False) -> dict[str, VowelMap]:
+def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[str] = (DEFAULT_METRIC,),
+               n_bootstrap: int = N_BOOTSTRAP, seed: int = SEED, ci_level: float = CI_LEVEL,
+               max_rows: int = MAX_ROWS, source_language: str | None = None, target_language: str | None = None,
+               resample: str = DEFAULT_RESAMPLE, match_duration: bool = False, allow_different: Sequence[str] = (),
+               progress: bool = True) -> dict[str, VowelMap]:
     """Per layer, the 6 x 6 similarity of every source vowel class with every target vowel class.
 
     One streamed pass over both stores per layer (the cosine metrics use every row; ``coral`` and
@@ -354,9 +356,7 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
     score = {m: np.full((n_l, c, c), np.nan) for m in metrics}
     boot = {m: np.full((b, n_l, c, c), np.nan) for m in metrics}
     need = {m: MIN_CLUSTERS[m] for m in metrics}
-    from tqdm.auto import tqdm
-
-    for layer in tqdm(range(n_l), disable=not progress, desc="vowel map", unit="layer"):
+    for layer in track(range(n_l), desc="vowel map", item="layer", progress=progress):
         if sum_metrics:
             streams = {v.name: _stream(v, layer, h, "pairwise_cosine" in sum_metrics) for v in (src, tgt)}
             sd = _pooled_sd(streams, src, tgt) if "standardized_cosine" in sum_metrics else None

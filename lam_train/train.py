@@ -403,7 +403,7 @@ def fit(
     # epochs are an inner loop: without a terminal, their plain lines are DEBUG (the pipeline says
     # one line per run)
     bar = progress_bar(t.epochs, desc=f"{meta.get('run', {}).get('strategy', 'train')} seed {seed}",
-                       item="epoch", progress=t.progress, level=logging.DEBUG)
+                       item="epoch", progress=t.progress, log_level=logging.DEBUG)
     bar.update(start_epoch)
     for epoch in range(start_epoch, t.epochs):
         if bad >= t.patience:

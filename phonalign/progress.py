@@ -41,11 +41,11 @@ class Progress:
     """A loop's progress: ``update(n)``, ``set_postfix(**values)``, ``close()`` (also a context manager).
 
     Made by :func:`progress_bar`: a tqdm bar when :func:`interactive`, else plain log records at
-    ``level``, at most one every :data:`LINE_INTERVAL` seconds, plus one when the loop ends.
+    ``log_level``, at most one every :data:`LINE_INTERVAL` seconds, plus one when the loop ends.
     """
 
-    def __init__(self, total: int | None, *, desc: str, item: str, progress: bool, level: int) -> None:
-        self.total, self.desc, self.item, self.level = total, desc, item, level
+    def __init__(self, total: int | None, *, desc: str, item: str, progress: bool, log_level: int) -> None:
+        self.total, self.desc, self.item, self.log_level = total, desc, item, log_level
         self.n = 0
         self._postfix: dict[str, Any] = {}
         self._closed = False
@@ -85,7 +85,7 @@ class Progress:
         self._last = time.monotonic()
         count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         extra = "".join(f", {k} {v}" for k, v in self._postfix.items())
-        logger.log(self.level, "%s: %s %s%s%s (%.1f s)", self.desc, count, self.item, extra,
+        logger.log(self.log_level, "%s: %s %s%s%s (%.1f s)", self.desc, count, self.item, extra,
                    "" if done else " ...", self._last - self._t0)
 
     def __enter__(self) -> Progress:
@@ -97,7 +97,7 @@ class Progress:
 
 
 def progress_bar(total: int | None, *, desc: str, item: str = "it", progress: bool = True,
-                 level: int = logging.INFO) -> Progress:
+                 log_level: int = logging.INFO) -> Progress:
     """The progress of a loop of ``total`` items (None: unknown).
 
     Parameters
@@ -110,7 +110,7 @@ def progress_bar(total: int | None, *, desc: str, item: str = "it", progress: bo
         What an item is (``"utt"``, ``"layer"``, ``"epoch"``).
     progress : bool
         False: nothing is shown or logged (the callers' own ``progress`` setting).
-    level : int
+    log_level : int
         Log level of the plain lines written when no bar can be drawn; inner loops whose outer
         loop already reports (training epochs inside a pipeline) use ``logging.DEBUG``.
 
@@ -123,15 +123,15 @@ def progress_bar(total: int | None, *, desc: str, item: str = "it", progress: bo
     >>> bar.n
     3
     """
-    return Progress(total, desc=desc, item=item, progress=progress, level=level)
+    return Progress(total, desc=desc, item=item, progress=progress, log_level=log_level)
 
 
 def track(items: Iterable[T], *, total: int | None = None, desc: str, item: str = "it", progress: bool = True,
-          level: int = logging.INFO) -> Iterator[T]:
+          log_level: int = logging.INFO) -> Iterator[T]:
     """``items``, one by one, with their :func:`progress_bar` (``total`` defaults to ``len(items)``)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with progress_bar(total, desc=desc, item=item, progress=progress, level=level) as bar:
+    with progress_bar(total, desc=desc, item=item, progress=progress, log_level=log_level) as bar:
         for one in items:
             yield one
             bar.update(1)

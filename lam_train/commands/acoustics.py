@@ -25,12 +25,12 @@ def register(app: typer.Typer) -> None:
                                              "gender): M/F or male/female. A manifest with them will do."),
         normalise: str = typer.Option("none", "--normalise", callback=opt.choice(("none", "lobanov")),
                                       help="none | lobanov (adds per-speaker z-scored F*_z columns)."),
-        pitch_floor: float = typer.Option(50.0, "--pitch-floor", callback=opt.positive,
-                                          help="Pitch floor of Praat's To Pitch (ac), Hz."),
-        pitch_ceiling: float = typer.Option(600.0, "--pitch-ceiling", callback=opt.positive,
-                                            help="Pitch ceiling, Hz."),
-        min_duration: float = typer.Option(0.03, "--min-duration", min=0.0, help="Shorter segments are recorded "
-                                           "as too_short and not measured, seconds."),
+        pitch_floor_hz: float = typer.Option(50.0, "--pitch-floor", callback=opt.positive,
+                                             help="Pitch floor of Praat's To Pitch (ac), Hz."),
+        pitch_ceiling_hz: float = typer.Option(600.0, "--pitch-ceiling", callback=opt.positive,
+                                               help="Pitch ceiling, Hz."),
+        min_duration_s: float = typer.Option(0.03, "--min-duration", min=0.0, help="Shorter segments are recorded "
+                                             "as too_short and not measured, seconds."),
         language: str | None = typer.Option(None, "--language", callback=opt.choice(opt.languages),
                                             help="Only utterances of this language."),
         seed: int = typer.Option(0, "--seed", min=0, help="Seed of the token subsample of the ceiling search."),
@@ -49,8 +49,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{aligned} is not a folder", param_hint="ALIGNED")
         if speakers is not None and not speakers.is_file():
             raise typer.BadParameter(f"{speakers} is not a file", param_hint="--speakers")
-        settings = AcousticSettings(ceiling=ceiling, normalise=normalise, pitch_floor_hz=pitch_floor,
-                                    pitch_ceiling_hz=pitch_ceiling, min_duration_s=min_duration, seed=seed)
+        settings = AcousticSettings(ceiling=ceiling, normalise=normalise, pitch_floor_hz=pitch_floor_hz,
+                                    pitch_ceiling_hz=pitch_ceiling_hz, min_duration_s=min_duration_s, seed=seed)
         result = measure_corpus(aligned, out, settings=settings, speakers=speakers, language=language,
                                 strict=strict, force=force, progress=progress)
         typer.echo(write_text_summary(result))

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
                                  "geometry.json, figures/); locked while written, replaced by a rerun."),
         languages: list[str] | None = typer.Option(None, "--language", callback=_LANGUAGES,
                                                    help="Only these languages (repeat)."),
-        folds: int = typer.Option(5, "--folds", min=2, help="Most folds of the per-language GroupKFold by speaker."),
+        n_folds: int = typer.Option(5, "--folds", min=2, help="Most folds of the per-language GroupKFold by speaker."),
         max_points: int = typer.Option(300, "--max-points", min=10, help="Vectors per language and class in the "
                                        "PCA figure (seeded subsample)."),
         max_per_class: int = typer.Option(1000, "--max-per-class", min=10, help="Vectors per language and class "
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         for p, name in ((source, "SOURCE_STORE"), (target, "TARGET_STORE")):
             if p is not None and not p.is_dir():
                 raise typer.BadParameter(f"{p} is not a directory", param_hint=name)
-        res = run_geometry(source, target, out, languages=languages or None, n_folds=folds, max_points=max_points,
+        res = run_geometry(source, target, out, languages=languages or None, n_folds=n_folds, max_points=max_points,
                            max_per_class=max_per_class, seed=seed)
         for row in probe_summary(res.probe):
             if row.layer == res.projection.layers[-1]:

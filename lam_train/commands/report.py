@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     def report(
         run_dir: Path = typer.Argument(..., help="Output folder of `lam run` / `lam demo` (or of `lam similarity`, "
                                        "`lam acoustics`, `lam geometry`)."),
-        out: Path | None = typer.Option(None, "--out", help="Folder of index.html (default: RUN_DIR/report)."),
+        out_dir: Path | None = typer.Option(None, "--out", help="Folder of index.html (default: RUN_DIR/report)."),
         title: str | None = typer.Option(None, "--title", help="Page title (default: the folder's name)."),
     ) -> None:
         """Write RUN_DIR/report/index.html: rankings with their uncertainty, tables, every figure
@@ -22,5 +22,5 @@ def register(app: typer.Typer) -> None:
 
         if not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir} is not a folder", param_hint="RUN_DIR")
-        res = write_html_report(run_dir, out_dir=out, title=title)
+        res = write_html_report(run_dir, out_dir=out_dir, title=title)
         typer.echo(f"HTML report: {res.path} ({res.size_bytes / 1e6:.1f} MB, {len(res.figures)} figures)")
