@@ -25,7 +25,8 @@ def tiny_run(tmp_path_factory, tiny_whisper_dir):  # noqa: F811
     """A tiny `lam run` (random 2-layer Whisper, a few demo utterances) with the vowel views on."""
     tmp = tmp_path_factory.mktemp("tiny_run")
     cfg = load_config(_tiny_config(tmp, tiny_whisper_dir, strategies=["final", "BL"],
-                                   analyses=["acoustics", "geometry"], similarity={"n_bootstrap": 20, "vowel_map": True}))
+                                   analyses=["acoustics", "geometry"],
+                                   similarity={"n_bootstrap": 20, "vowel_map": True}))
     res = run_pipeline(cfg, progress=False)
     return tmp / "out", res
 

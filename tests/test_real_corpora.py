@@ -41,7 +41,7 @@ def test_lam_run_on_real_english_and_mandarin_stops_before_training_for_want_of_
                    "source": {"aligner": "pocketsphinx"},
                    "target": {"aligner": "textgrid"}},  # the Charsiu TextGrids beside the audio
         "features": {"model": str(tiny_whisper_dir), "whisper_mode": "trim", "device": "cpu"},
-        "similarity": {"k": 1, "n_boot": 0},
+        "similarity": {"k": 1, "n_bootstrap": 0},
         "train": {"device": "cpu"},
     }
     path = tmp_path / "real.yaml"

@@ -122,7 +122,7 @@ def _small(raw: dict, out: Path, model: Path) -> dict:
     return {"output": str(out), "seeds": [0], "strategies": ["final", "GL"],
             "corpus": corpus,
             "features": {"model": str(model), "device": "cpu", "batch_seconds": 60.0},
-            "similarity": {"n_boot": 0, "k": 1},
+            "similarity": {"n_bootstrap": 0, "k": 1},
             "model": {"width": 8, "head_hidden": [8, 8, 8]},
             "train": {"epochs": 1, "batch_size": 4, "device": "cpu", "amp": False, "progress": False}}
 
@@ -163,7 +163,7 @@ def test_every_shipped_config_runs_end_to_end(name, tmp_path, monkeypatch, tiny_
     if name == "example_msp_to_biic.yaml":
         _msp_and_biic(tmp_path)
     cfg = load_config(path, overrides=_small(raw, tmp_path / "out", tiny_whisper_dir))
-    res = run_pipeline(cfg, progress=False, log=lambda s: None)
+    res = run_pipeline(cfg, progress=False)
     assert Path(res["report"]).is_file()
     assert (tmp_path / "out" / "report" / "results.md").is_file()
     uses_mfa = any(cfg.corpus.aligner_for(side)[0] == "mfa" for side in ("source", "target"))
@@ -175,7 +175,7 @@ def test_every_shipped_config_runs_end_to_end(name, tmp_path, monkeypatch, tiny_
 
 def test_a_config_with_mfa_on_one_side_and_imported_textgrids_on_the_other_validates_each_side(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("corpus:\n  path: '@demo'\n  source:\n    aligner: pocketsphinx\n    options:\n"
+    p.write_text("corpus:\n  path: lam-demo\n  source:\n    aligner: pocketsphinx\n    options:\n"
                  "      g2p: espeak\n  target:\n    aligner: textgrid\n    options:\n      textgrids: tg/\n")
     cfg = load_config(p)
     assert cfg.corpus.aligner_for("source") == ("pocketsphinx", {"g2p": "espeak"})

@@ -106,8 +106,8 @@ def _with_backend_flags(fn: Callable[..., None]) -> Callable[..., None]:
         ann: Any
         if o.bool_pair:
             decl, ann, default = f"{o.flag}/--no-{o.flag[2:]}", bool | None, None
-        elif o.is_flag:
-            decl, ann, default = o.flag, bool, False
+        elif o.is_flag:  # not given: None, so that the backend's own default applies
+            decl, ann, default = o.flag, bool | None, None
         else:
             decl, ann, default = o.flag, str | None, None
         option = typer.Option(default, decl, help=o.help + ".", callback=_backend_check(o.name, o.backends))
@@ -222,7 +222,7 @@ def register(app: typer.Typer) -> None:
         from phonalign.align.options import options_of
         from phonalign.align.run import align_corpus
         from phonalign.corpus import locate_corpus, read_corpus
-        from phonalign.errors import AlignerError, LamError
+        from phonalign.errors import LamError
         # the aligner and phone-set names were checked by their options' callbacks, against the
         # library's own lists (get_aligner and align_corpus check them again for library callers)
         given = _backend_values(aligner, backend)

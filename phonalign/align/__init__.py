@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AlignerError, LamError
-from .base import Aligner, AlignResult
 from .options import missing_required
+
+if TYPE_CHECKING:
+    from .base import Aligner, AlignResult
 
 __all__ = ["get_aligner", "ALIGNERS", "Aligner", "AlignResult"]
 
@@ -67,3 +69,13 @@ def get_aligner(name: str, **options: Any) -> Aligner:
     except (TypeError, ValueError) as err:  # a value the backend cannot use, said as one line
         raise AlignerError(f"the {name!r} aligner cannot be built with {options}: {err}",
                            hint=f"check the values against `lam align --help` ({name} options)") from None
+
+
+def __getattr__(name: str) -> Any:
+    # Aligner and AlignResult load the record schemas (pyarrow): imported when first asked for, so
+    # that `lam --help`, which reads the backends' option declarations, stays light
+    if name in ("Aligner", "AlignResult"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
