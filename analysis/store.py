@@ -4,12 +4,29 @@ One store holds one (model id, revision, extraction settings). Layout::
 
     STORE/
       meta.json                         model_id, revision, n_layers, hidden_size, settings,
-                                        frame_spec, version, format
+                                        frame_spec, layers, dtype, version, format
       config.yaml, versions.json        write_run_info (resolved settings and library versions)
-      layers/layer_00/chunk-<id>.npy    float32 (n_rows_of_chunk, hidden), np.save(allow_pickle=False)
-      ...
+      layers/layer_00/chunk-<id>.npy    (n_rows_of_chunk, hidden) in the store's dtype (below),
+      ...                               np.save(allow_pickle=False)
       layers/layer_LL/chunk-<id>.npy
       index/part-<id>.parquet           the chunk's index rows (INDEX_SCHEMA), written LAST
+
+**Which layers, in which precision** (corpus scale: a store of every layer of WavLM large over
+MSP-Podcast in float32 is hundreds of GB, see ``docs/scale.md``). ``meta["layers"]`` lists the
+layers stored (``lam features --layers``; all ``0..L`` by default) and ``meta["dtype"]`` their
+precision on disk (:data:`STORE_DTYPES`, ``lam features --store-dtype``):
+
+* ``float32``: as computed;
+* ``float16``: IEEE half (``<f2``), half the size; a value beyond float16's range (65504) is an
+  error at write time, never a silent infinity;
+* ``bfloat16``: numpy has no bfloat16 type, so the arrays are ``<u2`` holding bfloat16 *bit
+  patterns*: the upper 16 bits of the float32 value after rounding to nearest, ties to even
+  (what ``torch.Tensor.to(torch.bfloat16)`` does). Same range as float32, 8 significant bits.
+
+Readers always get float32 (:meth:`FeatureStore.read_layer`, :meth:`FeatureStore.iter_layer`) and
+all arithmetic on store values (similarity, training) accumulates in float32 or float64, whatever
+is stored. Stores written before these options (format ``lam-feature-store/1``) hold every layer
+in float32 and are read as such.
 
 A chunk is *committed* when its index part exists. Every file is written to a temporary name and
 moved into place atomically, and the index part is moved last, so a process killed at any point
@@ -52,9 +69,16 @@ from phonalign.fsutil import atomic_path, atomic_write_json
 
 from .errors import StoreError, StoreSettingsError
 
-FORMAT = "lam-feature-store/1"
+FORMAT = "lam-feature-store/2"
+#: Formats this version reads: /1 (every layer, float32) and /2 (``layers`` and ``dtype`` in meta).
+READ_FORMATS = ("lam-feature-store/1", FORMAT)
 _REPLACES = b"lam.replaces"
 _SETTINGS_FP = b"lam.settings_fp"
+
+#: Precisions of the stored arrays (``lam features --store-dtype``).
+STORE_DTYPES = ("float32", "float16", "bfloat16")
+#: numpy dtype of the ``.npy`` files of each store dtype (bfloat16: bit patterns, see above).
+_DISK_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
 
 #: One row per pooled unit (an utterance or a segment).
 INDEX_SCHEMA = pa.schema(
@@ -88,6 +112,119 @@ def layer_name(layer: int) -> str:
 
 def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
+
+
+def encode_array(x: np.ndarray, dtype: str) -> np.ndarray:
+    """Float values -> the array written to disk for store dtype ``dtype``.
+
+    Parameters
+    ----------
+    x : ndarray, float (any shape)
+        Values to store; cast to float32 first.
+    dtype : ``float32`` | ``float16`` | ``bfloat16``
+
+    Returns
+    -------
+    ndarray
+        float32, float16, or uint16 bfloat16 bit patterns (round to nearest, ties to even), same
+        shape as ``x``.
+
+    Raises
+    ------
+    StoreError
+        If a finite value does not fit the dtype's range (float16: |x| > 65504), or ``dtype`` is
+        unknown.
+    """
+    if dtype not in _DISK_DTYPE:
+        raise StoreError(f"unknown store dtype {dtype!r}", hint=f"use one of {', '.join(STORE_DTYPES)}")
+    x32 = np.ascontiguousarray(x, dtype=np.float32)
+    if dtype == "float32":
+        return x32
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            out = x32.astype(np.float16)
+    else:
+        u = x32.view(np.uint32)
+        # round to nearest even on the 16 bits dropped; NaNs (whose payload the addition could
+        # carry into the exponent) become a quiet NaN of the same sign
+        out = ((u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) >> 16).astype(np.uint16)
+        nan = np.isnan(x32)
+        if nan.any():
+            out[nan] = ((u[nan] >> 16) | np.uint32(0x0040)).astype(np.uint16)
+    _check_range(x32, decode_array(out, dtype), dtype)
+    return out
+
+
+def _check_range(x32: np.ndarray, back: np.ndarray, dtype: str) -> None:
+    overflow = np.isfinite(x32) & ~np.isfinite(back)
+    if overflow.any():
+        worst = float(np.abs(x32[overflow]).max())
+        raise StoreError(f"a value of magnitude {worst:g} does not fit the store dtype {dtype} "
+                         f"(largest: {float(np.finfo(np.float16).max) if dtype == 'float16' else 3.39e38:g})",
+                         hint="use --store-dtype bfloat16 (float32's range) or float32")
+
+
+def decode_array(a: np.ndarray, dtype: str) -> np.ndarray:
+    """The on-disk array of store dtype ``dtype`` -> float32 values (a new array unless float32).
+
+    Parameters
+    ----------
+    a : ndarray
+        float32, float16, or uint16 bfloat16 bit patterns.
+    dtype : ``float32`` | ``float16`` | ``bfloat16``
+
+    Returns
+    -------
+    ndarray, float32, same shape as ``a``
+    """
+    if dtype == "bfloat16":
+        return (np.asarray(a, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(a).astype(np.float32, copy=False)
+
+
+def parse_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
+    """Layers to store, checked against a model of ``n_layers`` transformer layers.
+
+    Parameters
+    ----------
+    spec : str, sequence of int, or None
+        ``None`` or ``"all"``: every layer ``0..L``; a string of comma-separated layers and
+        ranges (``"0,6-12"``); or a sequence of ints.
+    n_layers : int
+        L (the model has L + 1 hidden states, 0..L).
+
+    Returns
+    -------
+    list of int
+        Sorted, without repeats.
+
+    Raises
+    ------
+    StoreError
+        A layer outside ``0..L``, an empty selection, or a malformed string.
+    """
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() == "all"):
+        return list(range(int(n_layers) + 1))
+    hint = (f"give layers between 0 and {n_layers} as a list or ranges, "
+            f"e.g. --layers 0,{max(1, n_layers // 2)}-{n_layers}")
+    if isinstance(spec, str):
+        out: list[int] = []
+        for item in spec.split(","):
+            item = item.strip()
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+            if not m:
+                raise StoreError(f"--layers item {item!r} is not a layer or a range", hint=hint)
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if hi < lo:
+                raise StoreError(f"--layers range {item!r} runs backwards", hint=hint)
+            out.extend(range(lo, hi + 1))
+    else:
+        out = [int(x) for x in spec]
+    bad = [x for x in out if not 0 <= x <= n_layers]
+    if bad or not out:
+        raise StoreError(f"layers {bad or out} are not layers of this model (0..{n_layers})" if bad
+                         else "no layer selected", hint=hint)
+    return sorted(set(out))
 
 
 class FeatureStore:
@@ -127,10 +264,18 @@ class FeatureStore:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise StoreError(f"meta.json cannot be read ({err})", path=meta_path,
                              hint="the store is damaged; extract the features again") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in READ_FORMATS:
             meta = meta if isinstance(meta, dict) else {}
             raise StoreError(f"unknown store format {meta.get('format')!r} (expected {FORMAT!r})",
                              path=meta_path, hint="extract the features again with this toolkit version")
+        try:
+            n_layers = int(meta["n_layers"])
+        except (KeyError, TypeError, ValueError):
+            raise StoreError("meta.json does not say how many layers the model has (n_layers)", path=meta_path,
+                             hint="the store is damaged; extract the features again") from None
+        # format /1 stores hold every layer in float32
+        meta.setdefault("layers", list(range(n_layers + 1)))
+        meta.setdefault("dtype", "float32")
         return cls(path, meta)
 
     @classmethod
@@ -145,6 +290,8 @@ class FeatureStore:
         settings: Mapping,
         frame_spec: Mapping | None = None,
         model: Mapping | None = None,
+        layers: Sequence[int] | None = None,
+        dtype: str = "float32",
     ) -> FeatureStore:
         """Create a store, or reopen one made with the same model and settings for appending.
 
@@ -163,15 +310,21 @@ class FeatureStore:
             The model's identity by content (:meth:`analysis.model_identity.ModelIdentity.to_dict`:
             ``digest``, ``revision``, ...). When both the store and this run have one, the model is
             compared by digest, not by ``model_id`` (a path or name as typed).
+        layers : sequence of int, optional
+            Layers kept (see :func:`parse_layers`); default every layer ``0..L``.
+        dtype : ``float32`` | ``float16`` | ``bfloat16``
+            Precision of the stored arrays (see the module docstring).
 
         Raises
         ------
         StoreSettingsError
-            If the store exists with another model, revision, shape or settings.
+            If the store exists with another model, revision, shape, settings, layers or dtype.
+        StoreError
+            Layers outside ``0..L`` or an unknown dtype.
         """
         path = Path(path)
         meta = new_meta(model_id=model_id, revision=revision, n_layers=n_layers, hidden_size=hidden_size,
-                        settings=settings, frame_spec=frame_spec, model=model)
+                        settings=settings, frame_spec=frame_spec, model=model, layers=layers, dtype=dtype)
         if (path / "meta.json").is_file():
             store = cls.open(path)
             mismatch = settings_mismatch(store.meta, meta)
@@ -215,8 +368,18 @@ class FeatureStore:
 
     @property
     def layer_names(self) -> list[str]:
-        """``["layer_00", ..., "layer_LL"]``."""
-        return list(self.meta["layer_names"])
+        """Names of the stored layers: ``["layer_00", ..., "layer_LL"]`` unless made with ``--layers``."""
+        return [layer_name(i) for i in self.layers]
+
+    @property
+    def layers(self) -> list[int]:
+        """Indices of the stored layers (all of ``0..L`` unless made with ``lam features --layers``)."""
+        return [int(i) for i in self.meta["layers"]]
+
+    @property
+    def dtype(self) -> str:
+        """Precision of the stored arrays: ``float32``, ``float16`` or ``bfloat16`` (reads give float32)."""
+        return str(self.meta["dtype"])
 
     @property
     def model_id(self) -> str:
@@ -293,9 +456,11 @@ class FeatureStore:
     # ------------------------------------------------------------------ reading
     def _layer_dir(self, layer) -> Path:
         name = layer if isinstance(layer, str) else layer_name(layer)
-        if name not in self.meta["layer_names"]:
-            raise StoreError(f"no layer {layer!r} in this store (it has {self.layer_names[0]}.."
-                             f"{self.layer_names[-1]})", path=self.path)
+        if name not in self.layer_names:
+            raise StoreError(f"layer {layer!r} is not in this store; it holds {describe_layers(self.layers)}",
+                             path=self.path,
+                             hint="use a stored layer, or extract again with `lam features --layers` naming "
+                             "the layers you need")
         return self.path / "layers" / name
 
     def _chunk_array(self, layer_dir: Path, cid: str, n_rows: int) -> np.ndarray:
@@ -308,6 +473,10 @@ class FeatureStore:
         if arr.shape != (n_rows, self.hidden_size):
             raise StoreError(f"layer chunk has shape {arr.shape}, index says ({n_rows}, {self.hidden_size})",
                              path=f, hint="the store is damaged; delete it and extract again")
+        if arr.dtype != _DISK_DTYPE[self.dtype]:
+            raise StoreError(f"layer chunk holds {arr.dtype}, the store's dtype {self.dtype} is stored as "
+                             f"{_DISK_DTYPE[self.dtype]}", path=f,
+                             hint="the store is damaged; delete it and extract again")
         return arr
 
     def iter_layer(self, layer) -> Iterator[tuple[int, np.ndarray]]:
@@ -317,12 +486,13 @@ class FeatureStore:
         ------
         offset : int
             Row of the index where the chunk starts.
-        array : ndarray, float32, shape (n_rows_of_chunk, hidden), memory-mapped read-only
+        array : ndarray, float32, shape (n_rows_of_chunk, hidden)
+            Memory-mapped read-only for a float32 store; decoded chunk by chunk otherwise.
         """
         layer_dir = self._layer_dir(layer)
         offset = 0
         for cid, n in self._scan():
-            yield offset, self._chunk_array(layer_dir, cid, n)
+            yield offset, decode_array(self._chunk_array(layer_dir, cid, n), self.dtype)
             offset += n
 
     def read_layer(self, layer, *, rows: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
@@ -350,10 +520,14 @@ class FeatureStore:
             raise StoreError(f"row {int(rows.max()) if rows.max() >= n else int(rows.min())} is outside "
                              f"the store's {n} rows", path=self.path)
         out = np.empty((rows.size, self.hidden_size), np.float32)
-        for offset, arr in self.iter_layer(layer):
-            sel = np.flatnonzero((rows >= offset) & (rows < offset + arr.shape[0]))
+        layer_dir = self._layer_dir(layer)
+        offset = 0
+        for cid, n in self._scan():  # decode only the rows asked for, not whole chunks
+            sel = np.flatnonzero((rows >= offset) & (rows < offset + n))
             if sel.size:
-                out[sel] = arr[rows[sel] - offset]
+                arr = self._chunk_array(layer_dir, cid, n)
+                out[sel] = decode_array(arr[rows[sel] - offset], self.dtype)
+            offset += n
         return out
 
     # ------------------------------------------------------------------ writing
@@ -373,8 +547,9 @@ class FeatureStore:
         ----------
         index : pa.Table
             Rows of INDEX_SCHEMA (whole utterances only).
-        layers : sequence of L+1 arrays, or array (L+1, n_rows, hidden)
-            Vectors, cast to float32. Every value must be finite.
+        layers : sequence of arrays, or array (n_stored_layers, n_rows, hidden)
+            Vectors of the stored layers (:attr:`layers`, in that order), float; written in the
+            store's dtype (:func:`encode_array`). Every value must be finite.
         chunk_id : str, optional
             Defaults to :meth:`next_chunk_id`. Letters, digits and ``-``.
         replaces : sequence of str
@@ -395,8 +570,9 @@ class FeatureStore:
         """
         index = conform_index(index)
         n = index.num_rows
-        if len(layers) != self.n_layers + 1:
-            raise StoreError(f"{len(layers)} layers given, the store holds {self.n_layers + 1}", path=self.path)
+        if len(layers) != len(self.layers):
+            raise StoreError(f"{len(layers)} layers given, the store holds {len(self.layers)} "
+                             f"({describe_layers(self.layers)})", path=self.path)
         cid = chunk_id or self.next_chunk_id()
         if not _CHUNK_ID.match(cid):
             raise StoreError(f"chunk id {cid!r} is not letters, digits and '-'", path=self.path)
@@ -404,15 +580,18 @@ class FeatureStore:
         if cid in self._all_chunk_ids:
             raise StoreError(f"chunk {cid!r} is already committed", path=self.path,
                              hint="chunks are never rewritten; pick a new id")
-        arrays = []
-        for i, arr in enumerate(layers):
+        encoded = []
+        for i, arr in zip(self.layers, layers, strict=True):  # every check and conversion before the first write
             arr = np.ascontiguousarray(arr, dtype=np.float32)
             if arr.shape != (n, self.hidden_size):
                 raise StoreError(f"layer {i} has shape {arr.shape}, expected ({n}, {self.hidden_size})",
                                  path=self.path)
             check_finite(arr, index, layer=i, path=self.path)
-            arrays.append(arr)
-        for i, arr in enumerate(arrays):
+            try:
+                encoded.append((i, encode_array(arr, self.dtype)))
+            except StoreError as err:
+                raise StoreError(f"layer {i}: {err.message}", path=self.path, hint=err.hint) from None
+        for i, arr in encoded:
             with atomic_path(self.path / "layers" / layer_name(i) / f"chunk-{cid}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, arr, allow_pickle=False)
@@ -452,8 +631,9 @@ class FeatureStore:
         for cid, start, n, keep in plan:
             rows = np.flatnonzero(keep)
             part = index.slice(start, n).take(pa.array(rows))
-            layer_arrays = [np.asarray(self._chunk_array(self._layer_dir(i), cid, n))[rows]
-                            for i in range(self.n_layers + 1)]
+            # decoded and encoded again: exact for float16 and bfloat16 (float32 holds their values)
+            layer_arrays = [decode_array(np.asarray(self._chunk_array(self._layer_dir(i), cid, n))[rows], self.dtype)
+                            for i in self.layers]
             prefix = chunk_prefix if chunk_prefix is not None else re.sub(r"\d+$", "", cid)
             self.append(part, layer_arrays, chunk_id=self.next_chunk_id(prefix), replaces=[cid],
                         settings_fp=self.chunk_settings_fp(cid) if settings_fp is None else settings_fp)
@@ -473,10 +653,10 @@ class FeatureStore:
         for cid in gone:
             (self.path / "index" / f"part-{cid}.parquet").unlink(missing_ok=True)
         for cid in gone:
-            for name in self.meta["layer_names"]:
+            for name in self.layer_names:
                 (self.path / "layers" / name / f"chunk-{cid}.npy").unlink(missing_ok=True)
         if chunk_prefix is None:
-            for folder in [self.path / "index", *[self.path / "layers" / n for n in self.meta["layer_names"]]]:
+            for folder in [self.path / "index", *[self.path / "layers" / n for n in self.layer_names]]:
                 if folder.is_dir():
                     for f in folder.iterdir():
                         if is_temp_name(f.name) and f.is_file():
@@ -485,20 +665,46 @@ class FeatureStore:
         return len(gone)
 
     def __repr__(self) -> str:
-        return (f"FeatureStore({str(self.path)!r}, model={self.model_id!r}, layers={self.n_layers + 1}, "
-                f"hidden={self.hidden_size}, rows={len(self)})")
+        return (f"FeatureStore({str(self.path)!r}, model={self.model_id!r}, layers={describe_layers(self.layers)}, "
+                f"hidden={self.hidden_size}, dtype={self.dtype}, rows={len(self)})")
+
+
+def describe_layers(layers: Sequence[int]) -> str:
+    """``[0, 1, 2, 3, 6, 12]`` -> ``"layers 0-3, 6, 12"`` (for messages)."""
+    parts: list[str] = []
+    layers = sorted(int(x) for x in layers)
+    i = 0
+    while i < len(layers):
+        j = i
+        while j + 1 < len(layers) and layers[j + 1] == layers[j] + 1:
+            j += 1
+        parts.append(str(layers[i]) if i == j else f"{layers[i]}-{layers[j]}")
+        i = j + 1
+    return "layers " + ", ".join(parts) if parts else "no layers"
 
 
 def new_meta(*, model_id: str, revision: str | None, n_layers: int, hidden_size: int, settings: Mapping,
-             frame_spec: Mapping | None = None, model: Mapping | None = None) -> dict:
-    """The ``meta.json`` of a store (see :meth:`FeatureStore.create`)."""
+             frame_spec: Mapping | None = None, model: Mapping | None = None, layers: Sequence[int] | None = None,
+             dtype: str = "float32") -> dict:
+    """The ``meta.json`` of a store (see :meth:`FeatureStore.create`).
+
+    Raises
+    ------
+    StoreError
+        Layers outside ``0..L`` (:func:`parse_layers`) or an unknown ``dtype``.
+    """
+    if dtype not in STORE_DTYPES:
+        raise StoreError(f"unknown store dtype {dtype!r}", hint=f"use one of {', '.join(STORE_DTYPES)}")
+    kept = parse_layers(None if layers is None else list(layers), int(n_layers))
     return {
         "format": FORMAT,
         "model_id": str(model_id),
         "revision": revision,
         "n_layers": int(n_layers),
         "hidden_size": int(hidden_size),
-        "layer_names": [layer_name(i) for i in range(int(n_layers) + 1)],
+        "layers": kept,
+        "layer_names": [layer_name(i) for i in kept],
+        "dtype": dtype,
         "settings": json.loads(_canonical(dict(settings))),
         "frame_spec": None if frame_spec is None else json.loads(_canonical(dict(frame_spec))),
         "model": None if model is None else json.loads(_canonical(dict(model))),
@@ -519,7 +725,8 @@ def settings_mismatch(old: Mapping, new: Mapping) -> str | None:
     The model is compared by digest when both have one (a path typed differently is the same
     model; the same path holding other weights is not); otherwise by ``model_id`` and revision.
     """
-    keys = ["n_layers", "hidden_size", "settings"]
+    keys = ["n_layers", "hidden_size", "settings", "layers", "dtype"]
+    old, new = _with_format_1_defaults(old), _with_format_1_defaults(new)
     if model_digest(old) and model_digest(new):
         if model_digest(old) != model_digest(new):
             return (f"the store was made with another model ({old.get('model_id')}, {model_digest(old)}); this "
@@ -531,6 +738,14 @@ def settings_mismatch(old: Mapping, new: Mapping) -> str | None:
             return (f"the store was made with {key}={_canonical(old.get(key))}, "
                     f"this run asks for {key}={_canonical(new.get(key))}")
     return None
+
+
+def _with_format_1_defaults(meta: Mapping) -> Mapping:
+    """``meta`` with the ``layers`` and ``dtype`` of a format /1 store (every layer, float32) when absent."""
+    if "layers" in meta and "dtype" in meta:
+        return meta
+    n = meta.get("n_layers")
+    return {"layers": list(range(int(n) + 1)) if n is not None else None, "dtype": "float32", **meta}
 
 
 def check_finite(array: np.ndarray, index: pa.Table | None = None, *, layer: int | str | None = None,
