@@ -49,6 +49,11 @@ meaning of earlier ones, so older readers keep working)::
       "by_emotion": {"Neutral": {"Vowl": {"score": [...], ...}}, ...}   # only with --by-emotion
     }
 
+A store made with ``lam features --layers`` holds some layers only: the others have null scores,
+``layers_compared`` lists the layers both stores hold, and rankings and selections are drawn
+from the transformer layers among them (``final`` stays layer L; training refuses it when the
+store lacks L).
+
 Selections are lists of transformer layer indices in ``1..L`` (never 0), sorted ascending:
 ``final`` the last layer; ``BL`` the most similar layer; ``GL`` the k most similar; ``WL`` the k
 least similar; ``RL1..RL3`` k layers drawn uniformly without replacement with
@@ -74,8 +79,20 @@ from .errors import RankingsError
 FORMAT = "lam-rankings/1"
 
 
-def rank_layers(scores: Sequence[float] | np.ndarray, *, higher_is_more_similar: bool = True) -> list[int]:
-    """Transformer layers 1..L ordered from most to least similar.
+def _candidates(n_scores: int, candidates: Sequence[int] | None) -> np.ndarray:
+    """Transformer layers that may be ranked: ``candidates`` (checked) or all of 1..L."""
+    n_layers = n_scores - 1
+    if candidates is None:
+        return np.arange(1, n_layers + 1)
+    cand = np.array(sorted({int(c) for c in candidates if int(c) != 0}), dtype=np.int64)
+    if cand.size and (cand.min() < 1 or cand.max() > n_layers):
+        raise RankingsError(f"candidate layers {cand.tolist()} are outside 1..{n_layers}")
+    return cand
+
+
+def rank_layers(scores: Sequence[float] | np.ndarray, *, higher_is_more_similar: bool = True,
+                candidates: Sequence[int] | None = None) -> list[int]:
+    """Transformer layers ordered from most to least similar.
 
     Parameters
     ----------
@@ -83,28 +100,36 @@ def rank_layers(scores: Sequence[float] | np.ndarray, *, higher_is_more_similar:
         Score of each layer, layer 0 first (ignored in the ranking). NaN ranks last.
     higher_is_more_similar : bool
         False for distances (CORAL, MMD).
+    candidates : sequence of int, optional
+        The layers to rank (those a ``--layers`` store holds; 0 is dropped); default 1..L.
     """
-    s = np.asarray(scores, dtype=np.float64)[1:]
-    key = -s if higher_is_more_similar else s
+    s = np.asarray(scores, dtype=np.float64)
+    cand = _candidates(len(s), candidates)
+    key = -s[cand] if higher_is_more_similar else s[cand]
     key = np.where(np.isnan(key), np.inf, key)
     # stable sort: ties keep the lower layer first
-    return [int(i) + 1 for i in np.argsort(key, kind="stable")]
+    return [int(cand[i]) for i in np.argsort(key, kind="stable")]
 
 
 def select_layers(scores: Sequence[float] | np.ndarray, *, k: int = TOP_K, seed: int = SEED,
-                  higher_is_more_similar: bool = True) -> dict[str, list[int]]:
+                  higher_is_more_similar: bool = True, candidates: Sequence[int] | None = None
+                  ) -> dict[str, list[int]]:
     """The selections ``final, BL, GL, WL, RL1, RL2, RL3`` (transformer layers 1..L).
+
+    ``candidates`` restricts BL, GL, WL and the random groups to those layers (see
+    :func:`rank_layers`); ``final`` is always layer L.
 
     Raises
     ------
     RankingsError
-        If ``k`` is not in ``1..L``.
+        If ``k`` is not in ``1..`` the number of candidate layers.
     """
-    ranking = rank_layers(scores, higher_is_more_similar=higher_is_more_similar)
-    n_layers = len(ranking)
-    if not 1 <= k <= n_layers:
-        raise RankingsError(f"k={k} layers cannot be chosen among {n_layers} transformer layers",
-                            hint=f"use --k between 1 and {n_layers}")
+    ranking = rank_layers(scores, higher_is_more_similar=higher_is_more_similar, candidates=candidates)
+    n_layers = len(scores) - 1
+    n_cand = len(ranking)
+    if not 1 <= k <= n_cand:
+        raise RankingsError(f"k={k} layers cannot be chosen among {n_cand} transformer layers",
+                            hint=f"use --k between 1 and {n_cand}")
     out = {
         "final": [n_layers],
         "BL": [ranking[0]],
@@ -114,12 +139,13 @@ def select_layers(scores: Sequence[float] | np.ndarray, *, k: int = TOP_K, seed:
     # Three *different* random groups where there are at least three to choose from: with 6 layers
     # and k=3 two independent draws coincide one time in twenty, which would make RL1..RL3 a
     # smaller control than the table suggests. A collision redraws from the same seeded stream.
-    n_groups = math.comb(n_layers, k)
+    n_groups = math.comb(n_cand, k)
+    pool = _candidates(len(scores), candidates)
     drawn: list[list[int]] = []
     for i in (1, 2, 3):
         rng = np.random.default_rng([int(seed), i])
         while True:
-            group = sorted(int(x) for x in rng.choice(np.arange(1, n_layers + 1), size=k, replace=False))
+            group = sorted(int(x) for x in rng.choice(pool, size=k, replace=False))
             if group not in drawn or len(drawn) >= n_groups:
                 break
         drawn.append(group)
@@ -127,25 +153,33 @@ def select_layers(scores: Sequence[float] | np.ndarray, *, k: int = TOP_K, seed:
     return out
 
 
-def top_k_frequency(boot_scores: np.ndarray, *, k: int, higher_is_more_similar: bool = True) -> list:
+def top_k_frequency(boot_scores: np.ndarray, *, k: int, higher_is_more_similar: bool = True,
+                    candidates: Sequence[int] | None = None) -> list:
     """Rank stability: share of bootstrap draws in which each layer is among the k most similar.
 
     Parameters
     ----------
     boot_scores : ndarray, shape (n_bootstrap, L + 1)
+    candidates : sequence of int, optional
+        The layers ranked (see :func:`rank_layers`); the others get None.
 
     Returns
     -------
-    list of length L + 1 (None for layer 0, which is never ranked)
+    list of length L + 1 (None for layer 0, which is never ranked, and for non-candidates)
     """
-    b = np.asarray(boot_scores, dtype=np.float64)[:, 1:]
-    if b.shape[0] == 0:
-        return [None] * (b.shape[1] + 1)
+    b_all = np.asarray(boot_scores, dtype=np.float64)
+    cand = _candidates(b_all.shape[1], candidates)
+    out: list = [None] * b_all.shape[1]
+    if b_all.shape[0] == 0:
+        return out
+    b = b_all[:, cand]
     key = -b if higher_is_more_similar else b
     key = np.where(np.isnan(key), np.inf, key)
     order = np.argsort(key, axis=1, kind="stable")[:, :k]
     counts = np.bincount(order.ravel(), minlength=b.shape[1]) / b.shape[0]
-    return [None] + [float(c) for c in counts]
+    for j, layer in enumerate(cand):
+        out[int(layer)] = float(counts[j])
+    return out
 
 
 def write_rankings(path: str | Path, doc: Mapping) -> Path:

@@ -112,7 +112,7 @@ from .resampling import (
     split_draws,
     ties_with_best,
 )
-from .store import FeatureStore, check_finite, model_digest
+from .store import FeatureStore, check_finite, describe_layers, model_digest
 
 logger = logging.getLogger(__name__)
 
@@ -339,6 +339,22 @@ def check_compatible(source: FeatureStore, target: FeatureStore, *, allow_differ
     return notes
 
 
+def shared_layers(source: FeatureStore, target: FeatureStore) -> list[int]:
+    """The layers both stores hold (every layer 0..L unless one was made with ``lam features --layers``).
+
+    Raises
+    ------
+    SimilarityError
+        When they share none, naming each store's layers.
+    """
+    layers = sorted(set(source.layers) & set(target.layers))
+    if not layers:
+        raise SimilarityError(f"the stores share no layer (source: {describe_layers(source.layers)}; target: "
+                              f"{describe_layers(target.layers)})", path=target.path,
+                              hint="extract both corpora with the same --layers")
+    return layers
+
+
 # ------------------------------------------------------------------------------------- stores
 def _labels(table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_pylist(), dtype=object)
@@ -551,6 +567,14 @@ class SimilarityResult:
     durations: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    #: layers scored: those both stores hold (all 0..L unless made with ``lam features --layers``);
+    #: the others' scores are NaN
+    layers: list = field(default_factory=list)
+
+    @property
+    def scored_layers(self) -> list[int]:
+        """The layers scored (every layer 0..L for results made before layer subsets)."""
+        return list(self.layers) if self.layers else list(range(self.n_layers + 1))
 
 
 @dataclass
@@ -830,6 +854,8 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
     Returns
     -------
     SimilarityResult
+        Scores of the layers both stores hold (:attr:`SimilarityResult.layers`; every layer unless a
+        store was made with ``lam features --layers``); the other layers' scores are NaN.
     """
     bad = [m for m in metrics if m not in METRICS]
     if bad:
@@ -846,6 +872,7 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
                           allow_different=allow_different, by_emotion=by_emotion)
     src, tgt, resampling, durations = sides.source, sides.target, sides.resampling, sides.durations
     warn = list(sides.warnings)
+    layers = shared_layers(source, target)
     scopes: dict[str, str | None] = {"all": None}
     if by_emotion:
         present = [e for e in EMOTIONS if np.any(src.utt_emotion == e) and np.any(tgt.utt_emotion == e)]
@@ -892,7 +919,7 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
     union = {v.name: np.unique(np.concatenate([p.rows_s if v is src else p.rows_t for p in plans.values()]))
              for v in (src, tgt)} if row_metrics else {}
 
-    for layer in track(range(n_l), desc="similarity", item="layer", progress=progress):
+    for layer in track(layers, desc="similarity", item="layer", progress=progress):
         streams = {v.name: _stream(v, layer, h, need_norm) for v in (src, tgt)} if sum_metrics else {}
         sd = _pooled_sd(streams, src, tgt) if need_sd else None
         rows = {v.name: _read_rows(v, union[v.name], layer) for v in (src, tgt)} if row_metrics else {}
@@ -925,7 +952,7 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
     settings = {"source": source.meta.get("settings") or {}, "target": target.meta.get("settings") or {}}
     return SimilarityResult(n_layers=source.n_layers, source_model=source.model_id, target_model=target.model_id,
                             revision=source.meta.get("revision"), config=config, results=res, resampling=resampling,
-                            durations=durations, warnings=warn, settings=settings)
+                            durations=durations, warnings=warn, settings=settings, layers=layers)
 
 
 def _empty_result(metric: str, n_l: int, b: int, n_perm: int, plan: _Plan, resampling: Resampling,
@@ -1073,9 +1100,12 @@ def _list(x: Any) -> list:
 
 
 def _entry(r: UnitResult, *, n_layers: int, level: float, k: int, seed: int, resampling: Resampling,
-           full: bool) -> dict:
-    """One unit of the rankings document (see :mod:`analysis.rankings`)."""
+           full: bool, scored: Sequence[int]) -> dict:
+    """One unit of the rankings document (see :mod:`analysis.rankings`); ``scored``: the layers
+    both stores hold (the others have null scores and are never ranked)."""
     from .rankings import rank_layers, select_layers, top_k_frequency
+
+    cand = [int(layer) for layer in scored if layer >= 1]
 
     has_draws = r.boot.shape[0] > 0
     lo, hi = r.ci(level)
@@ -1091,7 +1121,7 @@ def _entry(r: UnitResult, *, n_layers: int, level: float, k: int, seed: int, res
         "n_utt_target": r.n_utt_target,
     }
     if has_draws:
-        defined = np.isfinite(r.boot[:, 1:]).mean(0) if r.boot.shape[1] > 1 else np.ones(1)
+        defined = np.isfinite(r.boot[:, cand]).mean(0) if cand else np.ones(1)
         out["defined_draws"] = float(defined.min())
     if r.null.shape[0]:
         with warnings.catch_warnings():
@@ -1104,15 +1134,16 @@ def _entry(r: UnitResult, *, n_layers: int, level: float, k: int, seed: int, res
         out["coral_raw"] = _list(r.extra["coral_raw"])
     if full:
         ties = ties_with_best(r.score, r.boot, higher_is_better=r.higher, level=level,
-                              ranked=range(1, n_layers + 1),
+                              ranked=cand,
                               n_clusters=min(r.clusters_source, r.clusters_target))
         out["p_best"] = [None] + _list(ties.p_best[1:]) if has_draws else None
         out["tied_with_best"] = [int(x) for x in np.flatnonzero(ties.tied)] if has_draws else None
         out["flat"] = ties.flat if has_draws else None
         out["tie_critical"] = ties.critical if has_draws else None
-        out["top_k_frequency"] = top_k_frequency(r.boot, k=k, higher_is_more_similar=r.higher)
-        out["ranking"] = rank_layers(r.score, higher_is_more_similar=r.higher)
-        out["selections"] = select_layers(r.score, k=k, seed=seed, higher_is_more_similar=r.higher)
+        out["top_k_frequency"] = top_k_frequency(r.boot, k=k, higher_is_more_similar=r.higher, candidates=cand)
+        out["ranking"] = rank_layers(r.score, higher_is_more_similar=r.higher, candidates=cand)
+        out["selections"] = select_layers(r.score, k=k, seed=seed, higher_is_more_similar=r.higher,
+                                          candidates=cand)
     return out
 
 
@@ -1127,7 +1158,8 @@ def result_rankings(result: SimilarityResult, *, metric: str, k: int = TOP_K, sc
     level = result.config["ci_level"]
     seed = result.config["seed"]
     rs = result.resampling or Resampling("utterance", "utterance", 0, 0)
-    kw = dict(n_layers=result.n_layers, level=level, k=k, seed=seed, resampling=rs)
+    scored = result.scored_layers
+    kw = dict(n_layers=result.n_layers, level=level, k=k, seed=seed, resampling=rs, scored=scored)
     units, skipped = {}, {}
     for u, by_metric in result.results[scope].items():
         r = by_metric[metric]
@@ -1141,8 +1173,8 @@ def result_rankings(result: SimilarityResult, *, metric: str, k: int = TOP_K, sc
     untrained = any((settings.get(side) or {}).get("weights") == "random-init" for side in ("source", "target"))
     doc = {"model": result.source_model, "target_model": result.target_model, "revision": result.revision,
            "source_store": source_store, "target_store": target_store, "metric": metric,
-           "higher_is_more_similar": higher, "n_layers": result.n_layers, "k": k, "seed": seed,
-           "n_bootstrap": result.config["n_bootstrap"], "ci_level": level, "ci_method": CI_METHOD,
+           "higher_is_more_similar": higher, "n_layers": result.n_layers, "layers_compared": scored, "k": k,
+           "seed": seed, "n_bootstrap": result.config["n_bootstrap"], "ci_level": level, "ci_method": CI_METHOD,
            "n_halves": result.config["n_halves"], "n_permutations": result.config.get("n_permutations", 0),
            "resampling": {"unit": rs.unit, "requested": rs.requested,
                           "clusters": {"source": rs.clusters_source, "target": rs.clusters_target},
@@ -1184,7 +1216,8 @@ def result_table(result: SimilarityResult) -> Any:
     for scope, units in result.results.items():
         for u, by_metric in units.items():
             for m, r in by_metric.items():
-                n = result.n_layers + 1
+                scored = result.scored_layers  # the layers the stores hold
+                n = len(scored)
                 lo, hi = r.ci(level)
                 glo, ghi = r.gap_ci(level)
                 with warnings.catch_warnings():
@@ -1193,12 +1226,12 @@ def result_table(result: SimilarityResult) -> Any:
                 cols["scope"] += [scope] * n
                 cols["unit"] += [u] * n
                 cols["metric"] += [m] * n
-                cols["layer"] += list(range(n))
+                cols["layer"] += scored
                 for key, arr in (("score", r.score), ("ci_low", lo), ("ci_high", hi),
                                  ("reference_source", r.ref_source), ("reference_target", r.ref_target),
                                  ("cross_half", r.cross_half), ("gap", r.gap),
                                  ("gap_ci_low", glo), ("gap_ci_high", ghi), ("p_null", p)):
-                    cols[key] += _list(arr)
+                    cols[key] += _list(np.asarray(arr, np.float64)[scored])
                 for key, val in (("n_source", r.n_source), ("n_target", r.n_target),
                                  ("clusters_source", r.clusters_source), ("clusters_target", r.clusters_target)):
                     cols[key] += [val] * n

@@ -95,6 +95,18 @@ def n_model_layers(features: FeatureTable) -> int:
     raise TrainError("cannot tell how many layers this feature store holds (no meta['n_layers'])")
 
 
+def stored_layers(features: FeatureTable) -> list[int]:
+    """Layers the feature table holds: ``meta["layers"]`` (a store made with ``lam features
+    --layers``), else every layer ``0..L``."""
+    meta = getattr(features, "meta", None) or {}
+    if meta.get("layers") is not None:
+        return sorted(int(x) for x in meta["layers"])
+    held = getattr(features, "layers", None)
+    if isinstance(held, (list, tuple)):
+        return sorted(int(x) for x in held)
+    return list(range(n_model_layers(features) + 1))
+
+
 def select_rows(index: pa.Table, *, language: str | None, split: str | None, kind: str = "utt") -> np.ndarray:
     """Row numbers (int64, ascending) of ``index`` with the given kind, language and split.
 

@@ -56,21 +56,37 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def strategy_layers(strategy: Strategy, *, n_layers: int, selections: dict | None) -> list[int]:
-    """Layers (0..L) a strategy uses: ``final`` -> [L]; ``all`` -> 0..L; else the selection."""
+def strategy_layers(strategy: Strategy, *, n_layers: int, selections: dict | None,
+                    stored: Sequence[int] | None = None) -> list[int]:
+    """Layers (0..L) a strategy uses: ``final`` -> [L]; ``all`` -> every stored layer; else the selection.
+
+    ``stored`` are the layers the feature store holds (default all of 0..L); a strategy that
+    needs another layer is refused, naming the layers there are.
+    """
+    held = list(range(n_layers + 1)) if stored is None else sorted(int(x) for x in stored)
     if strategy.selection == "final":
-        return [n_layers]
-    if strategy.selection == "all":
-        return list(range(n_layers + 1))
-    if not selections or strategy.selection not in selections:
+        layers = [n_layers]
+    elif strategy.selection == "all":
+        return held
+    else:
+        if not selections or strategy.selection not in selections:
+            raise TrainError(
+                f"strategy {strategy.name!r} needs the layer selection {strategy.selection!r} from a rankings file",
+                hint="set `rankings:` in the config (written by `lam similarity`) or use final / all",
+            )
+        layers = sorted(int(x) for x in selections[strategy.selection])
+        bad = [x for x in layers if not 0 <= x <= n_layers]
+        if bad or not layers:
+            raise TrainError(f"selection {strategy.selection!r} has layers {layers} outside 0..{n_layers}")
+    absent = [x for x in layers if x not in held]
+    if absent:
+        from analysis.store import describe_layers
+
         raise TrainError(
-            f"strategy {strategy.name!r} needs the layer selection {strategy.selection!r} from a rankings file",
-            hint="set `rankings:` in the config (written by `lam similarity`) or use final / all",
+            f"strategy {strategy.name!r} needs layer{'s' if len(absent) > 1 else ''} "
+            f"{', '.join(map(str, absent))}, which the feature store does not hold (it holds {describe_layers(held)})",
+            hint="extract the features again with `lam features --layers` including them, or drop the strategy",
         )
-    layers = sorted(int(layer) for layer in selections[strategy.selection])
-    bad = [layer for layer in layers if not 0 <= layer <= n_layers]
-    if bad or not layers:
-        raise TrainError(f"selection {strategy.selection!r} has layers {layers} outside 0..{n_layers}")
     return layers
 
 
@@ -602,7 +618,7 @@ def run_training(
     dict : the metrics (also in ``out_dir/metrics.json``). A run whose ``metrics.json`` exists is
     not trained again; a run with a checkpoint resumes from it.
     """
-    from .data import check_same_model, n_model_layers, open_features
+    from .data import check_same_model, n_model_layers, open_features, stored_layers
 
     out_dir = Path(out_dir)
     done = out_dir / METRICS
@@ -628,7 +644,8 @@ def run_training(
             target = source if not cfg.data.target_store else open_features(cfg.data.target_store)
         check_same_model(source, target)
         n_layers = n_model_layers(source)
-        layers = strategy_layers(strat, n_layers=n_layers, selections=selections)
+        held = sorted(set(stored_layers(source)) & set(stored_layers(target)))
+        layers = strategy_layers(strat, n_layers=n_layers, selections=selections, stored=held)
         data = build_run_data(cfg, layers=layers, source=source, target=target)
         std = Standardizer.fit(data.source_train.features) if cfg.data.standardize else Standardizer.identity(
             len(layers), data.in_dim)

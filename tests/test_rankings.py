@@ -72,3 +72,24 @@ def test_random_selections_are_three_different_groups_when_enough_exist():
         groups = {tuple(sel[f"RL{i}"]) for i in (1, 2, 3)}
         assert len(groups) == 3, (seed, sel)
         assert all(1 <= layer <= 6 for g in groups for layer in g)
+
+
+def test_selections_of_a_layer_subset_come_from_the_stored_layers_only():
+    scores = [0.0, 0.9, np.nan, 0.1, np.nan, 0.5, np.nan, 0.3]  # a store of layers 0, 1, 3, 5, 7
+    stored = [0, 1, 3, 5, 7]
+    assert rank_layers(scores, candidates=stored) == [1, 5, 7, 3]
+    sel = select_layers(scores, k=2, seed=0, candidates=stored)
+    assert sel["final"] == [7] and sel["BL"] == [1] and sel["GL"] == [1, 5] and sel["WL"] == [3, 7]
+    for key in ("RL1", "RL2", "RL3"):
+        assert set(sel[key]) <= {1, 3, 5, 7}
+    assert top_k_frequency(np.array([scores, scores]), k=1, candidates=stored) == \
+        [None, 1.0, None, 0.0, None, 0.0, None, 0.0]
+    with pytest.raises(RankingsError, match="among 4"):
+        select_layers(scores, k=5, candidates=stored)
+
+
+def test_all_layers_as_candidates_change_nothing():
+    scores = [0.3, 0.1, 0.5, 0.3, 0.9, 0.2, 0.8]
+    for seed in range(5):
+        assert select_layers(scores, k=3, seed=seed) == select_layers(scores, k=3, seed=seed,
+                                                                      candidates=range(7))

@@ -405,3 +405,36 @@ def test_planted_flat_and_peaked_profiles_at_the_store_level(tmp_path):
     assert out["flat"]["Vowl"]["flat"] is True and out["flat"]["Utt"]["flat"] is True
     assert out["peaked"]["Vowl"]["flat"] is False and out["peaked"]["Vowl"]["tied_with_best"] == [4]
     assert out["peaked"]["Vowl"]["p_best"][4] > 0.9
+
+
+def _subset_copy(store, path, layers, *, dtype="float32"):
+    """The same rows as ``store`` with only ``layers`` kept (as `lam features --layers` would write)."""
+    out = FeatureStore.create(path, model_id=store.model_id, revision=None, n_layers=store.n_layers,
+                              hidden_size=store.hidden_size, settings=store.meta["settings"], layers=layers,
+                              dtype=dtype)
+    out.append(store.index, np.stack([store.read_layer(layer) for layer in out.layers]))
+    return FeatureStore.open(path)
+
+
+def test_layer_subset_stores_score_their_layers_and_rank_only_those(tmp_path, planted):
+    src, tgt = planted
+    full = compare_stores(src, tgt, n_bootstrap=5)
+    sub_s = _subset_copy(src, tmp_path / "s", [0, 2, 3, 5])
+    sub_t = _subset_copy(tgt, tmp_path / "t", [0, 1, 2, 3, 5])  # the stores share layers 0, 2, 3, 5
+    part = compare_stores(sub_s, sub_t, n_bootstrap=5)
+    assert part.layers == [0, 2, 3, 5]
+    for unit in ("Utt", "Vowl"):
+        a, b = full.results["all"][unit]["centroid_cosine"], part.results["all"][unit]["centroid_cosine"]
+        np.testing.assert_allclose(b.score[[0, 2, 3, 5]], a.score[[0, 2, 3, 5]], rtol=1e-12)
+        assert np.isnan(b.score[[1, 4]]).all()
+    from analysis.similarity import result_table
+
+    doc = result_rankings(part, metric="centroid_cosine", k=2)
+    assert doc["layers_compared"] == [0, 2, 3, 5]
+    utt = doc["units"]["Utt"]
+    assert sorted(utt["ranking"]) == [2, 3, 5] and utt["selections"]["final"] == [5]
+    assert all(set(utt["selections"][k]) <= {2, 3, 5} for k in ("BL", "GL", "WL", "RL1", "RL2", "RL3"))
+    assert utt["score"][1] is None and utt["score"][2] is not None
+    assert sorted(set(result_table(part).column("layer").to_pylist())) == [0, 2, 3, 5]
+    with pytest.raises(SimilarityError, match="share no layer"):
+        compare_stores(_subset_copy(src, tmp_path / "s1", [4]), sub_t)

@@ -187,6 +187,18 @@ def test_strategies_map_to_layers():
         parse_strategy("best")
 
 
+def test_strategies_of_a_layer_subset_store_use_its_layers_and_refuse_absent_ones():
+    held = [0, 4, 8, 12]
+    assert strategy_layers(parse_strategy("all"), n_layers=12, selections=None, stored=held) == held
+    assert strategy_layers(parse_strategy("final"), n_layers=12, selections=None, stored=held) == [12]
+    assert strategy_layers(parse_strategy("GL"), n_layers=12, selections={"GL": [4, 8]}, stored=held) == [4, 8]
+    with pytest.raises(TrainError, match=r"needs layers 6, 7, which the feature store does not hold \(it holds "
+                                         r"layers 0, 4, 8, 12\)"):
+        strategy_layers(parse_strategy("GL"), n_layers=12, selections={"GL": [6, 7, 8]}, stored=held)
+    with pytest.raises(TrainError, match="needs layer 12"):
+        strategy_layers(parse_strategy("final"), n_layers=12, selections=None, stored=[0, 1, 2])
+
+
 def test_oracle_selection_is_flagged_in_the_metrics(features, tmp_path):
     m = run_training(small_config(epochs=2, selection="oracle_target_dev"), strategy="final", seed=0,
                      out_dir=tmp_path, source=features)
