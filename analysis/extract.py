@@ -5,12 +5,21 @@ Reads an aligned-corpus directory (``utterances.parquet`` + ``segments.parquet``
 writes it) or, for utterance-level features only, a plain corpus that
 :func:`phonalign.corpus.read_corpus` reads. For each utterance the store gets one ``utt`` row (mean
 over its valid frames) and one ``segment`` row per segment that is not silence (mean over the frames
-of :func:`analysis.frames.frames_for_segments`).
+of :func:`analysis.frames.frames_for_segments`), for every layer or the ``layers`` asked for, stored
+in ``store_dtype`` (float32, float16 or bfloat16; see :mod:`analysis.store`).
 
 Batching: utterances are sorted by length and packed into batches whose *padded* audio (batch size
 x longest input; 30 s per utterance for Whisper in crop mode) stays under ``batch_seconds``. Models
 that zero padding would change (group norm, Whisper trim) run each distinct length on its own inside
 the batch (:class:`analysis.models.SpeechEncoder`), so batched results equal one-at-a-time results.
+
+A run is three named steps, the same for every engine: :func:`plan_extraction` (the store brought in
+line with the input, what is left to do), :func:`pool_work` (one batch decoded, run and pooled:
+what a worker computes, in this process for ``engine="local"`` or in Ray actors holding the model
+for ``engine="ray"``, :mod:`analysis.ray_extract`), and one writer in this process that commits the
+results in planned order (finite checks, index rows, chunks, the report). So outputs, resume and
+reports do not depend on the engine, and a run started with one engine can be finished with the
+other.
 
 Chunks of about ``chunk_rows`` rows are committed to the store as they fill (whole utterances only);
 a killed job loses at most the uncommitted chunk, and rerunning the same command resumes. Every row
@@ -19,12 +28,13 @@ segments) and every chunk the settings fingerprint (extraction settings and the 
 :mod:`analysis.model_identity`): a rerun keeps the utterances whose fingerprints match, takes out
 and redoes those whose inputs changed (e.g. re-aligned with another ``--trap``), and drops those
 no longer in the input, so that it ends exactly where a fresh run would. A store made with another
-model or settings, or from another corpus (``meta.json["input"]``), is refused unless ``force``.
-The store folder is locked for the run (:mod:`phonalign.outdir`); shards (``shard=(I, N)``, by a
-hash of the utterance id) share it, each keeping its report under ``shards/`` until
-:func:`merge_shard_reports` combines them. Per-utterance failures (unreadable audio, NaN samples,
-segments past the end of the audio, non-finite model output, too long for Whisper, ...) are
-recorded in ``report.json`` and the job goes on; ``strict=True`` stops at the first.
+model or settings (layers and store dtype included), or from another corpus
+(``meta.json["input"]``), is refused unless ``force``. The store folder is locked for the run,
+whatever the engine (:mod:`phonalign.outdir`); shards (``shard=(I, N)``, by a hash of the utterance
+id) share it, each keeping its report under ``shards/`` until :func:`merge_shard_reports` combines
+them. Per-utterance failures (unreadable audio, NaN samples, segments past the end of the audio,
+non-finite model output, too long for Whisper, a Ray worker that keeps dying, ...) are recorded in
+``report.json`` and the job goes on; ``strict=True`` stops at the first.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +63,7 @@ from .errors import ExtractionError, StoreError, StoreSettingsError
 from .frames import frames_for_segments
 from .models import SAMPLE_RATE, SpeechEncoder, load_encoder
 from .pooling import pool_batch
-from .store import FeatureStore, index_table, model_digest, new_meta, settings_mismatch
+from .store import STORE_DTYPES, FeatureStore, index_table, model_digest, new_meta, parse_layers, settings_mismatch
 
 #: Segment classes that get no vector: pauses carry no phone.
 SKIPPED_CLASSES = ("silence",)
@@ -104,6 +114,8 @@ class ExtractConfig:
     strict: bool = False
     pooling: str = "mean"
     chunk_rows: int = CHUNK_ROWS
+    store_dtype: str = "float32"
+    layers: tuple[int, ...] = ()
     random_init: bool = False
     init_seed: int = 0
 
@@ -136,6 +148,36 @@ def _read_inputs(src: Path, *, language: str | None = None) -> tuple[pa.Table, p
 
 
 @dataclass(frozen=True)
+class EncoderFacts:
+    """What the planning and the writer need to know of the model that computes (plain values, no
+    weights): taken from the loaded encoder in this process, or from a Ray actor's."""
+
+    model_id: str
+    revision: str | None
+    n_layers: int
+    hidden_size: int
+    model_type: str
+    whisper_mode: str
+    max_samples: int | None
+    min_samples: int
+    settings: dict
+    frame_spec: dict
+    device: str
+    dtype: str
+    #: :meth:`analysis.model_identity.ModelIdentity.to_dict` (the weights' digest)
+    identity: dict
+
+    @classmethod
+    def of(cls, enc: SpeechEncoder) -> EncoderFacts:
+        """The facts of a loaded encoder (its identity computed, and memoised, here)."""
+        return cls(model_id=enc.model_id, revision=enc.revision, n_layers=int(enc.n_layers),
+                   hidden_size=int(enc.hidden_size), model_type=enc.model_type, whisper_mode=enc.whisper_mode,
+                   max_samples=enc.max_samples, min_samples=int(enc.min_samples), settings=enc.settings(),
+                   frame_spec=enc.frame_spec.to_dict(), device=str(enc.device), dtype=enc.dtype_name,
+                   identity=enc.identity.to_dict())
+
+
+@dataclass(frozen=True)
 class ExtractionPlan:
     """What one run (or shard) of feature extraction must do, after the store was brought in line
     with the input (see :func:`plan_extraction`).
@@ -144,7 +186,7 @@ class ExtractionPlan:
     ----------
     store : FeatureStore
     meta : dict
-        The store's metadata for this run (model identity, settings).
+        The store's metadata for this run (model identity, settings, layers, dtype).
     settings_fp : str
         Settings fingerprint to record with every chunk (``FeatureStore.append(settings_fp=...)``).
     fingerprints : dict
@@ -157,6 +199,8 @@ class ExtractionPlan:
         Chunk id prefix of this shard (``""`` unsharded).
     dropped, redone : int
         Utterances taken out of the store because they left the input, or because they changed.
+    layers : list of int
+        Layers kept (0..L), in store order: what workers pool and the store holds.
     """
 
     store: FeatureStore
@@ -168,6 +212,7 @@ class ExtractionPlan:
     chunk_prefix: str
     dropped: int
     redone: int
+    layers: list[int]
 
 
 def _audio_path(src: Path, value: str | None) -> Path:
@@ -175,30 +220,36 @@ def _audio_path(src: Path, value: str | None) -> Path:
     return path if path.is_absolute() else src / path
 
 
-def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None, enc: SpeechEncoder, *,
-                    language: str | None, shard: tuple[int, int] = (0, 1), force: bool = False,
+def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None, enc: SpeechEncoder | EncoderFacts,
+                    *, language: str | None, shard: tuple[int, int] = (0, 1), force: bool = False,
+                    layers: str | Sequence[int] | None = None, store_dtype: str = "float32",
                     extra_settings: dict | None = None) -> ExtractionPlan:
     """Open (or create) the store at ``out`` for a run and bring it in line with the input.
 
-    The caller holds ``out`` (:func:`phonalign.outdir.output_folder`, shared when sharded). Any
-    engine that writes into the store (the local loop below, a distributed one) starts here and
-    commits chunks with ``plan.settings_fp`` and rows carrying ``plan.fingerprints[utt_id]``.
-
-    ``extra_settings`` are recorded with the store's settings (``weights: random-init`` and its
-    seed for the untrained control).
+    The caller holds ``out`` (:func:`phonalign.outdir.output_folder`, shared when sharded). Every
+    engine that writes into the store (the local one, Ray actors) starts here and commits chunks
+    with ``plan.settings_fp`` and rows carrying ``plan.fingerprints[utt_id]``. ``enc`` is the
+    loaded encoder, or the :class:`EncoderFacts` of the one workers run. ``extra_settings`` are
+    recorded with the store's settings (``weights: random-init`` and its seed for the untrained
+    control).
 
     Raises
     ------
     StoreSettingsError, OutputFolderError
-        Another model or settings, or another corpus, without ``force``; a sharded run that would
-        have to touch another run's chunks.
+        Another model or settings (layers and store dtype included), or another corpus, without
+        ``force``; a sharded run that would have to touch another run's chunks.
+    StoreError
+        ``layers`` that the model does not have, an unknown ``store_dtype``.
     """
+    facts = enc if isinstance(enc, EncoderFacts) else EncoderFacts.of(enc)
     i_shard, n_shards = shard
-    settings = {**enc.settings(), "pooling": "mean", "segment_rule": "centre-in-segment, at least one frame",
+    kept = parse_layers(layers, facts.n_layers)
+    settings = {**facts.settings, "pooling": "mean", "segment_rule": "centre-in-segment, at least one frame",
                 "skipped_classes": list(SKIPPED_CLASSES), "input": "segments" if segs is not None else "utterances",
                 **(extra_settings or {})}
-    meta = new_meta(model_id=enc.model_id, revision=enc.revision, n_layers=enc.n_layers, hidden_size=enc.hidden_size,
-                    settings=settings, frame_spec=enc.frame_spec.to_dict(), model=enc.identity.to_dict())
+    meta = new_meta(model_id=facts.model_id, revision=facts.revision, n_layers=facts.n_layers,
+                    hidden_size=facts.hidden_size, settings=settings, frame_spec=facts.frame_spec,
+                    model=facts.identity, layers=kept, dtype=store_dtype)
     corpus_id = {"source": str(src.resolve()), "language": language,
                  "corpora": sorted({str(c) for c in utts.column("corpus").to_pylist()})
                  if "corpus" in utts.column_names else []}
@@ -216,7 +267,7 @@ def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None,
     done, dropped, redone = _resume(store, utt_ids, fps, settings_fp, i_shard=i_shard, n_shards=n_shards,
                                     prefix=prefix, path=out)
     todo = [int(i) for i in mine if utt_ids[i] not in done]
-    return ExtractionPlan(store, meta, settings_fp, fps, mine, todo, prefix, dropped, redone)
+    return ExtractionPlan(store, meta, settings_fp, fps, mine, todo, prefix, dropped, redone, kept)
 
 
 def _input_fingerprints(utt_ids: list[str], cols: dict[str, list], segs: pa.Table | None,
@@ -238,6 +289,7 @@ def _input_fingerprints(utt_ids: list[str], cols: dict[str, list], segs: pa.Tabl
             h.update(end[a:z].tobytes())
             h.update(json.dumps([cls[a:z], phone[a:z]], ensure_ascii=False).encode("utf-8"))
             seg_digest[u] = h.hexdigest()
+
     def stretch(i: int) -> list:
         # only intervals add their times, so that stores of whole recordings resume as before
         start, end = cols.get("start", [None] * len(utt_ids))[i], cols.get("end", [None] * len(utt_ids))[i]
@@ -254,7 +306,8 @@ def _open_store(out: Path, meta: dict, corpus_id: dict, *, force: bool, sharded:
     if not (out / "meta.json").is_file():
         store = FeatureStore.create(out, model_id=meta["model_id"], revision=meta["revision"],
                                     n_layers=meta["n_layers"], hidden_size=meta["hidden_size"],
-                                    settings=meta["settings"], frame_spec=meta["frame_spec"], model=meta["model"])
+                                    settings=meta["settings"], frame_spec=meta["frame_spec"], model=meta["model"],
+                                    layers=meta["layers"], dtype=meta["dtype"])
         _set_input(store, corpus_id)
         return store
     store = FeatureStore.open(out)
@@ -337,47 +390,22 @@ def _resume(store: FeatureStore, utt_ids: list[str], fps: dict[str, str], settin
     return done, dropped, len(drop) - dropped
 
 
-def _check_segments_in_audio(segments: pa.Table, duration: float, utt_id: str, path: Path, *,
-                             offset: float = 0.0) -> None:
+def _check_segments_in_audio(index: np.ndarray, start: np.ndarray, end: np.ndarray, duration: float, utt_id: str,
+                             path: str | Path, *, offset: float = 0.0) -> None:
     """Raise :class:`ExtractionError` when a segment lies past the end of the audio (the aligned
-    corpus and the audio disagree: its vector would be some other frames'). ``duration`` is that of
-    the audio read for the utterance, which starts ``offset`` seconds into its recording (an interval
-    of a long recording; segment times are on the recording's timeline)."""
-    end = segments.column("end").to_numpy(zero_copy_only=False)
-    start = segments.column("start").to_numpy(zero_copy_only=False)
+    corpus and the audio disagree: its vector would be some other frames').
+
+    ``index``, ``start``, ``end``: the segments' indices and times (seconds, on the recording's
+    timeline), shape (n,); ``duration``: of the audio read for the utterance, seconds, which starts
+    ``offset`` seconds into its recording (an interval of a long recording).
+    """
     bad = np.flatnonzero((end - offset > duration + MAX_SEGMENT_OVERRUN) | (start - offset >= duration))
     if bad.size:
         j = int(bad[0])
-        idx = segments.column("index")[j].as_py()
         raise ExtractionError(
-            f"segment {idx} ({start[j]:.3f}-{end[j]:.3f} s) lies past the end of the audio "
-            f"({offset + duration:.3f} s)",
-            path=path, utt_id=utt_id,
+            f"segment {int(index[j])} ({start[j]:.3f}-{end[j]:.3f} s) lies past the end of the audio "
+            f"({offset + duration:.3f} s)", path=path, utt_id=utt_id,
             hint="the audio is shorter than its alignment says (cut or replaced since `lam align`): align it again")
-
-
-def _drop_nonfinite(rows: dict[str, list], pooled: np.ndarray, utts: list[tuple[int, int]],
-                    fail: Callable[[int, LamError], None], utt_ids: list[str],
-                    audio_path: Callable[[int], Path]) -> tuple[dict[str, list], np.ndarray, int]:
-    """Fail the utterances whose pooled vectors hold NaN or infinity and remove their rows.
-
-    ``pooled`` is (L+1, n_rows, H); ``utts`` lists (utterance position, number of rows) in row
-    order. Returns the rows and vectors kept and the number of utterances failed."""
-    finite = np.isfinite(pooled).all(axis=(0, 2))
-    if finite.all():
-        return rows, pooled, 0
-    keep = np.ones(pooled.shape[1], bool)
-    start, n_bad = 0, 0
-    for i, k in utts:
-        if not finite[start:start + k].all():
-            keep[start:start + k] = False
-            n_bad += 1
-            fail(i, ExtractionError("the model's output for this utterance holds NaN or infinite values",
-                                    path=audio_path(i), utt_id=utt_ids[i],
-                                    hint="check the recording (clipping, silence) or use float32 (--dtype)"))
-        start += k
-    sel = np.flatnonzero(keep)
-    return {name: [v[j] for j in sel] for name, v in rows.items()}, pooled[:, sel], n_bad
 
 
 def merge_shard_reports(out: str | Path) -> dict:
@@ -445,7 +473,7 @@ def _segments_by_utt(segs: pa.Table | None) -> dict[str, tuple[int, int]]:
     change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
     starts = np.concatenate([[0], change])
     stops = np.concatenate([change, [len(ids)]])
-    return {ids[a]: (int(a), int(b)) for a, b in zip(starts, stops)}
+    return {ids[a]: (int(a), int(b)) for a, b in zip(starts, stops, strict=True)}
 
 
 def plan_batches(lengths, *, batch_seconds: float, fixed_seconds: float | None = None) -> list[np.ndarray]:
@@ -486,7 +514,7 @@ class _Chunk:
 
     def __init__(self) -> None:
         self.cols: dict[str, list] = {}
-        self.arrays: list[np.ndarray] = []  # each (L+1, n_rows, H)
+        self.arrays: list[np.ndarray] = []  # each (n_stored_layers, n_rows, H)
         self.n = 0
 
     def add(self, cols: dict[str, list], arr: np.ndarray) -> None:
@@ -543,13 +571,263 @@ def random_init_model(model: Any, *, seed: int, model_id: str | None = None) -> 
     return fresh.eval(), str(model_id), preprocessor
 
 
+# ---------------------------------------------------------------------------------------------
+# The work of one batch (what a worker computes) and its commit (what the one writer does).
+# Both engines (local, and Ray actors in analysis.ray_extract) compute batches with pool_work
+# and hand the results to the same _Writer, so the store, resume and report are the same.
+
+
+@dataclass(frozen=True)
+class UttWork:
+    """One utterance to pool: its audio and the segments that get a vector.
+
+    ``pos`` is the utterance's row in the run's utterance table; ``seconds`` its duration from the
+    file header (or its interval); ``start``/``end`` (seconds, None: the recording's start/end) the
+    stretch of the recording an interval of a long recording is; ``seg_index`` (int64),
+    ``seg_start``/``seg_end`` (float64, seconds on the recording's timeline), shape (n_segments,),
+    are its non-silence segments in index order.
+    """
+
+    pos: int
+    utt_id: str
+    audio_path: str
+    seconds: float
+    start: float | None
+    end: float | None
+    seg_index: np.ndarray
+    seg_start: np.ndarray
+    seg_end: np.ndarray
+
+
+@dataclass(frozen=True)
+class UttPooled:
+    """One pooled utterance: its length and the frames of its rows (utterance row, then segments)."""
+
+    pos: int
+    n_samples: int
+    first_frame: np.ndarray  # int64 (1 + n_segments,)
+    stop_frame: np.ndarray
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a worker sends back for one batch.
+
+    ``pooled`` is float32 ``(n_stored_layers, n_rows, hidden)``, the rows of the utterances of
+    ``done`` in order (each: its utterance row, then its segment rows); ``failed`` pairs an
+    utterance's ``pos`` with its error. Values are as the model gave them (the writer checks them).
+    """
+
+    pooled: np.ndarray | None
+    done: tuple[UttPooled, ...]
+    failed: tuple[tuple[int, LamError], ...]
+    forward_seconds: float
+    audio_seconds: float
+
+
+def check_length(facts: EncoderFacts, n: int, *, path: str | Path, utt_id: str) -> None:
+    """Raise :class:`ExtractionError` when ``n`` samples are too long or too short for the model."""
+    if facts.max_samples is not None and n > facts.max_samples:
+        raise ExtractionError(f"{n / SAMPLE_RATE:.2f} s is longer than the model's "
+                              f"{facts.max_samples / SAMPLE_RATE:.0f} s window", path=path,
+                              utt_id=utt_id, hint="split long recordings before alignment")
+    if n < facts.min_samples:
+        raise ExtractionError(f"{n} samples is shorter than one frame ({facts.min_samples} samples)",
+                              path=path, utt_id=utt_id, hint="drop utterances this short")
+
+
+def pool_work(enc: SpeechEncoder, batch: Sequence[UttWork], *, layers: Sequence[int],
+              facts: EncoderFacts | None = None) -> BatchResult:
+    """Decode, run and pool one batch: every kept layer, per utterance and per segment.
+
+    Parameters
+    ----------
+    enc : SpeechEncoder
+    batch : sequence of UttWork
+        One planned batch (:func:`plan_batches`).
+    layers : sequence of int
+        Layers kept (0..L), in store order.
+    facts : EncoderFacts, optional
+        ``EncoderFacts.of(enc)``, when the caller has it (spares computing it per batch).
+
+    Returns
+    -------
+    BatchResult
+        Per-utterance failures (unreadable audio, NaN samples, too long, segments past the end of
+        the audio) are in ``failed``; nothing is raised for them.
+    """
+    from phonalign.audio import load_audio
+
+    facts = facts if facts is not None else EncoderFacts.of(enc)
+    failed: list[tuple[int, LamError]] = []
+    waves, kept = [], []
+    for w in batch:
+        try:
+            wav = load_audio(w.audio_path, sr=SAMPLE_RATE, start=w.start, end=w.end)
+            check_length(facts, len(wav), path=w.audio_path, utt_id=w.utt_id)
+            if len(w.seg_start):
+                _check_segments_in_audio(w.seg_index, w.seg_start, w.seg_end, len(wav) / SAMPLE_RATE, w.utt_id,
+                                         w.audio_path, offset=float(w.start or 0.0))
+        except LamError as err:
+            err.utt_id = err.utt_id or w.utt_id
+            failed.append((w.pos, err))
+            continue
+        waves.append(wav)
+        kept.append(w)
+    if not kept:
+        return BatchResult(None, (), tuple(failed), 0.0, 0.0)
+    tf = time.perf_counter()
+    try:
+        hidden, valid = enc.forward(waves)
+        if enc.device.type == "cuda":
+            torch.cuda.synchronize(enc.device)  # time the forward, not its launch
+    except LamError as err:
+        failed.extend((w.pos, ExtractionError(str(err.message), utt_id=w.utt_id, hint=err.hint)) for w in kept)
+        return BatchResult(None, (), tuple(failed), 0.0, 0.0)
+    forward_seconds = time.perf_counter() - tf
+    span_b, span_f, span_s, done = [], [], [], []
+    for b, w in enumerate(kept):  # per utterance: its spans (vectorised within)
+        n = int(valid[b])
+        seg_first = np.zeros(0, np.int64)
+        seg_stop = np.zeros(0, np.int64)
+        if len(w.seg_start):
+            try:
+                # segment times are on the recording's timeline; frames on the utterance's
+                offset = float(w.start or 0.0)
+                seg_first, seg_stop = frames_for_segments(w.seg_start - offset, w.seg_end - offset,
+                                                          spec=enc.frame_spec, n_frames=n)
+            except LamError as err:
+                err.utt_id = w.utt_id
+                failed.append((w.pos, err))
+                continue
+        first = np.concatenate([[0], seg_first]).astype(np.int64)
+        stop = np.concatenate([[n], seg_stop]).astype(np.int64)
+        span_b.append(np.full(len(first), b))
+        span_f.append(first)
+        span_s.append(stop)
+        done.append(UttPooled(w.pos, len(waves[b]), first, stop))
+    pooled = None
+    if span_b:
+        if list(layers) == list(range(hidden.shape[0])):
+            selected = hidden
+        else:
+            selected = hidden[torch.as_tensor(np.asarray(layers, np.int64), device=hidden.device)]
+        pooled = pool_batch(selected, np.concatenate(span_b), np.concatenate(span_f),
+                            np.concatenate(span_s)).cpu().numpy()
+    return BatchResult(pooled, tuple(done), tuple(failed), forward_seconds,
+                       float(sum(len(x) for x in waves)) / SAMPLE_RATE)
+
+
+_ROW_COLUMNS = ("unit_id", "kind", "utt_id", "seg_index", "unit_class", "phone", "start", "end", "language",
+                "speaker", "corpus", "emotion", "split", "first_frame", "stop_frame", "input_fp")
+
+
+class _Writer:
+    """The one writer of a run: checks batch results, turns them into index rows and store chunks,
+    keeps the report. Every engine commits through it, in planned order."""
+
+    def __init__(self, *, plan: ExtractionPlan, report_dir: Path, report: dict, t0: float, chunk_rows: int,
+                 strict: bool, utt_ids: list[str], cols: dict[str, list], seg_tab: pa.Table | None,
+                 seg_rows: dict[str, tuple[int, int]], audio_path: Callable[[int], Path]) -> None:
+        self.plan, self.report_dir, self.report, self.t0 = plan, report_dir, report, t0
+        self.chunk_rows, self.strict = chunk_rows, strict
+        self.utt_ids, self.cols, self.seg_tab, self.seg_rows = utt_ids, cols, seg_tab, seg_rows
+        self.audio_path = audio_path
+        self.chunk = _Chunk()
+
+    def fail(self, pos: int, err: LamError) -> None:
+        """Record one utterance's failure (raise it with ``strict``)."""
+        if self.strict:
+            raise err
+        self.report["failed"][self.utt_ids[pos]] = err.to_report()
+
+    def segments_of(self, pos: int) -> pa.Table | None:
+        """The segment rows of utterance ``pos`` that get a vector (silence dropped), or None."""
+        u = self.utt_ids[pos]
+        if self.seg_tab is None or u not in self.seg_rows:
+            return None
+        a, z = self.seg_rows[u]
+        part = self.seg_tab.slice(a, z - a)
+        cls = np.asarray(part.column("unit_class").to_pylist(), dtype=object)
+        return part.filter(pa.array(~np.isin(cls, SKIPPED_CLASSES)))
+
+    def add(self, result: BatchResult) -> None:
+        """Commit one batch's results (whole utterances; a chunk is written when it is full).
+
+        An utterance whose vectors hold NaN or infinity fails here and none of its rows is kept:
+        a store never holds a non-finite value.
+        """
+        for pos, err in result.failed:
+            self.fail(pos, err)
+        self.report["forward_seconds"] += result.forward_seconds
+        if result.pooled is None:
+            return
+        finite = np.isfinite(result.pooled).all(axis=(0, 2))
+        keep = np.ones(result.pooled.shape[1], bool)
+        rows: dict[str, list] = {k: [] for k in _ROW_COLUMNS}
+        start = 0
+        for d in result.done:
+            u = self.utt_ids[d.pos]
+            k = len(d.first_frame)
+            if not finite[start:start + k].all():
+                keep[start:start + k] = False
+                start += k
+                self.fail(d.pos, ExtractionError(
+                    "the model's output for this utterance holds NaN or infinite values", path=self.audio_path(d.pos),
+                    utt_id=u, hint="check the recording (clipping, silence) or use float32 (--dtype)"))
+                continue
+            start += k
+            meta = [self.cols[name][d.pos] for name in ("language", "speaker", "corpus", "emotion", "split")]
+            rows["unit_id"].append(u)
+            rows["kind"].append("utt")
+            rows["utt_id"].append(u)
+            rows["seg_index"].append(-1)
+            rows["unit_class"].append("utterance")
+            rows["phone"].append(None)
+            offset = float(self.cols["start"][d.pos] or 0.0)  # an interval of a long recording
+            rows["start"].append(offset)
+            rows["end"].append(offset + d.n_samples / SAMPLE_RATE)
+            if k > 1:
+                seg_part = self.segments_of(d.pos)
+                if seg_part is None or seg_part.num_rows != k - 1:
+                    raise ExtractionError(f"a worker pooled {k - 1} segments, the segments table has "
+                                          f"{0 if seg_part is None else seg_part.num_rows}", utt_id=u,
+                                          hint="this is a bug: the work sent and the table disagree")
+                idx = seg_part.column("index").to_pylist()
+                rows["unit_id"].extend(f"{u}#{j}" for j in idx)
+                rows["kind"].extend(["segment"] * len(idx))
+                rows["utt_id"].extend([u] * len(idx))
+                rows["seg_index"].extend(idx)
+                rows["unit_class"].extend(seg_part.column("unit_class").to_pylist())
+                rows["phone"].extend(seg_part.column("phone").to_pylist())
+                rows["start"].extend(seg_part.column("start").to_pylist())
+                rows["end"].extend(seg_part.column("end").to_pylist())
+            for name, value in zip(("language", "speaker", "corpus", "emotion", "split"), meta, strict=True):
+                rows[name].extend([value] * k)
+            rows["first_frame"].extend(d.first_frame.tolist())
+            rows["stop_frame"].extend(d.stop_frame.tolist())
+            rows["input_fp"].extend([self.plan.fingerprints[u]] * k)
+            self.report["ok"] += 1
+        pooled = result.pooled if keep.all() else result.pooled[:, keep]
+        if pooled.shape[1]:
+            self.chunk.add(rows, pooled)
+            self.report["rows_written"] += int(pooled.shape[1])
+        if self.chunk.n >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the rows pooled so far and write the report."""
+        self.chunk.commit(self.plan.store, self.plan.chunk_prefix, self.plan.settings_fp)
+        _write_report(self.report_dir, self.report, self.t0)
+
+
 def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any, device: str = DEFAULT_DEVICE,
                      dtype: str = DEFAULT_DTYPE, batch_seconds: float = BATCH_SECONDS,
                      whisper_mode: str = DEFAULT_WHISPER_MODE, shard: str | tuple[int, int] = (0, 1),
-                     strict: bool = False, chunk_rows: int = CHUNK_ROWS,
-                     progress: bool = True, model_id: str | None = None, language: str | None = None,
-                     force: bool = False, allow_missing: bool = False, random_init: bool = False,
-                     init_seed: int = 0) -> dict:
+                     strict: bool = False, chunk_rows: int = CHUNK_ROWS, progress: bool = True,
+                     model_id: str | None = None, language: str | None = None, force: bool = False,
+                     allow_missing: bool = False, random_init: bool = False, init_seed: int = 0,
+                     store_dtype: str = "float32", layers: str | Sequence[int] | None = None) -> dict:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
     Parameters
@@ -565,16 +843,17 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     batch_seconds : float
         Cap on padded audio per batch, seconds.
     shard : (int, int) or str
-        ``(I, N)`` or ``"I/N"`` (:func:`parse_shard`): process the utterances of shard ``I`` of ``N`` (:func:`shard_of` of the utterance
-        id, stable when the corpus changes). Shards of one store may run at the same time; each
-        keeps its report in ``out_dir/shards/sIIIIofNNNN/`` and the last to finish merges them.
+        ``(I, N)`` or ``"I/N"`` (:func:`parse_shard`): process the utterances of shard ``I`` of ``N``
+        (:func:`shard_of` of the utterance id, stable when the corpus changes). Shards of one store
+        may run at the same time; each keeps its report in ``out_dir/shards/sIIIIofNNNN/`` and the
+        last to finish merges them.
     strict : bool
         Stop at the first failing utterance instead of recording it and going on.
     language : str, optional
         Only utterances of this ``language`` (e.g. ``en``), to make one store per corpus side; for a
         plain corpus folder (which does not say its language) it is also the utterances' language.
     chunk_rows : int
-        Rows per committed chunk (memory held before a commit: ``chunk_rows x (L+1) x H x 4`` bytes).
+        Rows per committed chunk (memory held before a commit: ``chunk_rows x layers x H x 4`` bytes).
     force : bool
         Accept a store made with another model or settings (its contents are replaced; unsharded
         runs only) or from another corpus (its utterances are dropped).
@@ -585,7 +864,11 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
         Extract with the same architecture but freshly initialised weights (:func:`random_init_model`),
         the untrained control. The store's settings then say ``weights: random-init`` and the seed,
         so it is never taken for the trained model and `lam similarity` refuses to mix the two.
-
+    store_dtype : ``float32`` | ``float16`` | ``bfloat16``
+        Precision of the stored arrays (see :mod:`analysis.store`); pooling is always float32.
+    layers : str or sequence of int, optional
+        Layers to keep (``"0,6-12"`` or ``[0, 6, 7, ...]``, see :func:`analysis.store.parse_layers`);
+        default every layer 0..L.
     Returns
     -------
     dict
@@ -618,6 +901,8 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     t0 = time.perf_counter()
     src, out = Path(aligned_dir), Path(out_dir)
     i_shard, n_shards = parse_shard(shard)
+    if store_dtype not in STORE_DTYPES:
+        raise ExtractionError(f"unknown store dtype {store_dtype!r}", hint=f"use one of {', '.join(STORE_DTYPES)}")
     utts, segs = _read_inputs(src, language=language)
     if language is not None:
         keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language
@@ -633,14 +918,14 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
                                batch_seconds=batch_seconds, whisper_mode=whisper_mode, i_shard=i_shard,
                                n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, progress=progress,
                                model_id=model_id, language=language, force=force, allow_missing=allow_missing,
-                               random_init=random_init, init_seed=init_seed)
+                               random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers)
 
 
 def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, segs: pa.Table | None, *,
                     t0: float, model: Any, device: str, dtype: str, batch_seconds: float, whisper_mode: str,
                     i_shard: int, n_shards: int, strict: bool, chunk_rows: int, progress: bool,
                     model_id: str | None, language: str | None, force: bool, allow_missing: bool,
-                    random_init: bool = False, init_seed: int = 0) -> dict:
+                    random_init: bool, init_seed: int, store_dtype: str, layers: str | Sequence[int] | None) -> dict:
     """:func:`extract_features` once the output folder is held."""
     seg_rows = _segments_by_utt(segs)
     extra: dict | None = None
@@ -658,17 +943,17 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
     else:
         enc = load_encoder(model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
                            allow_missing=allow_missing)
-    plan = plan_extraction(out, src, utts, segs, enc, language=language, shard=(i_shard, n_shards), force=force,
-                           extra_settings=extra)
-    store, settings_fp, fps = plan.store, plan.settings_fp, plan.fingerprints
+    facts = EncoderFacts.of(enc)
+    plan = plan_extraction(out, src, utts, segs, facts, language=language, shard=(i_shard, n_shards),
+                           force=force, layers=layers, store_dtype=store_dtype, extra_settings=extra)
     report_dir = out if folder.shard_name is None else make_dirs(out / "shards" / folder.shard_name)
-    config = ExtractConfig(model=enc.model_id, device=str(enc.device), dtype=enc.dtype_name,
+    config = ExtractConfig(model=facts.model_id, device=facts.device, dtype=facts.dtype,
                            batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
-                           n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, random_init=random_init,
-                           init_seed=init_seed)
-    write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src), "language": language,
-                                                        "settings": plan.meta["settings"],
-                                                        "model": enc.identity.to_dict()})
+                           n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, store_dtype=store_dtype,
+                           layers=tuple(plan.layers), random_init=random_init, init_seed=init_seed)
+    write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src),
+                                                        "language": language, "settings": plan.meta["settings"],
+                                                        "model": facts.identity})
 
     utt_ids = utts.column("utt_id").to_pylist()
     cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
@@ -677,173 +962,94 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
     def audio_path(i: int) -> Path:
         return _audio_path(src, cols["audio_path"][i])
 
-    mine, todo = plan.mine, plan.todo
-    prefix = plan.chunk_prefix
-    dropped, redone = plan.dropped, plan.redone
-    report = {"step": "features", "model": enc.model_id, "model_digest": enc.identity.digest,
-              "shard": f"{i_shard}/{n_shards}", "input": str(src),
-              "utterances_in_shard": int(len(mine)), "skipped_done": int(len(mine) - len(todo)), "ok": 0,
-              "redone": redone, "dropped": dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
+    report = {"step": "features", "model": facts.model_id, "model_digest": facts.identity.get("digest"),
+              "shard": f"{i_shard}/{n_shards}", "input": str(src), "utterances_in_shard": int(len(plan.mine)),
+              "skipped_done": int(len(plan.mine) - len(plan.todo)), "ok": 0, "redone": plan.redone,
+              "dropped": plan.dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
+    writer = _Writer(plan=plan, report_dir=report_dir, report=report, t0=t0, chunk_rows=chunk_rows,
+                     strict=strict, utt_ids=utt_ids, cols=cols, seg_tab=segs, seg_rows=seg_rows,
+                     audio_path=audio_path)
+    bar = None
+    try:
+        batches, lengths = _plan(plan.todo, facts, writer=writer, audio_path=audio_path,
+                                 batch_seconds=batch_seconds)
+        work = [[UttWork(pos=i, utt_id=utt_ids[i], audio_path=str(audio_path(i)),
+                         seconds=lengths[i] / SAMPLE_RATE, start=cols["start"][i], end=cols["end"][i],
+                         **_segment_spans(writer, i)) for i in batch]
+                for batch in batches]
+        bar = _progress(len(plan.todo), progress, facts.model_id)
+        bar.update(len(plan.todo) - len(lengths))  # failed while planning
+        results = _local_results(enc, facts, work, layers=plan.layers, progress=bar)
+        for result in results:
+            writer.add(result)
+    except BaseException:
+        # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug;
+        # after a full disk this fails too, with its own one-line error)
+        if bar is not None:
+            bar.close()
+        writer.flush()
+        raise
+    bar.close()
+    writer.flush()
+    if folder.shard_name is not None:
+        merge_shard_reports(out)
+    return report
 
-    def fail(i: int, err: LamError) -> None:
-        if strict:
-            raise err
-        report["failed"][utt_ids[i]] = err.to_report()
 
-    from phonalign.audio import audio_duration, load_audio
+def _local_results(enc: SpeechEncoder, facts: EncoderFacts, work: Sequence[Sequence[UttWork]], *,
+                   layers: Sequence[int], progress: Progress) -> Iterator[BatchResult]:
+    """The local engine: every planned batch computed in this process, in order."""
+    for batch in work:
+        result = pool_work(enc, batch, layers=layers, facts=facts)
+        progress.update(len(batch))
+        yield result
 
-    def offset(i: int) -> float:
-        """Where utterance ``i`` starts in its recording (an interval of a long recording), seconds."""
-        return float(cols["start"][i] or 0.0)
+
+def _plan(todo: list[int], facts: EncoderFacts, *, writer: _Writer, audio_path: Callable[[int], Path],
+          batch_seconds: float) -> tuple[list[list[int]], dict[int, int]]:
+    """Batches of utterance positions, planned from the file headers' durations (audio is decoded
+    batch by batch, so memory holds one batch, not the corpus), and each utterance's length in
+    samples. Unreadable and too long or too short utterances are recorded as failed here."""
+    from phonalign.audio import audio_duration
 
     def duration(i: int) -> float:
-        if cols["start"][i] is None and cols["end"][i] is None:
+        """Seconds of utterance ``i``: its recording, or its interval of a long recording."""
+        start, end = writer.cols["start"][i], writer.cols["end"][i]
+        if start is None and end is None:
             return audio_duration(audio_path(i))
-        end = cols["end"][i]
-        return (audio_duration(audio_path(i)) if end is None else float(end)) - offset(i)
+        return (audio_duration(audio_path(i)) if end is None else float(end)) - float(start or 0.0)
 
-    def check_length(i: int, n: int) -> None:
-        if enc.max_samples is not None and n > enc.max_samples:
-            raise ExtractionError(f"{n / SAMPLE_RATE:.2f} s is longer than the model's "
-                                  f"{enc.max_samples / SAMPLE_RATE:.0f} s window", path=audio_path(i),
-                                  utt_id=utt_ids[i], hint="split long recordings before alignment")
-        if n < enc.min_samples:
-            raise ExtractionError(f"{n} samples is shorter than one frame ({enc.min_samples} samples)",
-                                  path=audio_path(i), utt_id=utt_ids[i], hint="drop utterances this short")
-
-    # Batches are planned from the file headers' durations; audio is decoded batch by batch so
-    # that memory holds one batch, not the corpus.
-    bar = _progress(len(todo), progress, enc.model_id)
     lengths: dict[int, int] = {}
     for i in todo:
         try:
             n = int(round(duration(i) * SAMPLE_RATE))
-            check_length(i, n)
+            check_length(facts, n, path=audio_path(i), utt_id=writer.utt_ids[i])
         except LamError as err:
-            err.utt_id = err.utt_id or utt_ids[i]
-            fail(i, err)
-            bar.update(1)
+            err.utt_id = err.utt_id or writer.utt_ids[i]
+            writer.fail(i, err)
             continue
         lengths[i] = n
     ids = np.array(list(lengths), np.int64)
-    fixed = 30.0 if (enc.model_type == "whisper" and enc.whisper_mode == "crop") else None
-    batches = [ids[b] for b in plan_batches(np.array([lengths[i] for i in ids]), batch_seconds=batch_seconds,
-                                            fixed_seconds=fixed)] if ids.size else []
-    chunk = _Chunk()
-    seg_tab = segs
-    try:
-        for batch in batches:
-            waves, kept = [], []
-            for i in batch:
-                i = int(i)
-                try:
-                    wav = load_audio(audio_path(i), sr=SAMPLE_RATE, start=cols["start"][i], end=cols["end"][i])
-                    check_length(i, len(wav))
-                except LamError as err:
-                    err.utt_id = err.utt_id or utt_ids[i]
-                    fail(i, err)
-                    bar.update(1)
-                    continue
-                lengths[i] = len(wav)
-                waves.append(wav)
-                kept.append(i)
-            if not kept:
-                continue
-            batch = np.array(kept, np.int64)
-            tf = time.perf_counter()
-            try:
-                hidden, valid = enc.forward(waves)
-                if enc.device.type == "cuda":
-                    torch.cuda.synchronize(enc.device)  # time the forward, not its launch
-            except LamError as err:
-                for i in batch:
-                    fail(int(i), ExtractionError(str(err.message), utt_id=utt_ids[i], hint=err.hint))
-                bar.update(len(batch))
-                continue
-            report["forward_seconds"] += time.perf_counter() - tf
-            pooled_utts: list[tuple[int, int]] = []  # (utterance, rows) in pooling order
-            span_b, span_f, span_s, rows = [], [], [], {k: [] for k in (
-                "unit_id", "kind", "utt_id", "seg_index", "unit_class", "phone", "start", "end", "language",
-                "speaker", "corpus", "emotion", "split", "first_frame", "stop_frame", "input_fp")}
-            for b, i in enumerate(batch):  # per utterance: gather its segment rows (vectorised within)
-                i = int(i)
-                u = utt_ids[i]
-                n = int(valid[b])
-                meta = [cols["language"][i], cols["speaker"][i], cols["corpus"][i], cols["emotion"][i], cols["split"][i]]
-                seg_first = np.zeros(0, np.int64)
-                seg_stop = np.zeros(0, np.int64)
-                seg_part = None
-                if u in seg_rows:
-                    a, z = seg_rows[u]
-                    part = seg_tab.slice(a, z - a)
-                    cls = np.asarray(part.column("unit_class").to_pylist(), dtype=object)
-                    keep = ~np.isin(cls, SKIPPED_CLASSES)
-                    seg_part = part.filter(pa.array(keep))
-                    if seg_part.num_rows:
-                        try:
-                            # segment times are on the recording's timeline; frames on the utterance's
-                            _check_segments_in_audio(seg_part, lengths[i] / SAMPLE_RATE, u, audio_path(i),
-                                                     offset=offset(i))
-                            seg_first, seg_stop = frames_for_segments(
-                                seg_part.column("start").to_numpy() - offset(i),
-                                seg_part.column("end").to_numpy() - offset(i), spec=enc.frame_spec, n_frames=n)
-                        except LamError as err:
-                            err.utt_id = u
-                            fail(i, err)
-                            continue
-                k = 1 + len(seg_first)
-                span_b.append(np.full(k, b))
-                span_f.append(np.concatenate([[0], seg_first]))
-                span_s.append(np.concatenate([[n], seg_stop]))
-                rows["unit_id"].append(u)
-                rows["kind"].append("utt")
-                rows["utt_id"].append(u)
-                rows["seg_index"].append(-1)
-                rows["unit_class"].append("utterance")
-                rows["phone"].append(None)
-                rows["start"].append(offset(i))
-                rows["end"].append(offset(i) + lengths[i] / SAMPLE_RATE)
-                if seg_part is not None and seg_part.num_rows:
-                    idx = seg_part.column("index").to_pylist()
-                    rows["unit_id"].extend(f"{u}#{j}" for j in idx)
-                    rows["kind"].extend(["segment"] * len(idx))
-                    rows["utt_id"].extend([u] * len(idx))
-                    rows["seg_index"].extend(idx)
-                    rows["unit_class"].extend(seg_part.column("unit_class").to_pylist())
-                    rows["phone"].extend(seg_part.column("phone").to_pylist())
-                    rows["start"].extend(seg_part.column("start").to_pylist())
-                    rows["end"].extend(seg_part.column("end").to_pylist())
-                for name, value in zip(("language", "speaker", "corpus", "emotion", "split"), meta):
-                    rows[name].extend([value] * k)
-                rows["first_frame"].extend(span_f[-1].tolist())
-                rows["stop_frame"].extend(span_s[-1].tolist())
-                rows["input_fp"].extend([fps[u]] * k)
-                pooled_utts.append((i, k))
-            if span_b:
-                pooled = pool_batch(hidden, np.concatenate(span_b), np.concatenate(span_f),
-                                    np.concatenate(span_s)).cpu().numpy()
-                rows, pooled, n_bad = _drop_nonfinite(rows, pooled, pooled_utts, fail, utt_ids, audio_path)
-                if pooled.shape[1]:
-                    chunk.add(rows, pooled)
-                report["ok"] += len(pooled_utts) - n_bad
-                report["rows_written"] += int(pooled.shape[1])
-            bar.update(len(batch))
-            if chunk.n >= chunk_rows:
-                chunk.commit(store, prefix, settings_fp)
-                _write_report(report_dir, report, t0)
-    except BaseException:
-        # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug;
-        # after a full disk this fails too, with its own one-line error)
-        bar.close()
-        chunk.commit(store, prefix, settings_fp)
-        _write_report(report_dir, report, t0)
-        raise
-    chunk.commit(store, prefix, settings_fp)
-    bar.close()
-    final = _write_report(report_dir, report, t0)
-    if folder.shard_name is not None:
-        merge_shard_reports(out)
-    return final
+    if not ids.size:
+        return [], lengths
+    fixed = 30.0 if (facts.model_type == "whisper" and facts.whisper_mode == "crop") else None
+    plan = plan_batches(np.array([lengths[i] for i in ids]), batch_seconds=batch_seconds, fixed_seconds=fixed)
+    return [[int(i) for i in ids[b]] for b in plan], lengths
+
+
+def _segment_spans(writer: _Writer, pos: int) -> dict[str, np.ndarray]:
+    """Indices and start and end times (seconds, float64) of the segments of utterance ``pos`` that
+    get a vector."""
+    part = writer.segments_of(pos)
+    if part is None or not part.num_rows:
+        return {"seg_index": np.zeros(0, np.int64), "seg_start": np.zeros(0), "seg_end": np.zeros(0)}
+    return {"seg_index": part.column("index").to_numpy(zero_copy_only=False).astype(np.int64),
+            "seg_start": part.column("start").to_numpy(zero_copy_only=False).astype(np.float64),
+            "seg_end": part.column("end").to_numpy(zero_copy_only=False).astype(np.float64)}
+
+
+def _progress(total: int, enabled: bool, name: str) -> Progress:
+    return progress_bar(total, desc=f"features {name}", item="utt", progress=enabled)
 
 
 def _write_report(out: Path, report: dict, t0: float) -> dict:
@@ -853,9 +1059,6 @@ def _write_report(out: Path, report: dict, t0: float) -> dict:
     return report
 
 
-def _progress(total: int, enabled: bool, name: str) -> Progress:
-    return progress_bar(total, desc=f"features {name}", item="utt", progress=enabled)
-
-
-__all__ = ["extract_features", "plan_batches", "random_init_model", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",
-           "merge_shard_reports", "STORE_FOLDER", "plan_extraction", "ExtractionPlan"]
+__all__ = ["extract_features", "parse_shard", "plan_batches", "random_init_model", "ExtractConfig", "SKIPPED_CLASSES",
+           "StoreError", "shard_of", "merge_shard_reports", "STORE_FOLDER", "plan_extraction", "ExtractionPlan",
+           "EncoderFacts", "UttWork", "BatchResult", "pool_work"]
