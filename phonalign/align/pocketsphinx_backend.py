@@ -538,6 +538,12 @@ class PocketsphinxAligner(Aligner):
         self.mp_context = mp_context
         self._local: _Worker | None = None
 
+    def __getstate__(self) -> dict:
+        # the decoder of -j 1 runs belongs to this process; a copy (a Ray worker) builds its own
+        state = dict(self.__dict__)
+        state["_local"] = None
+        return state
+
     def check_available(self) -> None:
         try:
             import pocketsphinx  # noqa: F401

@@ -47,6 +47,11 @@ it, the same for every backend:
   or edited run followed by a rerun gives the same tables as one fresh run.
 * **Failures** are recorded per utterance and the batch goes on; ``strict=True`` stops at the first
   (after saving what is done) and raises its error.
+* **Engines**: the backend's results come from the backend itself (``engine="local"``, with
+  ``jobs`` processes) or from Ray tasks running it on a cluster (``engine="ray"``,
+  :mod:`phonalign.align.ray_engine`), handed back in input order by chunk. Everything above is
+  done here, by the same code for both, so outputs and resume are the same; the engine is not
+  part of the run's fingerprint, and a run started with one engine can be finished with the other.
 * **A writer process** formats and writes the TextGrids of runs of :data:`WRITER_PROCESS_FROM`
   utterances or more (tiers handed over as packed bytes through a pipe, never pickle), so that
   creating thousands of files overlaps with reading and classifying; a chunk is committed only
@@ -70,6 +75,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..audio import audio_duration
+from ..engine import EngineConfig, EngineError, WorkProgress, resolve_engine
 from ..errors import (
     AlignerError,
     DamagedFileError,
@@ -438,6 +444,7 @@ def align_corpus(
     corpus_report: dict | None = None,
     force: bool = False,
     drop_suspect: bool = False,
+    engine: str | EngineConfig | None = None,
 ) -> dict:
     """Align ``utterances`` with ``aligner`` and write the aligned-corpus directory ``out_dir``.
 
@@ -474,6 +481,9 @@ def align_corpus(
     drop_suspect : bool
         Leave utterances flagged ``suspect`` (:mod:`phonalign.align.quality`) out of
         ``segments.parquet``; they stay in ``utterances.parquet`` and the report with their reason.
+    engine : ``"local"``, ``"ray"`` or :class:`~phonalign.engine.EngineConfig`, optional
+        Where the backend runs (default local; see :mod:`phonalign.engine`). With Ray, ``jobs``
+        must be 1: the engine's ``workers`` say how many chunks run at once.
 
     Returns
     -------
@@ -510,19 +520,27 @@ def align_corpus(
     options = options if options is not None else ClassOptions()
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
+    engine = resolve_engine(engine)
+    if engine.name == "ray":
+        if jobs != 1:
+            raise EngineError("-j/--jobs is for --engine local", hint="with --engine ray, --workers says how many "
+                              "chunks run at once (default: the cluster's CPUs)")
+        from ..ray_cluster import import_ray
+
+        import_ray()  # a clear error now, before any work, when Ray is not installed
     aligner.check_available()
     if corpus_report is None:
         corpus_report = getattr(utterances, "report", None) or {}
     with output_folder(out_dir, step="align", rules=ALIGN_FOLDER):
         return _align_locked(utterances, Path(out_dir), aligner, strict=strict, phone_set=phone_set,
                              options=options, jobs=jobs, progress=progress, chunk_size=chunk_size,
-                             corpus_report=corpus_report, force=force, drop_suspect=drop_suspect)
+                             corpus_report=corpus_report, force=force, drop_suspect=drop_suspect, engine=engine)
 
 
 def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, *, strict: bool,
                   phone_set: str | None, options, jobs: int, progress: bool, chunk_size: int,
-                  corpus_report: dict, force: bool, drop_suspect: bool) -> dict:
-    """:func:`align_corpus` once the output folder is held."""
+                  corpus_report: dict, force: bool, drop_suspect: bool, engine: EngineConfig) -> dict:
+    """:func:`align_corpus` once the output folder is held (whatever the engine: workers only compute)."""
     from ..audio import load_audio
     from ..phonesets import detect_phone_set
     from ..provenance import write_run_info
@@ -671,10 +689,18 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             for utt, alignment, info in batch:
                 finish(utt, alignment, info, ps)
 
-        bar = _progress(len(todo), "aligning", progress)
+        work = WorkProgress(len(todo), sum(durations[u.utt_id] for u in todo), desc="aligning", enabled=progress)
+        # intervals of long recordings are cut here (OUT/work/intervals; Ray workers read them there)
         staged, shifts = _stage_intervals(todo, workdir, aligner)
-        for result in aligner.align(staged, workdir, jobs=jobs) if staged else ():
-            bar.update(1)
+        if engine.name == "ray" and staged:
+            from .ray_engine import align_results
+
+            results = align_results(aligner, staged, durations, engine=engine, on_done=work.update)
+        else:
+            results = aligner.align(staged, workdir, jobs=jobs) if staged else iter(())
+        for result in results:
+            if engine.name == "local":
+                work.update(1, durations.get(result.utt_id, 0.0))
             found = by_id.get(result.utt_id)
             if found is None or result.utt_id in finished:
                 raise AlignerError(f"the {aligner.name!r} backend returned an unexpected or repeated "
@@ -700,7 +726,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             finish(utt, alignment, result.info, ps)
         for language in list(waiting):
             release(language)
-        bar.close()
+        work.close()
         for utt in todo:
             if utt.utt_id not in finished:
                 fail(utt.utt_id, AlignerError(f"the {aligner.name!r} backend returned no result",
@@ -725,6 +751,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
         "options": options.to_dict(),
         "strict": strict,
         "jobs": jobs,
+        "engine": engine,
         "chunk_size": chunk_size,
         "drop_suspect": drop_suspect,
         "n_utterances": len(utts),
