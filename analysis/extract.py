@@ -39,6 +39,7 @@ non-finite model output, too long for Whisper, a Ray worker that keeps dying, ..
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -51,11 +52,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from phonalign.engine import EngineConfig, WorkProgress, resolve_engine
 from phonalign.errors import LamError, OutputFolderError
 from phonalign.fingerprint import differences, digest, file_signature
 from phonalign.fsutil import atomic_write_json, make_dirs, read_json, read_parquet
 from phonalign.outdir import FolderRules, OutputFolder, output_folder
-from phonalign.progress import Progress, progress_bar
 from phonalign.provenance import write_run_info
 
 from .defaults import BATCH_SECONDS, CHUNK_ROWS, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_WHISPER_MODE
@@ -827,7 +828,8 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
                      strict: bool = False, chunk_rows: int = CHUNK_ROWS, progress: bool = True,
                      model_id: str | None = None, language: str | None = None, force: bool = False,
                      allow_missing: bool = False, random_init: bool = False, init_seed: int = 0,
-                     store_dtype: str = "float32", layers: str | Sequence[int] | None = None) -> dict:
+                     store_dtype: str = "float32", layers: str | Sequence[int] | None = None,
+                     engine: str | EngineConfig | None = None) -> dict:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
     Parameters
@@ -869,6 +871,12 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     layers : str or sequence of int, optional
         Layers to keep (``"0,6-12"`` or ``[0, 6, 7, ...]``, see :func:`analysis.store.parse_layers`);
         default every layer 0..L.
+    engine : ``"local"``, ``"ray"`` or :class:`phonalign.engine.EngineConfig`, optional
+        Where batches are computed (default here; see :mod:`phonalign.engine`): with Ray, actors
+        load the model (``model`` as an id or path, or a built model sent to them) and the
+        batches planned here run there; this process still holds the store folder, plans, and
+        writes the store and the report.
+
     Returns
     -------
     dict
@@ -903,6 +911,7 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     i_shard, n_shards = parse_shard(shard)
     if store_dtype not in STORE_DTYPES:
         raise ExtractionError(f"unknown store dtype {store_dtype!r}", hint=f"use one of {', '.join(STORE_DTYPES)}")
+    engine = resolve_engine(engine)
     utts, segs = _read_inputs(src, language=language)
     if language is not None:
         keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language
@@ -912,96 +921,113 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
         utts = utts.filter(pa.array(keep))
     if segs is not None:
         segs = segs.sort_by([("utt_id", "ascending"), ("index", "ascending")])
+    # the folder is held for the whole run, whatever the engine: the workers only compute
     with output_folder(out, step="features", rules=STORE_FOLDER,
                        shard=(i_shard, n_shards) if n_shards > 1 else None) as folder:
         return _extract_locked(src, out, folder, utts, segs, t0=t0, model=model, device=device, dtype=dtype,
                                batch_seconds=batch_seconds, whisper_mode=whisper_mode, i_shard=i_shard,
                                n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, progress=progress,
                                model_id=model_id, language=language, force=force, allow_missing=allow_missing,
-                               random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers)
+                               random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers,
+                               engine=engine)
 
 
 def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, segs: pa.Table | None, *,
                     t0: float, model: Any, device: str, dtype: str, batch_seconds: float, whisper_mode: str,
                     i_shard: int, n_shards: int, strict: bool, chunk_rows: int, progress: bool,
                     model_id: str | None, language: str | None, force: bool, allow_missing: bool,
-                    random_init: bool, init_seed: int, store_dtype: str, layers: str | Sequence[int] | None) -> dict:
+                    random_init: bool, init_seed: int, store_dtype: str, layers: str | Sequence[int] | None,
+                    engine: EngineConfig) -> dict:
     """:func:`extract_features` once the output folder is held."""
     seg_rows = _segments_by_utt(segs)
     extra: dict | None = None
+    do_normalize: bool | None = None
     if random_init:
-        fresh, model_id, preprocessor = random_init_model(model, seed=init_seed, model_id=model_id)
+        # built here, from the seed, whatever the engine: Ray actors get these very weights
+        model, model_id, preprocessor = random_init_model(model, seed=init_seed, model_id=model_id)
         do_normalize = None if preprocessor is None or "do_normalize" not in preprocessor \
             else bool(preprocessor["do_normalize"])
-        enc = load_encoder(fresh, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
-                           do_normalize=do_normalize)
-        enc.revision = None  # no checkpoint revision describes these weights
         # only untrained stores carry these keys, so stores made before them resume unchanged
         extra = {"weights": "random-init", "init_seed": int(init_seed)}
-    elif isinstance(model, SpeechEncoder):
-        enc = model
-    else:
-        enc = load_encoder(model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
-                           allow_missing=allow_missing)
-    facts = EncoderFacts.of(enc)
-    plan = plan_extraction(out, src, utts, segs, facts, language=language, shard=(i_shard, n_shards),
-                           force=force, layers=layers, store_dtype=store_dtype, extra_settings=extra)
-    report_dir = out if folder.shard_name is None else make_dirs(out / "shards" / folder.shard_name)
-    config = ExtractConfig(model=facts.model_id, device=facts.device, dtype=facts.dtype,
-                           batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
-                           n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, store_dtype=store_dtype,
-                           layers=tuple(plan.layers), random_init=random_init, init_seed=init_seed)
-    write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src),
-                                                        "language": language, "settings": plan.meta["settings"],
-                                                        "model": facts.identity})
+    load_kw = dict(device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
+                   do_normalize=do_normalize, allow_missing=allow_missing)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        enc: SpeechEncoder | None = None
+        if engine.name == "ray":
+            from .ray_extract import RayExtractPool
 
-    utt_ids = utts.column("utt_id").to_pylist()
-    cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
-            for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split", "start", "end")}
+            pool = stack.enter_context(RayExtractPool(engine, model=model, untrained=random_init, **load_kw))
+            assert pool.facts is not None  # set on entering the pool
+            facts = pool.facts
+        else:
+            enc = model if isinstance(model, SpeechEncoder) else load_encoder(model, **load_kw)
+            if random_init:
+                enc.revision = None  # no checkpoint revision describes these weights
+            facts = EncoderFacts.of(enc)
+        plan = plan_extraction(out, src, utts, segs, facts, language=language, shard=(i_shard, n_shards),
+                               force=force, layers=layers, store_dtype=store_dtype, extra_settings=extra)
+        report_dir = out if folder.shard_name is None else make_dirs(out / "shards" / folder.shard_name)
+        config = ExtractConfig(model=facts.model_id, device=facts.device, dtype=facts.dtype,
+                               batch_seconds=batch_seconds, whisper_mode=whisper_mode, shard_index=i_shard,
+                               n_shards=n_shards, strict=strict, chunk_rows=chunk_rows, store_dtype=store_dtype,
+                               layers=tuple(plan.layers), random_init=random_init, init_seed=init_seed)
+        write_run_info(report_dir, step="features", config={**asdict(config), "input": str(src),
+                                                            "language": language, "settings": plan.meta["settings"],
+                                                            "model": facts.identity, "engine": engine})
 
-    def audio_path(i: int) -> Path:
-        return _audio_path(src, cols["audio_path"][i])
+        utt_ids = utts.column("utt_id").to_pylist()
+        cols = {name: utts.column(name).to_pylist() if name in utts.column_names else [None] * utts.num_rows
+                for name in ("audio_path", "language", "speaker", "corpus", "emotion", "split", "start", "end")}
 
-    report = {"step": "features", "model": facts.model_id, "model_digest": facts.identity.get("digest"),
-              "shard": f"{i_shard}/{n_shards}", "input": str(src), "utterances_in_shard": int(len(plan.mine)),
-              "skipped_done": int(len(plan.mine) - len(plan.todo)), "ok": 0, "redone": plan.redone,
-              "dropped": plan.dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
-    writer = _Writer(plan=plan, report_dir=report_dir, report=report, t0=t0, chunk_rows=chunk_rows,
-                     strict=strict, utt_ids=utt_ids, cols=cols, seg_tab=segs, seg_rows=seg_rows,
-                     audio_path=audio_path)
-    bar = None
-    try:
-        batches, lengths = _plan(plan.todo, facts, writer=writer, audio_path=audio_path,
-                                 batch_seconds=batch_seconds)
-        work = [[UttWork(pos=i, utt_id=utt_ids[i], audio_path=str(audio_path(i)),
-                         seconds=lengths[i] / SAMPLE_RATE, start=cols["start"][i], end=cols["end"][i],
-                         **_segment_spans(writer, i)) for i in batch]
-                for batch in batches]
-        bar = _progress(len(plan.todo), progress, facts.model_id)
-        bar.update(len(plan.todo) - len(lengths))  # failed while planning
-        results = _local_results(enc, facts, work, layers=plan.layers, progress=bar)
-        for result in results:
-            writer.add(result)
-    except BaseException:
-        # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug;
-        # after a full disk this fails too, with its own one-line error)
-        if bar is not None:
-            bar.close()
+        def audio_path(i: int) -> Path:
+            return _audio_path(src, cols["audio_path"][i])
+
+        report = {"step": "features", "model": facts.model_id, "model_digest": facts.identity.get("digest"),
+                  "shard": f"{i_shard}/{n_shards}", "input": str(src), "utterances_in_shard": int(len(plan.mine)),
+                  "skipped_done": int(len(plan.mine) - len(plan.todo)), "ok": 0, "redone": plan.redone,
+                  "dropped": plan.dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
+        writer = _Writer(plan=plan, report_dir=report_dir, report=report, t0=t0, chunk_rows=chunk_rows,
+                         strict=strict, utt_ids=utt_ids, cols=cols, seg_tab=segs, seg_rows=seg_rows,
+                         audio_path=audio_path)
+        bar: WorkProgress | None = None
+        try:
+            batches, lengths = _plan(plan.todo, facts, writer=writer, audio_path=audio_path,
+                                     batch_seconds=batch_seconds)
+            work = [[UttWork(pos=i, utt_id=utt_ids[i], audio_path=str(audio_path(i)),
+                             seconds=lengths[i] / SAMPLE_RATE, start=cols["start"][i], end=cols["end"][i],
+                             **_segment_spans(writer, i)) for i in batch]
+                    for batch in batches]
+            bar = WorkProgress(len(plan.todo), sum(lengths.values()) / SAMPLE_RATE,
+                               desc=f"features {facts.model_id}", enabled=progress)
+            bar.update(len(plan.todo) - len(lengths))  # failed while planning
+            if pool is not None:
+                results = pool.run(work, layers=plan.layers, on_done=bar.update)
+            else:
+                assert enc is not None
+                results = _local_results(enc, facts, work, layers=plan.layers, progress=bar)
+            for result in results:
+                writer.add(result)
+        except BaseException:
+            # keep the whole utterances already pooled, whatever stopped us (--strict, Ctrl-C, a bug;
+            # after a full disk this fails too, with its own one-line error)
+            if bar is not None:
+                bar.close()
+            writer.flush()
+            raise
+        bar.close()
         writer.flush()
-        raise
-    bar.close()
-    writer.flush()
     if folder.shard_name is not None:
         merge_shard_reports(out)
     return report
 
 
 def _local_results(enc: SpeechEncoder, facts: EncoderFacts, work: Sequence[Sequence[UttWork]], *,
-                   layers: Sequence[int], progress: Progress) -> Iterator[BatchResult]:
+                   layers: Sequence[int], progress: WorkProgress) -> Iterator[BatchResult]:
     """The local engine: every planned batch computed in this process, in order."""
     for batch in work:
         result = pool_work(enc, batch, layers=layers, facts=facts)
-        progress.update(len(batch))
+        progress.update(len(batch), sum(w.seconds for w in batch))
         yield result
 
 
@@ -1046,10 +1072,6 @@ def _segment_spans(writer: _Writer, pos: int) -> dict[str, np.ndarray]:
     return {"seg_index": part.column("index").to_numpy(zero_copy_only=False).astype(np.int64),
             "seg_start": part.column("start").to_numpy(zero_copy_only=False).astype(np.float64),
             "seg_end": part.column("end").to_numpy(zero_copy_only=False).astype(np.float64)}
-
-
-def _progress(total: int, enabled: bool, name: str) -> Progress:
-    return progress_bar(total, desc=f"features {name}", item="utt", progress=enabled)
 
 
 def _write_report(out: Path, report: dict, t0: float) -> dict:

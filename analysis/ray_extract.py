@@ -1,0 +1,222 @@
+"""Feature extraction on a Ray cluster (``lam features --engine ray``): actors that keep the model loaded.
+
+:func:`analysis.extract.extract_features` plans the batches exactly as for the local engine
+(same order, same padding caps), then :class:`RayExtractPool` sends units of consecutive batches
+(about ``chunk_seconds`` of audio each) to ``workers`` actors. Each actor loads the model once
+(on its GPU with ``gpus_per_worker``), computes every batch with the same
+:func:`analysis.extract.pool_work` as the local engine, and returns the pooled vectors; the
+driver commits them through the same writer, in planned order, so the store is the one a local
+run would write (bit for bit when the actors run the same number of threads on the same kind of
+device; see docs/scale.md).
+
+Faults: an actor whose process dies is restarted (the model loaded again) and its unit retried,
+up to ``max_retries`` times each; a unit that still fails is reported per utterance in
+``report.json`` and the run goes on with the actors left. Errors in the model's set-up (a model
+that cannot be loaded, float16 on a CPU node) are raised on the driver as they would be locally.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from phonalign.engine import EngineConfig, EngineError, cut_by_duration
+from phonalign.errors import LamError
+from phonalign.ray_cluster import connect, default_workers
+
+from .errors import ExtractionError
+from .extract import BatchResult, EncoderFacts, UttWork, pool_work
+from .models import SpeechEncoder, load_encoder
+
+__all__ = ["RayExtractPool", "ACTOR_NAME", "MAX_UNIT_BYTES"]
+
+log = logging.getLogger(__name__)
+
+#: Class name of the actors (their processes are titled ``ray::LamExtractWorker``).
+ACTOR_NAME = "LamExtractWorker"
+#: Cap on the pooled vectors one unit of work sends back (float32 bytes), so that a few units in
+#: flight per worker fit Ray's object store even for every layer of a large model.
+MAX_UNIT_BYTES = 256 * 1024 * 1024
+
+
+class LamExtractWorker:
+    """A Ray actor (made remote in :class:`RayExtractPool`): one model, loaded once, many batches."""
+
+    def __init__(self, model: Any, *, device: str, dtype: str, whisper_mode: str, model_id: str | None,
+                 do_normalize: bool | None, allow_missing: bool, untrained: bool, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)  # what the node gave this actor, not every core of the node
+        self.error: LamError | None = None
+        self.enc: SpeechEncoder | None = None
+        self._facts: EncoderFacts | None = None
+        try:
+            self.enc = model if isinstance(model, SpeechEncoder) else load_encoder(
+                model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
+                do_normalize=do_normalize, allow_missing=allow_missing)
+            if untrained:
+                self.enc.revision = None  # random-init weights: no checkpoint revision describes them
+            # the model's identity (the weights' digest, memoised per node) is part of the facts
+            self._facts = EncoderFacts.of(self.enc)
+        except LamError as err:  # raised on the driver by facts(), as a local run would
+            self.error = err
+
+    def facts(self) -> EncoderFacts:
+        """The loaded model's facts (raises the set-up error, if any)."""
+        if self.error is not None:
+            raise self.error
+        assert self._facts is not None
+        return self._facts
+
+    def run(self, batches: list[list[UttWork]], layers: list[int]) -> list[BatchResult]:
+        """Pool every batch of one unit of work."""
+        if self.error is not None:
+            raise self.error
+        assert self.enc is not None
+        return [pool_work(self.enc, batch, layers=layers, facts=self._facts) for batch in batches]
+
+
+class RayExtractPool:
+    """Actors holding the model, for one :func:`~analysis.extract.extract_features` run.
+
+    Use as a context manager: entering joins the cluster and loads the model in every actor
+    (:attr:`facts` then describes it); leaving ends the actors and the connection.
+    """
+
+    def __init__(self, engine: EngineConfig, *, model: Any, device: str, dtype: str, whisper_mode: str,
+                 model_id: str | None, do_normalize: bool | None = None, allow_missing: bool = False,
+                 untrained: bool = False) -> None:
+        if device == "cuda" and engine.gpus_per_worker <= 0:
+            raise EngineError("--device cuda with --engine ray needs --gpus-per-worker (e.g. 1)",
+                              hint="give each actor a GPU with --gpus-per-worker, or use --device cpu")
+        self.engine = engine
+        self._model, self._device, self._dtype = model, device, dtype
+        self._whisper_mode, self._model_id, self._allow_missing = whisper_mode, model_id, allow_missing
+        self._do_normalize, self._untrained = do_normalize, untrained
+        self._conn: Any = None
+        self.ray: Any = None
+        self.actors: list[Any] = []
+        self.facts: EncoderFacts | None = None
+
+    def __enter__(self) -> RayExtractPool:
+        self._conn = connect(self.engine)
+        self.ray = self._conn.__enter__()
+        try:
+            self._start_actors()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start_actors(self) -> None:
+        ray, e = self.ray, self.engine
+        n = default_workers(ray, e)
+        model = self._model if isinstance(self._model, str) else ray.put(self._model)
+        actor_cls = ray.remote(LamExtractWorker).options(
+            num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker, max_restarts=e.max_retries,
+            max_task_retries=e.max_retries)
+        self.actors = [actor_cls.remote(model, device=self._device, dtype=self._dtype,
+                                        whisper_mode=self._whisper_mode, model_id=self._model_id,
+                                        do_normalize=self._do_normalize, allow_missing=self._allow_missing,
+                                        untrained=self._untrained, threads=e.cpus_per_worker)
+                       for _ in range(n)]
+        facts = [self._get(ref) for ref in [a.facts.remote() for a in self.actors]]
+        if any(f != facts[0] for f in facts[1:]):
+            raise EngineError("the Ray workers loaded different models: "
+                              + "; ".join(sorted({f"{f.model_id} ({f.identity.get('digest')}) on {f.device}"
+                                                  for f in facts})),
+                              hint="every node needs the same model files and toolkit version")
+        self.facts = facts[0]
+        log.info("ray features: %d actors with %s on %s", n, self.facts.model_id, self.facts.device)
+
+    def _get(self, ref: Any) -> Any:
+        """``ray.get`` that raises the actor's own exception (a LamError) as itself."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as err:
+            cause = err.cause
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        for a in self.actors:
+            try:
+                self.ray.kill(a)
+            except Exception:  # noqa: BLE001 - an actor that is gone already
+                pass
+        self.actors = []
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.__exit__(None, None, None)
+
+    def run(self, work: Sequence[Sequence[UttWork]], *, layers: Sequence[int],
+            on_done: Callable[[int, float], None] | None = None) -> Iterator[BatchResult]:
+        """Results of every planned batch, in planned order.
+
+        Parameters
+        ----------
+        work : sequence of batches (sequences of UttWork), as the driver planned them
+        layers : layers to keep
+        on_done : called with (utterances, audio seconds) as each unit finishes on the cluster
+        """
+        ray, e = self.ray, self.engine
+        assert self.facts is not None
+        layers = list(layers)
+        secs = [sum(w.seconds for w in b) for b in work]
+        rows = [sum(1 + len(w.seg_start) for w in b) for b in work]
+        size = [r * len(layers) * self.facts.hidden_size * 4 for r in rows]
+        units = cut_by_duration([max(s, 1e-3) for s in secs], chunk_seconds=e.chunk_seconds,
+                                min_chunks=4 * len(self.actors), sizes=size, max_size=MAX_UNIT_BYTES)
+        log.info("ray features: %d batches in %d units on %d actors", len(work), len(units), len(self.actors))
+        alive = list(range(len(self.actors)))
+        busy: dict[int, int] = {k: 0 for k in alive}  # actor -> calls in flight
+        running: dict[Any, tuple[int, int]] = {}  # ref -> (unit, actor)
+        done: dict[int, list[BatchResult]] = {}
+        nxt, out = 0, 0
+
+        def submit() -> None:
+            nonlocal nxt
+            # two calls per actor: the next unit is on the actor while the driver commits
+            for k in sorted(alive, key=lambda a: busy[a]):
+                while nxt < len(units) and busy[k] < 2:
+                    batches = [list(work[i]) for i in units[nxt]]
+                    running[self.actors[k].run.remote(batches, layers)] = (nxt, k)
+                    busy[k] += 1
+                    nxt += 1
+
+        submit()
+        while out < len(units):
+            if not running:  # every actor died for good: report what is left
+                for u in range(nxt, len(units)):
+                    done[u] = [self._failed(work[i], RuntimeError("no Ray worker is left")) for i in units[u]]
+                nxt = len(units)
+            else:
+                ready, _ = ray.wait(list(running), num_returns=1)
+                for ref in ready:
+                    u, k = running.pop(ref)
+                    busy[k] -= 1
+                    try:
+                        done[u] = self._get(ref)
+                    except ray.exceptions.RayError as err:  # the actor died more than max_retries times
+                        log.warning("ray features: unit %d failed: %s", u, type(err).__name__)
+                        done[u] = [self._failed(work[i], err) for i in units[u]]
+                        if isinstance(err, ray.exceptions.RayActorError) and k in alive:
+                            alive.remove(k)
+                    if on_done is not None:
+                        n_utt = sum(len(work[i]) for i in units[u])
+                        on_done(n_utt, sum(r.audio_seconds for r in done[u]))
+                submit()
+            while out in done:
+                yield from done.pop(out)
+                out += 1
+
+    def _failed(self, batch: Sequence[UttWork], err: BaseException) -> BatchResult:
+        msg = str(err).splitlines()[0] if str(err) else "no message"
+        return BatchResult(None, (), tuple(
+            (w.pos, ExtractionError(f"the Ray worker extracting this utterance failed {self.engine.max_retries + 1} "
+                                    f"times ({type(err).__name__}: {msg})", utt_id=w.utt_id, path=w.audio_path,
+                                    hint="see the Ray logs of the cluster (a worker out of memory, a crash); "
+                                    "rerun the same command to retry these utterances"))
+            for w in batch), 0.0, 0.0)
