@@ -49,6 +49,7 @@ from analysis.defaults import (
     check_device,
 )
 from phonalign.defaults import DEMO_CORPUS, RETIRED_DEMO_TOKENS
+from phonalign.engine import EngineConfig, EngineError
 from phonalign.errors import LamError
 from phonalign.fsutil import atomic_write_text
 from phonalign.provenance import to_plain
@@ -227,7 +228,10 @@ class RunConfig:
 
     ``strategies`` are names of :func:`parse_strategy`; ``unit`` picks the rankings unit;
     ``coral_ablation`` also trains every anchored strategy with lambda = 0 on the same layers,
-    so the report can show what anchoring does to the CORAL distance.
+    so the report can show what anchoring does to the CORAL distance. ``engine`` says where
+    alignment and extraction run (:class:`phonalign.engine.EngineConfig`: ``name: ray``,
+    ``address``, ``workers``, ...); it is part of no step's fingerprint, so a run can be resumed
+    with another engine.
     """
 
     name: str = "lam"
@@ -244,6 +248,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with top-level fields changed, re-validated."""
@@ -435,6 +440,8 @@ def validate(cfg: RunConfig) -> RunConfig:
            f"features.dtype: {cfg.features.dtype!r} is not one of {', '.join(DTYPES)}")
     _check(cfg.features.whisper_mode in WHISPER_MODES,
            f"features.whisper_mode: {cfg.features.whisper_mode!r} is not one of {', '.join(WHISPER_MODES)}")
+    _check(cfg.features.store_dtype in ("float32", "float16", "bfloat16"),
+           f"features.store_dtype: {cfg.features.store_dtype!r} is not one of 'float32', 'float16', 'bfloat16'")
     for key, device in (("features.device", cfg.features.device), ("train.device", t.device)):
         try:
             check_device(device)
@@ -451,6 +458,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check(a in ANALYSES, f"analyses: {a!r} is not one of {', '.join(ANALYSES)}")
     for side in ("source", "target"):
         check_aligner_side(cfg.corpus, side)
+    try:
+        cfg.engine.check()
+    except EngineError as err:
+        raise ConfigError(f"engine: {err.message}", hint=err.hint) from None
     return cfg
 
 
@@ -492,6 +503,8 @@ def config_from_dict(mapping: Mapping, *, base_dir: str | Path | None = None) ->
     """
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"a config must be a mapping of settings, got {type(mapping).__name__}")
+    if isinstance(mapping.get("engine"), str):  # `engine: ray` is short for `engine: {name: ray}`
+        mapping = {**mapping, "engine": {"name": mapping["engine"]}}
     cfg = validate(_from_mapping(RunConfig, mapping, ""))
     return resolve_paths(cfg, base_dir) if base_dir is not None else cfg
 

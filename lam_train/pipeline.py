@@ -167,7 +167,7 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     summary = {}
     for side, utts in (("source", src), ("target", tgt)):
         report = align_corpus(utts, out / "aligned" / side, aligner_for(cfg, side), progress=progress,
-                              drop_suspect=cfg.corpus.drop_suspect)
+                              drop_suspect=cfg.corpus.drop_suspect, engine=cfg.engine)
         counts = report.get("counts", {})
         if not counts.get("ok"):
             # nothing to extract or train on: stop here, with the first reason, rather than fail
@@ -194,7 +194,7 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     for side in ("source", "target"):
         rep = extract_features(out / "aligned" / side, out / "features" / side, model=f.model, device=f.device,
                                dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
-                               progress=progress, store_dtype=f.store_dtype, layers=f.layers)
+                               progress=progress, store_dtype=f.store_dtype, layers=f.layers, engine=cfg.engine)
         summary[side] = {k: rep.get(k) for k in ("ok", "failed", "rows_written", "seconds", "forward_seconds")
                          if k in rep}
         failed = summary[side].get("failed")

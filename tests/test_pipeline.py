@@ -46,7 +46,7 @@ def _tiny_config(tmp_path: Path, model_dir: Path, **extra) -> Path:
         "train": {"epochs": 2, "batch_size": 4, "device": "cpu", "lambda_coral": 1.0},
     }
     for k, v in extra.items():
-        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
@@ -81,6 +81,10 @@ def test_lam_run_goes_end_to_end_on_a_tiny_config_and_skips_done_steps_on_rerun(
     again = runner.invoke(app, ["run", str(config), "--no-progress"], catch_exceptions=False)
     assert again.exit_code == 0
     assert again.output.count("done earlier, skipped") == 4, again.output
+    # the engine is part of no fingerprint: the same folder is resumed whatever the engine
+    on_ray = _tiny_config(tmp_path, tiny_whisper_dir, engine={"name": "ray", "address": "127.0.0.2:1"})
+    again = runner.invoke(app, ["run", str(on_ray), "--no-progress"], catch_exceptions=False)
+    assert again.exit_code == 0 and again.output.count("done earlier, skipped") == 4, again.output
     # other settings into the same folder: refused, nothing mixed
     changed = _tiny_config(tmp_path, tiny_whisper_dir, train={"epochs": 3})
     bad = runner.invoke(app, ["run", str(changed), "--no-progress"])
@@ -123,6 +127,15 @@ def test_config_round_trips_through_yaml():
     cfg = load_config(DEMO_CONFIG)
     again = config_from_dict(yaml.safe_load(dump_config(cfg)))
     assert again == cfg
+    scaled = config_from_dict({"engine": {"name": "ray", "address": "auto", "gpus_per_worker": 0.5},
+                               "features": {"store_dtype": "float16", "layers": [0, 6, 12]}})
+    assert config_from_dict(yaml.safe_load(dump_config(scaled))) == scaled
+    assert scaled.features.layers == (0, 6, 12) and scaled.engine.gpus_per_worker == 0.5
+
+
+def test_engine_shorthand_names_the_engine():
+    assert config_from_dict({"engine": "ray"}).engine.name == "ray"
+    assert config_from_dict({}).engine.name == "local"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -161,6 +174,10 @@ def test_unknown_key_is_named_with_the_valid_ones(tmp_path):
     ({"model": {"head_hidden": [8, 8]}}, "list of 3"),
     ({"data": {"finetune_top": 2}}, "frames"),
     ({"analyses": ["formants"]}, "analyses: 'formants' is not one of acoustics, geometry"),
+    ({"engine": "spark"}, "engine.name"),
+    ({"engine": {"address": "auto"}}, "engine: --ray-address, --workers and --gpus-per-worker are for --engine ray"),
+    ({"engine": {"name": "ray", "workers": 0}}, "engine: workers must be at least 1"),
+    ({"features": {"store_dtype": "int8"}}, "features.store_dtype"),
 ])
 def test_bad_values_raise_config_errors_that_say_which_key(raw, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -120,6 +120,13 @@ def languages() -> tuple[str, ...]:
     return tuple(LANGUAGES)
 
 
+def engines() -> tuple[str, ...]:
+    """The engines of :data:`phonalign.engine.ENGINES` (``--engine``)."""
+    from phonalign.engine import ENGINES
+
+    return tuple(ENGINES)
+
+
 def phone_sets() -> tuple[str, ...]:
     """The phone sets of :data:`phonalign.phonesets.PHONE_SETS`."""
     from phonalign.phonesets import PHONE_SETS

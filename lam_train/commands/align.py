@@ -190,7 +190,17 @@ def register(app: typer.Typer) -> None:
                                            "iang2, espeak cmn): all (every final, class of its nucleus) or simple "
                                            "(only single-vowel finals a o e ê i u ü er; finals with a medial or "
                                            "coda are excluded and counted by lam inventory)."),
-        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Parallel processes for the backend (--engine local)."),
+        engine: str = typer.Option("local", "--engine", callback=opt.choice(opt.engines),
+                                   help="Where the backend runs: local (this machine, -j "
+                                   "processes) or ray (chunks of utterances as tasks on a Ray cluster; "
+                                   "pip install 'lam-toolkit[ray]'). Same outputs; a run can be resumed "
+                                   "with the other engine."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="ray: the cluster to join, auto or "
+                                                  "HOST:PORT of its head; default: start a Ray instance on this "
+                                                  "machine for the run."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="ray: chunks aligned at once "
+                                              "(default: the cluster's CPUs)."),
         strict: bool = typer.Option(False, "--strict", help="Stop at the first failing utterance."),
         chunk_size: int = typer.Option(2000, "--chunk-size", min=1,
                                        help="Utterances per saved chunk: the most an interruption can lose."),
@@ -222,6 +232,7 @@ def register(app: typer.Typer) -> None:
         from phonalign.align.options import options_of
         from phonalign.align.run import align_corpus
         from phonalign.corpus import locate_corpus, read_corpus
+        from phonalign.engine import resolve_engine
         from phonalign.errors import LamError
         # the aligner and phone-set names were checked by their options' callbacks, against the
         # library's own lists (get_aligner and align_corpus check them again for library callers)
@@ -229,6 +240,7 @@ def register(app: typer.Typer) -> None:
         textgrids = Path(given["textgrids"]).expanduser() if "textgrids" in given else None
         options = ClassOptions.from_dict(dict(trap=trap, strut=strut, u_umlaut=u_umlaut, rhotic=rhotic,
                                               diphthong=diphthong, vowel_segments=vowel_segments))
+        engine_cfg = resolve_engine(engine, address=ray_address, workers=workers)
 
         # ---- paths, checked before any work ------------------------------------------------
         corpus_path, implied_preset = locate_corpus(corpus)
@@ -256,7 +268,7 @@ def register(app: typer.Typer) -> None:
         backend_ = get_aligner(aligner, **given)
         report = align_corpus(utts, out, backend_, strict=strict, phone_set=phone_set, options=options,
                               jobs=jobs, progress=progress, chunk_size=chunk_size, force=force,
-                              drop_suspect=drop_suspect)
+                              drop_suspect=drop_suspect, engine=engine_cfg)
 
         console = Console(stderr=False)
         c = report["counts"]

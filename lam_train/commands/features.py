@@ -73,6 +73,19 @@ def register(app: typer.Typer) -> None:
         layers: str | None = typer.Option(None, "--layers", callback=_check_layers,
                                           help="Layers to keep, e.g. 0,6-12 (default: all, 0..L). Similarity "
                                           "and training use the stored ones and refuse others."),
+        engine: str = typer.Option("local", "--engine", callback=opt.choice(opt.engines),
+                                   help="Where batches run: local (this process) or ray (actors that keep the "
+                                   "model loaded, on a Ray cluster; pip install 'lam-toolkit[ray]'). Same store; "
+                                   "a run can be resumed with the other engine."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="ray: the cluster to join, auto or "
+                                                  "HOST:PORT of its head; default: start a Ray instance on this "
+                                                  "machine for the run."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="ray: actors, each loading the model "
+                                              "once (default: as many as the cluster's CPUs or GPUs hold)."),
+        gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0,
+                                              help="ray: GPUs per actor (1; 0.5 shares a GPU between two)."),
+        cpus_per_worker: int = typer.Option(1, "--cpus-per-worker", min=1,
+                                            help="ray: CPUs per actor, also its torch threads."),
         progress: bool = typer.Option(True, "--progress/--no-progress",
                                       help="Show a progress bar (on a terminal; otherwise a line per step)."),
         random_init: bool = typer.Option(False, "--random-init", help="Untrained control: the same architecture "
@@ -92,6 +105,7 @@ def register(app: typer.Typer) -> None:
         from unchanged inputs are kept, changed ones are redone, removed ones dropped.
         """
         from analysis.extract import extract_features
+        from phonalign.engine import resolve_engine
 
         if not progress:  # transformers draws its own bar while loading weights
             from transformers.utils import logging as hf_logging
@@ -100,11 +114,15 @@ def register(app: typer.Typer) -> None:
 
         if not aligned.exists():
             raise typer.BadParameter(f"{aligned} does not exist", param_hint="ALIGNED")
+        engine_cfg = resolve_engine(engine, address=ray_address, workers=workers,
+                                    gpus_per_worker=gpus_per_worker or None,
+                                    cpus_per_worker=cpus_per_worker if engine == "ray" else None)
         report = extract_features(aligned, out, model=model, device=device, dtype=dtype,
                                   batch_seconds=batch_seconds, whisper_mode=whisper_mode,
                                   shard=shard, strict=strict, chunk_rows=chunk_rows,
                                   progress=progress, language=language, force=force, allow_missing=allow_missing,
-                                  random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers)
+                                  random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers,
+                                  engine=engine_cfg)
         typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
                    f"{report['skipped_done']} already done, {report['redone']} redone (changed), "
                    f"{report['dropped']} dropped (no longer in the input), {report['n_failed']} failed -> {out}")
