@@ -1,0 +1,392 @@
+"""The Ray engine on a real cluster: a head on a loopback address plus a second node joined with
+`ray start --address`, one CPU each, started once for this module and stopped afterwards (no Ray
+process may be left).
+
+What "the same results" means here (``assert_same_aligned``, ``assert_same_store``):
+
+* aligned corpus: every ``textgrids/*.TextGrid`` byte for byte; ``segments.parquet`` and
+  ``utterances.parquet`` equal as tables (schema, values, row order), and byte for byte when both
+  runs went through uninterrupted (a resumed run assembles the same rows from more parts, so its
+  Parquet row groups differ); ``report.json``'s per-utterance items (status, reason, error, hint,
+  phone set, backend facts) equal;
+* feature store: the index table equal in row order, every stored layer array-equal
+  (``np.array_equal``, no tolerance), same layers, dtype and settings in ``meta.json``.
+
+CPU reductions in torch depend on the number of threads, so local extraction runs here with one
+thread, as every Ray actor does (``--cpus-per-worker 1``); see docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytestmark = pytest.mark.ray
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install 'lam-toolkit[ray]')")
+
+from analysis.extract import extract_features  # noqa: E402
+from analysis.models import random_model  # noqa: E402
+from analysis.store import FeatureStore  # noqa: E402
+from phonalign.align import get_aligner  # noqa: E402
+from phonalign.align.run import align_corpus  # noqa: E402
+from phonalign.corpus import read_corpus  # noqa: E402
+from phonalign.engine import EngineConfig  # noqa: E402
+
+#: generous: other jobs share this machine's two cores
+TIMEOUT = 900
+
+
+# ---------------------------------------------------------------------------------------------
+# the cluster and the local references
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real two-node local Ray cluster; the driver environment (auth token) is set meanwhile."""
+    from phonalign.ray_cluster import LocalCluster
+
+    c = LocalCluster(n_nodes=2, cpus_per_node=1, object_store_mb=200, timeout=300)
+    saved = dict(os.environ)
+    try:
+        c.start()
+        os.environ.update(c.env)
+        yield c
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+    left = c.processes()
+    assert not left, f"Ray processes left behind: {[p.pid for p in left]}"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread, like every actor (results of CPU reductions depend on the threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def local_aligned(tmp_path_factory):
+    """The demo corpus aligned by pocketsphinx with the local engine (the reference)."""
+    out = tmp_path_factory.mktemp("local-align") / "out"
+    align_corpus(read_corpus(None, preset="lam-demo"), out, get_aligner("pocketsphinx"), jobs=1, progress=False,
+                 chunk_size=20)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A small randomly initialised WavLM saved as a local model folder (nothing downloaded)."""
+    path = tmp_path_factory.mktemp("tiny-wavlm") / "model"
+    random_model("wavlm").save_pretrained(path)
+    return path
+
+
+FEATURE_OPTS = {"batch_seconds": 6.0, "chunk_rows": 400}
+
+
+@pytest.fixture(scope="module")
+def local_store(tmp_path_factory, demo_aligned, tiny_model_dir, one_thread):
+    """Features of the demo corpus from the local engine (the reference)."""
+    out = tmp_path_factory.mktemp("local-store") / "store"
+    extract_features(demo_aligned, out, model=str(tiny_model_dir), device="cpu", progress=False, **FEATURE_OPTS)
+    return out
+
+
+def _lam(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lam_train.cli", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def _align_cmd(out: Path, *extra: str) -> list[str]:
+    return _lam("align", "lam-demo", str(out), "--aligner", "pocketsphinx", "--chunk-size", "20", "--no-progress",
+                *extra)
+
+
+def _features_cmd(aligned: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return _lam("features", str(aligned), str(out), "--model", str(model), "--device", "cpu", "--batch-seconds",
+                str(FEATURE_OPTS["batch_seconds"]), "--chunk-rows", str(FEATURE_OPTS["chunk_rows"]), "--no-progress",
+                *extra)
+
+
+def assert_same_aligned(a: Path, b: Path, *, same_bytes: bool = False) -> None:
+    """Two aligned-corpus folders hold the same results (see the module docstring)."""
+    names_a = sorted(p.name for p in (a / "textgrids").iterdir())
+    names_b = sorted(p.name for p in (b / "textgrids").iterdir())
+    assert names_a == names_b and len(names_a) > 50  # no temporary files left in either
+    for name in names_a:
+        assert (a / "textgrids" / name).read_bytes() == (b / "textgrids" / name).read_bytes(), name
+    for table in ("segments.parquet", "utterances.parquet"):
+        assert pq.read_table(a / table).equals(pq.read_table(b / table)), table
+        if same_bytes:
+            assert (a / table).read_bytes() == (b / table).read_bytes(), table
+    ra = json.loads((a / "report.json").read_text(encoding="utf-8"))
+    rb = json.loads((b / "report.json").read_text(encoding="utf-8"))
+    assert ra["utterances"] == rb["utterances"]
+    for key in ("utterances", "ok", "failed", "segments", "by_class", "errors"):
+        assert ra["counts"][key] == rb["counts"][key], key
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """Two feature stores hold the same rows and vectors (see the module docstring)."""
+    sa, sb = FeatureStore.open(a), FeatureStore.open(b)
+    for key in ("model_id", "n_layers", "hidden_size", "layers", "dtype", "settings"):
+        assert sa.meta[key] == sb.meta[key], key
+    assert len(sa) > 1000
+    assert sa.index.equals(sb.index)
+    for layer in sa.layers:
+        assert np.array_equal(sa.read_layer(layer), sb.read_layer(layer)), layer
+
+
+def _wait_for(cond, what: str, proc: subprocess.Popen | None = None, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"the run ended (code {proc.returncode}) before {what}: {out[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _start(cmd: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+class _WorkerKiller(threading.Thread):
+    """Kills the first Ray worker process found running ``title`` (once), while the run goes on."""
+
+    def __init__(self, cluster, title: str) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.title, self.killed, self.stop = cluster, title, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set() and not self.killed:
+            for p in self.cluster.worker_processes(self.title):
+                try:
+                    p.kill()
+                except Exception:  # noqa: BLE001 - it ended meanwhile; look again
+                    continue
+                self.killed.append(p.pid)
+                return
+            time.sleep(0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# the same results as the local engine
+
+
+def test_lam_align_on_the_ray_cluster_equals_the_local_run(cluster, local_aligned, tmp_path):
+    out = tmp_path / "ray"
+    _run(_align_cmd(out, "--engine", "ray", "--ray-address", cluster.address))
+    assert_same_aligned(out, local_aligned, same_bytes=True)
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["counts"]["ok"] == 120  # the English half; pocketsphinx refuses Mandarin per utterance
+    assert yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))["engine"]["name"] == "ray"
+
+
+def test_lam_features_on_the_ray_cluster_equal_the_local_run(cluster, demo_aligned, tiny_model_dir, local_store,
+                                                             tmp_path):
+    out = tmp_path / "ray"
+    _run(_features_cmd(demo_aligned, out, tiny_model_dir, "--engine", "ray", "--ray-address", cluster.address))
+    assert_same_store(out, local_store)
+    # chunks are committed in the planned order, so even the chunk files are the same
+    assert FeatureStore.open(out).chunks == FeatureStore.open(local_store).chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# faults
+
+
+def _run_while_killing(cluster, cmd: list[str], title: str) -> list[int]:
+    """Run ``cmd`` to the end while killing the first Ray worker seen running ``title``."""
+    killer = _WorkerKiller(cluster, title)
+    killer.start()
+    try:
+        _run(cmd)
+    finally:
+        killer.stop.set()
+        killer.join()
+    return killer.killed
+
+
+def test_a_killed_alignment_worker_is_replaced_and_its_chunk_retried(cluster, local_aligned, tmp_path):
+    out = tmp_path / "ray"
+    killed = _run_while_killing(cluster, _align_cmd(out, "--engine", "ray", "--ray-address", cluster.address),
+                                "ray::lam_align_chunk")
+    assert killed, "no alignment task was seen running: the fault was not injected"
+    assert_same_aligned(out, local_aligned)
+
+
+def test_a_killed_extraction_actor_is_restarted_and_its_unit_retried(cluster, demo_aligned, tiny_model_dir,
+                                                                     local_store, tmp_path):
+    out = tmp_path / "ray"
+    killed = _run_while_killing(cluster, _features_cmd(demo_aligned, out, tiny_model_dir, "--engine", "ray",
+                                                       "--ray-address", cluster.address),
+                                "ray::LamExtractWorker.run")
+    assert killed, "no actor was seen running a unit: the fault was not injected"
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["failed"] == {}
+    assert_same_store(out, local_store)
+
+
+_DYING_ALIGNER = """
+import os, sys
+from phonalign.align import get_aligner
+from phonalign.align.run import align_corpus
+from phonalign.corpus import demo_corpus_dir, read_corpus
+from phonalign.engine import EngineConfig
+
+
+class DyingAligner:
+    \"\"\"The demo's own TextGrids as alignments, but the worker process exits on one utterance.\"\"\"
+
+    name = "dying"
+    phone_set = None
+
+    def __init__(self, deadly):
+        self.deadly = deadly
+        self.inner = get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids")
+
+    def check_available(self):
+        self.inner.check_available()
+
+    def config(self):
+        return {"aligner": self.name}
+
+    def align(self, utterances, workdir, *, jobs=1):
+        for u in utterances:
+            if u.utt_id == self.deadly:
+                os._exit(3)
+        yield from self.inner.align(utterances, workdir, jobs=jobs)
+
+
+utts = read_corpus(None, preset="lam-demo")[:4]
+align_corpus(utts, sys.argv[1], DyingAligner(utts[1].utt_id), progress=False,
+             engine=EngineConfig("ray", address=sys.argv[2], max_retries=1, chunk_seconds=1.0))
+"""
+
+
+def test_a_chunk_whose_worker_keeps_dying_is_reported_per_utterance_and_the_run_goes_on(cluster, tmp_path):
+    script = tmp_path / "dying.py"
+    script.write_text(_DYING_ALIGNER, encoding="utf-8")
+    _run([sys.executable, str(script), str(tmp_path / "ray"), cluster.address])
+    items = json.loads((tmp_path / "ray" / "report.json").read_text(encoding="utf-8"))["utterances"]
+    assert [i["status"] for i in items] == ["ok", "failed", "ok", "ok"]
+    assert "failed 2 times" in items[1]["reason"] and "WorkerCrashedError" in items[1]["reason"]
+
+
+def test_a_killed_alignment_driver_resumes_on_rerun(cluster, local_aligned, tmp_path):
+    out = tmp_path / "ray"
+    proc = _start(_align_cmd(out, "--engine", "ray", "--ray-address", cluster.address))
+    _wait_for(lambda: len(list((out / "parts").glob("status-*.parquet"))) >= 2, "two committed chunks", proc)
+    _kill(proc)
+    assert not (out / "report.json").exists()  # it was killed mid-run
+    _run(_align_cmd(out, "--engine", "ray", "--ray-address", cluster.address))
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["counts"]["resumed"] >= 2
+    assert_same_aligned(out, local_aligned)
+
+
+def test_a_killed_extraction_driver_resumes_on_rerun(cluster, demo_aligned, tiny_model_dir, local_store, tmp_path):
+    out = tmp_path / "ray"
+    proc = _start(_features_cmd(demo_aligned, out, tiny_model_dir, "--engine", "ray", "--ray-address",
+                                cluster.address))
+    _wait_for(lambda: len(list((out / "index").glob("part-*.parquet"))) >= 1, "a committed chunk", proc)
+    _kill(proc)
+    n_done = len(FeatureStore.open(out).done_utt_ids())
+    assert 0 < n_done < 240  # killed mid-run
+    res = _run(_features_cmd(demo_aligned, out, tiny_model_dir, "--engine", "ray", "--ray-address",
+                             cluster.address))
+    assert f"{n_done} already done" in res.stdout
+    assert_same_store(out, local_store)
+
+
+def test_switching_engines_half_way_gives_the_same_alignment(cluster, local_aligned, tmp_path):
+    out = tmp_path / "switched"
+    proc = _start(_align_cmd(out))  # local, one process
+    _wait_for(lambda: len(list((out / "parts").glob("status-*.parquet"))) >= 2, "two committed chunks", proc)
+    _kill(proc)
+    assert not (out / "report.json").exists()
+    _run(_align_cmd(out, "--engine", "ray", "--ray-address", cluster.address))
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["counts"]["resumed"] >= 2
+    assert_same_aligned(out, local_aligned)
+
+
+def test_switching_engines_half_way_gives_the_same_store(cluster, demo_aligned, tiny_model_dir, local_store,
+                                                         tmp_path):
+    out = tmp_path / "switched"
+    proc = _start(_features_cmd(demo_aligned, out, tiny_model_dir))  # local
+    _wait_for(lambda: len(list((out / "index").glob("part-*.parquet"))) >= 1, "a committed chunk", proc)
+    _kill(proc)
+    n_done = len(FeatureStore.open(out).done_utt_ids())
+    assert 0 < n_done < 240
+    _run(_features_cmd(demo_aligned, out, tiny_model_dir, "--engine", "ray", "--ray-address", cluster.address))
+    assert_same_store(out, local_store)
+    # and back: a store finished on Ray takes a local rerun as done
+    res = _run(_features_cmd(demo_aligned, out, tiny_model_dir))
+    assert "0 utterances pooled" in res.stdout and "240 already done" in res.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# settings and errors
+
+
+def test_engine_settings_are_checked_before_any_work(tmp_path):
+    from phonalign.engine import EngineError, resolve_engine
+
+    with pytest.raises(EngineError, match="for --engine ray"):
+        resolve_engine("local", address="auto")
+    with pytest.raises(EngineError, match="unknown engine"):
+        resolve_engine("spark")
+    with pytest.raises(EngineError, match="-j/--jobs is for --engine local"):
+        align_corpus(read_corpus(None, preset="lam-demo")[:2], tmp_path / "x", get_aligner("pocketsphinx"),
+                     jobs=2, progress=False, engine="ray")
+
+
+def test_a_cluster_that_cannot_be_reached_is_a_clear_error(tmp_path, demo_aligned, tiny_model_dir):
+    from phonalign.engine import EngineError
+    from phonalign.ray_cluster import _free_port
+
+    with pytest.raises(EngineError, match="could not join the Ray cluster"):
+        extract_features(demo_aligned, tmp_path / "st", model=str(tiny_model_dir), device="cpu", progress=False,
+                         engine=EngineConfig("ray", address=f"127.0.0.2:{_free_port()}"))
+
+
+def test_float16_extraction_on_cpu_actors_is_refused_as_locally(cluster, demo_aligned, tiny_model_dir, tmp_path):
+    res = subprocess.run(_features_cmd(demo_aligned, tmp_path / "st", tiny_model_dir, "--dtype", "float16",
+                                       "--engine", "ray", "--ray-address", cluster.address),
+                         capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    assert res.returncode == 2 and "only offered on CUDA" in res.stderr, res.stderr[-2000:]
