@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -390,3 +392,39 @@ def test_float16_extraction_on_cpu_actors_is_refused_as_locally(cluster, demo_al
                                        "--engine", "ray", "--ray-address", cluster.address),
                          capture_output=True, text=True, timeout=TIMEOUT, env=_env())
     assert res.returncode == 2 and "only offered on CUDA" in res.stderr, res.stderr[-2000:]
+
+
+def test_without_an_address_a_ray_instance_is_started_for_the_run_and_stopped_after(tmp_path):
+    import psutil
+
+    from phonalign.corpus import demo_corpus_dir
+
+    demo = demo_corpus_dir()
+    manifest = tmp_path / "six.csv"
+    lines = (demo / "manifest.csv").read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0], [r.split(",") for r in lines[1:] if r.startswith("en_")][:6]
+    col = header.split(",").index("audio_path")
+    for r in rows:
+        r[col] = str(demo / r[col])
+    manifest.write_text("\n".join([header, *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    token = tmp_path / "token"
+    token.write_text("0" * 64, encoding="utf-8")
+    # this machine's network address is not for tests: the instance stays on loopback, in its own
+    # temporary folder, with its own token (nothing written to ~/.ray)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lr-", dir="/tmp"))
+    env = {**_env(), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        for out, extra in (("ray", ["--engine", "ray"]), ("local", [])):
+            res = subprocess.run(_lam("align", str(demo), str(tmp_path / out), "--manifest", str(manifest),
+                                      "--preset", "lam-demo", "--aligner", "pocketsphinx", "--no-progress", *extra),
+                                 capture_output=True, text=True, timeout=TIMEOUT, env=env)
+            assert res.returncode == 0, res.stderr[-3000:]
+        assert pq.read_table(tmp_path / "ray" / "segments.parquet").equals(
+            pq.read_table(tmp_path / "local" / "segments.parquet"))
+        assert yaml.safe_load((tmp_path / "ray" / "config.yaml").read_text())["engine"]["address"] is None
+        left = [p.pid for p in psutil.process_iter(["cmdline"])
+                if any(str(ray_tmp) in part for part in (p.info["cmdline"] or []))]
+        assert not left, f"processes of the run's Ray instance are left: {left}"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
