@@ -118,9 +118,9 @@ class SpeechEncoder:
         if whisper_mode not in WHISPER_MODES:
             raise ModelError(f"unknown Whisper mode {whisper_mode!r}", hint=f"use {' or '.join(WHISPER_MODES)}")
         self.device = resolve_device(device)
-        if dtype != "float32" and self.device.type != "cuda":
-            raise ModelError(f"dtype {dtype} is only offered on CUDA (it is slow or unsupported on CPU)",
-                             hint="use --dtype float32 on CPU")
+        if dtype == "float16" and self.device.type != "cuda":
+            raise ModelError("dtype float16 is only offered on CUDA (float16 matrix products are slow or missing "
+                             "on CPUs)", hint="use --dtype float32, or bfloat16 on CPUs with bfloat16 units")
         self.dtype_name = dtype
         self.dtype = _DTYPES[dtype]
         self.model_id = model_id
@@ -170,7 +170,8 @@ class SpeechEncoder:
             raise ModelError(f"model type {self.model_type!r} is not a speech encoder this toolkit runs",
                              hint="use a WavLM, HuBERT, wav2vec 2.0 or Whisper checkpoint")
         self.frame_spec: FrameSpec = frame_spec_for(config)
-        self.model.eval().to(device=self.device, dtype=self.dtype)
+        # weights stay float32: float16/bfloat16 run as autocast (see _precision)
+        self.model.eval().to(device=self.device)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -275,8 +276,20 @@ class SpeechEncoder:
 
     __call__ = forward
 
+    def _precision(self) -> contextlib.AbstractContextManager:
+        """Autocast to ``dtype`` (float16/bfloat16), or nothing for float32.
+
+        Autocast rather than casting the weights: matrix products and convolutions run in half
+        precision (the speed), while normalisations, softmax and the residual stream stay float32
+        (large speech models have activations beyond float16's range in places, and layer norms of
+        half-precision sums lose digits).
+        """
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
     def _run(self, waves: Sequence[np.ndarray], lengths: np.ndarray) -> torch.Tensor:
-        """Run one padded batch; (L+1, b, T', H) in the model dtype."""
+        """Run one padded batch; (L+1, b, T', H) float32."""
         if self.model_type == "whisper":
             return self._run_whisper(waves, lengths)
         wav = [np.asarray(w, np.float32) for w in waves]
@@ -289,20 +302,23 @@ class SpeechEncoder:
         for i, w in enumerate(wav):  # one copy per utterance, not per frame
             batch[i, : len(w)] = w
             mask[i, : len(w)] = 1
-        x = torch.from_numpy(batch).to(self.device, self.dtype)
+        x = torch.from_numpy(batch).to(self.device)
         kwargs = {}
         if self.pads_safely and np.any(lengths != n_max):
             kwargs["attention_mask"] = torch.from_numpy(mask).to(self.device)
-        res = self.model(x, output_hidden_states=True, **kwargs)
-        return torch.stack(res.hidden_states, dim=0)
+        with self._precision():
+            res = self.model(x, output_hidden_states=True, **kwargs)
+        # under autocast the hidden states come out in mixed dtypes
+        return torch.stack([h.float() for h in res.hidden_states], dim=0)
 
     def _run_whisper(self, waves: Sequence[np.ndarray], lengths: np.ndarray) -> torch.Tensor:
         trim = self.whisper_mode == "trim"
         feats = self._mel([np.asarray(w, np.float32) for w in waves], sampling_rate=SAMPLE_RATE,
                           return_tensors="pt", padding="longest" if trim else "max_length",
                           truncation=not trim)  # trim: the whole input, as long as the model's window
-        mel = feats.input_features.to(self.device, self.dtype)
-        return self.whisper_hidden_states(mel)
+        mel = feats.input_features.to(self.device)
+        with self._precision():
+            return self.whisper_hidden_states(mel)
 
     def whisper_long(self, wave: np.ndarray) -> torch.Tensor:
         """Hidden states of a Whisper input longer than one window, ``(L + 1, T, H)``.
@@ -329,12 +345,13 @@ class SpeechEncoder:
             need = (plan[-1].start * 2 + win_mel) * hop
             wave = np.concatenate([wave, np.zeros(max(need - len(wave), 0), np.float32)])
         mel = self._mel([wave], sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="longest",
-                        truncation=False).input_features.to(self.device, self.dtype)
+                        truncation=False).input_features.to(self.device)
         parts = []
         for w in plan:
             a = 2 * w.start
             b = a + win_mel if self.whisper_mode == "crop" else min(a + win_mel, n_mel)
-            hs = self.whisper_hidden_states(mel[:, :, a:b])
+            with self._precision():  # weights stay float32; half precision is autocast
+                hs = self.whisper_hidden_states(mel[:, :, a:b])
             parts.append(hs[:, 0, w.keep_from - w.start:w.keep_to - w.start])
         return torch.cat(parts, dim=1)
 
@@ -350,7 +367,7 @@ class SpeechEncoder:
 
         Returns
         -------
-        torch.Tensor, shape (L + 1, B, ceil(n_mel_frames / 2), H)
+        torch.Tensor, float32, shape (L + 1, B, ceil(n_mel_frames / 2), H)
         """
         enc = self.model
         x = torch.nn.functional.gelu(enc.conv1(mel))
@@ -364,7 +381,7 @@ class SpeechEncoder:
             h = layer(h, None)
             states.append(h)
         states[-1] = enc.layer_norm(states[-1])
-        return torch.stack(states, dim=0)
+        return torch.stack([h.float() for h in states], dim=0)
 
 
 def _model_dir(name_or_path: str) -> Path | None:
@@ -384,7 +401,9 @@ def load_encoder(model, *, device: str = DEFAULT_DEVICE, dtype: str = DEFAULT_DT
         Hub id, local directory, CTranslate2 Whisper directory or ``whisper-base`` (resolved by
         :func:`analysis.model_sources.load_pretrained`), or a model object.
     device : ``auto`` | ``cpu`` | ``cuda``
-    dtype : ``float32`` | ``float16`` | ``bfloat16`` (the last two on CUDA only)
+    dtype : ``float32`` | ``float16`` | ``bfloat16``
+        Compute precision: float32, or autocast to float16 (CUDA only) or bfloat16 (CUDA, and CPUs
+        with bfloat16 units); the weights stay float32 and the hidden states come out float32.
     whisper_mode : ``crop`` | ``trim``
     do_normalize : bool, optional
         Override the waveform normalisation of wav2vec-style models.

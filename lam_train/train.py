@@ -432,9 +432,11 @@ def fit(
         t0 = time.perf_counter()
         for b in range(n_batches):
             idx = order[b * bs:(b + 1) * bs]
-            xs, ms, us = featurizer(source_train, idx, device)
             ys = source_train.labels[torch.from_numpy(idx)].to(device)
             with _autocast(device, cfg):
+                # both domains' features inside the autocast region: in frame mode the speech model
+                # runs here, and CORAL on upstream layers must compare features of one precision
+                xs, ms, us = featurizer(source_train, idx, device)
                 if coral_target is not None:
                     tidx = rng.choice(coral_target.n, size=tbs, replace=False)
                     xt, mt, ut = featurizer(coral_target, tidx, device)

@@ -104,6 +104,25 @@ def test_half_precision_is_refused_on_cpu():
         load_encoder(random_model("hubert"), device="cpu", dtype="float16")
 
 
+@pytest.mark.parametrize("arch", ["wavlm", "whisper", "hubert"])
+def test_bfloat16_autocast_on_cpu_stays_within_the_gpu_check_of_float32(arch):
+    """The autocast path the CUDA float16/bfloat16 runs take, exercised on CPU in bfloat16: weights stay
+    float32, hidden states come out float32, and every layer keeps cosine >= 0.999 with float32."""
+    model = random_model(arch)
+    waves = _waves([16000, 11000], seed=3)
+    ref, valid = load_encoder(model, device="cpu").forward(waves)
+    enc = load_encoder(model, device="cpu", dtype="bfloat16")
+    half, valid_half = enc.forward(waves)
+    assert half.dtype == torch.float32 and np.array_equal(valid, valid_half)
+    assert all(p.dtype == torch.float32 for p in enc.model.parameters())
+    assert not torch.equal(half, ref)  # autocast did run in bfloat16
+    for layer in range(ref.shape[0]):
+        for b, n in enumerate(valid):
+            cos = torch.nn.functional.cosine_similarity(half[layer, b, :n], ref[layer, b, :n], dim=-1)
+            assert float(cos.mean()) >= 0.999, (layer, b, float(cos.mean()))
+    assert enc.settings()["dtype"] == "bfloat16"
+
+
 def test_settings_record_normalisation_and_whisper_mode():
     assert load_encoder(random_model("hubert"), device="cpu", do_normalize=False).settings()["do_normalize"] is False
     assert load_encoder(random_model("whisper"), device="cpu", whisper_mode="trim").settings()["whisper_mode"] == "trim"

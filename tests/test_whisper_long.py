@@ -78,3 +78,17 @@ def test_a_full_random_whisper_runs_a_long_input_in_both_modes():
         hidden, valid = load_encoder(random_model("whisper"), device="cpu", whisper_mode=mode).forward([wave])
         assert list(valid) == [3250] and hidden.shape == (3, 1, 3250, 32)
         assert torch.isfinite(hidden).all() and hidden[:, 0].abs().sum(-1).min() > 0  # no frame left empty
+
+
+def test_a_long_input_in_bfloat16_runs_as_autocast_and_stays_close_to_float32():
+    """Half precision is autocast with float32 weights (issue 13): the stitched path too, not only
+    single windows; every layer keeps a mean cosine >= 0.999 with float32."""
+    model = random_model("whisper")
+    wave = _speechlike(40.0)
+    ref = load_encoder(model, device="cpu", whisper_mode="trim").whisper_long(wave)
+    enc = load_encoder(model, device="cpu", whisper_mode="trim", dtype="bfloat16")
+    half = enc.whisper_long(wave)
+    assert half.dtype == torch.float32 and half.shape == ref.shape and not torch.equal(half, ref)
+    for layer in range(ref.shape[0]):
+        cos = torch.nn.functional.cosine_similarity(half[layer], ref[layer], dim=-1)
+        assert float(cos.mean()) >= 0.999, (layer, float(cos.mean()))
