@@ -36,15 +36,18 @@ def random_model(arch: str, *, size: str = "tiny", seed: int = 0, feat_extract_n
     For tests, benchmarks and dry runs. ``size="tiny"``: hidden 32, 2 layers, small convs (fast on
     CPU). ``size="base"``: the geometry of the base checkpoints (wavlm-base-plus, hubert-base,
     wav2vec2-base: hidden 768, 12 layers; whisper-base: d_model 512, 6 encoder layers).
+    ``size="large"``: the large checkpoints (wavlm-large, hubert-large: hidden 1024, 24 layers,
+    layer-norm convs; whisper-large-v3: d_model 1280, 32 encoder layers, 128 mel bins).
 
     Parameters
     ----------
     arch : ``wavlm`` | ``hubert`` | ``wav2vec2`` | ``whisper``
-    size : ``tiny`` | ``base``
+    size : ``tiny`` | ``base`` | ``large``
     seed : int
         Seeds ``torch`` before the weights are drawn: the same arguments give the same weights.
     feat_extract_norm : ``group`` | ``layer``, optional
-        First-conv normalisation of wav2vec-style models (default: ``group`` like the base models).
+        First-conv normalisation of wav2vec-style models (default: ``group`` like the base models,
+        ``layer`` like the large ones).
     n_layers : int, optional
         Number of transformer layers, overriding the size's.
 
@@ -63,17 +66,23 @@ def random_model(arch: str, *, size: str = "tiny", seed: int = 0, feat_extract_n
     import torch
     import transformers as tr
 
+    if size not in ("tiny", "base", "large"):
+        raise ModelError(f"unknown model size {size!r}", hint="use tiny, base or large")
     torch.manual_seed(seed)
     geo: dict[str, Any]
     if arch == "whisper":
+        mels = 80
         if size == "base":
             geo = dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048)
+        elif size == "large":
+            geo = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120)
+            mels = 128
         else:
             geo = dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64)
         if n_layers:
             geo["encoder_layers"] = n_layers
         cfg = tr.WhisperConfig(**geo, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64,
-                               num_mel_bins=80, vocab_size=64, max_source_positions=1500, pad_token_id=0,
+                               num_mel_bins=mels, vocab_size=64, max_source_positions=1500, pad_token_id=0,
                                bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -86,6 +95,10 @@ def random_model(arch: str, *, size: str = "tiny", seed: int = 0, feat_extract_n
     if size == "base":
         geo = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                    conv_dim=(512,) * 7)
+    elif size == "large":
+        geo = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                   conv_dim=(512,) * 7)
+        feat_extract_norm = feat_extract_norm or "layer"
     else:
         geo = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                    conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)

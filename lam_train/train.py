@@ -509,7 +509,12 @@ def representation_coral(adapted_source: torch.Tensor, adapted_target: torch.Ten
 
 
 class CachedFeatures:
-    """Memoise whole layers of a feature table: a pipeline trains many runs on the same layers."""
+    """Memoise layers of a feature table: a pipeline trains many runs on the same layers.
+
+    Only the utterance rows are kept (training reads nothing else): a store with phone segments
+    holds some 60 rows per utterance, and caching whole layers of a corpus-scale store would need
+    tens of GB per layer (docs/scale.md).
+    """
 
     def __init__(self, features):
         self._f = features
@@ -518,13 +523,24 @@ class CachedFeatures:
         self.layer_names = getattr(features, "layer_names", None)
         self.path = getattr(features, "path", None)
         self._cache: dict[int, np.ndarray] = {}
+        if "kind" in self.index.column_names:
+            kind = self.index.column("kind").to_numpy(zero_copy_only=False)
+            self._rows = np.flatnonzero(kind == "utt").astype(np.int64)
+        else:
+            self._rows = np.arange(self.index.num_rows, dtype=np.int64)
+        self._pos = np.full(self.index.num_rows, -1, np.int64)  # store row -> cache row
+        self._pos[self._rows] = np.arange(self._rows.size)
 
     def read_layer(self, layer: int, *, rows: np.ndarray | None = None) -> np.ndarray:
-        """Vectors of one layer, (n_rows, hidden) float32, read from the store once."""
+        """Vectors of one layer, (n_rows, hidden) float32; the utterance rows are read from the store once."""
+        if rows is None:
+            return np.asarray(self._f.read_layer(int(layer)), dtype=np.float32)
+        pos = self._pos[np.asarray(rows, dtype=np.int64)]
+        if (pos < 0).any():  # rows that are not utterances: straight from the store
+            return np.asarray(self._f.read_layer(int(layer), rows=rows), dtype=np.float32)
         if int(layer) not in self._cache:
-            self._cache[int(layer)] = np.asarray(self._f.read_layer(int(layer)), dtype=np.float32)
-        x = self._cache[int(layer)]
-        return x if rows is None else x[rows]
+            self._cache[int(layer)] = np.asarray(self._f.read_layer(int(layer), rows=self._rows), dtype=np.float32)
+        return self._cache[int(layer)][pos]
 
 
 @dataclass

@@ -340,3 +340,20 @@ def test_training_on_cuda_with_autocast_scores_like_cpu(features, tmp_path):
     cpu = run_training(small_config(epochs=30, device="cpu"), strategy="final+coral", seed=0,
                        out_dir=tmp_path / "cpu", source=features)
     assert abs(gpu["source_dev"]["uar"] - cpu["source_dev"]["uar"]) <= 0.15
+
+
+def test_cached_features_keep_only_the_utterance_rows_of_a_segment_store(tmp_path):
+    from analysis.store import FeatureStore, index_table
+    from lam_train.train import CachedFeatures
+
+    store = FeatureStore.create(tmp_path / "s", model_id="m", revision=None, n_layers=1, hidden_size=3, settings={})
+    kinds = ["utt", "segment", "segment", "utt", "segment"]
+    idx = index_table({"unit_id": [f"u{i}" for i in range(5)], "kind": kinds, "utt_id": ["a", "a", "a", "b", "b"],
+                       "seg_index": [-1, 0, 1, -1, 0], "start": [0.0] * 5, "end": [1.0] * 5})
+    arr = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    store.append(idx, arr)
+    cached = CachedFeatures(FeatureStore.open(tmp_path / "s"))
+    np.testing.assert_array_equal(cached.read_layer(1, rows=np.array([3, 0])), arr[1][[3, 0]])
+    assert cached._cache[1].shape == (2, 3)  # the two utterance rows, not all five
+    np.testing.assert_array_equal(cached.read_layer(0, rows=np.array([1, 3])), arr[0][[1, 3]])  # a segment row
+    np.testing.assert_array_equal(cached.read_layer(0), arr[0])
