@@ -39,8 +39,8 @@ pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray (pip install 'lam-toolkit[ray]')")
 
 from analysis.extract import extract_features  # noqa: E402
-from analysis.models import random_model  # noqa: E402
 from analysis.store import FeatureStore  # noqa: E402
+from analysis.testing import random_model  # noqa: E402
 from phonalign.align import get_aligner  # noqa: E402
 from phonalign.align.run import align_corpus  # noqa: E402
 from phonalign.corpus import read_corpus  # noqa: E402

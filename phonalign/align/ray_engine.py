@@ -77,7 +77,9 @@ def align_results(aligner: Aligner, utterances: Sequence[Utterance], durations: 
         task = ray.remote(align_chunk).options(name=TASK_NAME, num_cpus=engine.cpus_per_worker,
                                                max_retries=engine.max_retries)
         aligner_ref = ray.put(aligner)
-        window = 2 * workers  # chunks in flight: every worker busy, the driver's memory bounded
+        # chunks in flight = workers: Ray would run any more at once where CPUs are free, and the
+        # next chunk is submitted as soon as one finishes
+        window = workers
         running: dict = {}  # object ref -> chunk number
         done: dict[int, list[AlignResult]] = {}
         submitted = 0
