@@ -136,6 +136,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _ray_cli() -> str:
     exe = Path(sys.executable).with_name("ray")
     if exe.is_file():
@@ -221,9 +231,12 @@ class LocalCluster:
     def _launch(self, cmd: list[str], env: Mapping[str, str], name: str) -> None:
         assert self.dir is not None
         with open(self.dir / f"{name}.log", "ab") as logf:
-            # its own session: a Ctrl-C in the terminal reaches the driver, not the cluster
+            # its own session: a Ctrl-C in the terminal reaches the driver, not the cluster (which
+            # the driver then stops); and SIGTERM when this process dies however it dies (Linux), so
+            # that a killed test run or benchmark leaves no cluster behind
             proc = subprocess.Popen(cmd, env=dict(env), stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self._procs.append(proc)
 
     def _wait_for_nodes(self, n: int) -> None:

@@ -66,7 +66,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +102,7 @@ from ..progress import Progress, progress_bar
 from ..records import SEGMENT_SCHEMA, UNIT_CLASSES, Alignment, Utterance
 from ..segments import check_against_audio, columns_to_table, segment_columns
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
-from .base import Aligner
+from .base import Aligner, AlignResult
 
 __all__ = ["align_corpus", "STATUS_SCHEMA", "DETECT_UTTERANCES", "ALIGN_FOLDER", "utterance_fingerprint"]
 
@@ -582,6 +582,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
         rec = latest.get(utt_id)
         return rec is not None and rec[1] == fps[utt_id] and rec[2] == journal.settings_fp
 
+    results: Iterator[AlignResult] | None = None
     try:
         safe: list[Utterance] = []
         for utt in utts:
@@ -737,6 +738,9 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             journal.flush()
         finally:
             journal.close()
+            close = getattr(results, "close", None)
+            if close is not None:  # a generator: the backend's workers or Ray tasks end now, not at exit
+                close()
 
     # ---- assemble ---------------------------------------------------------------------------
     report = _assemble(out, journal, utts, order, aligner=aligner, options=options, strict=strict,
