@@ -9,9 +9,10 @@ driver commits them through the same writer, in planned order, so the store is t
 run would write (bit for bit when the actors run the same number of threads on the same kind of
 device; see docs/scale.md).
 
-Faults: an actor whose process dies is restarted (the model loaded again) and its unit retried,
-up to ``max_retries`` times each; a unit that still fails is reported per utterance in
-``report.json`` and the run goes on with the actors left. Errors in the model's set-up (a model
+Faults: an actor whose process dies is restarted by Ray (the model loaded again) and its unit
+retried, up to ``max_retries`` times per unit (each actor runs one unit at a time, so the unit that
+was running is the one to blame); a unit that still fails is reported per utterance in
+``report.json`` and the run goes on. Errors in the model's set-up (a model
 that cannot be loaded, float16 on a CPU node) are raised on the driver as they would be locally.
 """
 
@@ -113,9 +114,11 @@ class RayExtractPool:
         ray, e = self.ray, self.engine
         n = default_workers(ray, e)
         model = self._model if isinstance(self._model, str) else ray.put(self._model)
+        # a dead actor is always restarted (the model loaded again); how often a unit may be
+        # retried is counted per unit in run(), so that a unit that kills its actor is the one
+        # reported, not the units that happened to be queued on the same actor
         actor_cls = ray.remote(LamExtractWorker).options(
-            num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker, max_restarts=e.max_retries,
-            max_task_retries=e.max_retries)
+            num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker, max_restarts=-1, max_task_retries=0)
         self.actors = [actor_cls.remote(model, device=self._device, dtype=self._dtype,
                                         whisper_mode=self._whisper_mode, model_id=self._model_id,
                                         do_normalize=self._do_normalize, allow_missing=self._allow_missing,
@@ -170,44 +173,42 @@ class RayExtractPool:
         units = cut_by_duration([max(s, 1e-3) for s in secs], chunk_seconds=e.chunk_seconds,
                                 min_chunks=4 * len(self.actors), sizes=size, max_size=MAX_UNIT_BYTES)
         log.info("ray features: %d batches in %d units on %d actors", len(work), len(units), len(self.actors))
-        alive = list(range(len(self.actors)))
-        busy: dict[int, int] = {k: 0 for k in alive}  # actor -> calls in flight
+        # One unit per actor at a time, so that when an actor dies the unit it was running is the
+        # one to blame (Ray would fail every call queued on it alike): each unit gets up to
+        # 1 + max_retries attempts, on whichever actor is free (a dead one is restarted by Ray).
+        idle = list(range(len(self.actors)))
         running: dict[Any, tuple[int, int]] = {}  # ref -> (unit, actor)
+        attempts = [0] * len(units)
+        queue = list(range(len(units)))  # units to run, in order (a retried unit goes first)
         done: dict[int, list[BatchResult]] = {}
-        nxt, out = 0, 0
+        out = 0
 
         def submit() -> None:
-            nonlocal nxt
-            # two calls per actor: the next unit is on the actor while the driver commits
-            for k in sorted(alive, key=lambda a: busy[a]):
-                while nxt < len(units) and busy[k] < 2:
-                    batches = [list(work[i]) for i in units[nxt]]
-                    running[self.actors[k].run.remote(batches, layers)] = (nxt, k)
-                    busy[k] += 1
-                    nxt += 1
+            while idle and queue:
+                u, k = queue.pop(0), idle.pop(0)
+                attempts[u] += 1
+                batches = [list(work[i]) for i in units[u]]
+                running[self.actors[k].run.remote(batches, layers)] = (u, k)
 
         submit()
         while out < len(units):
-            if not running:  # every actor died for good: report what is left
-                for u in range(nxt, len(units)):
-                    done[u] = [self._failed(work[i], RuntimeError("no Ray worker is left")) for i in units[u]]
-                nxt = len(units)
-            else:
-                ready, _ = ray.wait(list(running), num_returns=1)
-                for ref in ready:
-                    u, k = running.pop(ref)
-                    busy[k] -= 1
-                    try:
-                        done[u] = self._get(ref)
-                    except ray.exceptions.RayError as err:  # the actor died more than max_retries times
-                        log.warning("ray features: unit %d failed: %s", u, type(err).__name__)
-                        done[u] = [self._failed(work[i], err) for i in units[u]]
-                        if isinstance(err, ray.exceptions.RayActorError) and k in alive:
-                            alive.remove(k)
-                    if on_done is not None:
-                        n_utt = sum(len(work[i]) for i in units[u])
-                        on_done(n_utt, sum(r.audio_seconds for r in done[u]))
-                submit()
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                u, k = running.pop(ref)
+                idle.append(k)
+                try:
+                    done[u] = self._get(ref)
+                except ray.exceptions.RayError as err:  # the actor died (or its result was lost)
+                    if attempts[u] <= e.max_retries:
+                        log.warning("ray features: unit %d lost its worker (%s); retrying", u, type(err).__name__)
+                        queue.insert(0, u)
+                        continue
+                    log.warning("ray features: unit %d failed %d times: %s", u, attempts[u], type(err).__name__)
+                    done[u] = [self._failed(work[i], err) for i in units[u]]
+                if on_done is not None:
+                    n_utt = sum(len(work[i]) for i in units[u])
+                    on_done(n_utt, sum(r.audio_seconds for r in done[u]))
+            submit()
             while out in done:
                 yield from done.pop(out)
                 out += 1

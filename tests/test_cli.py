@@ -126,3 +126,24 @@ def test_align_exits_1_when_nothing_aligns_and_names_the_phone_set_option(tmp_pa
     (item,) = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["utterances"]
     assert item["error"] == "PhoneSetError" and "--phone-set" in item["hint"]
     assert item["path"].endswith("a.TextGrid")
+
+
+def test_local_runs_never_import_ray(tmp_path):
+    """Ray is an optional extra, imported only for --engine ray."""
+    code = (
+        "import sys\n"
+        "from phonalign.align import get_aligner\n"
+        "from phonalign.align.run import align_corpus\n"
+        "from phonalign.corpus import demo_corpus_dir, read_corpus\n"
+        "from analysis.extract import extract_features\n"
+        "from analysis.testing import random_model\n"
+        "import lam_train.cli\n"
+        f"out = {str(tmp_path)!r}\n"
+        "align_corpus(read_corpus(None, preset='lam-demo')[:2], out + '/al', "
+        "get_aligner('textgrid', textgrids=demo_corpus_dir() / 'textgrids'), progress=False)\n"
+        "extract_features(out + '/al', out + '/st', model=random_model('wavlm'), device='cpu', progress=False)\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]

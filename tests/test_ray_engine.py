@@ -310,6 +310,48 @@ def test_a_chunk_whose_worker_keeps_dying_is_reported_per_utterance_and_the_run_
     assert "failed 2 times" in items[1]["reason"] and "WorkerCrashedError" in items[1]["reason"]
 
 
+_DYING_ENCODER = """
+import os, sys
+from analysis.extract import extract_features
+from analysis.models import SpeechEncoder, load_encoder
+from analysis.testing import random_model
+from phonalign.audio import load_audio
+from phonalign.engine import EngineConfig
+
+
+class DyingEncoder(SpeechEncoder):
+    \"\"\"A small WavLM whose worker process exits when it is given one utterance's audio.\"\"\"
+
+    def forward(self, waves, lengths=None, *, grad=False):
+        if any(len(w) == self.deadly for w in waves):
+            os._exit(3)
+        return super().forward(waves, lengths, grad=grad)
+
+
+aligned, out, address, deadly_audio = sys.argv[1:5]
+enc = load_encoder(random_model("wavlm"), device="cpu")
+enc.__class__ = DyingEncoder
+enc.deadly = len(load_audio(deadly_audio))
+extract_features(aligned, out, model=enc, progress=False, batch_seconds=1.0,
+                 engine=EngineConfig("ray", address=address, max_retries=1, chunk_seconds=1.0))
+"""
+
+
+def test_a_unit_whose_actor_keeps_dying_is_reported_per_utterance_and_the_run_goes_on(cluster, tmp_path):
+    from phonalign.corpus import demo_corpus_dir
+
+    utts = read_corpus(None, preset="lam-demo")[:6]
+    aligned = tmp_path / "aligned"
+    align_corpus(utts, aligned, get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"), progress=False)
+    script = tmp_path / "dying.py"
+    script.write_text(_DYING_ENCODER, encoding="utf-8")
+    _run([sys.executable, str(script), str(aligned), str(tmp_path / "st"), cluster.address, str(utts[2].audio_path)])
+    report = json.loads((tmp_path / "st" / "report.json").read_text(encoding="utf-8"))
+    assert list(report["failed"]) == [utts[2].utt_id] and report["ok"] == 5
+    assert "failed 2 times" in report["failed"][utts[2].utt_id]["message"]
+    assert FeatureStore.open(tmp_path / "st").done_utt_ids() == {u.utt_id for u in utts} - {utts[2].utt_id}
+
+
 def test_a_killed_alignment_driver_resumes_on_rerun(cluster, local_aligned, tmp_path):
     out = tmp_path / "ray"
     proc = _start(_align_cmd(out, "--engine", "ray", "--ray-address", cluster.address))
