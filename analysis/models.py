@@ -74,6 +74,21 @@ def resolve_device(device: str = DEFAULT_DEVICE) -> torch.device:
     return torch.device(device)
 
 
+@dataclass(frozen=True)
+class _PortableModule:
+    """A transformers module as its class, configuration and weights (see ``SpeechEncoder.__getstate__``)."""
+
+    cls: type
+    config: object
+    state: dict
+
+    def build(self) -> torch.nn.Module:
+        """The module again: built from the configuration, then given the weights (strictly)."""
+        module = self.cls(self.config)
+        module.load_state_dict(self.state, strict=True)
+        return module
+
+
 @dataclass
 class _Frontend:
     do_normalize: bool
@@ -172,6 +187,26 @@ class SpeechEncoder:
         self.frame_spec: FrameSpec = frame_spec_for(config)
         # weights stay float32: float16/bfloat16 run as autocast (see _precision)
         self.model.eval().to(device=self.device)
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict:
+        """The encoder's state for pickling (a Ray run sends a built encoder to its workers).
+
+        The module travels as its class, configuration and weights (on CPU): modules with
+        parametrizations (WavLM's weight-normed positional convolution) cannot be pickled whole.
+        """
+        state = dict(self.__dict__)
+        module = state["model"]
+        if getattr(module, "config", None) is not None:
+            state["model"] = _PortableModule(type(module), module.config,
+                                             {k: v.detach().cpu() for k, v in module.state_dict().items()})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Rebuild the module of :meth:`__getstate__` (same weights, on the encoder's device, eval mode)."""
+        if isinstance(state.get("model"), _PortableModule):
+            state = {**state, "model": state["model"].build().eval().to(device=state["device"])}
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ facts
     @property

@@ -163,3 +163,18 @@ def test_forward_with_grad_lets_gradients_reach_the_top_layer():
     hidden[-1].sum().backward()
     top = enc.model.encoder.layers[-1].feed_forward.output_dense.weight
     assert top.grad is not None and top.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["wavlm", "whisper"])
+def test_a_built_encoder_survives_pickling_with_the_same_outputs_and_identity(arch):
+    """Ray sends a built encoder to its workers by pickle; WavLM's weight-normed convolution is a
+    parametrized module, which torch refuses to pickle whole."""
+    import pickle
+
+    enc = load_encoder(random_model(arch), device="cpu")
+    again = pickle.loads(pickle.dumps(enc))
+    wave = np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    a, va = enc.forward([wave])
+    b, vb = again.forward([wave])
+    assert torch.equal(a, b) and np.array_equal(va, vb)
+    assert again.identity == enc.identity and again.settings() == enc.settings()

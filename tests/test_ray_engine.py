@@ -288,6 +288,9 @@ class DyingAligner:
     def config(self):
         return {"aligner": self.name}
 
+    def input_fingerprint(self, utterance):
+        return self.inner.input_fingerprint(utterance)
+
     def align(self, utterances, workdir, *, jobs=1):
         for u in utterances:
             if u.utt_id == self.deadly:
