@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -157,12 +158,12 @@ def assert_same_aligned(a: Path, b: Path, *, same_bytes: bool = False) -> None:
         assert ra["counts"][key] == rb["counts"][key], key
 
 
-def assert_same_store(a: Path, b: Path) -> None:
+def assert_same_store(a: Path, b: Path, *, min_rows: int = 1000) -> None:
     """Two feature stores hold the same rows and vectors (see the module docstring)."""
     sa, sb = FeatureStore.open(a), FeatureStore.open(b)
-    for key in ("model_id", "n_layers", "hidden_size", "layers", "dtype", "settings"):
+    for key in ("model_id", "n_layers", "hidden_size", "layers", "dtype", "settings", "model"):
         assert sa.meta[key] == sb.meta[key], key
-    assert len(sa) > 1000
+    assert len(sa) > min_rows
     assert sa.index.equals(sb.index)
     for layer in sa.layers:
         assert np.array_equal(sa.read_layer(layer), sb.read_layer(layer)), layer
@@ -405,6 +406,66 @@ def test_switching_engines_half_way_gives_the_same_store(cluster, demo_aligned, 
     # and back: a store finished on Ray takes a local rerun as done
     res = _run(_features_cmd(demo_aligned, out, tiny_model_dir))
     assert "0 utterances pooled" in res.stdout and "240 already done" in res.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# the output folder's lock and the fingerprints hold for Ray runs as for local ones
+
+_HOLD = """
+import sys, time
+from phonalign.outdir import output_folder
+with output_folder(sys.argv[1], step=sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("step", ["align", "features"])
+def test_a_ray_run_into_a_folder_another_run_holds_is_refused_before_any_work(cluster, demo_aligned,
+                                                                              tiny_model_dir, tmp_path, step):
+    out = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), step], stdout=subprocess.PIPE, text=True,
+                              env=_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cmd = (_align_cmd(out, "--engine", "ray", "--ray-address", cluster.address) if step == "align" else
+               _features_cmd(demo_aligned, out, tiny_model_dir, "--engine", "ray", "--ray-address", cluster.address))
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"pid {holder.pid}" in res.stderr, res.stderr[-2000:]
+    assert not cluster.worker_processes("ray::LamExtractWorker") and not cluster.worker_processes(
+        "ray::lam_align_chunk")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".lam")) == []
+
+
+def test_a_ray_rerun_redoes_the_utterance_whose_segments_changed_as_a_local_rerun_does(cluster, tiny_model_dir,
+                                                                                      tmp_path):
+    from phonalign.corpus import demo_corpus_dir
+
+    aligned = tmp_path / "aligned"
+    align_corpus(read_corpus(None, preset="lam-demo")[:40], aligned,
+                 get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"), progress=False)
+    _run(_features_cmd(aligned, tmp_path / "base", tiny_model_dir))
+    # re-aligned: one utterance's third segment now ends 20 ms earlier
+    segs = pq.read_table(aligned / "segments.parquet")
+    changed = segs.column("utt_id")[0].as_py()
+    end = segs.column("end").to_numpy().copy()
+    row = [i for i, u in enumerate(segs.column("utt_id").to_pylist()) if u == changed][2]
+    end[row] -= 0.02
+    pq.write_table(segs.set_column(segs.schema.get_field_index("end"), "end", pa.array(end)),
+                   aligned / "segments.parquet")
+    for name, extra in (("local", ()), ("ray", ("--engine", "ray", "--ray-address", cluster.address))):
+        shutil.copytree(tmp_path / "base", tmp_path / name)
+        _run(_features_cmd(aligned, tmp_path / name, tiny_model_dir, *extra))
+        rep = json.loads((tmp_path / name / "report.json").read_text(encoding="utf-8"))
+        assert (rep["ok"], rep["redone"], rep["skipped_done"], rep["n_failed"]) == (1, 1, 39, 0), (name, rep)
+    assert_same_store(tmp_path / "ray", tmp_path / "local", min_rows=400)
+    ends = FeatureStore.open(tmp_path / "ray").index.to_pydict()
+    assert end[row] in [e for u, e in zip(ends["utt_id"], ends["end"], strict=True) if u == changed]
 
 
 # ---------------------------------------------------------------------------------------------
