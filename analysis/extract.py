@@ -949,7 +949,7 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
             else bool(preprocessor["do_normalize"])
         # only untrained stores carry these keys, so stores made before them resume unchanged
         extra = {"weights": "random-init", "init_seed": int(init_seed)}
-    load_kw = dict(device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
+    load_kw: dict[str, Any] = dict(device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
                    do_normalize=do_normalize, allow_missing=allow_missing)
     with contextlib.ExitStack() as stack:
         pool = None
@@ -983,10 +983,11 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
         def audio_path(i: int) -> Path:
             return _audio_path(src, cols["audio_path"][i])
 
-        report = {"step": "features", "model": facts.model_id, "model_digest": facts.identity.get("digest"),
-                  "shard": f"{i_shard}/{n_shards}", "input": str(src), "utterances_in_shard": int(len(plan.mine)),
-                  "skipped_done": int(len(plan.mine) - len(plan.todo)), "ok": 0, "redone": plan.redone,
-                  "dropped": plan.dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
+        report: dict[str, Any] = {
+            "step": "features", "model": facts.model_id, "model_digest": facts.identity.get("digest"),
+            "shard": f"{i_shard}/{n_shards}", "input": str(src), "utterances_in_shard": int(len(plan.mine)),
+            "skipped_done": int(len(plan.mine) - len(plan.todo)), "ok": 0, "redone": plan.redone,
+            "dropped": plan.dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
         writer = _Writer(plan=plan, report_dir=report_dir, report=report, t0=t0, chunk_rows=chunk_rows,
                          strict=strict, utt_ids=utt_ids, cols=cols, seg_tab=segs, seg_rows=seg_rows,
                          audio_path=audio_path)
