@@ -75,12 +75,24 @@ def resolve_device(device: str = DEFAULT_DEVICE) -> torch.device:
 
 
 @dataclass(frozen=True)
-class _PortableModule:
-    """A transformers module as its class, configuration and weights (see ``SpeechEncoder.__getstate__``)."""
+class PortableModule:
+    """A transformers module as its class, configuration and weights (CPU tensors), to pickle.
+
+    Ray sends built models to its workers by pickle, and torch refuses to pickle a module with
+    parametrizations (WavLM's weight-normed positional convolution) whole.
+    """
 
     cls: type
     config: object
     state: dict
+
+    @classmethod
+    def of(cls, module: torch.nn.Module) -> PortableModule | None:
+        """The portable form of ``module``; None when it has no ``config`` to rebuild it from."""
+        config = getattr(module, "config", None)
+        if config is None:
+            return None
+        return cls(type(module), config, {k: v.detach().cpu() for k, v in module.state_dict().items()})
 
     def build(self) -> torch.nn.Module:
         """The module again: built from the configuration, then given the weights (strictly)."""
@@ -196,15 +208,12 @@ class SpeechEncoder:
         parametrizations (WavLM's weight-normed positional convolution) cannot be pickled whole.
         """
         state = dict(self.__dict__)
-        module = state["model"]
-        if getattr(module, "config", None) is not None:
-            state["model"] = _PortableModule(type(module), module.config,
-                                             {k: v.detach().cpu() for k, v in module.state_dict().items()})
+        state["model"] = PortableModule.of(state["model"]) or state["model"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         """Rebuild the module of :meth:`__getstate__` (same weights, on the encoder's device, eval mode)."""
-        if isinstance(state.get("model"), _PortableModule):
+        if isinstance(state.get("model"), PortableModule):
             state = {**state, "model": state["model"].build().eval().to(device=state["device"])}
         self.__dict__.update(state)
 

@@ -22,13 +22,15 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
+
 from phonalign.engine import EngineConfig, EngineError, cut_by_duration
 from phonalign.errors import LamError
 from phonalign.ray_cluster import connect, default_workers
 
 from .errors import ExtractionError
 from .extract import BatchResult, EncoderFacts, UttWork, pool_work
-from .models import SpeechEncoder, load_encoder
+from .models import PortableModule, SpeechEncoder, load_encoder
 
 __all__ = ["RayExtractPool", "ACTOR_NAME", "MAX_UNIT_BYTES"]
 
@@ -52,6 +54,8 @@ class LamExtractWorker:
         self.error: LamError | None = None
         self.enc: SpeechEncoder | None = None
         self._facts: EncoderFacts | None = None
+        if isinstance(model, PortableModule):
+            model = model.build()
         try:
             self.enc = model if isinstance(model, SpeechEncoder) else load_encoder(
                 model, device=device, dtype=dtype, whisper_mode=whisper_mode, model_id=model_id,
@@ -113,7 +117,10 @@ class RayExtractPool:
     def _start_actors(self) -> None:
         ray, e = self.ray, self.engine
         n = default_workers(ray, e)
-        model = self._model if isinstance(self._model, str) else ray.put(self._model)
+        model = self._model
+        if isinstance(model, torch.nn.Module):  # a built model (a SpeechEncoder pickles itself alike)
+            model = PortableModule.of(model) or model
+        model = model if isinstance(model, str) else ray.put(model)
         # a dead actor is always restarted (the model loaded again); how often a unit may be
         # retried is counted per unit in run(), so that a unit that kills its actor is the one
         # reported, not the units that happened to be queued on the same actor

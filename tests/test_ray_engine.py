@@ -468,6 +468,23 @@ def test_a_ray_rerun_redoes_the_utterance_whose_segments_changed_as_a_local_reru
     assert end[row] in [e for u, e in zip(ends["utt_id"], ends["end"], strict=True) if u == changed]
 
 
+def test_the_untrained_control_on_ray_equals_the_local_one(cluster, tiny_model_dir, tmp_path):
+    """--random-init weights are drawn from the seed on the driver and sent to the actors: the
+    store (its settings, its model digest, its vectors) is the local run's."""
+    from phonalign.corpus import demo_corpus_dir
+
+    aligned = tmp_path / "aligned"
+    align_corpus(read_corpus(None, preset="lam-demo")[:40], aligned,
+                 get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"), progress=False)
+    control = ("--random-init", "--init-seed", "3")
+    _run(_features_cmd(aligned, tmp_path / "local", tiny_model_dir, *control))
+    _run(_features_cmd(aligned, tmp_path / "ray", tiny_model_dir, *control, "--engine", "ray", "--ray-address",
+                       cluster.address))
+    assert_same_store(tmp_path / "ray", tmp_path / "local", min_rows=400)
+    meta = FeatureStore.open(tmp_path / "ray").meta
+    assert meta["settings"]["weights"] == "random-init" and meta["revision"] is None
+
+
 # ---------------------------------------------------------------------------------------------
 # settings and errors
 
