@@ -88,6 +88,7 @@ from .similarity import (
     _to_clusters,
     _View,
     prepare_sides,
+    shared_layers,
 )
 from .store import FeatureStore
 
@@ -314,7 +315,8 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
     Returns
     -------
     dict of str to VowelMap
-        One map per metric, in the order given.
+        One map per metric, in the order given. Only the layers both stores hold are scored (every
+        layer unless a store was made with ``lam features --layers``); the others' cells are NaN.
 
     Raises
     ------
@@ -329,6 +331,7 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
                           match_duration=match_duration, seed=seed, resample=resample,
                           allow_different=allow_different)
     src, tgt, resampling = sides.source, sides.target, sides.resampling
+    layers = shared_layers(source, target)
     ms, mt = src.scope_matrix(None), tgt.scope_matrix(None)
     idx = [_CLS[c] for c in VOWEL_CLASSES]
     cnt_s = np.asarray(ms @ src.counts.T).T[idx]          # (6, K_s) rows per class and cluster
@@ -356,7 +359,7 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
     score = {m: np.full((n_l, c, c), np.nan) for m in metrics}
     boot = {m: np.full((b, n_l, c, c), np.nan) for m in metrics}
     need = {m: MIN_CLUSTERS[m] for m in metrics}
-    for layer in track(range(n_l), desc="vowel map", item="layer", progress=progress):
+    for layer in track(layers, desc="vowel map", item="layer", progress=progress):
         if sum_metrics:
             streams = {v.name: _stream(v, layer, h, "pairwise_cosine" in sum_metrics) for v in (src, tgt)}
             sd = _pooled_sd(streams, src, tgt) if "standardized_cosine" in sum_metrics else None

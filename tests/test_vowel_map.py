@@ -224,3 +224,23 @@ def test_run_similarity_without_vowel_map_writes_none(tmp_path, planted):
     # a rerun without --vowel-map leaves no stale map beside the new scores
     run_similarity(planted[0].path, planted[1].path, tmp_path / "sim", units=["Vowl"], n_bootstrap=0, progress=False)
     assert not any((tmp_path / "sim" / name).exists() for name in OUTPUT_FILES)
+
+
+def test_stores_made_with_layers_are_mapped_on_the_layers_both_hold(tmp_path, planted):
+    """`lam features --layers` stores: the shared layers get the full stores' cells exactly, the
+    others stay empty, and the advantage's peak and ties come from the shared layers only."""
+
+    def subset(store, path, layers):
+        out = FeatureStore.create(path, model_id=store.model_id, revision=None, n_layers=store.n_layers,
+                                  hidden_size=store.hidden_size, settings=store.meta["settings"], layers=layers)
+        out.append(store.index, np.stack([store.read_layer(layer) for layer in out.layers]))
+        return FeatureStore.open(path)
+
+    full = vowel_maps(*planted, n_bootstrap=30, seed=2)["centroid_cosine"]
+    src, tgt = subset(planted[0], tmp_path / "s", [0, 1, 2, 4]), subset(planted[1], tmp_path / "t", [0, 2, 3, 4, 5])
+    part = vowel_maps(src, tgt, n_bootstrap=30, seed=2)["centroid_cosine"]
+    for layer in (0, 2, 4):
+        np.testing.assert_allclose(part.score[layer], full.score[layer], rtol=1e-12)
+    assert np.isnan(part.score[[1, 3, 5]]).all()
+    adv = part.advantage()
+    assert adv.peak in (2, 4) and set(np.flatnonzero(adv.tied)) <= {2, 4}
