@@ -16,7 +16,6 @@ This module knows nothing of Ray: the Ray-specific code is in :mod:`phonalign.ra
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -153,25 +152,25 @@ def cut_by_duration(seconds: Sequence[float], *, chunk_seconds: float, min_chunk
 
 
 class WorkProgress:
-    """Progress of a batch job in utterances and audio hours (one bar, shown on terminals only).
+    """Progress of a batch job in utterances and audio hours (:func:`phonalign.progress.progress_bar`:
+    a bar on a terminal or in Jupyter, plain log lines otherwise).
 
     Both engines report here as results arrive; with Ray that is as chunks finish anywhere in the
     cluster.
     """
 
     def __init__(self, total: int, total_seconds: float, *, desc: str, enabled: bool = True) -> None:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
         self.desc = desc
         self.total_hours = total_seconds / 3600.0
         self.hours = 0.0
         self.n = 0
-        show = enabled and (sys.stderr.isatty() or "ipykernel" in sys.modules)
-        self.bar = tqdm(total=total, desc=desc, unit="utt", disable=not show, mininterval=0.5, leave=False)
+        self.bar = progress_bar(total, desc=desc, item="utt", progress=enabled)
         self._postfix()
 
     def _postfix(self) -> None:
-        self.bar.set_postfix_str(f"audio {self.hours:.2f}/{self.total_hours:.2f} h", refresh=False)
+        self.bar.set_postfix(audio=f"{self.hours:.2f}/{self.total_hours:.2f} h")
 
     def update(self, n: int, seconds: float = 0.0) -> None:
         """``n`` more utterances done, holding ``seconds`` of audio."""
@@ -181,6 +180,6 @@ class WorkProgress:
         self.bar.update(n)
 
     def close(self) -> None:
-        """Remove the bar; log the totals."""
+        """End the bar (a plain last line where no bar is drawn); log the totals."""
         log.debug("%s: %d utterances, %.3f h of audio", self.desc, self.n, self.hours)
         self.bar.close()

@@ -347,6 +347,7 @@ OTHER_SETTING: dict[str, dict[str, str]] = {
     "seed": {"phonalign.demo_corpus": "the seed the bundled demo corpus was generated with (its audio is "
                                       "shipped; changing it means regenerating the corpus)"},
     "what": {"": "a noun naming the thing in an error message ('file', 'source'), not a setting"},
+    "name": {"RunConfig engine.": "the engine's name (local or ray; `lam --engine`), not the run's name"},
 }
 
 
