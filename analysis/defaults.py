@@ -17,8 +17,9 @@ from .errors import ModelError
 
 __all__ = [
     "BATCH_SECONDS", "CHUNK_ROWS", "CI_LEVEL", "DEFAULT_DEVICE", "DEFAULT_DTYPE", "DEFAULT_METRIC", "DEFAULT_MODEL",
-    "DEFAULT_RESAMPLE", "DEFAULT_WHISPER_MODE", "DTYPES", "MAX_ROWS", "METRICS", "N_BOOTSTRAP", "N_HALVES",
-    "N_PERMUTATIONS", "RESAMPLE_MODES", "SEED", "SELECTION_KEYS", "TOP_K", "UNITS", "WHISPER_MODES", "check_device",
+    "DEFAULT_RESAMPLE", "DEFAULT_STORE_DTYPE", "DEFAULT_WHISPER_MODE", "DTYPES", "MAX_ROWS", "METRICS", "N_BOOTSTRAP",
+    "N_HALVES", "N_PERMUTATIONS", "RESAMPLE_MODES", "SEED", "SELECTION_KEYS", "STORE_DTYPES", "TOP_K", "UNITS",
+    "WHISPER_MODES", "check_device",
 ]
 
 # ---- models and feature extraction ------------------------------------------------------------
@@ -40,6 +41,10 @@ _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 BATCH_SECONDS = 60.0
 #: Rows per committed chunk of a feature store.
 CHUNK_ROWS = 4096
+#: Precision of a feature store's arrays on disk (``lam features --store-dtype``; readers always get
+#: float32; see :mod:`analysis.store`).
+STORE_DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+DEFAULT_STORE_DTYPE = "float32"
 
 # ---- similarity, rankings and selections ------------------------------------------------------
 

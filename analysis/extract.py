@@ -59,12 +59,20 @@ from phonalign.fsutil import atomic_write_json, make_dirs, read_json, read_parqu
 from phonalign.outdir import FolderRules, OutputFolder, output_folder
 from phonalign.provenance import write_run_info
 
-from .defaults import BATCH_SECONDS, CHUNK_ROWS, DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_WHISPER_MODE
+from .defaults import (
+    BATCH_SECONDS,
+    CHUNK_ROWS,
+    DEFAULT_DEVICE,
+    DEFAULT_DTYPE,
+    DEFAULT_STORE_DTYPE,
+    DEFAULT_WHISPER_MODE,
+    STORE_DTYPES,
+)
 from .errors import ExtractionError, StoreError, StoreSettingsError
 from .frames import frames_for_segments
 from .models import SAMPLE_RATE, SpeechEncoder, load_encoder
 from .pooling import pool_batch
-from .store import STORE_DTYPES, FeatureStore, index_table, model_digest, new_meta, parse_layers, settings_mismatch
+from .store import FeatureStore, index_table, model_digest, new_meta, parse_layers, settings_mismatch
 
 #: Segment classes that get no vector: pauses carry no phone.
 SKIPPED_CLASSES = ("silence",)
@@ -115,7 +123,7 @@ class ExtractConfig:
     strict: bool = False
     pooling: str = "mean"
     chunk_rows: int = CHUNK_ROWS
-    store_dtype: str = "float32"
+    store_dtype: str = DEFAULT_STORE_DTYPE
     layers: tuple[int, ...] = ()
     random_init: bool = False
     init_seed: int = 0
@@ -223,7 +231,7 @@ def _audio_path(src: Path, value: str | None) -> Path:
 
 def plan_extraction(out: Path, src: Path, utts: pa.Table, segs: pa.Table | None, enc: SpeechEncoder | EncoderFacts,
                     *, language: str | None, shard: tuple[int, int] = (0, 1), force: bool = False,
-                    layers: str | Sequence[int] | None = None, store_dtype: str = "float32",
+                    layers: str | Sequence[int] | None = None, store_dtype: str = DEFAULT_STORE_DTYPE,
                     extra_settings: dict | None = None) -> ExtractionPlan:
     """Open (or create) the store at ``out`` for a run and bring it in line with the input.
 
@@ -828,7 +836,7 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
                      strict: bool = False, chunk_rows: int = CHUNK_ROWS, progress: bool = True,
                      model_id: str | None = None, language: str | None = None, force: bool = False,
                      allow_missing: bool = False, random_init: bool = False, init_seed: int = 0,
-                     store_dtype: str = "float32", layers: str | Sequence[int] | None = None,
+                     store_dtype: str = DEFAULT_STORE_DTYPE, layers: str | Sequence[int] | None = None,
                      engine: str | EngineConfig | None = None) -> dict:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
@@ -1000,7 +1008,7 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
                              **_segment_spans(writer, i)) for i in batch]
                     for batch in batches]
             bar = WorkProgress(len(plan.todo), sum(lengths.values()) / SAMPLE_RATE,
-                               desc=f"features {facts.model_id}", enabled=progress)
+                               desc=f"features {facts.model_id}", progress=progress)
             bar.update(len(plan.todo) - len(lengths))  # failed while planning
             if pool is not None:
                 results = pool.run(work, layers=plan.layers, on_done=bar.update)

@@ -67,6 +67,7 @@ import pyarrow.parquet as pq
 from phonalign import __version__
 from phonalign.fsutil import atomic_path, atomic_write_json
 
+from .defaults import DEFAULT_STORE_DTYPE, STORE_DTYPES
 from .errors import StoreError, StoreSettingsError
 
 FORMAT = "lam-feature-store/2"
@@ -76,7 +77,6 @@ _REPLACES = b"lam.replaces"
 _SETTINGS_FP = b"lam.settings_fp"
 
 #: Precisions of the stored arrays (``lam features --store-dtype``).
-STORE_DTYPES = ("float32", "float16", "bfloat16")
 #: numpy dtype of the ``.npy`` files of each store dtype (bfloat16: bit patterns, see above).
 _DISK_DTYPE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
 
@@ -291,7 +291,7 @@ class FeatureStore:
         frame_spec: Mapping | None = None,
         model: Mapping | None = None,
         layers: Sequence[int] | None = None,
-        dtype: str = "float32",
+        dtype: str = DEFAULT_STORE_DTYPE,
     ) -> FeatureStore:
         """Create a store, or reopen one made with the same model and settings for appending.
 
@@ -685,7 +685,7 @@ def describe_layers(layers: Sequence[int]) -> str:
 
 def new_meta(*, model_id: str, revision: str | None, n_layers: int, hidden_size: int, settings: Mapping,
              frame_spec: Mapping | None = None, model: Mapping | None = None, layers: Sequence[int] | None = None,
-             dtype: str = "float32") -> dict:
+             dtype: str = DEFAULT_STORE_DTYPE) -> dict:
     """The ``meta.json`` of a store (see :meth:`FeatureStore.create`).
 
     Raises

@@ -35,6 +35,7 @@ from analysis.defaults import (
     DEFAULT_METRIC,
     DEFAULT_MODEL,
     DEFAULT_RESAMPLE,
+    DEFAULT_STORE_DTYPE,
     DEFAULT_WHISPER_MODE,
     DTYPES,
     METRICS,
@@ -43,6 +44,7 @@ from analysis.defaults import (
     RESAMPLE_MODES,
     SEED,
     SELECTION_KEYS,
+    STORE_DTYPES,
     TOP_K,
     UNITS,
     WHISPER_MODES,
@@ -133,7 +135,7 @@ class FeaturesConfig:
     device: str = DEFAULT_DEVICE
     dtype: str = DEFAULT_DTYPE
     batch_seconds: float = BATCH_SECONDS
-    store_dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # precision on disk (docs/scale.md)
+    store_dtype: str = DEFAULT_STORE_DTYPE  # precision on disk (docs/scale.md)
     layers: tuple[int, ...] | None = None  # layers to keep; None = every layer
 
 
@@ -440,8 +442,8 @@ def validate(cfg: RunConfig) -> RunConfig:
            f"features.dtype: {cfg.features.dtype!r} is not one of {', '.join(DTYPES)}")
     _check(cfg.features.whisper_mode in WHISPER_MODES,
            f"features.whisper_mode: {cfg.features.whisper_mode!r} is not one of {', '.join(WHISPER_MODES)}")
-    _check(cfg.features.store_dtype in ("float32", "float16", "bfloat16"),
-           f"features.store_dtype: {cfg.features.store_dtype!r} is not one of 'float32', 'float16', 'bfloat16'")
+    _check(cfg.features.store_dtype in STORE_DTYPES,
+           f"features.store_dtype: {cfg.features.store_dtype!r} is not one of {', '.join(STORE_DTYPES)}")
     for key, device in (("features.device", cfg.features.device), ("train.device", t.device)):
         try:
             check_device(device)

@@ -159,14 +159,14 @@ class WorkProgress:
     cluster.
     """
 
-    def __init__(self, total: int, total_seconds: float, *, desc: str, enabled: bool = True) -> None:
+    def __init__(self, total: int, total_seconds: float, *, desc: str, progress: bool = True) -> None:
         from .progress import progress_bar
 
         self.desc = desc
         self.total_hours = total_seconds / 3600.0
         self.hours = 0.0
         self.n = 0
-        self.bar = progress_bar(total, desc=desc, item="utt", progress=enabled)
+        self.bar = progress_bar(total, desc=desc, item="utt", progress=progress)
         self._postfix()
 
     def _postfix(self) -> None:

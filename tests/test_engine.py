@@ -48,7 +48,7 @@ def test_a_second_budget_caps_the_results_a_chunk_sends_back():
 
 
 def test_progress_counts_utterances_and_audio_hours(caplog):
-    bar = WorkProgress(5, 3 * 3600.0, desc="aligning", enabled=False)
+    bar = WorkProgress(5, 3 * 3600.0, desc="aligning", progress=False)
     bar.update(2, 1800.0)
     bar.update(3, 9000.0)
     assert (bar.n, bar.hours, bar.total_hours) == (5, 3.0, 3.0)

@@ -11,18 +11,14 @@ from analysis.defaults import (
     CHUNK_ROWS,
     DEFAULT_DEVICE,
     DEFAULT_DTYPE,
+    DEFAULT_STORE_DTYPE,
     DEFAULT_WHISPER_MODE,
     DTYPES,
+    STORE_DTYPES,
     WHISPER_MODES,
 )
 
 from . import _options as opt
-
-
-def _store_dtypes() -> tuple[str, ...]:
-    from analysis.store import STORE_DTYPES
-
-    return STORE_DTYPES
 
 
 def _check_layers(text: str | None) -> str | None:
@@ -66,7 +62,7 @@ def register(app: typer.Typer) -> None:
                                                help="Only utterances of this language "
                                                "(e.g. en), to make one store per corpus side; for a plain "
                                                "corpus folder, the language of its utterances."),
-        store_dtype: str = typer.Option("float32", "--store-dtype", callback=opt.choice(_store_dtypes),
+        store_dtype: str = typer.Option(DEFAULT_STORE_DTYPE, "--store-dtype", callback=opt.choice(STORE_DTYPES),
                                         help="Precision of the stored vectors: float32, float16 (half the size; "
                                         "values beyond +-65504 are refused) or bfloat16 (half the size, "
                                         "float32's range). Readers always get float32."),

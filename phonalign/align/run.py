@@ -690,7 +690,7 @@ def _align_locked(utterances: Sequence[Utterance], out: Path, aligner: Aligner, 
             for utt, alignment, info in batch:
                 finish(utt, alignment, info, ps)
 
-        work = WorkProgress(len(todo), sum(durations[u.utt_id] for u in todo), desc="aligning", enabled=progress)
+        work = WorkProgress(len(todo), sum(durations[u.utt_id] for u in todo), desc="aligning", progress=progress)
         # intervals of long recordings are cut here (OUT/work/intervals; Ray workers read them there)
         staged, shifts = _stage_intervals(todo, workdir, aligner)
         if engine.name == "ray" and staged:
