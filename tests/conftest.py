@@ -75,3 +75,18 @@ def demo_aligned(tmp_path_factory) -> Path:
     align_corpus(read_corpus(None, preset="lam-demo"), out,
                  get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"), progress=False)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper_dir(tmp_path_factory):
+    """A randomly initialised 2-layer Whisper saved as a local model folder (nothing downloaded)."""
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    cfg = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
+                        max_source_positions=1500, max_target_positions=32)
+    path = tmp_path_factory.mktemp("tiny-whisper")
+    WhisperModel(cfg).save_pretrained(path)
+    return path

@@ -9,7 +9,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 from html_checks import CHROMIUM, assert_not_blank, check_references, screenshot
-from test_pipeline import _tiny_config, tiny_whisper_dir  # noqa: F401 -- the fixture is used by name
+from test_pipeline import _tiny_config
 from test_similarity import TRUTH, make_store
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ from lam_train.pipeline import run_pipeline
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_whisper_dir):  # noqa: F811
+def tiny_run(tmp_path_factory, tiny_whisper_dir):
     """A tiny `lam run` (random 2-layer Whisper, a few demo utterances) with the vowel views on."""
     tmp = tmp_path_factory.mktemp("tiny_run")
     cfg = load_config(_tiny_config(tmp, tiny_whisper_dir, strategies=["final", "BL"],

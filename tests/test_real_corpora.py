@@ -18,20 +18,6 @@ from lam_train.cli import app
 REAL = Path(__file__).resolve().parent / "data" / "real"
 
 
-@pytest.fixture(scope="module")
-def tiny_whisper_dir(tmp_path_factory):
-    """A randomly initialised 2-layer Whisper saved as a local model folder (nothing downloaded)."""
-    import torch
-    from transformers import WhisperConfig, WhisperModel
-
-    torch.manual_seed(0)
-    cfg = WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
-                        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                        max_source_positions=1500, max_target_positions=32)
-    path = tmp_path_factory.mktemp("tiny-whisper")
-    WhisperModel(cfg).save_pretrained(path)
-    return path
-
 
 def test_lam_run_on_real_english_and_mandarin_stops_before_training_for_want_of_labels(tmp_path, tiny_whisper_dir):
     config = {
