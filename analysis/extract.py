@@ -504,7 +504,9 @@ def plan_batches(lengths, *, batch_seconds: float, fixed_seconds: float | None =
     """
     lengths = np.asarray(lengths, np.int64)
     order = np.argsort(-lengths, kind="stable")
-    batches, current, longest = [], [], 0.0
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    longest = 0.0
     for i in order:  # one step per utterance (not per frame or segment)
         sec = fixed_seconds if fixed_seconds is not None else lengths[i] / SAMPLE_RATE
         new_longest = max(longest, sec)

@@ -143,11 +143,11 @@ def conv_frame_spec(kernels, strides, *, sample_rate: int = 16000) -> FrameSpec:
         raise FrameError(f"conv kernels {kernels} and strides {strides} do not pair up",
                          hint="check conv_kernel and conv_stride in the model config")
     field, jump = kernels[0], strides[0]
-    for k, s in zip(kernels[1:], strides[1:]):
+    for k, s in zip(kernels[1:], strides[1:], strict=True):
         field += (k - 1) * jump
         jump *= s
     return FrameSpec(shift=jump / sample_rate, receptive_field=field / sample_rate, offset=0.0,
-                     sample_rate=sample_rate, conv=tuple(zip(kernels, strides)))
+                     sample_rate=sample_rate, conv=tuple(zip(kernels, strides, strict=True)))
 
 
 def whisper_frame_spec(*, hop_length: int = 160, n_fft: int = 400, max_source_positions: int = 1500,

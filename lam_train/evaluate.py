@@ -58,7 +58,7 @@ def per_class_recall(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float 
     labels = np.arange(len(EMOTIONS))
     rec = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
     present = np.isin(labels, y_true)
-    return {e: (float(r) if p else None) for e, r, p in zip(EMOTIONS, rec, present)}
+    return {e: (float(r) if p else None) for e, r, p in zip(EMOTIONS, rec, present, strict=True)}
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:

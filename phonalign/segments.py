@@ -100,7 +100,7 @@ def segment_columns(
     context: Sequence[str | None] | None = None,
     validate: bool = True,
 ) -> dict[str, list]:
-    """The columns of :data:`SEGMENT_SCHEMA` for one utterance, as Python sequences (lists/tuples).
+    """The columns of :data:`SEGMENT_SCHEMA` for one utterance, as Python sequences (lists).
 
     The batch runner extends these lists over many utterances and builds one table per chunk,
     which is far cheaper than one table per utterance. See :func:`segments_from_alignment`.
@@ -117,9 +117,9 @@ def segment_columns(
     if n == 0:
         return {name: [] for name in SEGMENT_SCHEMA.names}
     # one transposition instead of one comprehension per column: this runs per utterance
-    label, start, end = zip(*[(p.label, p.start, p.end) for p in phones])
-    phone, unit_class, diphthong, rhotic, syllabic, stress, tone = zip(
-        *[(i.phone, i.unit_class, i.diphthong, i.rhotic, i.syllabic, i.stress, i.tone) for i in infos])
+    label, start, end = map(list, zip(*[(p.label, p.start, p.end) for p in phones], strict=True))
+    phone, unit_class, diphthong, rhotic, syllabic, stress, tone = map(list, zip(
+        *[(i.phone, i.unit_class, i.diphthong, i.rhotic, i.syllabic, i.stress, i.tone) for i in infos], strict=True))
     return {
         "utt_id": [utt_id] * n,
         "index": list(range(n)),

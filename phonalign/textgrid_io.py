@@ -35,6 +35,7 @@ import struct
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import TextGridError
 from .fsutil import atomic_path
@@ -179,7 +180,7 @@ def _locate_parse_error(text: str) -> tuple[int | None, str | None]:
         try:
             tok, ln = next(it)
         except StopIteration:
-            raise _Stop(tokens[-1][1] if tokens else 1, f"file ends where {kind} was expected")
+            raise _Stop(tokens[-1][1] if tokens else 1, f"file ends where {kind} was expected") from None
         if kind == "number" and not _is_number(tok):
             raise _Stop(ln, f"expected a number, found {tok[:40]!r}")
         if kind == "string" and not (tok.startswith('"') and tok.endswith('"') and len(tok) >= 2):
@@ -253,6 +254,7 @@ def _parse_with_textgrid_package(path: Path, encoding: str) -> list[dict]:
     grid.read(str(path), round_digits=17, encoding="utf-16" if encoding == "utf-16" else "utf-8-sig")
     tiers: list[dict] = [{"grid_xmin": float(grid.minTime) + 0.0, "grid_xmax": float(grid.maxTime) + 0.0}]
     for tier in grid.tiers:
+        entries: list[tuple[Any, ...]]
         if isinstance(tier, tgpkg.IntervalTier):
             entries = [(float(iv.minTime) + 0.0, float(iv.maxTime) + 0.0, (iv.mark or "").strip())
                        for iv in tier.intervals]
@@ -742,7 +744,8 @@ def pack_tiers(xmin: float, xmax: float,
     lists = (words[2], phones[2], vowel_classes if vowel_classes is not None else ())
     joined = [_RS.join(x) for x in lists]
     n_classes = -1 if vowel_classes is None else len(vowel_classes)
-    if all(j.count(_RS) == max(len(x) - 1, 0) for j, x in zip(joined, lists)) and not any(_US in j for j in joined):
+    separable = all(j.count(_RS) == max(len(x) - 1, 0) for j, x in zip(joined, lists, strict=True))
+    if separable and not any(_US in j for j in joined):
         mode, text = 0, _US.join(joined)
     else:
         mode, text = 1, json.dumps([list(x) for x in lists], ensure_ascii=False)
@@ -772,18 +775,18 @@ def textgrid_text_from_packed(data: bytes) -> str:
     text = data[head + 8 * n_times:].decode("utf-8")
     if mode == 0:
         word_labels, phone_labels, classes = (x.split(_RS) if n else [] for x, n in
-                                              zip(text.split(_US), (n_words, n_phones, n_classes)))
+                                              zip(text.split(_US), (n_words, n_phones, n_classes), strict=True))
     else:
         word_labels, phone_labels, classes = json.loads(text)
     t = times.tolist()
     a, b, c = 2 + n_words, 2 + 2 * n_words, 2 + 2 * n_words + n_phones
-    words = list(zip(t[2:a], t[a:b], word_labels))
-    phones = list(zip(t[b:c], t[c:], phone_labels))
+    words = list(zip(t[2:a], t[a:b], word_labels, strict=True))
+    phones = list(zip(t[b:c], t[c:], phone_labels, strict=True))
     return _textgrid_text(t[0], t[1], words, phones, classes if n_classes >= 0 else None)
 
 
 def _textgrid_text(xmin: float, xmax: float, words: list[tuple[float, float, str]],
-                   phones: list[tuple[float, float, str]], vowel_classes: Sequence[str] | None) -> str:
+                   phones: list[tuple[float, float, str]], vowel_classes: Sequence[str | None] | None) -> str:
     tiers: list[tuple[str, list[tuple[float, float, str]]]] = [
         ("words", _filled(words, xmin, xmax)),
         ("phones", _filled(phones, xmin, xmax)),
@@ -791,7 +794,7 @@ def _textgrid_text(xmin: float, xmax: float, words: list[tuple[float, float, str
     if vowel_classes is not None:
         if len(vowel_classes) != len(phones):
             raise ValueError(f"vowel_classes has {len(vowel_classes)} entries for {len(phones)} phone intervals")
-        marks = [(s, e, c if c in _VOWELS else "") for (s, e, _), c in zip(phones, vowel_classes)]
+        marks = [(s, e, c if c in _VOWELS else "") for (s, e, _), c in zip(phones, vowel_classes, strict=True)]
         tiers.append(("vowel_class", _filled(marks, xmin, xmax)))
     # Digits of every boundary, once: repr is the shortest string that reads back to the same
     # double; it switches to scientific notation below 1e-4 (which praatio cannot read) and

@@ -88,7 +88,7 @@ def _memo_path(root: Path, source: CT2Source) -> Path:
     return root / "sources" / (hashlib.sha256(where.encode()).hexdigest()[:32] + ".json")
 
 
-def cached_key(source: CT2Source, *, cache_dir: str | Path | None = None,
+def cached_key(source: CT2Source, *, cache_dir: str | os.PathLike[str] | None = None,
                verify: bool = False) -> tuple[str, dict[str, str]]:
     """:func:`source_key`, memoised by file path, size and modification time.
 
@@ -116,7 +116,7 @@ def cached_key(source: CT2Source, *, cache_dir: str | Path | None = None,
     return key, digests
 
 
-def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | Path | None = None,
+def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | os.PathLike[str] | None = None,
                       verify: bool = False) -> Path:
     """The Hugging Face directory converted from ``source``, converting it on first use.
 
@@ -139,7 +139,7 @@ def cached_conversion(source: CT2Source | str | Path, *, cache_dir: str | Path |
     return target
 
 
-def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | Path | None = None,
+def load_ct2_whisper(source: CT2Source | str | Path, *, cache_dir: str | os.PathLike[str] | None = None,
                      dtype: torch.dtype | None = None, verify: bool = False) -> WhisperForConditionalGeneration:
     """Load a CTranslate2 Whisper model as a transformers ``WhisperForConditionalGeneration``.
 

@@ -50,7 +50,7 @@ class Aligner(ABC):
     #: alignment); False for imports, which read no audio
     aligns_audio: bool = True
 
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027 -- optional: a backend with nothing to install keeps this
         """Raise :class:`~phonalign.errors.AlignerError` with install instructions if the
         backend cannot run here. Called once, before any work."""
 
