@@ -47,7 +47,7 @@ def _varied(base: Alignment, rng: np.random.Generator, offset: float = 0.0) -> A
     bounds = sorted({0.0, *(p.end for p in base.phones), *(w.end for w in base.words)})
     moved = {b: offset + b * scale for b in bounds}
     jitter = rng.uniform(-0.004, 0.004, size=len(bounds) - 2)
-    for b, j in zip(bounds[1:-1], jitter):
+    for b, j in zip(bounds[1:-1], jitter, strict=True):
         moved[b] = offset + b * scale + j
 
     def remap(ivs):

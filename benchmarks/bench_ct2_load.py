@@ -39,7 +39,8 @@ def _time(fn) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, help="CTranslate2 Whisper directory (default: the packaged whisper-base)")
+    parser.add_argument("--source", type=Path,
+                        help="CTranslate2 Whisper directory (default: the packaged whisper-base)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (loading is mostly I/O)")
     args = parser.parse_args(argv)
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from analysis import ct2
     from analysis.model_sources import ct2_package_source
+
+    def hf_load(directory: Path) -> WhisperForConditionalGeneration:
+        return WhisperForConditionalGeneration.from_pretrained(directory, local_files_only=True)
 
     source = ct2.CT2Source.from_directory(args.source) if args.source else ct2_package_source("openai/whisper-base")
     size = sum(p.stat().st_size for p in source.model_files)
@@ -63,15 +67,16 @@ def main(argv: list[str] | None = None) -> int:
               f"with the stat memo: {_time(lambda: ct2.cached_key(source, cache_dir=cache))[0] * 1e3:.1f} ms")
 
         first_ours, model = _time(lambda: ct2.load_ct2_whisper(source, cache_dir=cache))
-        first_base, ref = _time(lambda: WhisperForConditionalGeneration.from_pretrained(directory, local_files_only=True))
-        same = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+        first_base, ref = _time(lambda: hf_load(directory))
+        pairs = zip(model.state_dict().values(), ref.state_dict().values(), strict=True)
+        same = all(torch.equal(a, b) for a, b in pairs)
         print(f"first call in process: toolkit cached load {first_ours:.2f} s, from_pretrained {first_base:.2f} s; "
               f"identical tensors: {same}")
         del model, ref
         ours, base = [], []
         for _ in range(args.repeats):  # interleaved so that both see the same machine load
             ours.append(_time(lambda: ct2.load_ct2_whisper(source, cache_dir=cache))[0])
-            base.append(_time(lambda: WhisperForConditionalGeneration.from_pretrained(directory, local_files_only=True))[0])
+            base.append(_time(lambda: hf_load(directory))[0])
         m_ours, m_base = statistics.median(ours), statistics.median(base)
         print(f"median of {args.repeats}: toolkit cached load {m_ours:.3f} s, from_pretrained {m_base:.3f} s")
         print(f"first conversion / cached load: {t_convert / m_ours:.1f}x")

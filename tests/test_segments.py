@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
@@ -79,15 +81,15 @@ def test_each_phone_gets_the_word_holding_its_midpoint(durations, data):
     bounds = [0.0]
     for d in durations:
         bounds.append(bounds[-1] + d)
-    phones = tuple(Interval(a, b, "a") for a, b in zip(bounds, bounds[1:]))
+    phones = tuple(Interval(a, b, "a") for a, b in pairwise(bounds))
     # words: a random coarser partition of the same boundaries, some of them pauses
     cuts = sorted(set(data.draw(st.lists(st.integers(1, len(bounds) - 2), max_size=6))) if len(bounds) > 2 else [])
     edges = [0, *cuts, len(bounds) - 1]
     words = tuple(Interval(bounds[a], bounds[b], data.draw(st.sampled_from(["", "w"])) + str(k))
-                  for k, (a, b) in enumerate(zip(edges, edges[1:])))
+                  for k, (a, b) in enumerate(pairwise(edges)))
     alignment = Alignment(words=words, phones=phones, xmin=0.0, xmax=bounds[-1])
     rows = segments_from_alignment("p", alignment, phone_set="arpabet").to_pylist()
-    for row, ph in zip(rows, phones):
+    for row, ph in zip(rows, phones, strict=True):
         mid = (ph.start + ph.end) / 2
         holder = next(k for k, w in enumerate(words) if w.start <= mid < w.end or (mid == w.end == bounds[-1]))
         assert row["word_index"] == holder

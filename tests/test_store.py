@@ -120,8 +120,9 @@ def test_open_raises_when_directory_is_not_a_store(tmp_path):
 
 def test_sharded_chunk_ids_do_not_collide(tmp_path):
     store = _create(tmp_path / "s")
-    assert store.append(_rows(["u1"]), _layers(3, 0), chunk_id=store.next_chunk_id("s0000of0002-")) == "s0000of0002-00000"
-    assert store.append(_rows(["u2"]), _layers(3, 1), chunk_id=store.next_chunk_id("s0001of0002-")) == "s0001of0002-00000"
+    first = store.append(_rows(["u1"]), _layers(3, 0), chunk_id=store.next_chunk_id("s0000of0002-"))
+    second = store.append(_rows(["u2"]), _layers(3, 1), chunk_id=store.next_chunk_id("s0001of0002-"))
+    assert (first, second) == ("s0000of0002-00000", "s0001of0002-00000")
     assert store.next_chunk_id("s0000of0002-") == "s0000of0002-00001"
     assert len(FeatureStore.open(tmp_path / "s")) == 6
     assert not os.path.exists(tmp_path / "s" / "index" / "part-00000.parquet")

@@ -8,6 +8,7 @@ without it.
 from __future__ import annotations
 
 import csv
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phonalign.corpus import demo_corpus_dir
-from phonalign.records import EMOTIONS
 from phonalign.demo_corpus import EMOTION_PROSODY, demo_plan, jittered_prosody
 from phonalign.espeak import ESPEAK_RATE, PhonemeEvent, Prosody, RawSynthesis, WordEvent, espeak_available
+from phonalign.records import EMOTIONS
 from phonalign.synth import move_stop_closures, phone_intervals, resample
 
 DEMO = demo_corpus_dir()
@@ -174,7 +175,7 @@ def test_phone_starts_are_the_phoneme_event_samples():
     ev = syn.raw.phonemes
     # espeak gives some phonemes no duration (the l of "sells" is spoken inside the vowel):
     # they have no interval
-    events = [e for e, nxt in zip(ev, ev[1:]) if not e.label.startswith("_") and nxt.sample > e.sample]
+    events = [e for e, nxt in pairwise(ev) if not e.label.startswith("_") and nxt.sample > e.sample]
     assert len(events) < len([e for e in ev if not e.label.startswith("_")])
     phones = [p for p in syn.alignment.phones if p.label]
     assert [p.label for p in phones] == [e.label for e in events]
@@ -253,6 +254,6 @@ def test_phone_intervals_tile_the_audio_for_any_event_list(events):
                        tuple(PhonemeEvent(s, lab, pos) for s, lab, pos in events), ())
     ivs = phone_intervals(raw)
     assert ivs[0][0] == 0 and ivs[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(ivs, ivs[1:]))
+    assert all(a[1] == b[0] for a, b in pairwise(ivs))
     assert all(e > s for s, e, _, _ in ivs)
-    assert not any(a[2] == "" and b[2] == "" for a, b in zip(ivs, ivs[1:]))
+    assert not any(a[2] == "" and b[2] == "" for a, b in pairwise(ivs))

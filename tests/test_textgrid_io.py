@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from itertools import pairwise
 
 import pytest
 from praatio import textgrid as ptg
+from praatio.utilities.errors import ParsingError
 
 from phonalign.errors import TextGridError
 from phonalign.records import TIME_TOL, Alignment, Interval
@@ -17,7 +19,7 @@ MICHAEL_PHONES = ["m", "ɑ", "n", "tʲ", "ɹ", "i", "ɒ", "ɫ", "f", "ɒ", "ɹ",
 
 def _same_intervals(a, b) -> None:
     assert len(a) == len(b)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert x.label == y.label
         assert x.start == pytest.approx(y.start, abs=TIME_TOL)
         assert x.end == pytest.approx(y.end, abs=TIME_TOL)
@@ -131,7 +133,7 @@ def test_missing_and_empty_files_raise_our_error(tmp_path):
 
 def test_praatio_itself_cannot_read_scientific_notation_times(edge_dir):
     # the reason for the fallback: praatio wrote this file and refuses it
-    with pytest.raises(Exception):
+    with pytest.raises(ParsingError):
         ptg.openTextgrid(str(edge_dir / "scientific_notation_times_written_by_praatio.TextGrid"),
                          includeEmptyIntervals=True)
 
@@ -225,7 +227,7 @@ def test_write_then_read_round_trips_through_praatio(tmp_path, mfa_dir):
 
 def test_write_keeps_full_precision_and_never_scientific_notation(tmp_path):
     times = [0.0, 1e-05, 0.1 + 0.2, 0.3154201182247563, 1.0 / 3.0]
-    phones = tuple(Interval(a, b, lab) for a, b, lab in zip(times, times[1:], "abcd"))
+    phones = tuple(Interval(a, b, lab) for (a, b), lab in zip(pairwise(times), "abcd", strict=True))
     alignment = Alignment(words=(), phones=phones, xmin=0.0, xmax=1.0 / 3.0)
     out = write_alignment(tmp_path / "precise.TextGrid", alignment)
     text = out.read_text(encoding="utf-8")
