@@ -75,3 +75,23 @@ def test_engine_settings_resolve_from_names_configs_and_overrides():
 def test_bad_engine_settings_are_one_line_errors(cfg, message):
     with pytest.raises(EngineError, match=message):
         cfg.check()
+
+
+def test_a_ray_worker_keeps_one_backend_per_run_so_its_loaded_state_is_reused():
+    # what a Ray task does on a worker process, called directly: each task receives its own copy of
+    # the driver's aligner, and the chunks of one run must share the first (pocketsphinx loads its
+    # decoder once per process, not once per chunk); a new run starts from its own copy
+    import copy
+
+    from phonalign.align import get_aligner, ray_engine
+    from phonalign.corpus import read_corpus
+
+    english = [u for u in read_corpus(None, preset="lam-demo") if u.language == "en"][:3]
+    driver = get_aligner("pocketsphinx")
+    first, second, other_run = (copy.deepcopy(driver) for _ in range(3))
+    results = ray_engine.align_chunk("run-a", first, english[:2]) + ray_engine.align_chunk("run-a", second, english[2:])
+    assert [r.utt_id for r in results] == [u.utt_id for u in english]
+    assert all(r.ok for r in results)
+    assert first._local is not None and second._local is None  # one decoder for both chunks
+    ray_engine.align_chunk("run-b", other_run, english[:1])
+    assert other_run._local is not None

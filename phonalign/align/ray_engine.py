@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -36,10 +37,24 @@ log = logging.getLogger(__name__)
 TASK_NAME = "lam_align_chunk"
 
 
-def align_chunk(aligner: Aligner, utterances: Sequence[Utterance]) -> list[AlignResult]:
-    """Run on a worker: align one chunk with the backend, in a scratch folder of the worker."""
+#: The backend a worker process aligned its last chunk with, under its run's token. Ray reuses a
+#: worker process for many chunks of a run, and a backend keeps per-process state between
+#: ``align`` calls (pocketsphinx loads its decoder once per process): each task receives a fresh
+#: copy of the driver's aligner, and reusing the first one keeps that state for the whole run.
+_worker_aligner: tuple[str, Aligner] | None = None
+
+
+def align_chunk(run_token: str, aligner: Aligner, utterances: Sequence[Utterance]) -> list[AlignResult]:
+    """Run on a worker: align one chunk with the backend, in a scratch folder of the worker.
+
+    ``run_token`` names the run (one per :func:`align_results` call): chunks of the same run on
+    this worker process share one backend instance, so its loaded state is reused.
+    """
+    global _worker_aligner
+    if _worker_aligner is None or _worker_aligner[0] != run_token:
+        _worker_aligner = (run_token, aligner)
     with tempfile.TemporaryDirectory(prefix="lam-align-") as work:
-        return list(aligner.align(list(utterances), Path(work), jobs=1))
+        return list(_worker_aligner[1].align(list(utterances), Path(work), jobs=1))
 
 
 def align_results(aligner: Aligner, utterances: Sequence[Utterance], durations: Mapping[str, float], *,
@@ -77,6 +92,7 @@ def align_results(aligner: Aligner, utterances: Sequence[Utterance], durations: 
         task = ray.remote(align_chunk).options(name=TASK_NAME, num_cpus=engine.cpus_per_worker,
                                                max_retries=engine.max_retries)
         aligner_ref = ray.put(aligner)
+        run_token = uuid.uuid4().hex
         # chunks in flight = workers: Ray would run any more at once where CPUs are free, and the
         # next chunk is submitted as soon as one finishes
         window = workers
@@ -89,7 +105,7 @@ def align_results(aligner: Aligner, utterances: Sequence[Utterance], durations: 
             nonlocal submitted
             while submitted < len(chunks) and len(running) < window:
                 part = [utts[i] for i in chunks[submitted]]
-                running[task.remote(aligner_ref, part)] = submitted
+                running[task.remote(run_token, aligner_ref, part)] = submitted
                 submitted += 1
 
         submit()
