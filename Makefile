@@ -2,7 +2,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench
+.PHONY: setup demo check test bench
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -12,7 +12,14 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lam demo
 
-test: $(STAMP)
+# style, types and the layers contract, with zero findings: they run before the tests, so a
+# finding fails `make test` (and CI) as a failing test does
+check: $(STAMP)
+	$(VENV)/bin/ruff check phonalign analysis lam_train tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: check
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)

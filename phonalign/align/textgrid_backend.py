@@ -198,22 +198,24 @@ def _read_in_processes(utterances: Sequence[Utterance], find, opts: dict, jobs: 
     def send(j: int) -> None:
         tasks = [(u.utt_id, find(u)) for u in blocks[j]]
         todo = [where for _, where in tasks if isinstance(where, str)]
-        proc = readers[j % jobs]
+        stdin = readers[j % jobs].stdin
+        assert stdin is not None  # opened with stdin=PIPE
         for k, where in enumerate(todo):
-            proc.stdin.write(json.dumps({"path": where, "flush": k == len(todo) - 1}) + "\n")
-        proc.stdin.flush()
+            stdin.write(json.dumps({"path": where, "flush": k == len(todo) - 1}) + "\n")
+        stdin.flush()
         sent.append(tasks)
 
     try:
         for j in range(min(len(blocks), 2 * jobs)):
             send(j)
         for j in range(len(blocks)):
-            proc = readers[j % jobs]
+            stdout = readers[j % jobs].stdout
+            assert stdout is not None  # opened with stdout=PIPE
             for utt_id, where in sent[j]:
                 if not isinstance(where, str):
                     yield AlignResult(utt_id, None, where)
                     continue
-                line = proc.stdout.readline()
+                line = stdout.readline()
                 if not line:
                     raise AlignerError("a TextGrid reader process stopped unexpectedly",
                                        hint="rerun; the utterances done so far are kept")
@@ -224,11 +226,13 @@ def _read_in_processes(utterances: Sequence[Utterance], find, opts: dict, jobs: 
     finally:
         for proc in readers:
             try:
-                proc.stdin.close()
+                if proc.stdin is not None:
+                    proc.stdin.close()
             except OSError:
                 pass
         for proc in readers:
-            proc.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
