@@ -11,7 +11,8 @@ device; see docs/scale.md).
 
 Faults: an actor whose process dies is restarted by Ray (the model loaded again) and its unit
 retried, up to ``max_retries`` times per unit (each actor runs one unit at a time, so the unit that
-was running is the one to blame); a unit that still fails is reported per utterance in
+was running is the one to blame); a restarted actor gets work again only once it answers, so a
+slow restart does not use up a unit's retries; a unit that still fails is reported per utterance in
 ``report.json`` and the run goes on. Errors in the model's set-up (a model
 that cannot be loaded, float16 on a CPU node) are raised on the driver as they would be locally.
 """
@@ -19,6 +20,7 @@ that cannot be loaded, float16 on a CPU node) are raised on the driver as they w
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -171,7 +173,7 @@ class RayExtractPool:
         layers : layers to keep
         on_done : called with (utterances, audio seconds) as each unit finishes on the cluster
         """
-        ray, e = self.ray, self.engine
+        e = self.engine
         assert self.facts is not None
         layers = list(layers)
         secs = [sum(w.seconds for w in b) for b in work]
@@ -180,44 +182,15 @@ class RayExtractPool:
         units = cut_by_duration([max(s, 1e-3) for s in secs], chunk_seconds=e.chunk_seconds,
                                 min_chunks=4 * len(self.actors), sizes=size, max_size=MAX_UNIT_BYTES)
         log.info("ray features: %d batches in %d units on %d actors", len(work), len(units), len(self.actors))
-        # One unit per actor at a time, so that when an actor dies the unit it was running is the
-        # one to blame (Ray would fail every call queued on it alike): each unit gets up to
-        # 1 + max_retries attempts, on whichever actor is free (a dead one is restarted by Ray).
-        idle = list(range(len(self.actors)))
-        running: dict[Any, tuple[int, int]] = {}  # ref -> (unit, actor)
-        attempts = [0] * len(units)
-        queue = list(range(len(units)))  # units to run, in order (a retried unit goes first)
-        done: dict[int, list[BatchResult]] = {}
+        sched = _UnitScheduler(self, work, units, layers)
         out = 0
-
-        def submit() -> None:
-            while idle and queue:
-                u, k = queue.pop(0), idle.pop(0)
-                attempts[u] += 1
-                batches = [list(work[i]) for i in units[u]]
-                running[self.actors[k].run.remote(batches, layers)] = (u, k)
-
-        submit()
         while out < len(units):
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                u, k = running.pop(ref)
-                idle.append(k)
-                try:
-                    done[u] = self._get(ref)
-                except ray.exceptions.RayError as err:  # the actor died (or its result was lost)
-                    if attempts[u] <= e.max_retries:
-                        log.warning("ray features: unit %d lost its worker (%s); retrying", u, type(err).__name__)
-                        queue.insert(0, u)
-                        continue
-                    log.warning("ray features: unit %d failed %d times: %s", u, attempts[u], type(err).__name__)
-                    done[u] = [self._failed(work[i], err) for i in units[u]]
+            for u, results in sched.step():
                 if on_done is not None:
                     n_utt = sum(len(work[i]) for i in units[u])
-                    on_done(n_utt, sum(r.audio_seconds for r in done[u]))
-            submit()
-            while out in done:
-                yield from done.pop(out)
+                    on_done(n_utt, sum(r.audio_seconds for r in results))
+            while out in sched.done:
+                yield from sched.done.pop(out)
                 out += 1
 
     def _failed(self, batch: Sequence[UttWork], err: BaseException) -> BatchResult:
@@ -228,3 +201,107 @@ class RayExtractPool:
                                     hint="see the Ray logs of the cluster (a worker out of memory, a crash); "
                                     "rerun the same command to retry these utterances"))
             for w in batch), 0.0, 0.0)
+
+
+#: How long the driver waits for lost actors to come back (Ray restarts them and loads the model
+#: again) while no unit is running, seconds; then the run stops with an error (nothing committed
+#: is lost, and a rerun resumes).
+ACTOR_RESTART_TIMEOUT_S = 600.0
+#: Calls a unit may lose to an actor that was restarting when the call reached it (the call never
+#: ran there), beyond its ``max_retries``: bounds the loop if an actor keeps flapping.
+MAX_UNAVAILABLE = 20
+
+
+class _UnitScheduler:
+    """Which unit runs on which actor, and what happens when an actor is lost.
+
+    One unit per actor at a time, so that when an actor dies the unit it was running is the one to
+    blame (Ray would fail every call queued on it alike): each unit gets up to ``1 + max_retries``
+    attempts, on whichever actor is free. A lost actor is restarted by Ray (the model loaded again)
+    and gets no work until it answers a ping: a call sent to an actor that is still restarting
+    fails at once with ``ActorUnavailableError``, and charging those to the unit would spend its
+    retries in milliseconds on a busy machine. Such a call is retried without counting (up to
+    :data:`MAX_UNAVAILABLE` times); a unit whose actor died while running it is charged.
+    """
+
+    def __init__(self, pool: RayExtractPool, work: Sequence[Sequence[UttWork]], units: Sequence[Sequence[int]],
+                 layers: list[int]) -> None:
+        self.pool, self.ray, self.engine = pool, pool.ray, pool.engine
+        self.work, self.units, self.layers = work, units, layers
+        self.idle = list(range(len(pool.actors)))
+        self.running: dict[Any, tuple[int, int]] = {}  # unit call -> (unit, actor)
+        self.pinging: dict[Any, int] = {}  # ping call -> actor
+        self.attempts = [0] * len(units)  # charged attempts (the actor died while running the unit)
+        self.unavailable = [0] * len(units)  # calls that reached a restarting actor
+        self.queue = list(range(len(units)))  # units to run, in order (a retried unit goes first)
+        self.done: dict[int, list[BatchResult]] = {}
+        self._waiting_since: float | None = None
+        self._submit()
+
+    def step(self) -> list[tuple[int, list[BatchResult]]]:
+        """Wait for the next call to finish; return the units that finished (unit, results)."""
+        ready, _ = self.ray.wait(list(self.running) + list(self.pinging), num_returns=1, timeout=5.0)
+        finished = []
+        for ref in ready:
+            if ref in self.pinging:
+                self._pinged(ref)
+            else:
+                finished.extend(self._unit_returned(ref))
+        self._check_stalled()
+        self._submit()
+        return finished
+
+    def _submit(self) -> None:
+        while self.idle and self.queue:
+            u, k = self.queue.pop(0), self.idle.pop(0)
+            batches = [list(self.work[i]) for i in self.units[u]]
+            self.running[self.pool.actors[k].run.remote(batches, self.layers)] = (u, k)
+
+    def _unit_returned(self, ref: Any) -> list[tuple[int, list[BatchResult]]]:
+        u, k = self.running.pop(ref)
+        try:
+            results = self.pool._get(ref)
+        except self.ray.exceptions.RayError as err:  # the actor died (or its result was lost)
+            self._revive(k)
+            unavailable = isinstance(err, self.ray.exceptions.ActorUnavailableError)
+            if unavailable and self.unavailable[u] < MAX_UNAVAILABLE:
+                self.unavailable[u] += 1
+                self.queue.insert(0, u)
+                return []
+            self.attempts[u] += 1
+            if self.attempts[u] <= self.engine.max_retries:
+                log.warning("ray features: unit %d lost its worker (%s); retrying", u, type(err).__name__)
+                self.queue.insert(0, u)
+                return []
+            log.warning("ray features: unit %d failed %d times: %s", u, self.attempts[u], type(err).__name__)
+            results = [self.pool._failed(self.work[i], err) for i in self.units[u]]
+        else:
+            self.idle.append(k)
+        self.done[u] = results
+        return [(u, results)]
+
+    def _revive(self, k: int) -> None:
+        """Send actor ``k`` a ping; it gets work again once the ping is answered."""
+        self.pinging[self.pool.actors[k].facts.remote()] = k
+
+    def _pinged(self, ref: Any) -> None:
+        k = self.pinging.pop(ref)
+        try:
+            self.ray.get(ref)
+        except self.ray.exceptions.RayActorError:  # still restarting: ask again shortly
+            time.sleep(0.2)
+            self._revive(k)
+        else:
+            self.idle.append(k)
+
+    def _check_stalled(self) -> None:
+        """Raise when no unit has run for ACTOR_RESTART_TIMEOUT_S because no actor came back."""
+        if self.running or self.idle or not self.pinging:
+            self._waiting_since = None
+            return
+        now = time.monotonic()
+        self._waiting_since = self._waiting_since or now
+        if now - self._waiting_since > ACTOR_RESTART_TIMEOUT_S:
+            raise EngineError(f"no Ray extraction worker came back within {ACTOR_RESTART_TIMEOUT_S:.0f} s after "
+                              "being lost", hint="see the Ray logs of the cluster (out of memory, a node gone); "
+                              "rerun the same command to resume")

@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -552,3 +553,101 @@ def test_without_an_address_a_ray_instance_is_started_for_the_run_and_stopped_af
         assert not left, f"processes of the run's Ray instance are left: {left}"
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the extraction scheduler against scripted actor faults (no cluster: Ray's calls are played by
+# stand-ins that answer as a restarting actor does, so the timing is the test's, not the machine's)
+
+
+class _Call:
+    def __init__(self, value=None, error: BaseException | None = None):
+        self.value, self.error = value, error
+
+
+class _ScriptedActor:
+    """Dies while running the units in ``kills`` (each time, or once), then needs ``restart_pings``
+    pings before it answers again; calls reaching it meanwhile fail as Ray's do."""
+
+    def __init__(self, kills: dict[int, int], restart_pings: int):
+        self.kills, self.restart_pings, self.restarting = dict(kills), restart_pings, 0
+        self.units_run: list[int] = []
+        actor = self
+
+        class _Method:
+            def __init__(self, fn):
+                self.remote = fn
+
+        self.run = _Method(actor._run)
+        self.facts = _Method(actor._ping)
+
+    def _unavailable(self) -> _Call:
+        return _Call(error=ray.exceptions.ActorUnavailableError("The actor is restarting", b"\0" * 16))
+
+    def _run(self, batches, layers) -> _Call:
+        if self.restarting:
+            return self._unavailable()
+        unit = batches[0][0].unit
+        if self.kills.get(unit, 0):
+            self.kills[unit] -= 1
+            self.restarting = self.restart_pings
+            return _Call(error=ray.exceptions.ActorDiedError())
+        self.units_run.append(unit)
+        return _Call([SimpleNamespace(audio_seconds=sum(w.seconds for w in b), unit=unit) for b in batches])
+
+    def _ping(self) -> _Call:
+        if self.restarting:
+            self.restarting -= 1
+            return self._unavailable()
+        return _Call("facts")
+
+
+class _ScriptedRay:
+    exceptions = ray.exceptions
+
+    @staticmethod
+    def wait(refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    @staticmethod
+    def get(ref):
+        if ref.error is not None:
+            raise ref.error
+        return ref.value
+
+
+def _scripted_pool(actors, max_retries: int):
+    from analysis.ray_extract import RayExtractPool
+
+    pool = RayExtractPool(EngineConfig("ray", max_retries=max_retries, chunk_seconds=1.0), model="unused",
+                          device="cpu", dtype="float32", whisper_mode="crop", model_id=None)
+    pool.ray, pool.actors, pool.facts = _ScriptedRay(), actors, SimpleNamespace(hidden_size=4)
+    return pool
+
+
+def _units_of_work(n: int):
+    # one batch per unit (1 s each, chunk_seconds=1), one utterance per batch; `unit` tells the
+    # scripted actor which unit a call carries
+    return [[SimpleNamespace(pos=i, utt_id=f"u{i}", audio_path=f"u{i}.wav", seconds=1.0,
+                             seg_start=np.zeros(0), unit=i)] for i in range(n)]
+
+
+def test_a_slowly_restarting_actor_does_not_use_up_the_retries_of_the_unit_it_gets_next(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the scheduler's pause between pings
+    # actor 0 dies once, on unit 0, and then answers "restarting" to 50 calls: with one retry
+    # allowed, the unit must still be done (the calls that reach a restarting actor are not its fault)
+    actors = [_ScriptedActor({0: 1}, restart_pings=50), _ScriptedActor({}, restart_pings=0)]
+    results = list(_scripted_pool(actors, max_retries=1).run(_units_of_work(8), layers=[0]))
+    assert [r.unit for r in results] == list(range(8))  # every unit, in planned order
+    assert sorted(actors[0].units_run + actors[1].units_run) == list(range(8))
+
+
+def test_a_unit_that_kills_its_actor_every_time_fails_after_its_retries_and_the_rest_go_on(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)  # the scheduler's pause between pings
+    actors = [_ScriptedActor({3: 99}, restart_pings=5), _ScriptedActor({3: 99}, restart_pings=5)]
+    results = list(_scripted_pool(actors, max_retries=2).run(_units_of_work(6), layers=[0]))
+    failed = [r for r in results if getattr(r, "failed", ())]
+    assert len(results) == 6 and len(failed) == 1
+    (pos, err), = failed[0].failed
+    assert pos == 3 and "failed 3 times" in str(err) and "ActorDiedError" in str(err)
+    assert sum(a.kills[3] for a in actors) == 2 * 99 - 3  # 1 + max_retries attempts, no more
