@@ -102,6 +102,7 @@ class RayExtractPool:
         self._whisper_mode, self._model_id, self._allow_missing = whisper_mode, model_id, allow_missing
         self._do_normalize, self._untrained = do_normalize, untrained
         self._conn: Any = None
+        self._model_ref: Any = None
         self.ray: Any = None
         self.actors: list[Any] = []
         self.facts: EncoderFacts | None = None
@@ -122,7 +123,10 @@ class RayExtractPool:
         model = self._model
         if isinstance(model, torch.nn.Module):  # a built model (a SpeechEncoder pickles itself alike)
             model = PortableModule.of(model) or model
-        model = model if isinstance(model, str) else ray.put(model)
+        # the pool holds the model's object ref for the whole run: Ray restarts a lost actor with
+        # its constructor's arguments, and an object whose last ref is gone has been deleted
+        self._model_ref = model if isinstance(model, str) else ray.put(model)
+        model = self._model_ref
         # a dead actor is always restarted (the model loaded again); how often a unit may be
         # retried is counted per unit in run(), so that a unit that kills its actor is the one
         # reported, not the units that happened to be queued on the same actor
@@ -159,6 +163,7 @@ class RayExtractPool:
             except Exception:  # noqa: BLE001 - an actor that is gone already
                 pass
         self.actors = []
+        self._model_ref = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.__exit__(None, None, None)
@@ -210,6 +215,9 @@ ACTOR_RESTART_TIMEOUT_S = 600.0
 #: Calls a unit may lose to an actor that was restarting when the call reached it (the call never
 #: ran there), beyond its ``max_retries``: bounds the loop if an actor keeps flapping.
 MAX_UNAVAILABLE = 20
+#: Pings in a row that find an actor dead (not restarting) before it is given up: Ray could not
+#: restart it (its constructor failed on the new process, say).
+MAX_DEAD_PINGS = 3
 
 
 class _UnitScheduler:
@@ -231,6 +239,8 @@ class _UnitScheduler:
         self.idle = list(range(len(pool.actors)))
         self.running: dict[Any, tuple[int, int]] = {}  # unit call -> (unit, actor)
         self.pinging: dict[Any, int] = {}  # ping call -> actor
+        self.dead_pings = [0] * len(pool.actors)
+        self.gone: dict[int, str] = {}  # actors given up -> why
         self.attempts = [0] * len(units)  # charged attempts (the actor died while running the unit)
         self.unavailable = [0] * len(units)  # calls that reached a restarting actor
         self.queue = list(range(len(units)))  # units to run, in order (a retried unit goes first)
@@ -288,10 +298,22 @@ class _UnitScheduler:
         k = self.pinging.pop(ref)
         try:
             self.ray.get(ref)
-        except self.ray.exceptions.RayActorError:  # still restarting: ask again shortly
-            time.sleep(0.2)
-            self._revive(k)
+        except self.ray.exceptions.RayError as err:
+            # restarting: ask again shortly; dead several times in a row: Ray could not restart it
+            dead = not isinstance(err, self.ray.exceptions.ActorUnavailableError)
+            self.dead_pings[k] = self.dead_pings[k] + 1 if dead else 0
+            if self.dead_pings[k] < MAX_DEAD_PINGS:
+                time.sleep(0.2)
+                self._revive(k)
+                return
+            self.gone[k] = f"{type(err).__name__}: {_first_line(err)}"
+            log.warning("ray features: worker %d could not be restarted (%s)", k, self.gone[k])
+            if not (self.running or self.idle or self.pinging):
+                raise EngineError(f"every Ray extraction worker was lost and none could be restarted "
+                                  f"({self.gone[k]})", hint="see the Ray logs of the cluster; the work "
+                                  "committed so far is kept, and rerunning the same command resumes") from None
         else:
+            self.dead_pings[k] = 0
             self.idle.append(k)
 
     def _check_stalled(self) -> None:
@@ -305,3 +327,8 @@ class _UnitScheduler:
             raise EngineError(f"no Ray extraction worker came back within {ACTOR_RESTART_TIMEOUT_S:.0f} s after "
                               "being lost", hint="see the Ray logs of the cluster (out of memory, a node gone); "
                               "rerun the same command to resume")
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else "no message"

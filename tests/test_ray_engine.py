@@ -567,7 +567,8 @@ class _Call:
 
 class _ScriptedActor:
     """Dies while running the units in ``kills`` (each time, or once), then needs ``restart_pings``
-    pings before it answers again; calls reaching it meanwhile fail as Ray's do."""
+    pings before it answers again (-1: Ray cannot restart it, it stays dead); calls reaching it
+    meanwhile fail as Ray's do."""
 
     def __init__(self, kills: dict[int, int], restart_pings: int):
         self.kills, self.restart_pings, self.restarting = dict(kills), restart_pings, 0
@@ -585,6 +586,8 @@ class _ScriptedActor:
         return _Call(error=ray.exceptions.ActorUnavailableError("The actor is restarting", b"\0" * 16))
 
     def _run(self, batches, layers) -> _Call:
+        if self.restarting < 0:
+            return _Call(error=ray.exceptions.ActorDiedError())
         if self.restarting:
             return self._unavailable()
         unit = batches[0][0].unit
@@ -596,6 +599,8 @@ class _ScriptedActor:
         return _Call([SimpleNamespace(audio_seconds=sum(w.seconds for w in b), unit=unit) for b in batches])
 
     def _ping(self) -> _Call:
+        if self.restarting < 0:
+            return _Call(error=ray.exceptions.ActorDiedError())
         if self.restarting:
             self.restarting -= 1
             return self._unavailable()
@@ -651,3 +656,22 @@ def test_a_unit_that_kills_its_actor_every_time_fails_after_its_retries_and_the_
     (pos, err), = failed[0].failed
     assert pos == 3 and "failed 3 times" in str(err) and "ActorDiedError" in str(err)
     assert sum(a.kills[3] for a in actors) == 2 * 99 - 3  # 1 + max_retries attempts, no more
+
+
+def test_an_actor_ray_cannot_restart_is_given_up_and_the_others_finish_the_run(monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    # actor 0 dies on unit 1 and never comes back (its constructor fails on the new process): the
+    # unit is retried on actor 1, and actor 1 does the rest
+    actors = [_ScriptedActor({1: 1}, restart_pings=-1), _ScriptedActor({}, restart_pings=0)]
+    results = list(_scripted_pool(actors, max_retries=1).run(_units_of_work(8), layers=[0]))
+    assert [r.unit for r in results] == list(range(8))
+    assert 1 in actors[1].units_run
+
+
+def test_when_no_actor_can_be_restarted_the_run_stops_with_one_clear_error(monkeypatch):
+    from phonalign.engine import EngineError
+
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    actors = [_ScriptedActor({0: 1, 1: 1}, restart_pings=-1), _ScriptedActor({0: 1, 1: 1}, restart_pings=-1)]
+    with pytest.raises(EngineError, match="every Ray extraction worker was lost and none could be restarted"):
+        list(_scripted_pool(actors, max_retries=3).run(_units_of_work(4), layers=[0]))
