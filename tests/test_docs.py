@@ -37,7 +37,7 @@ README = ROOT / "README.md"
 SETUP_BLOCK = [
     "```bash",
     "make demo   # set up (.venv, CPU torch 2.13.0, espeak-ng) and run `lam demo` on the bundled corpus",
-    "make test   # same set-up, then the whole test suite",
+    "make test   # same set-up, then ruff, mypy, the layers contract and the whole test suite",
     "```",
 ]
 
