@@ -268,15 +268,25 @@ def outcomes(run: RunFacts, latest: Latest,
     return items
 
 
+def _first_of_each_id(utts: Sequence[Utterance]) -> list[Utterance]:
+    """The utterances in input order, each id once: a repeated id was refused before aligning, and
+    the first utterance with it is the one aligned."""
+    seen: dict[str, Utterance] = {}
+    for u in utts:
+        seen.setdefault(u.utt_id, u)
+    return list(seen.values())
+
+
 def assemble(out: Path, journal: Journal, run: RunFacts) -> AlignReport:
     """Write ``segments.parquet`` and ``utterances.parquet`` from the journal; return the report
     (its ``seconds`` left at 0 for the caller)."""
     order = pa.array(list(run.order), type=pa.string())
     latest = latest_outcomes(journal)
-    input_ids = {u.utt_id for u in run.utterances}
+    first = _first_of_each_id(run.utterances)
+    input_ids = {u.utt_id for u in first}
     ok_ids = {u for u, i in latest.row.items() if latest.cols["status"][i] == "ok" and u in input_ids}
     _remove_textgrids(out, latest.ever_ok - ok_ids)
-    judged = verdicts(run.utterances, ok_ids, latest)
+    judged = verdicts(first, ok_ids, latest)
     suspect_ids = {u for u, (_, v) in judged.items() if v.suspect}
     # suspect alignments keep their TextGrids; drop_suspect leaves only their segments out
     ok_in_part: dict[int, list[str]] = {}
@@ -284,7 +294,7 @@ def assemble(out: Path, journal: Journal, run: RunFacts) -> AlignReport:
         ok_in_part.setdefault(latest.part_of[latest.row[u]], []).append(u)
     seg_out = out / "segments.parquet"
     tally = write_segments(seg_out, journal, _part_ranges(journal, ok_in_part, order), ok_ids, order)
-    aligned = [u for u in run.utterances if u.utt_id in ok_ids]
+    aligned = [u for u in first if u.utt_id in ok_ids]
     _write_utterances(out / "utterances.parquet", aligned, judged)
     items = outcomes(run, latest, judged)
     errors = Counter(i.error or "CorpusError" for i in items if i.status != "ok")
