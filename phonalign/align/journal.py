@@ -17,7 +17,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -30,7 +30,7 @@ from ..segments import columns_to_table
 from ..textgrid_io import alignment_to_textgrid_text, grid_limits, pack_tiers
 from .textgrid_writer import TextGridWriter
 
-__all__ = ["Journal", "STATUS_SCHEMA", "corpus_identity"]
+__all__ = ["Committed", "Journal", "STATUS_SCHEMA", "corpus_identity"]
 
 #: Per-utterance outcome, one row per attempt, in ``parts/status-NNNNN.parquet``.
 STATUS_SCHEMA = pa.schema([
@@ -50,6 +50,14 @@ STATUS_SCHEMA = pa.schema([
 ])
 
 _PART = re.compile(r"^(segments|status)-(\d{5,})\.parquet$")
+
+
+class Committed(NamedTuple):
+    """An utterance's latest committed outcome, as a resumed run needs it."""
+
+    status: str  # "ok" | "failed"
+    input_fp: str | None  # fingerprint of its inputs (None in parts of older versions)
+    settings_fp: str | None  # fingerprint of the run's settings
 
 
 def corpus_identity(utts: Sequence[Utterance], corpus_report: dict) -> dict:
@@ -167,14 +175,14 @@ class Journal:
         self.state.setdefault("phone_set_basis", {}).pop(language, None)
         atomic_write_json(self.state_path, self.state)
 
-    def latest(self) -> dict[str, tuple[str, str | None, str | None]]:
-        """utt_id -> (status, input fingerprint, settings fingerprint) of its latest committed outcome."""
-        latest: dict[str, tuple[str, str | None, str | None]] = {}
+    def latest(self) -> dict[str, Committed]:
+        """utt_id -> its latest committed outcome."""
+        latest: dict[str, Committed] = {}
         for k in self.committed:
             t = self.read_status(k, ["utt_id", "status", "input_fp", "settings_fp"])
             latest.update(zip(t.column("utt_id").to_pylist(),
-                              zip(t.column("status").to_pylist(), t.column("input_fp").to_pylist(),
-                                  t.column("settings_fp").to_pylist(), strict=True), strict=True))
+                              map(Committed, t.column("status").to_pylist(), t.column("input_fp").to_pylist(),
+                                  t.column("settings_fp").to_pylist()), strict=True))
         return latest
 
     def record(self, utt_id: str, *, error: LamError | None = None, n_segments: int = 0,

@@ -206,8 +206,6 @@ def align_corpus(
     >>> sorted(p.name for p in (out / "textgrids").iterdir()) == sorted(f"{u.utt_id}.TextGrid" for u in utts)
     True
     """
-    from ..phonesets import ClassOptions
-
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     engine = _checked_engine(engine, jobs)
@@ -215,11 +213,9 @@ def align_corpus(
     if corpus_report is None:
         corpus_report = getattr(utterances, "report", None) or {}
     with output_folder(out_dir, step="align", rules=ALIGN_FOLDER):
-        run = _AlignRun(utterances, Path(out_dir), aligner, strict=strict, phone_set=phone_set,
-                        options=options if options is not None else ClassOptions(), jobs=jobs, progress=progress,
-                        chunk_size=chunk_size, corpus_report=corpus_report, force=force, drop_suspect=drop_suspect,
-                        engine=engine)
-        return run.run()
+        return _AlignRun(utterances, Path(out_dir), aligner, strict=strict, phone_set=phone_set, options=options,
+                         jobs=jobs, progress=progress, chunk_size=chunk_size, corpus_report=corpus_report,
+                         force=force, drop_suspect=drop_suspect, engine=engine).run()
 
 
 def _checked_engine(engine: str | EngineConfig | None, jobs: int) -> EngineConfig:
@@ -251,16 +247,19 @@ class _AlignRun:
     """
 
     def __init__(self, utterances: Sequence[Utterance], out: Path, aligner: Aligner, *, strict: bool,
-                 phone_set: str | None, options: ClassOptions, jobs: int, progress: bool, chunk_size: int,
+                 phone_set: str | None, options: ClassOptions | None, jobs: int, progress: bool, chunk_size: int,
                  corpus_report: dict, force: bool, drop_suspect: bool, engine: EngineConfig) -> None:
+        from ..phonesets import ClassOptions
+
         self.t0 = time.perf_counter()
-        self.out, self.aligner, self.strict, self.phone_set, self.options = out, aligner, strict, phone_set, options
+        self.out, self.aligner, self.strict, self.phone_set = out, aligner, strict, phone_set
+        self.options = options if options is not None else ClassOptions()
         self.jobs, self.progress, self.chunk_size, self.engine = jobs, progress, chunk_size, engine
         self.corpus_report, self.drop_suspect = corpus_report, drop_suspect
         self.tg_dir = make_dirs(out / "textgrids")
         self.workdir = make_dirs(out / "work")  # the backend's scratch space (MFA stages its corpus there)
         self.utts: list[Utterance] = list(utterances)
-        self.settings = {"aligner": aligner.config(), "phone_set": phone_set, "options": options.to_dict()}
+        self.settings = {"aligner": aligner.config(), "phone_set": phone_set, "options": self.options.to_dict()}
         self.journal = Journal(out, settings=self.settings, corpus=corpus_identity(self.utts, corpus_report),
                                force=force)
         self.fixed_phone_set: str | None = phone_set if phone_set is not None else aligner.phone_set
@@ -321,7 +320,7 @@ class _AlignRun:
     def unchanged(self, utt_id: str) -> bool:
         """Done before from the same inputs with the same settings (ok or a lasting failure)."""
         rec = self.latest.get(utt_id)
-        return rec is not None and rec[1] == self.fps[utt_id] and rec[2] == self.journal.settings_fp
+        return rec is not None and rec.input_fp == self.fps[utt_id] and rec.settings_fp == self.journal.settings_fp
 
     # ---- before aligning -------------------------------------------------------------------
     def remove_killed_writes(self) -> None:
@@ -365,7 +364,7 @@ class _AlignRun:
         for language in redo_languages:
             self.journal.forget_phone_set(language)
         kept = {u.utt_id for u in safe if u.language not in redo_languages and self.unchanged(u.utt_id)
-                and self.latest[u.utt_id][0] == "ok"}
+                and self.latest[u.utt_id].status == "ok"}
         self.n_resumed = len(kept)
         if len(safe) - self.n_resumed >= WRITER_PROCESS_FROM:
             # started first, so that its start-up (imports) overlaps with the audio checks
