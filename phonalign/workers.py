@@ -318,6 +318,9 @@ class WorkerPool:
         Number of processes (at least 1).
     in_flight : int
         Tasks sent to one worker before its first answer comes back.
+    in_flight_bytes : int
+        Bytes of unanswered tasks one worker may hold (well below a pipe's 64 KiB; a larger task
+        is sent alone).
     """
 
     def __init__(self, target: str, setup: bytes = b"", *, workers: int, name: str, in_flight: int = 1,
