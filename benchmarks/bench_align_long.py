@@ -88,7 +88,7 @@ def child(kind: str, corpus: Path, out: Path) -> None:
 
         utts = read_corpus(corpus, language="en", intervals=None if kind == "unsegmented" else "words")
         report = align_corpus(utts, out, get_aligner("pocketsphinx"), progress=False)
-        n, n_ok = report["counts"]["utterances"], report["counts"]["ok"]
+        n, n_ok = report.counts.utterances, report.counts.ok
     else:  # plain pocketsphinx over the same intervals
         import soundfile as sf
         from pocketsphinx import Decoder

@@ -108,7 +108,7 @@ def time_align(utts, out: Path) -> tuple[float, float, float]:
     report = align_corpus(utts, out, get_aligner("textgrid"), progress=False)
     wall = time.perf_counter() - t
     c1, k1 = _cpu()
-    assert report["counts"]["ok"] == len(utts), report["counts"]
+    assert report.counts.ok == len(utts), report.counts
     return wall, c1 - c0, k1 - k0
 
 

@@ -161,6 +161,7 @@ def aligner_for(cfg: RunConfig, side: str):
 
 def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     """Align both sides into ``OUT/aligned/{source,target}`` (``lam align``); counts per side."""
+    from phonalign.align.report import UtteranceOutcome
     from phonalign.align.run import align_corpus
 
     src, tgt = _read_sides(cfg)
@@ -168,20 +169,20 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     for side, utts in (("source", src), ("target", tgt)):
         report = align_corpus(utts, out / "aligned" / side, aligner_for(cfg, side), progress=progress,
                               drop_suspect=cfg.corpus.drop_suspect, engine=cfg.engine)
-        counts = report.get("counts", {})
-        if not counts.get("ok"):
+        counts = report.counts
+        if not counts.ok:
             # nothing to extract or train on: stop here, with the first reason, rather than fail
             # two steps later on an empty feature store
-            first: dict = next((u for u in report.get("utterances", []) if u.get("status") != "ok"), {})
+            first = next((u for u in report.utterances if not u.ok), UtteranceOutcome(None, "failed"))
             raise TrainError(
-                f"no utterance of the {side} corpus could be aligned ({counts.get('failed', 0)} failed; "
-                f"first: {first.get('utt_id')}: {first.get('reason')})",
+                f"no utterance of the {side} corpus could be aligned ({counts.failed} failed; "
+                f"first: {first.utt_id}: {first.reason})",
                 path=out / "aligned" / side / "report.json",
-                hint=first.get("hint") or "see the report; for the textgrid aligner set corpus.textgrids "
+                hint=first.hint or "see the report; for the textgrid aligner set corpus.textgrids "
                 "to the folder of the TextGrids",
             )
-        summary[side] = {"utterances": len(utts), "ok": counts.get("ok"), "failed": counts.get("failed"),
-                         "suspect": counts.get("suspect")}
+        summary[side] = {"utterances": len(utts), "ok": counts.ok, "failed": counts.failed,
+                         "suspect": counts.suspect}
     return summary
 
 

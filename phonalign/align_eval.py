@@ -41,9 +41,9 @@ from __future__ import annotations
 import csv
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from .records import Alignment
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 #: Thresholds of the "share within" columns, seconds (25 ms is the figure MFA publishes).
 WITHIN = (0.010, 0.020, 0.025, 0.050)
@@ -78,7 +79,7 @@ class Token:
     unit_class: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class UttResult:
     """Comparison of one utterance."""
 
@@ -225,24 +226,127 @@ def compare_alignments(
                      edges=np.asarray(edges, dtype=bool))
 
 
+@dataclass(frozen=True)
+class BoundaryStats:
+    """Pooled boundary errors and phone agreement of a set of utterances (or of boundaries only:
+    then the phone counts are 0 and ``agreement``/``per`` None). Times in milliseconds; ``None``
+    where there is nothing to pool."""
+
+    utterances: int
+    ref_phones: int
+    matched_phones: int
+    agreement: float | None  # matched / reference phones
+    per: float | None  # phone error rate: edits / reference phones
+    boundaries: int
+    mean_abs_ms: float | None
+    median_abs_ms: float | None
+    mean_signed_ms: float | None  # hyp - ref
+    within_10ms: float | None  # share of boundaries within 10 ms (the thresholds of WITHIN)
+    within_20ms: float | None
+    within_25ms: float | None
+    within_50ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as the JSON report writes them."""
+        return asdict(self)
+
+
 def summarize(errors: np.ndarray, *, n_ref: int = 0, n_match: int = 0, edits: int = 0,
-              n_utts: int = 0) -> dict:
-    """Pooled statistics of boundary errors (seconds) and phone agreement counts."""
+              n_utts: int = 0) -> BoundaryStats:
+    """Pooled statistics of boundary errors (``(n,)`` seconds, hyp - ref) and phone agreement counts."""
     abs_err = np.abs(np.asarray(errors, dtype=np.float64))
-    out = {
-        "utterances": n_utts,
-        "ref_phones": n_ref,
-        "matched_phones": n_match,
-        "agreement": (n_match / n_ref) if n_ref else None,
-        "per": (edits / n_ref) if n_ref else None,
-        "boundaries": int(abs_err.size),
-        "mean_abs_ms": float(abs_err.mean() * 1000) if abs_err.size else None,
-        "median_abs_ms": float(np.median(abs_err) * 1000) if abs_err.size else None,
-        "mean_signed_ms": float(np.mean(errors) * 1000) if abs_err.size else None,
-    }
-    for w in WITHIN:
-        out[f"within_{int(round(w * 1000))}ms"] = float(np.mean(abs_err <= w)) if abs_err.size else None
-    return out
+    some = bool(abs_err.size)
+    w10, w20, w25, w50 = (float(np.mean(abs_err <= w)) if some else None for w in WITHIN)
+    return BoundaryStats(
+        utterances=n_utts,
+        ref_phones=n_ref,
+        matched_phones=n_match,
+        agreement=(n_match / n_ref) if n_ref else None,
+        per=(edits / n_ref) if n_ref else None,
+        boundaries=int(abs_err.size),
+        mean_abs_ms=float(abs_err.mean() * 1000) if some else None,
+        median_abs_ms=float(np.median(abs_err) * 1000) if some else None,
+        mean_signed_ms=float(np.mean(errors) * 1000) if some else None,
+        within_10ms=w10, within_20ms=w20, within_25ms=w25, within_50ms=w50,
+    )
+
+
+@dataclass(frozen=True)
+class UttSummary:
+    """One utterance's line of the report."""
+
+    utt_id: str
+    language: str
+    common: str  # the common phone set it was compared in
+    ref_phones: int
+    hyp_phones: int
+    agreement: float  # NaN without reference phones
+    boundaries: int
+    mean_abs_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The line as the JSON report writes it."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EvalFailure:
+    """An utterance whose TextGrids could not be compared, and why (the error's fields)."""
+
+    utt_id: str
+    error: str  # the error's class name
+    message: str
+    path: str | None
+    line: int | None
+    hint: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The failure as the JSON report writes it."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AlignEvalReport:
+    """What :func:`evaluate_dirs` found (``lam align-eval``; :meth:`to_dict` is its ``--json``)."""
+
+    hyp: str
+    ref: str
+    common_phone_set: tuple[str, ...]  # the common phone sets used (one per kind of utterance pair)
+    edges: BoundaryStats  # first and last speech boundary of each utterance
+    interior: BoundaryStats  # every other scored boundary
+    within_thresholds_ms: tuple[int, ...]
+    overall: BoundaryStats
+    by_language: Mapping[str, BoundaryStats]
+    by_class: Mapping[str, Mapping[str, BoundaryStats]]  # language -> class of the phone starting there
+    utterances: tuple[UttSummary, ...]
+    failed: tuple[EvalFailure, ...]
+    missing_hyp: tuple[str, ...]  # utterances with a reference and no hypothesis
+    missing_ref: tuple[str, ...]
+
+    @property
+    def edge_to_interior(self) -> float | None:
+        """Mean absolute error at utterance edges over the interior's (None without both)."""
+        e, i = self.edges.mean_abs_ms, self.interior.mean_abs_ms
+        return e / i if e is not None and i else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report."""
+        return {
+            "hyp": self.hyp,
+            "ref": self.ref,
+            "common_phone_set": list(self.common_phone_set),
+            "edges": self.edges.to_dict(),
+            "interior": self.interior.to_dict(),
+            "within_thresholds_ms": list(self.within_thresholds_ms),
+            "overall": self.overall.to_dict(),
+            "by_language": {lang: st.to_dict() for lang, st in self.by_language.items()},
+            "by_class": {lang: {c: st.to_dict() for c, st in classes.items()}
+                         for lang, classes in self.by_class.items()},
+            "utterances": [u.to_dict() for u in self.utterances],
+            "failed": [f.to_dict() for f in self.failed],
+            "missing_hyp": list(self.missing_hyp),
+            "missing_ref": list(self.missing_ref),
+        }
 
 
 def _collect(dir_: Path, what: str) -> dict[str, Path]:
@@ -293,8 +397,8 @@ def evaluate_dirs(
     hyp_phone_set: str | None = None,
     ref_phone_set: str | None = None,
     utt_ids: Iterable[str] | None = None,
-) -> dict:
-    """Compare every utterance present in both folders; return the JSON-ready report.
+) -> AlignEvalReport:
+    """Compare every utterance present in both folders.
 
     Parameters
     ----------
@@ -308,10 +412,11 @@ def evaluate_dirs(
 
     Returns
     -------
-    dict
-        ``overall``, ``by_language`` and ``by_class`` (language -> class -> stats), ``utterances``
-        (per-utterance agreement and errors), ``missing_hyp``/``missing_ref`` and ``failed``
-        (utterances whose TextGrid could not be read, with the reason).
+    AlignEvalReport
+        ``overall``, ``by_language`` and ``by_class`` (language -> class -> stats), ``edges`` and
+        ``interior``, ``utterances`` (per-utterance agreement and errors), ``missing_hyp``/
+        ``missing_ref`` and ``failed`` (utterances whose TextGrid could not be read, with the
+        reason); :meth:`AlignEvalReport.to_dict` is the JSON report.
     """
     from .textgrid_io import read_alignment
 
@@ -326,7 +431,7 @@ def evaluate_dirs(
                              hint=f"hypothesis has {len(hyp)} TextGrids, reference {len(ref)}; "
                              "file names must be <utt_id>.TextGrid on both sides")
     results: list[UttResult] = []
-    failed: list[dict] = []
+    failed: list[EvalFailure] = []
     for utt in ids:
         try:
             h = read_alignment(hyp[utt])
@@ -337,109 +442,107 @@ def evaluate_dirs(
             results.append(compare_alignments(h, r, utt_id=utt, language=lang, hyp_phone_set=hyp_phone_set,
                                               ref_phone_set=ref_phone_set, common=common))
         except LamError as err:
-            failed.append({"utt_id": utt, **err.to_report()})
+            failed.append(EvalFailure(utt, type(err).__name__, err.message, err.path, err.line, err.hint))
     scope = (lambda ids_: ids_ & wanted) if wanted is not None else (lambda ids_: ids_)
     return _report(results, failed, hyp_only=sorted(scope(set(hyp) - set(ref))),
                    ref_only=sorted(scope(set(ref) - set(hyp))),
                    hyp_dir=str(hyp_dir), ref_dir=str(ref_dir))
 
 
-def _pool(results: Sequence[UttResult]) -> dict:
+def _pool(results: Sequence[UttResult]) -> BoundaryStats:
     errs = np.concatenate([r.errors for r in results]) if results else np.zeros(0)
     return summarize(errs, n_ref=sum(r.n_ref for r in results), n_match=sum(r.n_match for r in results),
                      edits=sum(r.edits for r in results), n_utts=len(results))
 
 
-def _report(results: list[UttResult], failed: list[dict], *, hyp_only: list[str], ref_only: list[str],
-            hyp_dir: str, ref_dir: str) -> dict:
+def _report(results: list[UttResult], failed: list[EvalFailure], *, hyp_only: list[str], ref_only: list[str],
+            hyp_dir: str, ref_dir: str) -> AlignEvalReport:
     by_lang: dict[str, list[UttResult]] = {}
     for r in results:
         by_lang.setdefault(r.language, []).append(r)
-    by_class: dict[str, dict[str, dict]] = {}
+    by_class: dict[str, dict[str, BoundaryStats]] = {}
     for lang, rs in sorted(by_lang.items()):
         errs = np.concatenate([r.errors for r in rs]) if rs else np.zeros(0)
         classes = np.array([c for r in rs for c in r.classes], dtype=object)
         by_class[lang] = {str(c): summarize(errs[classes == c]) for c in sorted(set(classes.tolist()))}
     all_errs = np.concatenate([r.errors for r in results]) if results else np.zeros(0)
     all_edges = np.concatenate([r.edges for r in results]) if results else np.zeros(0, bool)
-    return {
-        "hyp": hyp_dir,
-        "ref": ref_dir,
-        "common_phone_set": sorted({r.common for r in results}),
+    return AlignEvalReport(
+        hyp=hyp_dir,
+        ref=ref_dir,
+        common_phone_set=tuple(sorted({r.common for r in results})),
         # first and last speech boundaries of each utterance against all the others
-        "edges": summarize(all_errs[all_edges]),
-        "interior": summarize(all_errs[~all_edges]),
-        "within_thresholds_ms": [int(round(w * 1000)) for w in WITHIN],
-        "overall": _pool(results),
-        "by_language": {lang: _pool(rs) for lang, rs in sorted(by_lang.items())},
-        "by_class": by_class,
-        "utterances": [
-            {"utt_id": r.utt_id, "language": r.language, "common": r.common, "ref_phones": r.n_ref,
-             "hyp_phones": r.n_hyp, "agreement": r.agreement, "boundaries": int(r.errors.size),
-             "mean_abs_ms": float(np.abs(r.errors).mean() * 1000) if r.errors.size else None}
-            for r in results
-        ],
-        "failed": failed,
-        "missing_hyp": ref_only,
-        "missing_ref": hyp_only,
-    }
+        edges=summarize(all_errs[all_edges]),
+        interior=summarize(all_errs[~all_edges]),
+        within_thresholds_ms=tuple(int(round(w * 1000)) for w in WITHIN),
+        overall=_pool(results),
+        by_language={lang: _pool(rs) for lang, rs in sorted(by_lang.items())},
+        by_class=by_class,
+        utterances=tuple(
+            UttSummary(utt_id=r.utt_id, language=r.language, common=r.common, ref_phones=r.n_ref,
+                       hyp_phones=r.n_hyp, agreement=r.agreement, boundaries=int(r.errors.size),
+                       mean_abs_ms=float(np.abs(r.errors).mean() * 1000) if r.errors.size else None)
+            for r in results),
+        failed=tuple(failed),
+        missing_hyp=tuple(ref_only),
+        missing_ref=tuple(hyp_only),
+    )
 
 
-def _fmt(value, pct: bool = False) -> str:
+def _fmt(value: float | None, pct: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value * 100:.1f}%" if pct else f"{value:.1f}"
 
 
-def print_report(report: dict, *, console: Console) -> None:
-    """The report as rich tables on the caller's ``console`` (``lam align-eval`` prints to stdout):
-    per language, then per language and phone class. The library itself prints nothing."""
+_COLUMNS = ["utts", "phones", "agree", "PER", "bounds", "mean", "median", "<=10", "<=20", "<=25", "<=50"]
+
+
+def _row(stats: BoundaryStats, utts: bool = True) -> list[str]:
+    """A table row; without ``utts``, only the boundary columns (from "bounds" on)."""
+    head = [str(stats.utterances), str(stats.ref_phones), _fmt(stats.agreement, True), _fmt(stats.per, True)]
+    return (head if utts else []) + [
+        str(stats.boundaries), _fmt(stats.mean_abs_ms), _fmt(stats.median_abs_ms), _fmt(stats.within_10ms, True),
+        _fmt(stats.within_20ms, True), _fmt(stats.within_25ms, True), _fmt(stats.within_50ms, True)]
+
+
+def _table(title: str, first: str, columns: Sequence[str]) -> Table:
     from rich.table import Table
 
-    cols = ["utts", "phones", "agree", "PER", "bounds", "mean", "median", "<=10", "<=20", "<=25", "<=50"]
-
-    def row(stats: dict, utts: bool = True) -> list[str]:
-        return [str(stats["utterances"]) if utts else "", str(stats["ref_phones"]) if utts else "",
-                _fmt(stats["agreement"], True) if utts else "", _fmt(stats["per"], True) if utts else "",
-                str(stats["boundaries"]), _fmt(stats["mean_abs_ms"]), _fmt(stats["median_abs_ms"]),
-                _fmt(stats["within_10ms"], True), _fmt(stats["within_20ms"], True),
-                _fmt(stats["within_25ms"], True), _fmt(stats["within_50ms"], True)]
-
-    table = Table(title=f"Alignment accuracy (common phone set: {', '.join(report['common_phone_set'])}; "
-                  "boundary errors in ms)")
-    table.add_column("lang")
-    for c in cols:
+    table = Table(title=title)
+    table.add_column(first)
+    for c in columns:
         table.add_column(c, justify="right")
-    for lang, stats in report["by_language"].items():
-        table.add_row(lang, *row(stats))
-    table.add_row("all", *row(report["overall"]), style="bold")
+    return table
+
+
+def print_report(report: AlignEvalReport, *, console: Console) -> None:
+    """The report as rich tables on the caller's ``console`` (``lam align-eval`` prints to stdout):
+    per language, then per language and phone class. The library itself prints nothing."""
+    table = _table(f"Alignment accuracy (common phone set: {', '.join(report.common_phone_set)}; "
+                   "boundary errors in ms)", "lang", _COLUMNS)
+    for lang, stats in report.by_language.items():
+        table.add_row(lang, *_row(stats))
+    table.add_row("all", *_row(report.overall), style="bold")
     console.print(table)
-    if report.get("edges") and report["edges"]["boundaries"]:
-        t = Table(title="utterance edges (first and last speech boundary) vs interior boundaries")
-        t.add_column("boundaries")
-        for c in cols[4:]:
-            t.add_column(c, justify="right")
-        t.add_column("signed mean", justify="right")
-        for name in ("edges", "interior"):
-            st = report[name]
-            t.add_row(name, *row(st, utts=False)[4:], _fmt(st["mean_signed_ms"]))
-        e, i = report["edges"]["mean_abs_ms"], report["interior"]["mean_abs_ms"]
+    if report.edges.boundaries:
+        t = _table("utterance edges (first and last speech boundary) vs interior boundaries", "boundaries",
+                   [*_COLUMNS[4:], "signed mean"])
+        for name, st in (("edges", report.edges), ("interior", report.interior)):
+            t.add_row(name, *_row(st, utts=False), _fmt(st.mean_signed_ms))
         console.print(t)
-        if e is not None and i:
-            console.print(f"edge / interior mean absolute error: {e / i:.2f}")
-    for lang, classes in report["by_class"].items():
-        t = Table(title=f"{lang}: boundaries by class of the phone that starts there")
-        t.add_column("class")
-        for c in cols[4:]:
-            t.add_column(c, justify="right")
+        if report.edge_to_interior is not None:
+            console.print(f"edge / interior mean absolute error: {report.edge_to_interior:.2f}")
+    for lang, classes in report.by_class.items():
+        t = _table(f"{lang}: boundaries by class of the phone that starts there", "class", _COLUMNS[4:])
         for cls, stats in classes.items():
-            t.add_row(cls, *row(stats, utts=False)[4:])
+            t.add_row(cls, *_row(stats, utts=False))
         console.print(t)
-    if report["failed"]:
-        console.print(f"[yellow]{len(report['failed'])} utterance(s) could not be compared:[/yellow]")
-        for f in report["failed"][:10]:
-            console.print(f"  {f['utt_id']}: {f['message']}")
-    for key, what in (("missing_hyp", "no hypothesis"), ("missing_ref", "no reference")):
-        if report[key]:
-            console.print(f"{len(report[key])} utterance(s) with {what}: {', '.join(report[key][:8])}"
-                          + (" ..." if len(report[key]) > 8 else ""))
+    if report.failed:
+        console.print(f"[yellow]{len(report.failed)} utterance(s) could not be compared:[/yellow]")
+        for f in report.failed[:10]:
+            console.print(f"  {f.utt_id}: {f.message}")
+    for missing, what in ((report.missing_hyp, "no hypothesis"), (report.missing_ref, "no reference")):
+        if missing:
+            console.print(f"{len(missing)} utterance(s) with {what}: {', '.join(missing[:8])}"
+                          + (" ..." if len(missing) > 8 else ""))

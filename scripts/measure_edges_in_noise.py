@@ -68,7 +68,7 @@ def run(tmp: Path, below_db: float, throughout: bool) -> dict:
     align_corpus([Utterance("m", str(tmp / "m.wav"), "montreal forced aligner", "en", "michael", "noise")],
                  tmp / "out", get_aligner("pocketsphinx", dictionary=extra), progress=False)
     report = evaluate_dirs(tmp / "out" / "textgrids", tmp / "ref")
-    return {"edges": report["edges"]["mean_abs_ms"], "interior": report["interior"]["mean_abs_ms"]}
+    return {"edges": report.edges.mean_abs_ms, "interior": report.interior.mean_abs_ms}
 
 
 def main() -> None:

@@ -90,3 +90,15 @@ def tiny_whisper_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-whisper")
     WhisperModel(cfg).save_pretrained(path)
     return path
+
+
+@pytest.fixture()
+def worker_targets(monkeypatch) -> str:
+    """Put ``tests/`` on the path of worker processes (:mod:`phonalign.workers`), so that they can run
+    the factories of ``tests/worker_targets.py``; returns that module's name."""
+    import os
+
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", here + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH")
+                                             else ""))
+    return "worker_targets"

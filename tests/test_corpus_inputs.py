@@ -40,7 +40,7 @@ def test_every_file_the_folder_reader_passes_over_is_listed_with_the_reason(tmp_
     assert set(skipped) == {"orphan.lab", "notes.docx", "README"}
     assert "without an audio file" in skipped["orphan.lab"] and "not an audio format" in skipped["notes.docx"]
     report = align_corpus(utts, tmp_path / "out", get_aligner("textgrid", textgrids=mfa_dir), progress=False)
-    assert len(report["corpus"]["skipped"]) == 3  # and they reach report.json
+    assert len(report.corpus["skipped"]) == 3  # and they reach report.json
 
 
 @pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg is not installed (scripts/setup.sh installs it)")
@@ -63,7 +63,7 @@ def test_m4a_and_opus_are_read_and_aligned_not_skipped(tmp_path, mfa_dir):
     extra = tmp_path / "extra.dict"
     extra.write_text("ALIGNER  AH L AY N ER\n", encoding="utf-8")
     report = align_corpus(utts, tmp_path / "out", get_aligner("pocketsphinx", dictionary=extra), progress=False)
-    assert report["counts"]["ok"] == 2 and report["counts"]["suspect"] == 0, report["utterances"]
+    assert report.counts.ok == 2 and report.counts.suspect == 0, report.utterances
 
 
 def test_undecodable_audio_without_ffmpeg_says_ffmpeg_is_needed(tmp_path, monkeypatch):
@@ -99,13 +99,13 @@ def test_pocketsphinx_aligns_markup_as_noise_and_spells_numbers_before_calling_t
                       "THE LOSS OF THE COTTON-ITSELF BUT THE FANTASY <unk> THE HOPES THE DREAMS BUILT AROUND IT",
                       "en", "libri", "real")]
     report = align_corpus(utts, tmp_path / "out", get_aligner("pocketsphinx", g2p=g2p), progress=False)
-    items = {u["utt_id"]: u for u in report["utterances"]}
-    assert report["counts"]["ok"] == 2 and report["oov_words"] == {}, items
-    assert items["numbers"]["info"]["expanded"] == {"1813": "eighteen thirteen"}
-    assert not items["numbers"]["suspect"]
-    markup = items["markup"]
-    assert markup["info"]["markup"] == ["[breath]", "<unk>"] and "g2p" not in markup["info"]
-    assert markup["info"]["expanded"] == {"cotton-itself": "cotton itself"}
+    items = {u.utt_id: u for u in report.utterances}
+    assert report.counts.ok == 2 and report.oov_words == {}, items
+    assert items["numbers"].info is not None and items["numbers"].info["expanded"] == {"1813": "eighteen thirteen"}
+    assert not items["numbers"].suspect
+    markup = items["markup"].info
+    assert markup is not None and markup["markup"] == ["[breath]", "<unk>"] and "g2p" not in markup
+    assert markup["expanded"] == {"cotton-itself": "cotton itself"}
     import pyarrow.parquet as pq
 
     seg = pq.read_table(tmp_path / "out" / "segments.parquet").to_pydict()

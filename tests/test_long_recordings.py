@@ -59,11 +59,11 @@ def test_intervals_of_a_long_recording_align_on_its_timeline_like_the_recordings
     assert [(round(u.start, 6), round(u.end, 6)) for u in utts] == [(round(s, 6), round(e, 6))
                                                                    for s, e, _, _ in intervals]
     report = align_corpus(utts, tmp_path / "out", get_aligner("pocketsphinx"), progress=False)
-    assert report["counts"]["ok"] == 7 and report["counts"]["suspect"] == 0, report["utterances"]
+    assert report.counts.ok == 7 and report.counts.suspect == 0, report.utterances
     assert not list((tmp_path / "out" / "work" / "intervals").glob("*.wav"))  # cuts removed once aligned
     alone = align_corpus([Utterance(p.stem, str(p), text, "en", "s", "real") for _, _, text, p in intervals],
                          tmp_path / "alone", get_aligner("pocketsphinx"), progress=False)
-    assert alone["counts"]["ok"] == 7
+    assert alone.counts.ok == 7
     diffs = []
     for u, (start, end, _, p) in zip(utts, intervals, strict=True):
         long_tg = read_alignment(tmp_path / "out" / "textgrids" / f"{u.utt_id}.TextGrid")
@@ -85,16 +85,16 @@ def test_a_long_unsegmented_recording_gets_an_error_naming_the_interval_route(tm
     text = " ".join(t for _, _, t, _ in intervals)
     report = align_corpus([Utterance("session", str(wav), text, "en", "s", "real")], tmp_path / "out",
                           get_aligner("pocketsphinx"), progress=False)
-    (item,) = report["utterances"]
-    assert item["status"] == "failed" and "too long to align as one utterance" in item["reason"]
-    assert "--intervals" in item["hint"] and "start/end columns" in item["hint"]
+    (item,) = report.utterances
+    assert item.status == "failed" and "too long to align as one utterance" in (item.reason or "")
+    assert "--intervals" in (item.hint or "") and "start/end columns" in (item.hint or "")
 
 
 def test_an_interval_outside_its_recording_is_reported(tmp_path):
     wav, _ = build_long_recording(tmp_path / "corpus")
     u = Utterance("late", str(wav), "no", "en", "s", "real", start=100.0, end=101.0)
     report = align_corpus([u], tmp_path / "out", get_aligner("pocketsphinx"), progress=False)
-    assert "is not inside the recording" in report["utterances"][0]["reason"]
+    assert "is not inside the recording" in (report.utterances[0].reason or "")
 
 
 def test_the_interval_tier_must_exist(tmp_path):

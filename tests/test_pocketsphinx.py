@@ -210,27 +210,19 @@ def test_intervals_are_tiled_over_the_audio_whatever_the_decoder_returns(raw, du
     assert not any(a[2] == "" and b[2] == "" for a, b in pairwise(tiled))
 
 
-def test_a_worker_that_dies_is_replaced_and_its_utterance_reported(monkeypatch, tmp_path):
-    import os
-
+def test_a_worker_that_dies_is_replaced_and_its_utterance_reported(monkeypatch, tmp_path, worker_targets):
     from phonalign.align import pocketsphinx_backend as backend
 
-    original = backend._Worker.align_one
-
-    def crash_on_demand(self, job):
-        if job[0] == "crash":
-            os._exit(3)  # what a segfault inside pocketsphinx looks like from outside
-        return original(self, job)
-
-    # the workers are forked, so they inherit the patched method
-    monkeypatch.setattr(backend._Worker, "align_one", crash_on_demand)
+    # the workers run the real decoder, exiting with code 3 on the utterance "crash": what a
+    # segfault inside pocketsphinx looks like from outside
+    monkeypatch.setattr(backend, "WORKER_TARGET", f"{worker_targets}:pocketsphinx_dying_on_crash")
     good = _demo("en", 3)
     crash = Utterance("crash", good[0].audio_path, good[0].text, "en", "s", "c")
-    results = {r.utt_id: r for r in PocketsphinxAligner(mp_context="fork").align(
-        [good[0], crash, good[1], good[2]], tmp_path, jobs=2)}
-    assert len(results) == 4
-    assert not results["crash"].ok and "died (exit code 3)" in results["crash"].error.message
-    assert all(results[u.utt_id].ok for u in good)
+    results = list(PocketsphinxAligner().align([good[0], crash, good[1], good[2]], tmp_path, jobs=2))
+    assert [r.utt_id for r in results] == [good[0].utt_id, "crash", good[1].utt_id, good[2].utt_id]
+    by_id = {r.utt_id: r for r in results}
+    assert not by_id["crash"].ok and "died (exit code 3)" in by_id["crash"].error.message
+    assert all(by_id[u.utt_id].ok for u in good)
 
 
 @pytest.mark.espeak

@@ -109,10 +109,11 @@ def test_a_character_transcript_that_differs_from_the_word_tier_is_reported_for_
     lab.write_text(text[:5] + "猫" + text[6:], encoding="utf-8")  # one character replaced
     report = align_corpus(read_corpus(corpus, language="zh"), tmp_path / "out", get_aligner("textgrid"),
                           progress=False)
-    items = {u["utt_id"]: u for u in report["utterances"]}
-    assert not items["A2_0"]["suspect"]
-    assert items["A2_1"]["suspect"] and "word tier differs from the transcript" in items["A2_1"]["suspect_reason"]
-    assert "'猫'" in items["A2_1"]["suspect_reason"] and "token 6" in items["A2_1"]["suspect_reason"]
+    items = {u.utt_id: u for u in report.utterances}
+    assert not items["A2_0"].suspect
+    reason = items["A2_1"].suspect_reason or ""
+    assert items["A2_1"].suspect and "word tier differs from the transcript" in reason
+    assert "'猫'" in reason and "token 6" in reason
 
 
 @pytest.mark.parametrize("label, cls", [("[SIL]", "silence"), ("sil", "silence"), ("sp", "silence"),

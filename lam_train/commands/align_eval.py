@@ -75,5 +75,5 @@ def register(app: typer.Typer) -> None:
         # the 11-column table needs ~100 characters; rich assumes 80 when output is piped
         print_report(report, console=Console(width=max(Console().width, 110)))
         if json_out is not None:
-            atomic_write_json(json_out, report)
+            atomic_write_json(json_out, report.to_dict())
             typer.echo(f"report written to {json_out}")

@@ -9,13 +9,15 @@ of raising, so that a batch goes on.
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LamError
-from ..records import Alignment, Utterance
+from .. import errors
+from ..errors import AlignerError, LamError
+from ..records import Alignment, Interval, Utterance
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,40 @@ class AlignResult:
     def ok(self) -> bool:
         """True when the utterance was aligned."""
         return self.alignment is not None and self.error is None
+
+
+def encode_result(result: AlignResult) -> bytes:
+    """``result`` as UTF-8 JSON, the form in which a worker process hands it over
+    (:mod:`phonalign.workers`): times are exact (JSON keeps the shortest repr of every float), the
+    error keeps its class name and fields, and nothing is pickled. :func:`decode_result` reads it."""
+    message: dict = {"utt_id": result.utt_id, "info": result.info}
+    a = result.alignment
+    if a is not None:
+        message["alignment"] = [a.xmin, a.xmax, [[i.start, i.end, i.label] for i in a.words],
+                                [[i.start, i.end, i.label] for i in a.phones], a.source, a.extra]
+    err = result.error
+    if err is not None:
+        message["error"] = [type(err).__name__, err.message, err.path, err.line, err.utt_id, err.hint]
+    return json.dumps(message, ensure_ascii=False).encode("utf-8")
+
+
+def decode_result(data: bytes, *, fallback: type[LamError] = AlignerError) -> AlignResult:
+    """The :class:`AlignResult` :func:`encode_result` encoded. An error whose class is not one of
+    :mod:`phonalign.errors` comes back as ``fallback``, with the same message and fields."""
+    message = json.loads(data)
+    alignment = None
+    if message.get("alignment") is not None:
+        xmin, xmax, words, phones, source, extra = message["alignment"]
+        alignment = Alignment(words=tuple(Interval(*w) for w in words), phones=tuple(Interval(*p) for p in phones),
+                              xmin=xmin, xmax=xmax, source=source, extra=extra)
+    error = None
+    if message.get("error") is not None:
+        kind, text, path, line, utt_id, hint = message["error"]
+        cls = getattr(errors, kind, None)
+        if not (isinstance(cls, type) and issubclass(cls, LamError)):
+            cls = fallback
+        error = cls(text, path=path, line=line, utt_id=utt_id, hint=hint)
+    return AlignResult(message["utt_id"], alignment, error, message.get("info") or {})
 
 
 class Aligner(ABC):

@@ -112,8 +112,6 @@ DECLARED: dict[str, tuple[AlignerOption, ...]] = {
         _O("maxhmmpf", "int", -1, "cap on active HMMs per frame; -1 for none", cli=False),
         _O("noise_lsb", "int", 1, "amplitude (16-bit steps) of the seeded noise added before decoding", cli=False,
            min=0),
-        _O("mp_context", "str", None, "multiprocessing start method for -j > 1", cli=False,
-           choices=("fork", "spawn", "forkserver")),
         _O("hmm", "path", None, "another pocketsphinx acoustic model folder", cli=False),
         _O("lexicon", "path", None, "its full pronunciation dictionary", cli=False),
     ),

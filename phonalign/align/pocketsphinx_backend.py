@@ -30,29 +30,28 @@ a hint, unless a pronunciation comes from ``dictionary`` (a CMUdict-format file:
 to ARPAbet with :func:`phonalign.phonesets.to_arpabet`). English only: other languages fail per
 utterance with a clear reason.
 
-With ``jobs > 1``, utterances go one at a time to worker processes, each with its own decoder;
-jobs and results cross the pipes as JSON bytes (no pickle). A worker that dies is replaced and its
-utterance reported as failed.
+With ``jobs > 1``, utterances go one at a time to worker processes (:mod:`phonalign.workers`
+running :func:`decoder_worker`), each with its own decoder; jobs and results cross the pipes as
+JSON bytes (no pickle). A worker that dies is replaced and its utterance reported as failed.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import NamedTuple
 
 import numpy as np
 
-from .. import errors
 from ..errors import AlignerError, AudioError, LamError
 from ..records import Alignment, Interval, Utterance
-from .base import Aligner, AlignResult
+from ..workers import WorkerPool
+from .base import Aligner, AlignResult, decode_result, encode_result
 
 #: The phones of pocketsphinx's en-us model (CMUdict ARPAbet without stress, plus silence).
 ARPABET_PHONES = frozenset(
@@ -151,6 +150,15 @@ def espeak_arpabet(word: str) -> list[str]:
     return phones
 
 
+class Job(NamedTuple):
+    """What a decoder needs to align one utterance (plain values: it crosses to worker processes as JSON)."""
+
+    utt_id: str
+    audio_path: str
+    text: str
+    language: str
+
+
 class _Worker:
     """One decoder and its dictionary additions; lives in one process."""
 
@@ -184,16 +192,16 @@ class _Worker:
                 self.decoder.add_word(name, phones, update=(k == len(entries) - 1))
 
     # -- one utterance --------------------------------------------------------------------
-    def align_one(self, job: tuple[str, str, str, str]) -> dict:
-        utt_id, audio_path, text, language = job
+    def align_one(self, job: Job) -> AlignResult:
+        """The alignment of one utterance, or the error that prevented it (never raised)."""
         try:
-            return self._align(utt_id, audio_path, text, language)
+            return self._align(job)
         except LamError as err:
-            return {"utt_id": utt_id, "error": _error_record(err, utt_id), "info": getattr(err, "info", {})}
+            err.utt_id = err.utt_id or job.utt_id
+            return AlignResult(job.utt_id, None, err)
         except RuntimeError as err:  # pocketsphinx raises RuntimeError on search failures
-            return {"utt_id": utt_id, "info": {},
-                    "error": _error_record(AlignerError(f"pocketsphinx failed: {err}", utt_id=utt_id,
-                                                        path=audio_path), utt_id)}
+            return AlignResult(job.utt_id, None, AlignerError(f"pocketsphinx failed: {err}", utt_id=job.utt_id,
+                                                              path=job.audio_path))
 
     def _pronounce(self, words: list[str]) -> tuple[list[str], list[str], list[str], dict[str, str]]:
         """Return (words for the decoder, OOV words without pronunciation, words from G2P, words
@@ -228,8 +236,10 @@ class _Worker:
             out.append(w)
         return out, oov, g2p_words, expanded
 
-    def _align(self, utt_id: str, audio_path: str, text: str, language: str) -> dict:
+    def _align(self, job: Job) -> AlignResult:
         from ..audio import load_audio
+
+        utt_id, audio_path, text, language = job
 
         if not (language or "").lower().startswith("en"):
             raise AlignerError(
@@ -261,13 +271,12 @@ class _Worker:
                    f"({', '.join(info['oov'][:10])})")
             if looks_foreign:
                 msg += "; the transcript does not look like English"
-            err = AlignerError(
+            # a failure with the backend's facts: which words are missing
+            return AlignResult(utt_id, None, AlignerError(
                 msg, utt_id=utt_id, path=audio_path,
                 hint="check the utterance's language and transcript; add pronunciations with "
                 "--dictionary FILE (CMUdict format), or enable the espeak-ng G2P fallback (g2p='espeak')",
-            )
-            err.info = info  # type: ignore[attr-defined]
-            raise err
+            ), info)
         wave = load_audio(audio_path, sr=16000)
         duration = len(wave) / 16000.0
         if float(np.max(np.abs(wave))) < SILENT_PEAK:
@@ -305,7 +314,10 @@ class _Worker:
         frames = max(int(d.n_frames()), 1)
         if hyp.score > 0:
             info["acoustic_score"] = round(math.log(hyp.score) / frames, 6)
-        return {"utt_id": utt_id, "words": words_out, "phones": phones_out, "xmax": duration, "info": info}
+        alignment = Alignment(words=tuple(Interval(*w) for w in words_out),
+                              phones=tuple(Interval(*p) for p in phones_out), xmin=0.0, xmax=duration,
+                              source="pocketsphinx")
+        return AlignResult(utt_id, alignment, None, info)
 
     def _pcm(self, wave: np.ndarray, utt_id: str) -> bytes:
         pad = np.zeros(int(round(self.s.padding * 16000)), dtype=np.int16)
@@ -385,112 +397,20 @@ def _tile(intervals: list, duration: float) -> list:
     return merged
 
 
-def _error_record(err: LamError, utt_id: str) -> dict:
-    return {"type": type(err).__name__, "message": err.message, "path": err.path, "line": err.line,
-            "hint": err.hint, "utt_id": err.utt_id or utt_id}
+#: The worker processes' factory (phonalign.workers runs it in each of them).
+WORKER_TARGET = "phonalign.align.pocketsphinx_backend:decoder_worker"
 
 
-def _error_from_record(rec: dict) -> LamError:
-    cls = getattr(errors, rec.get("type", ""), None)
-    if not (isinstance(cls, type) and issubclass(cls, LamError)):
-        cls = AlignerError
-    return cls(rec["message"], path=rec.get("path"), line=rec.get("line"), utt_id=rec.get("utt_id"),
-               hint=rec.get("hint"))
+def decoder_worker(setup: bytes) -> Callable[[bytes], bytes]:
+    """Worker side of ``jobs > 1``: ``setup`` is the :class:`PocketsphinxSettings` as JSON (the
+    decoder is built once, here); the handler aligns one :class:`Job` (JSON list) and answers its
+    :class:`~phonalign.align.base.AlignResult` (:func:`~phonalign.align.base.encode_result`)."""
+    worker = _Worker(PocketsphinxSettings(**json.loads(setup)))
 
+    def align(task: bytes) -> bytes:
+        return encode_result(worker.align_one(Job(*json.loads(task))))
 
-def _result_from_record(rec: dict) -> AlignResult:
-    info = dict(rec.get("info") or {})
-    if "error" in rec:
-        return AlignResult(rec["utt_id"], None, _error_from_record(rec["error"]), info)
-    xmax = float(rec["xmax"])
-    alignment = Alignment(
-        words=tuple(Interval(s, e, lab) for s, e, lab in rec["words"]),
-        phones=tuple(Interval(s, e, lab) for s, e, lab in rec["phones"]),
-        xmin=0.0, xmax=xmax, source="pocketsphinx",
-    )
-    return AlignResult(rec["utt_id"], alignment, None, info)
-
-
-def _serve(conn, settings_json: str) -> None:
-    """Worker process: build one decoder, then align the jobs that arrive on ``conn``.
-
-    Jobs and results travel as JSON bytes (``send_bytes``), never pickled; an empty message
-    ends the worker.
-    """
-    worker = _Worker(PocketsphinxSettings(**json.loads(settings_json)))
-    while True:
-        try:
-            message = conn.recv_bytes()
-        except EOFError:
-            return
-        if not message:
-            return
-        job = tuple(json.loads(message))
-        conn.send_bytes(json.dumps(worker.align_one(job)).encode("utf-8"))
-
-
-class _WorkerPool:
-    """``jobs`` worker processes fed one utterance at a time; a worker that dies is replaced and
-    its utterance reported as failed."""
-
-    def __init__(self, n: int, settings: PocketsphinxSettings, method: str) -> None:
-        # the start method is named at run time, so typeshed can only call it a BaseContext
-        self.ctx: Any = multiprocessing.get_context(method)
-        self.settings_json = json.dumps(asdict(settings))
-        self.workers: list[tuple] = [self._start() for _ in range(n)]
-
-    def _start(self) -> tuple:
-        parent, child = self.ctx.Pipe(duplex=True)
-        proc = self.ctx.Process(target=_serve, args=(child, self.settings_json), daemon=True)
-        proc.start()
-        child.close()
-        return proc, parent
-
-    def run(self, jobs: Sequence[tuple[str, str, str, str]]) -> Iterator[dict]:
-        from multiprocessing.connection import Connection, wait
-
-        pending = list(reversed(jobs))
-        busy: dict = {}  # connection -> (worker index, job)
-
-        def feed(k: int) -> None:
-            if pending:
-                job = pending.pop()
-                conn = self.workers[k][1]
-                conn.send_bytes(json.dumps(list(job)).encode("utf-8"))
-                busy[conn] = (k, job)
-
-        for k in range(len(self.workers)):
-            feed(k)
-        while busy:
-            for ready in wait(list(busy)):
-                conn = cast(Connection, ready)  # wait() returns the objects it was given: our pipes
-                k, job = busy.pop(conn)
-                try:
-                    data = conn.recv_bytes()
-                except (EOFError, OSError):
-                    # the process died (a crash inside pocketsphinx): report, replace, go on
-                    self.workers[k][0].join(timeout=1)
-                    code = self.workers[k][0].exitcode
-                    self.workers[k] = self._start()
-                    yield {"utt_id": job[0], "info": {}, "error": _error_record(AlignerError(
-                        f"the pocketsphinx worker process died (exit code {code})", utt_id=job[0],
-                        path=job[1], hint="check the audio file; run with -j 1 to see the error"), job[0])}
-                    feed(k)
-                    continue
-                yield json.loads(data)
-                feed(k)
-
-    def close(self) -> None:
-        for _proc, conn in self.workers:
-            try:
-                conn.send_bytes(b"")
-            except OSError:
-                pass
-            conn.close()
-        for proc, _ in self.workers:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
+    return align
 
 
 class PocketsphinxAligner(Aligner):
@@ -510,8 +430,6 @@ class PocketsphinxAligner(Aligner):
         Cap on active HMMs per frame; -1 for none.
     noise_lsb : int
         Amplitude (in 16-bit steps) of the seeded noise added before decoding; 0 disables it.
-    mp_context : str, optional
-        multiprocessing start method for ``jobs > 1`` (default: ``fork`` where available).
     hmm, lexicon : str or Path, optional
         Another pocketsphinx acoustic model folder and its full pronunciation dictionary
         (default: the US-English model and CMUdict shipped with the wheel).
@@ -523,7 +441,7 @@ class PocketsphinxAligner(Aligner):
 
     def __init__(self, dictionary: str | Path | None = None, g2p: str | None = None, padding: float = 0.4,
                  *, beam: float = 1e-200, wbeam: float = 1e-200, pbeam: float = 1e-200, maxhmmpf: int = -1,
-                 noise_lsb: int = 1, mp_context: str | None = None, hmm: str | Path | None = None,
+                 noise_lsb: int = 1, hmm: str | Path | None = None,
                  lexicon: str | Path | None = None) -> None:
         if g2p not in (None, "espeak"):
             raise AlignerError(f"unknown G2P fallback {g2p!r}", hint="use g2p=None or g2p='espeak'")
@@ -535,7 +453,6 @@ class PocketsphinxAligner(Aligner):
             noise_lsb=noise_lsb, hmm=None if hmm is None else str(hmm),
             lexicon=None if lexicon is None else str(lexicon),
         )
-        self.mp_context = mp_context
         self._local: _Worker | None = None
 
     def __getstate__(self) -> dict:
@@ -566,22 +483,25 @@ class PocketsphinxAligner(Aligner):
                 **asdict(self.settings)}
 
     def align(self, utterances: Sequence[Utterance], workdir: Path, *, jobs: int = 1) -> Iterator[AlignResult]:
-        jobs_list = [(u.utt_id, str(u.audio_path), u.text or "", u.language or "") for u in utterances]
-        if not jobs_list:
+        """Yield one result per utterance, in input order (``jobs`` decoder processes)."""
+        todo = [Job(u.utt_id, str(u.audio_path), u.text or "", u.language or "") for u in utterances]
+        if not todo:
             return
-        jobs = max(1, min(int(jobs), len(jobs_list)))
+        jobs = max(1, min(int(jobs), len(todo)))
         if jobs == 1:
             if self._local is None:
                 self._local = _Worker(self.settings)
-            for job in jobs_list:
-                yield _result_from_record(self._local.align_one(job))
+            for job in todo:
+                yield self._local.align_one(job)
             return
-        # fork where the platform has it: workers need nothing but this module, and unlike
-        # spawn it works from scripts without an ``if __name__ == "__main__"`` guard.
-        method = self.mp_context or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-        pool = _WorkerPool(jobs, self.settings, method)
-        try:
-            for rec in pool.run(jobs_list):
-                yield _result_from_record(rec)
-        finally:
-            pool.close()
+        with WorkerPool(WORKER_TARGET, json.dumps(asdict(self.settings)).encode("utf-8"), workers=jobs,
+                        name="pocketsphinx worker") as pool:
+            for job, reply in zip(todo, pool.map(json.dumps(list(job)).encode("utf-8") for job in todo),
+                                  strict=True):
+                if reply.data is not None:
+                    yield decode_result(reply.data)
+                    continue
+                # the process died (a crash inside pocketsphinx): reported; the pool replaced it
+                yield AlignResult(job.utt_id, None, AlignerError(
+                    f"the pocketsphinx worker process died (exit code {reply.exit_code})", utt_id=job.utt_id,
+                    path=job.audio_path, hint="check the audio file; run with -j 1 to see the error"))

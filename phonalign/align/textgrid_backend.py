@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import AlignerError, LamError, TextGridError
@@ -21,7 +20,8 @@ from ..fingerprint import content_digest
 from ..fsutil import check_utt_id, is_safe_name
 from ..records import Utterance
 from ..textgrid_io import read_alignment
-from .base import Aligner, AlignResult
+from ..workers import WorkerPool
+from .base import Aligner, AlignResult, decode_result, encode_result
 
 __all__ = ["TextGridAligner"]
 
@@ -89,7 +89,7 @@ class TextGridAligner(Aligner):
     def align(self, utterances: Sequence[Utterance], workdir: Path, *, jobs: int = 1) -> Iterator[AlignResult]:
         """Yield one result per utterance, in input order (``jobs`` reader processes)."""
         opts = self._options()
-        if jobs > 1 and len(utterances) > 4 * _BLOCK:
+        if jobs > 1 and len(utterances) > 4 * _IN_FLIGHT:
             yield from _read_in_processes(utterances, self._find, opts, jobs)
             return
         for utt in utterances:
@@ -138,103 +138,61 @@ def _read_one(task: tuple[str, str | TextGridError], opts: dict) -> AlignResult:
 
 
 # -- parallel reading --------------------------------------------------------------------------
-# Parsing is pure Python, so jobs > 1 means processes. Each reader is a `python -c` child that
-# takes JSON task lines on stdin and answers one JSON line per task (times survive JSON exactly:
-# shortest round-trip reprs). No pickle. Blocks of tasks go round-robin to the readers and are
-# collected in the same order, so results stream out in input order; each reader has at most two
-# blocks in flight, which keeps the pipes from filling up both ways.
+# Parsing is pure Python, so jobs > 1 means processes: a phonalign.workers pool running
+# textgrid_reader. A task is [utt_id, path] as JSON, its answer the AlignResult
+# (phonalign.align.base.encode_result: times exact, no pickle). Up to _IN_FLIGHT tasks go to a
+# reader at once, so that it never waits for this process between files; results come back in
+# input order. A reader that dies fails the utterance it was reading (the others go on).
 
-_BLOCK = 32
-
-_READER_CODE = """
-import json, sys
-from phonalign.errors import LamError
-from phonalign.textgrid_io import read_alignment
-opts = json.loads(sys.argv[1])
-for line in sys.stdin:
-    task = json.loads(line)
-    try:
-        a = read_alignment(task["path"], **opts)
-        out = {"a": [a.xmin, a.xmax, [[i.start, i.end, i.label] for i in a.words],
-                     [[i.start, i.end, i.label] for i in a.phones], a.source, a.extra]}
-    except LamError as err:
-        out = {"e": [type(err).__name__, err.message, err.path, err.line, err.hint]}
-    sys.stdout.write(json.dumps(out, ensure_ascii=False) + "\\n")
-    if task["flush"]:
-        sys.stdout.flush()
-"""
+#: Tasks sent to one reader process before its first answer comes back.
+_IN_FLIGHT = 32
+#: The reader processes' factory (phonalign.workers runs it in each of them).
+READER_TARGET = "phonalign.align.textgrid_backend:textgrid_reader"
 
 
-def _result_from_json(utt_id: str, where: str, line: str) -> AlignResult:
-    from .. import errors
-    from ..records import Alignment, Interval
+def textgrid_reader(setup: bytes) -> Callable[[bytes], bytes]:
+    """Worker side of parallel reading: ``setup`` is the reader options as JSON; the handler reads
+    the TextGrid of one task (``[utt_id, path]`` as JSON) and answers its encoded result."""
+    opts = json.loads(setup)
 
-    msg = json.loads(line)
-    if "e" in msg:
-        kind, message, path, lineno, hint = msg["e"]
-        cls = getattr(errors, kind, None)
-        if not (isinstance(cls, type) and issubclass(cls, LamError)):
-            cls = TextGridError
-        return AlignResult(utt_id, None, cls(message, path=path, line=lineno, utt_id=utt_id, hint=hint),
-                           {"textgrid": where})
-    xmin, xmax, words, phones, source, extra = msg["a"]
-    alignment = Alignment(words=tuple(Interval(*w) for w in words), phones=tuple(Interval(*p) for p in phones),
-                          xmin=xmin, xmax=xmax, source=source, extra=extra)
-    return AlignResult(utt_id, alignment, None, {"textgrid": where})
+    def read(task: bytes) -> bytes:
+        utt_id, path = json.loads(task)
+        return encode_result(_read_one((utt_id, path), opts))
+
+    return read
 
 
-def _read_in_processes(utterances: Sequence[Utterance], find, opts: dict, jobs: int) -> Iterator[AlignResult]:
-    import phonalign
+def _read_in_processes(utterances: Sequence[Utterance], find: Callable[[Utterance], str | TextGridError],
+                       opts: dict, jobs: int) -> Iterator[AlignResult]:
+    # every utterance in input order: found ones become tasks (taken by the pool as it sends
+    # them), missing ones are answered here, in their place among the others
+    order: deque[tuple[str, str | TextGridError]] = deque()
 
-    env = dict(os.environ)
-    root = str(Path(phonalign.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    readers = [subprocess.Popen([sys.executable, "-c", _READER_CODE, json.dumps(opts)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8")
-               for _ in range(jobs)]
-    blocks = [utterances[i:i + _BLOCK] for i in range(0, len(utterances), _BLOCK)]
-    sent: list[list[tuple[str, str | LamError]]] = []
+    def tasks() -> Iterator[bytes]:
+        for u in utterances:
+            where = find(u)
+            order.append((u.utt_id, where))
+            if isinstance(where, str):
+                yield json.dumps([u.utt_id, where]).encode("utf-8")
 
-    def send(j: int) -> None:
-        tasks = [(u.utt_id, find(u)) for u in blocks[j]]
-        todo = [where for _, where in tasks if isinstance(where, str)]
-        stdin = readers[j % jobs].stdin
-        assert stdin is not None  # opened with stdin=PIPE
-        for k, where in enumerate(todo):
-            stdin.write(json.dumps({"path": where, "flush": k == len(todo) - 1}) + "\n")
-        stdin.flush()
-        sent.append(tasks)
+    def missing_before_next() -> Iterator[AlignResult]:
+        while order:
+            utt_id, where = order[0]
+            if isinstance(where, str):
+                return
+            order.popleft()
+            yield AlignResult(utt_id, None, where)
 
-    try:
-        for j in range(min(len(blocks), 2 * jobs)):
-            send(j)
-        for j in range(len(blocks)):
-            stdout = readers[j % jobs].stdout
-            assert stdout is not None  # opened with stdout=PIPE
-            for utt_id, where in sent[j]:
-                if not isinstance(where, str):
-                    yield AlignResult(utt_id, None, where)
-                    continue
-                line = stdout.readline()
-                if not line:
-                    raise AlignerError("a TextGrid reader process stopped unexpectedly",
-                                       hint="rerun; the utterances done so far are kept")
-                yield _result_from_json(utt_id, where, line)
-            sent[j] = []
-            if j + 2 * jobs < len(blocks):
-                send(j + 2 * jobs)
-    finally:
-        for proc in readers:
-            try:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-            except OSError:
-                pass
-        for proc in readers:
-            if proc.stdout is not None:
-                proc.stdout.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with WorkerPool(READER_TARGET, json.dumps(opts).encode("utf-8"), workers=jobs, name="TextGrid reader",
+                    in_flight=_IN_FLIGHT) as pool:
+        for reply in pool.map(tasks()):
+            yield from missing_before_next()
+            utt_id, where = order.popleft()  # the utterance of this reply: the pool keeps the order
+            if reply.data is not None:
+                yield decode_result(reply.data, fallback=TextGridError)
+                continue
+            yield AlignResult(utt_id, None, AlignerError(
+                f"the TextGrid reader process died reading this file (exit code {reply.exit_code})",
+                path=str(where), utt_id=utt_id, hint="check the TextGrid; run with -j 1 to see the error"),
+                {"textgrid": str(where)})
+        yield from missing_before_next()
