@@ -8,8 +8,7 @@ Times are float seconds from the start of the recording, as start/end pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import pyarrow as pa
+from typing import TYPE_CHECKING
 
 # The vocabulary (emotions, unit classes, languages) is written once in phonalign.defaults, which the
 # command line reads without loading pyarrow; re-exported here beside the schemas that use it.
@@ -82,47 +81,76 @@ class Alignment:
     extra: dict = field(default_factory=dict, compare=False)
 
 
-UTTERANCE_SCHEMA = pa.schema(
-    [
-        ("utt_id", pa.string()),
-        ("audio_path", pa.string()),
-        ("text", pa.string()),
-        ("language", pa.string()),
-        ("speaker", pa.string()),
-        ("corpus", pa.string()),
-        ("emotion", pa.string()),
-        ("split", pa.string()),
-        ("start", pa.float64()),   # seconds into audio_path; null: the whole recording
-        ("end", pa.float64()),
-    ]
-)
+# The table schemas are built on first use (PEP 562 module __getattr__): a worker process that
+# needs only the records above (a pocketsphinx decoder, the TextGrid reader) starts without
+# loading pyarrow, which is about a third of its start-up imports.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-#: ``utterances.parquet`` of an aligned corpus: the utterance columns, then the verdict of the
-#: alignment quality check (:mod:`phonalign.align.quality`).
-ALIGNED_UTTERANCE_SCHEMA = pa.schema(
-    list(UTTERANCE_SCHEMA)
-    + [
-        ("suspect", pa.bool_()),          # the alignment cannot be right (wrong or partial transcript)
-        ("suspect_reason", pa.string()),  # why, null when not suspect
-    ]
-)
+    #: ``utterances.parquet`` of a corpus: one row per :class:`Utterance`.
+    UTTERANCE_SCHEMA: pa.Schema
+    #: ``utterances.parquet`` of an aligned corpus: the utterance columns, then the verdict of the
+    #: alignment quality check (:mod:`phonalign.align.quality`).
+    ALIGNED_UTTERANCE_SCHEMA: pa.Schema
+    #: ``segments.parquet``: one row per phone interval.
+    SEGMENT_SCHEMA: pa.Schema
 
-SEGMENT_SCHEMA = pa.schema(
-    [
-        ("utt_id", pa.string()),
-        ("index", pa.int32()),          # position of the phone interval in the utterance, 0-based
-        ("label", pa.string()),         # as the aligner / TextGrid wrote it
-        ("phone", pa.string()),         # normalised base phone (stress digits, tone marks removed)
-        ("unit_class", pa.string()),    # one of UNIT_CLASSES
-        ("start", pa.float64()),        # seconds
-        ("end", pa.float64()),          # seconds
-        ("diphthong", pa.bool_()),
-        ("rhotic", pa.bool_()),
-        ("syllabic", pa.bool_()),
-        ("stress", pa.int8()),          # ARPAbet stress 0/1/2, null where the phone set has none
-        ("tone", pa.int8()),            # Mandarin tone 1-5, null where unknown
-        ("word", pa.string()),          # the word interval the phone lies in, null in pauses
-        ("word_index", pa.int32()),     # its position in the words tier, null in pauses
-        ("phone_set", pa.string()),     # phone set the label was read in
-    ]
-)
+
+def _schemas() -> dict[str, pa.Schema]:
+    import pyarrow as pa
+
+    UTTERANCE_SCHEMA = pa.schema(
+        [
+            ("utt_id", pa.string()),
+            ("audio_path", pa.string()),
+            ("text", pa.string()),
+            ("language", pa.string()),
+            ("speaker", pa.string()),
+            ("corpus", pa.string()),
+            ("emotion", pa.string()),
+            ("split", pa.string()),
+            ("start", pa.float64()),   # seconds into audio_path; null: the whole recording
+            ("end", pa.float64()),
+        ]
+    )
+
+    ALIGNED_UTTERANCE_SCHEMA = pa.schema(
+        list(UTTERANCE_SCHEMA)
+        + [
+            ("suspect", pa.bool_()),          # the alignment cannot be right (wrong or partial transcript)
+            ("suspect_reason", pa.string()),  # why, null when not suspect
+        ]
+    )
+
+    SEGMENT_SCHEMA = pa.schema(
+        [
+            ("utt_id", pa.string()),
+            ("index", pa.int32()),          # position of the phone interval in the utterance, 0-based
+            ("label", pa.string()),         # as the aligner / TextGrid wrote it
+            ("phone", pa.string()),         # normalised base phone (stress digits, tone marks removed)
+            ("unit_class", pa.string()),    # one of UNIT_CLASSES
+            ("start", pa.float64()),        # seconds
+            ("end", pa.float64()),          # seconds
+            ("diphthong", pa.bool_()),
+            ("rhotic", pa.bool_()),
+            ("syllabic", pa.bool_()),
+            ("stress", pa.int8()),          # ARPAbet stress 0/1/2, null where the phone set has none
+            ("tone", pa.int8()),            # Mandarin tone 1-5, null where unknown
+            ("word", pa.string()),          # the word interval the phone lies in, null in pauses
+            ("word_index", pa.int32()),     # its position in the words tier, null in pauses
+            ("phone_set", pa.string()),     # phone set the label was read in
+        ]
+    )
+    return {"UTTERANCE_SCHEMA": UTTERANCE_SCHEMA, "ALIGNED_UTTERANCE_SCHEMA": ALIGNED_UTTERANCE_SCHEMA,
+            "SEGMENT_SCHEMA": SEGMENT_SCHEMA}
+
+
+_SCHEMAS: dict[str, pa.Schema] = {}
+
+
+def __getattr__(name: str) -> pa.Schema:
+    if name in ("UTTERANCE_SCHEMA", "ALIGNED_UTTERANCE_SCHEMA", "SEGMENT_SCHEMA"):
+        if not _SCHEMAS:
+            _SCHEMAS.update(_schemas())
+        return _SCHEMAS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

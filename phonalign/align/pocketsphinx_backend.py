@@ -494,8 +494,11 @@ class PocketsphinxAligner(Aligner):
             for job in todo:
                 yield self._local.align_one(job)
             return
+        # two utterances in flight per worker: the next one is waiting in its pipe when it answers,
+        # so a decoder never idles for a round trip through this process (which also writes the
+        # results, and shares the cores)
         with WorkerPool(WORKER_TARGET, json.dumps(asdict(self.settings)).encode("utf-8"), workers=jobs,
-                        name="pocketsphinx worker") as pool:
+                        name="pocketsphinx worker", in_flight=2) as pool:
             for job, reply in zip(todo, pool.map(json.dumps(list(job)).encode("utf-8") for job in todo),
                                   strict=True):
                 if reply.data is not None:
