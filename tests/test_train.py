@@ -357,3 +357,37 @@ def test_cached_features_keep_only_the_utterance_rows_of_a_segment_store(tmp_pat
     assert cached._cache[1].shape == (2, 3)  # the two utterance rows, not all five
     np.testing.assert_array_equal(cached.read_layer(0, rows=np.array([1, 3])), arr[0][[1, 3]])  # a segment row
     np.testing.assert_array_equal(cached.read_layer(0), arr[0])
+
+
+#: A fixed-seed fit (``all+coral``, seed 7, 8 epochs, lr 1e-2 on :func:`synthetic_features`), recorded
+#: on main before ``fit`` was split into named steps: per epoch (loss, CE, CORAL, dev UAR), the
+#: selected epoch, the learnt layer weights and the evaluation (same machine, CPU, one thread).
+GOLDEN_HISTORY = [
+    [2.0851109623908997, 1.410625159740448, 0.13489716686308384, 0.25],
+    [1.987665981054306, 1.3873142004013062, 0.12007034942507744, 0.25],
+    [1.872013658285141, 1.3637980818748474, 0.10164311341941357, 0.59375],
+    [1.8087317943572998, 1.3228902220726013, 0.0971683170646429, 0.625],
+    [1.6436198353767395, 1.25863716006279, 0.07699653692543507, 0.625],
+    [1.5364278554916382, 1.1489763259887695, 0.0774903129786253, 0.65625],
+    [1.4327477514743805, 1.0884077847003937, 0.06886799819767475, 0.8125],
+    [1.1431913375854492, 0.8171795904636383, 0.06520234420895576, 0.9375],
+]
+GOLDEN_LAYER_WEIGHTS = [0.18644672632217407, 0.21637177467346191, 0.2801288366317749, 0.3170526921749115]
+GOLDEN_CORAL = {"adapted": [0.008799044310674266, 0.010465375317904958, 0.009718801711166205, 0.012432390911469948],
+                "adapted_relative": [0.34559832223557285, 0.3423489972478122, 0.18690263097807505,
+                                     0.21146500706494503],
+                "input": [0.8287675547032086, 1.0689210928695716, 0.7678375703496104, 0.9578932670198769]}
+
+
+def test_a_fixed_seed_fit_gives_the_figures_recorded_before_the_loop_was_split(features, tmp_path):
+    m = run_training(small_config(epochs=8, lr=1e-2), strategy="all+coral", seed=7, out_dir=tmp_path / "r",
+                     source=features)
+    got = [[h["loss"], h["ce"], h["coral"], h["dev_uar"]] for h in m["history"]]
+    assert np.allclose(got, GOLDEN_HISTORY, rtol=1e-6, atol=0)
+    assert (m["best_epoch"], m["epochs_run"], m["selection_uar"]) == (7, 8, 0.9375)
+    assert np.allclose(m["layer_weights"], GOLDEN_LAYER_WEIGHTS, rtol=1e-6, atol=0)
+    for key, want in GOLDEN_CORAL.items():
+        assert np.allclose(m["coral_distance"][key], want, rtol=1e-6, atol=0), key
+    assert m["coral_distance"]["layers"] == [0, 1, 2, 3]
+    assert m["source_dev"]["confusion"] == [[7, 0, 1, 0], [0, 8, 0, 0], [0, 0, 7, 1], [0, 0, 0, 8]]
+    assert m["target_test"]["confusion"] == [[8, 0, 0, 0], [0, 0, 7, 1], [2, 0, 4, 2], [2, 0, 2, 4]]
