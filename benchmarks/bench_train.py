@@ -89,9 +89,9 @@ def toolkit_loop(f: ArrayFeatures, cfg: RunConfig) -> float:
         m = run_training(cfg, strategy="GL", seed=0, out_dir=tmp, source=f,
                          selections={"GL": LAYERS, "final": [12]})
     seconds = time.perf_counter() - t0
-    n_train = m["source_train_n"]
+    n_train = m.source_train_n
     steps_per_epoch = n_train // cfg.train.batch_size
-    return m["epochs_run"] * steps_per_epoch * cfg.train.batch_size / seconds
+    return m.epochs_run * steps_per_epoch * cfg.train.batch_size / seconds
 
 
 def main() -> None:

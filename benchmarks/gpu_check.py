@@ -194,16 +194,16 @@ def check_training(device: str, dtypes: list[str], tmp: Path) -> dict:
         runs["cpu-again"] = run_training(cfg("cpu", None), strategy="final+coral", seed=0, out_dir=tmp / "train-again")
     ref, ok, rows = runs["cpu"], True, []
     for name, m in runs.items():
-        loss0 = m["history"][0]["loss"] if m.get("history") else float("nan")
-        row = {"run": name, "first_epoch_loss": loss0, "epochs_run": m.get("epochs_run"),
-               "source_dev_uar": m["source_dev"]["uar"],
-               "target_test_uar": m["target_test"]["uar"] if m.get("target_test") else None}
+        loss0 = m.history[0].loss if m.history else float("nan")
+        row = {"run": name, "first_epoch_loss": loss0, "epochs_run": m.epochs_run,
+               "source_dev_uar": m.source_dev.uar,
+               "target_test_uar": m.target_test.uar if m.target_test is not None else None}
         if name != "cpu":
-            ref0 = ref["history"][0]["loss"]
+            ref0 = ref.history[0].loss
             row["passed"] = bool(abs(loss0 - ref0) <= 0.05 * abs(ref0)
-                                 and abs(row["source_dev_uar"] - ref["source_dev"]["uar"]) <= 0.10
+                                 and abs(row["source_dev_uar"] - ref.source_dev.uar) <= 0.10
                                  and (row["target_test_uar"] is None
-                                      or abs(row["target_test_uar"] - ref["target_test"]["uar"]) <= 0.10))
+                                      or abs(row["target_test_uar"] - ref.target_test.uar) <= 0.10))
             ok &= row["passed"]
         rows.append(row)
         _log(f"  train {name}: first-epoch loss {loss0:.4f}, source dev UAR {row['source_dev_uar']:.3f}, "

@@ -307,9 +307,9 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
             m = run_training(cfg, strategy=name, seed=seed, out_dir=run_dir, source=source, target=target,
                              selections=selections)
             done += 1
-            uar = m["target_test"]["uar"] if m.get("target_test") else float("nan")
+            uar = m.target_test.uar if m.target_test is not None else float("nan")
             logger.info("  %d/%d %s seed %d: layers %s, target UAR %.3f (%.0f s)", done, total, name, seed,
-                        m["layers"], uar, time.perf_counter() - t0)
+                        list(m.layers), uar, time.perf_counter() - t0)
     return {"runs": total, "strategies": names, "seeds": list(cfg.seeds)}
 
 

@@ -23,24 +23,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 
 from analysis.models import resolve_device
-from phonalign.fsutil import atomic_path, atomic_write_json
+from phonalign.fsutil import atomic_write_json
 from phonalign.progress import progress_bar
 from phonalign.provenance import write_run_info
 
+from .checkpoint import (
+    CHECKPOINT,
+    METRICS,
+    MODEL,
+    read_checkpoint,
+    read_metadata,
+    restore_checkpoint,
+    save_checkpoint,
+    save_model,
+)
 from .config import RunConfig, Strategy, config_to_dict, parse_strategy
 from .coral import coral_loss, coral_relative
 from .data import Domain, Standardizer, class_weights, epoch_order
 from .errors import TrainError
 from .evaluate import scores, uar_fast
-from .model import EmotionClassifier, masked_mean
+from .featurizers import FrameFeaturizer, PooledFeaturizer
+from .model import EmotionClassifier
+from .results import CoralDistance, EpochRow, FitResult, RunMetrics, Scores
 
-CHECKPOINT = "checkpoint.safetensors"  # last completed epoch: for resuming
-MODEL = "model.safetensors"            # selected (best) weights + resolved config + metrics
-METRICS = "metrics.json"               # written last: its presence means "run complete"
-FORMAT = 1
+#: Public names, with those that live in :mod:`lam_train.checkpoint` and :mod:`lam_train.featurizers`
+#: since the file was split (importable from here as before).
+__all__ = ["run_training", "fit", "predict", "strategy_layers", "seed_everything", "cpu_threads", "CachedFeatures",
+           "RunData", "build_run_data", "build_frame_data", "representation_coral", "FitResult", "CHECKPOINT",
+           "MODEL", "METRICS", "save_checkpoint", "read_metadata", "save_model", "PooledFeaturizer",
+           "FrameFeaturizer"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,108 +104,6 @@ def strategy_layers(strategy: Strategy, *, n_layers: int, selections: dict | Non
 
 
 # ---------------------------------------------------------------------------------------------
-# featurisers: turn rows of a domain into the model's input
-
-
-class PooledFeaturizer:
-    """Pooled features: slice rows, z-score with source-train statistics. No parameters."""
-
-    sequence = False
-
-    def __init__(self, standardizer: Standardizer):
-        self.standardizer = standardizer
-
-    def parameters(self):
-        """Trainable parameters of the featuriser (none when pooled or frozen)."""
-        return iter(())
-
-    def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
-        x = domain.features[:, torch.from_numpy(np.asarray(idx))].to(device, non_blocking=True)
-        return self.standardizer(x), None, None
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """Tensors to save in checkpoints and model files."""
-        return {"norm.mean": self.standardizer.mean, "norm.std": self.standardizer.std}
-
-    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`state` saved."""
-        self.standardizer = Standardizer(mean=tensors["norm.mean"], std=tensors["norm.std"])
-
-    def train(self, mode: bool = True) -> None:
-        """Switch between training and evaluation behaviour (as ``nn.Module.train``)."""
-        pass
-
-
-class FrameFeaturizer:
-    """Frame sequences on the fly: waveforms -> speech model -> anchored layers (+ mask).
-
-    ``encoder`` is an :class:`analysis.models.SpeechEncoder`. It is frozen (its ``forward``
-    runs under ``inference_mode``), or its top ``finetune_top`` transformer layers are trained
-    (``forward(..., grad=True)`` keeps the graph). Each layer's frames are
-    layer-normalised (no parameters) so the adapters see a common scale. Also returns the
-    anchored upstream layers pooled over valid frames: with fine-tuning, CORAL aligns those.
-    """
-
-    sequence = True
-
-    def __init__(self, encoder, layers: Sequence[int], *, finetune_top: int = 0):
-        self.encoder = encoder
-        self.layers = list(layers)
-        self.finetune_top = finetune_top
-        for p in encoder.model.parameters():
-            p.requires_grad_(False)
-        self._trainable: dict[str, torch.nn.Parameter] = {}
-        if finetune_top > 0:
-            blocks = _transformer_blocks(encoder.model, int(encoder.n_layers))
-            if finetune_top > len(blocks):
-                raise TrainError(f"data.finetune_top={finetune_top} but the model has {len(blocks)} layers")
-            for i, block in enumerate(blocks[-finetune_top:]):
-                for name, p in block.named_parameters():
-                    p.requires_grad_(True)
-                    self._trainable[f"upstream.{len(blocks) - finetune_top + i}.{name}"] = p
-
-    def parameters(self):
-        """Trainable parameters of the featuriser (none when pooled or frozen)."""
-        return iter(self._trainable.values())
-
-    def train(self, mode: bool = True) -> None:
-        """Switch between training and evaluation behaviour (as ``nn.Module.train``)."""
-        # The upstream stays in eval mode even when fine-tuned: LayerDrop would remove layers
-        # (and anchored hidden states) at random, and its dropout is tuned for pre-training.
-        self.encoder.model.eval()
-
-    def __call__(self, domain: Domain, idx: np.ndarray, device: torch.device):
-        waves = [domain.audio[i] for i in idx]
-        grad = self.finetune_top > 0 and torch.is_grad_enabled()
-        hidden, valid_np = self.encoder(waves, grad=grad)
-        valid = torch.from_numpy(np.asarray(valid_np)).to(device)
-        x = hidden[self.layers].to(device)  # (n_sel, B, T, H)
-        x = torch.nn.functional.layer_norm(x, x.shape[-1:])
-        mask = torch.arange(x.shape[2], device=device)[None, :] < valid[:, None]
-        return x, mask, masked_mean(x, mask)
-
-    def state(self) -> dict[str, torch.Tensor]:
-        """Tensors to save in checkpoints and model files."""
-        return {k: v.detach() for k, v in self._trainable.items()}
-
-    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`state` saved."""
-        with torch.no_grad():
-            for k, p in self._trainable.items():
-                p.copy_(tensors[k])
-
-
-def _transformer_blocks(model: torch.nn.Module, n_layers: int) -> torch.nn.ModuleList:
-    """The model's list of ``n_layers`` transformer layers (a ``ModuleList`` named ``...layers``)."""
-    found = [m for name, m in model.named_modules()
-             if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers and name.split(".")[-1] == "layers"]
-    if not found:
-        raise TrainError("cannot find the transformer layers of this speech model to fine-tune",
-                         hint="set data.finetune_top: 0")
-    return found[-1]
-
-
-# ---------------------------------------------------------------------------------------------
 # the fit loop
 
 
@@ -207,17 +118,6 @@ def _result_config(cfg: dict | None) -> dict | None:
     out = {k: v for k, v in cfg.items() if k != "output"}
     out["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in (_NO_EFFECT["train"] or ())}
     return out
-
-
-@dataclass
-class FitResult:
-    """What a finished run gives back (also written to ``metrics.json``)."""
-
-    best_epoch: int
-    epochs_run: int
-    best_score: float
-    history: list[dict] = field(default_factory=list)
-    resumed_from: int | None = None
 
 
 def _autocast(device: torch.device, cfg: RunConfig):
@@ -248,66 +148,6 @@ def predict(model: EmotionClassifier, featurizer, domain: Domain, device: torch.
     return y, torch.cat(feats, dim=1), torch.cat(ups, dim=1)
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], str]:
-    sd = opt.state_dict()
-    tensors = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            tensors[f"optim.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return tensors, json.dumps(sd["param_groups"])
-
-
-def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(groups) if isinstance(groups, str) else groups})
-
-
-def _rng_json(rng: np.random.Generator) -> str:
-    return json.dumps({"numpy": rng.bit_generator.state, "random": random.getstate(),
-                       "numpy_global": [x.tolist() if hasattr(x, "tolist") else x for x in np.random.get_state()]})
-
-
-def _restore_rng(rng: np.random.Generator, text: str) -> None:
-    st = json.loads(text)
-    rng.bit_generator.state = st["numpy"]
-    v, internal, gauss = st["random"]
-    random.setstate((v, tuple(internal), gauss))
-    g = st["numpy_global"]
-    np.random.set_state((g[0], np.asarray(g[1], dtype=np.uint32), g[2], g[3], g[4]))
-
-
-def save_checkpoint(path: Path, *, model, featurizer, opt, best_state, rng, meta: dict) -> None:
-    """Atomic safetensors checkpoint: weights, best weights, Adam state, torch RNG; JSON metadata."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.cpu().contiguous() for k, v in best_state.items()})
-    tensors.update({f"feat.{k}": v.detach().cpu().contiguous() for k, v in featurizer.state().items()})
-    opt_tensors, groups = _flatten_optimizer(opt)
-    tensors.update({k: v.cpu().contiguous() for k, v in opt_tensors.items()})
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    metadata = {"format": str(FORMAT), "param_groups": groups, "rng": _rng_json(rng),
-                **{k: json.dumps(v) for k, v in meta.items()}}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-
-
-def read_metadata(path: str | Path) -> dict:
-    """JSON metadata of a checkpoint or model file (config, run, metrics ...), decoded."""
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    out = {}
-    for k, v in raw.items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
 
 @contextlib.contextmanager
 def cpu_threads(cfg: RunConfig, device: torch.device):
@@ -328,6 +168,169 @@ def cpu_threads(cfg: RunConfig, device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@dataclass
+class _Loop:
+    """What the epochs of one fit share: settings resolved once, the optimiser, the RNG.
+
+    ``coral_target`` is CORAL's other side (None without CORAL); ``tbs`` its batch size.
+    """
+
+    device: torch.device
+    rng: np.random.Generator
+    opt: torch.optim.Optimizer
+    ce: torch.nn.CrossEntropyLoss
+    scaler: torch.amp.GradScaler
+    bs: int
+    tbs: int
+    lam: float
+    coral_target: Domain | None
+    selection_domain: Domain
+
+
+@dataclass
+class _Progress:
+    """The fit's state after each epoch: what a checkpoint saves and a resumed run starts from."""
+
+    best_state: dict[str, torch.Tensor]
+    start_epoch: int = 0
+    best_epoch: int = -1
+    best_score: float = -1.0
+    bad: int = 0  # epochs since the best one (early stopping)
+    history: list[dict] = field(default_factory=list)
+    resumed: int | None = None
+
+    def to_meta(self, epoch: int, scaler: torch.amp.GradScaler) -> dict:
+        """The checkpoint's ``state`` after ``epoch``."""
+        return {"epoch": epoch, "best_epoch": self.best_epoch, "best_score": self.best_score, "bad_epochs": self.bad,
+                "history": self.history, "scaler": scaler.state_dict() if scaler.is_enabled() else None}
+
+
+def _selection_domain(cfg: RunConfig, *, source_train: Domain, source_dev: Domain, target_train: Domain | None,
+                      coral: bool, oracle_dev: Domain | None) -> Domain:
+    """Check the domains :func:`fit` is given; return the one that selects the best epoch."""
+    if target_train is not None and target_train.labelled:
+        raise TrainError("internal: the target training domain carries labels; build it with unlabelled_domain()")
+    if coral and (target_train is None or target_train.n < 2):
+        raise TrainError("CORAL needs at least 2 unlabelled target training utterances")
+    if not source_train.labelled or not source_dev.labelled:
+        raise TrainError("internal: source domains must be labelled")
+    if cfg.train.selection == "oracle_target_dev":
+        if oracle_dev is None:
+            raise TrainError("train.selection: oracle_target_dev needs a labelled target dev split")
+        return oracle_dev
+    return source_dev
+
+
+def _prepare(cfg: RunConfig, *, model: EmotionClassifier, featurizer, source_train: Domain,
+             target_train: Domain | None, coral: bool, seed: int, selection_domain: Domain) -> _Loop:
+    """Seed, move the model to its device, build Adam, the loss and the loss scaler (in this order:
+    the order fixes the random draws, and so the figures)."""
+    t = cfg.train
+    device = resolve_device(t.device)
+    rng = seed_everything(seed)
+    model.to(device)
+    params = list(model.parameters()) + list(featurizer.parameters())
+    opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    weight = class_weights(source_train.labels) if t.balance == "class_weight" else None
+    ce = torch.nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
+    # CORAL's other side (checked to be there when coral is on)
+    coral_target = target_train if coral else None
+    # float16 autocast needs loss scaling (bfloat16, the default, has float32's range and does not)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and t.amp and t.amp_dtype == "float16")
+    return _Loop(device=device, rng=rng, opt=opt, ce=ce, scaler=scaler, bs=min(t.batch_size, source_train.n),
+                 tbs=min(t.batch_size, coral_target.n) if coral_target is not None else 0,
+                 lam=float(t.lambda_coral) if coral else 0.0, coral_target=coral_target,
+                 selection_domain=selection_domain)
+
+
+def _resume(ckpt: Path, loop: _Loop, *, model: EmotionClassifier, featurizer, meta: dict) -> _Progress:
+    """The fit's state: from ``ckpt`` when it is there (checked to be of this run), else a fresh start."""
+    if not ckpt.is_file():
+        return _Progress(best_state={k: v.detach().clone().cpu() for k, v in model.state_dict().items()})
+    info, tensors = read_checkpoint(ckpt)
+    if info.get("run") != json.loads(json.dumps(meta.get("run"))) or _result_config(info.get("config")) != \
+            _result_config(json.loads(json.dumps(meta.get("config")))):
+        raise TrainError("a checkpoint of a different run is in the output folder", path=ckpt,
+                         hint="use a new output folder, or delete the folder to start again")
+    best_state = restore_checkpoint(info, tensors, model=model, featurizer=featurizer, opt=loop.opt, rng=loop.rng,
+                                    device=loop.device)
+    st = info["state"]
+    if st.get("scaler"):
+        loop.scaler.load_state_dict(st["scaler"])
+    return _Progress(best_state=best_state, start_epoch=st["epoch"] + 1, best_epoch=st["best_epoch"],
+                     best_score=st["best_score"], bad=st["bad_epochs"], history=st["history"], resumed=st["epoch"])
+
+
+def _train_epoch(cfg: RunConfig, loop: _Loop, *, model: EmotionClassifier, featurizer,
+                 source_train: Domain) -> tuple[np.ndarray, int]:
+    """One epoch of Adam steps on full source batches; returns the summed (loss, CE, CORAL) over the
+    batches, shape (3,) float64, and the number of batches."""
+    t, device, bs = cfg.train, loop.device, loop.bs
+    model.train()
+    featurizer.train(True)
+    order = epoch_order(source_train.labels.numpy(), source_train.n, loop.rng, balanced=t.balance == "sampler")
+    n_batches = max(1, len(order) // bs)  # drop the short last batch: CORAL needs full batches
+    sums = np.zeros(3)
+    for b in range(n_batches):
+        idx = order[b * bs:(b + 1) * bs]
+        ys = source_train.labels[torch.from_numpy(idx)].to(device)
+        with _autocast(device, cfg):
+            # both domains' features inside the autocast region: in frame mode the speech model
+            # runs here, and CORAL on upstream layers must compare features of one precision
+            xs, ms, us = featurizer(source_train, idx, device)
+            if loop.coral_target is not None:
+                tidx = loop.rng.choice(loop.coral_target.n, size=loop.tbs, replace=False)
+                xt, mt, ut = featurizer(loop.coral_target, tidx, device)
+                if ms is None:  # pooled: one forward for both domains
+                    logits, adapted = model(torch.cat([xs, xt], dim=1))
+                    a_s, a_t, logits = adapted[:, :bs], adapted[:, bs:], logits[:bs]
+                else:
+                    logits, a_s = model(xs, ms)
+                    _, a_t = model(xt, mt)
+                if featurizer.sequence and getattr(featurizer, "finetune_top", 0) > 0:
+                    a_s, a_t = us, ut  # fine-tuning: anchor the upstream layers themselves
+                loss_coral = coral_loss(a_s, a_t).sum()
+            else:
+                logits, _ = model(xs, ms)
+                loss_coral = torch.zeros((), device=device)
+            loss_ce = loop.ce(logits.float(), ys)
+            loss = loss_ce + loop.lam * loss_coral
+        loop.opt.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.opt)
+        loop.scaler.update()
+        sums += (loss.item(), loss_ce.item(), loss_coral.item())
+    return sums, n_batches
+
+
+def _check_finite(sums: np.ndarray, n_batches: int, *, epoch: int, out_dir: Path) -> None:
+    """Stop on a non-finite loss: inputs are checked finite when read, so it is a numerical failure
+    (a learning rate too high, float16 overflow) and the weights are no longer meaningful."""
+    if not np.isfinite(sums).all():
+        raise TrainError(f"the training loss became NaN or infinite in epoch {epoch} "
+                         f"(loss {sums[0] / n_batches}, CORAL {sums[2] / n_batches})", path=out_dir,
+                         hint="lower train.lr or train.lambda_coral, or use float32 (train.amp: false); "
+                         "the last good checkpoint is kept and a rerun resumes from it")
+
+
+def _select(state: _Progress, loop: _Loop, *, model: EmotionClassifier, featurizer, epoch: int,
+            sums: np.ndarray, n_batches: int, t0: float) -> dict:
+    """Score the epoch on the selection domain, append it to the history and keep the weights when
+    it is the best so far (ties keep the later epoch: it has trained longer on both terms)."""
+    dom = loop.selection_domain
+    pred = predict(model, featurizer, dom, loop.device, batch_size=max(256, loop.bs))
+    score = uar_fast(dom.labels.numpy(), pred)
+    row = {"epoch": epoch, "loss": float(sums[0] / n_batches), "ce": float(sums[1] / n_batches),
+           "coral": float(sums[2] / n_batches), "dev_uar": score, "seconds": time.perf_counter() - t0}
+    state.history.append(row)
+    if score >= state.best_score:
+        state.best_epoch, state.best_score, state.bad = epoch, score, 0
+        state.best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    else:
+        state.bad += 1
+    return row
 
 
 def fit(
@@ -357,146 +360,37 @@ def fit(
     Resumes from ``out_dir/checkpoint.safetensors`` when it exists and matches this run.
     """
     t = cfg.train
-    if target_train is not None and target_train.labelled:
-        raise TrainError("internal: the target training domain carries labels; build it with unlabelled_domain()")
-    if coral and (target_train is None or target_train.n < 2):
-        raise TrainError("CORAL needs at least 2 unlabelled target training utterances")
-    if not source_train.labelled or not source_dev.labelled:
-        raise TrainError("internal: source domains must be labelled")
-    selection_domain = source_dev
-    if t.selection == "oracle_target_dev":
-        if oracle_dev is None:
-            raise TrainError("train.selection: oracle_target_dev needs a labelled target dev split")
-        selection_domain = oracle_dev
-    device = resolve_device(t.device)
-    rng = seed_everything(seed)
-    model.to(device)
-    params = list(model.parameters()) + list(featurizer.parameters())
-    opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    y_src = source_train.labels.numpy()
-    weight = class_weights(source_train.labels) if t.balance == "class_weight" else None
-    ce = torch.nn.CrossEntropyLoss(weight=None if weight is None else weight.to(device))
-    bs = min(t.batch_size, source_train.n)
-    # CORAL's other side (checked above to be there when coral is on)
-    coral_target = target_train if coral else None
-    tbs = min(t.batch_size, coral_target.n) if coral_target is not None else 0
-    lam = float(t.lambda_coral) if coral else 0.0
-    # float16 autocast needs loss scaling (bfloat16, the default, has float32's range and does not)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and t.amp and t.amp_dtype == "float16")
-
+    selection_domain = _selection_domain(cfg, source_train=source_train, source_dev=source_dev,
+                                         target_train=target_train, coral=coral, oracle_dev=oracle_dev)
+    loop = _prepare(cfg, model=model, featurizer=featurizer, source_train=source_train, target_train=target_train,
+                    coral=coral, seed=seed, selection_domain=selection_domain)
     ckpt = out_dir / CHECKPOINT
     meta = dict(run_meta or {})
-    start_epoch, best_epoch, best_score, bad, history, resumed = 0, -1, -1.0, 0, [], None
-    best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-    if ckpt.is_file():
-        try:
-            info = read_metadata(ckpt)
-            tensors = load_file(str(ckpt))
-        except Exception as err:  # safetensors' own error type for a truncated or foreign file
-            raise TrainError(f"the checkpoint cannot be read ({str(err).splitlines()[0][:200]})", path=ckpt,
-                             hint="it is damaged (a full disk or a copy cut short): delete it and rerun; the run "
-                             "then starts again from its first epoch") from None
-        if info.get("run") != json.loads(json.dumps(meta.get("run"))) or _result_config(info.get("config")) != \
-                _result_config(json.loads(json.dumps(meta.get("config")))):
-            raise TrainError("a checkpoint of a different run is in the output folder", path=ckpt,
-                             hint="use a new output folder, or delete the folder to start again")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-        featurizer.load_state({k[5:]: v for k, v in tensors.items() if k.startswith("feat.")})
-        model.to(device)
-        _unflatten_optimizer(opt, tensors, info["param_groups"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if "rng.cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
-        _restore_rng(rng, info["rng"] if isinstance(info["rng"], str) else json.dumps(info["rng"]))
-        st = info["state"]
-        start_epoch, best_epoch, best_score, bad, history = (st["epoch"] + 1, st["best_epoch"], st["best_score"],
-                                                             st["bad_epochs"], st["history"])
-        resumed = st["epoch"]
-        if st.get("scaler"):
-            scaler.load_state_dict(st["scaler"])
-
+    state = _resume(ckpt, loop, model=model, featurizer=featurizer, meta=meta)
     # epochs are an inner loop: without a terminal, their plain lines are DEBUG (the pipeline says
     # one line per run)
     bar = progress_bar(t.epochs, desc=f"{meta.get('run', {}).get('strategy', 'train')} seed {seed}",
                        item="epoch", progress=t.progress, log_level=logging.DEBUG)
-    bar.update(start_epoch)
-    for epoch in range(start_epoch, t.epochs):
-        if bad >= t.patience:
+    bar.update(state.start_epoch)
+    for epoch in range(state.start_epoch, t.epochs):
+        if state.bad >= t.patience:
             break
-        model.train()
-        featurizer.train(True)
-        order = epoch_order(y_src, source_train.n, rng, balanced=t.balance == "sampler")
-        n_batches = max(1, len(order) // bs)  # drop the short last batch: CORAL needs full batches
-        sums = np.zeros(3)
         t0 = time.perf_counter()
-        for b in range(n_batches):
-            idx = order[b * bs:(b + 1) * bs]
-            ys = source_train.labels[torch.from_numpy(idx)].to(device)
-            with _autocast(device, cfg):
-                # both domains' features inside the autocast region: in frame mode the speech model
-                # runs here, and CORAL on upstream layers must compare features of one precision
-                xs, ms, us = featurizer(source_train, idx, device)
-                if coral_target is not None:
-                    tidx = rng.choice(coral_target.n, size=tbs, replace=False)
-                    xt, mt, ut = featurizer(coral_target, tidx, device)
-                    if ms is None:  # pooled: one forward for both domains
-                        logits, adapted = model(torch.cat([xs, xt], dim=1))
-                        a_s, a_t, logits = adapted[:, :bs], adapted[:, bs:], logits[:bs]
-                    else:
-                        logits, a_s = model(xs, ms)
-                        _, a_t = model(xt, mt)
-                    if featurizer.sequence and getattr(featurizer, "finetune_top", 0) > 0:
-                        a_s, a_t = us, ut  # fine-tuning: anchor the upstream layers themselves
-                    loss_coral = coral_loss(a_s, a_t).sum()
-                else:
-                    logits, _ = model(xs, ms)
-                    loss_coral = torch.zeros((), device=device)
-                loss_ce = ce(logits.float(), ys)
-                loss = loss_ce + lam * loss_coral
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sums += (loss.item(), loss_ce.item(), loss_coral.item())
-        if not np.isfinite(sums).all():
-            # inputs are checked finite when read: a non-finite loss is a numerical failure (a
-            # learning rate too high, float16 overflow) and the weights are no longer meaningful
-            raise TrainError(f"the training loss became NaN or infinite in epoch {epoch} "
-                             f"(loss {sums[0] / n_batches}, CORAL {sums[2] / n_batches})", path=out_dir,
-                             hint="lower train.lr or train.lambda_coral, or use float32 (train.amp: false); "
-                             "the last good checkpoint is kept and a rerun resumes from it")
-        pred = predict(model, featurizer, selection_domain, device, batch_size=max(256, bs))
-        score = uar_fast(selection_domain.labels.numpy(), pred)
-        row = {"epoch": epoch, "loss": float(sums[0] / n_batches), "ce": float(sums[1] / n_batches),
-               "coral": float(sums[2] / n_batches), "dev_uar": score, "seconds": time.perf_counter() - t0}
-        history.append(row)
-        if score >= best_score:  # ties keep the later epoch: it has trained longer on both terms
-            best_epoch, best_score, bad = epoch, score, 0
-            best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-        bar.set_postfix(loss=f"{row['loss']:.3f}", dev_uar=f"{score:.3f}")
+        sums, n_batches = _train_epoch(cfg, loop, model=model, featurizer=featurizer, source_train=source_train)
+        _check_finite(sums, n_batches, epoch=epoch, out_dir=out_dir)
+        row = _select(state, loop, model=model, featurizer=featurizer, epoch=epoch, sums=sums, n_batches=n_batches,
+                      t0=t0)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", dev_uar=f"{row['dev_uar']:.3f}")
         bar.update(1)
-        meta["state"] = {"epoch": epoch, "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad,
-                         "history": history, "scaler": scaler.state_dict() if scaler.is_enabled() else None}
-        if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs or bad >= t.patience:
-            save_checkpoint(ckpt, model=model, featurizer=featurizer, opt=opt, best_state=best_state, rng=rng,
-                            meta=meta)
+        meta["state"] = state.to_meta(epoch, loop.scaler)
+        if (epoch + 1) % t.checkpoint_every == 0 or epoch + 1 == t.epochs or state.bad >= t.patience:
+            save_checkpoint(ckpt, model=model, featurizer=featurizer, opt=loop.opt, best_state=state.best_state,
+                            rng=loop.rng, meta=meta)
     bar.close()
-    model.load_state_dict(best_state)
-    model.to(device)
-    return FitResult(best_epoch=best_epoch, epochs_run=len(history), best_score=best_score, history=history,
-                     resumed_from=resumed)
-
-
-def save_model(path: Path, model: EmotionClassifier, featurizer, *, config: dict, run: dict, metrics: dict) -> None:
-    """The selected weights (+ standardiser) with the resolved config and metrics as metadata."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"feat.{k}": v.detach().cpu().contiguous() for k, v in featurizer.state().items()})
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": str(FORMAT), "config": json.dumps(config),
-                                               "run": json.dumps(run), "metrics": json.dumps(metrics)})
+    model.load_state_dict(state.best_state)
+    model.to(loop.device)
+    return FitResult(best_epoch=state.best_epoch, epochs_run=len(state.history), best_score=state.best_score,
+                     history=tuple(EpochRow.from_dict(h) for h in state.history), resumed_from=state.resumed)
 
 
 def representation_coral(adapted_source: torch.Tensor, adapted_target: torch.Tensor) -> list[float]:
@@ -620,7 +514,7 @@ def run_training(
     target=None,
     selections: dict | None = None,
     lambda_coral: float | None = None,
-) -> dict:
+) -> RunMetrics:
     """Train and evaluate one (strategy, seed); write ``model.safetensors`` and ``metrics.json``.
 
     Parameters
@@ -633,8 +527,9 @@ def run_training(
 
     Returns
     -------
-    dict : the metrics (also in ``out_dir/metrics.json``). A run whose ``metrics.json`` exists is
-    not trained again; a run with a checkpoint resumes from it.
+    RunMetrics : the metrics (:meth:`~lam_train.results.RunMetrics.to_dict` is ``out_dir/metrics.json``).
+    A run whose ``metrics.json`` exists is not trained again (its metrics are read back); a run with a
+    checkpoint resumes from it.
     """
     from .data import check_same_model, n_model_layers, open_features, stored_layers
 
@@ -643,8 +538,9 @@ def run_training(
     if done.is_file():
         from phonalign.fsutil import read_json
 
-        return read_json(done, what="metrics of a finished run",
-                         hint=f"delete {METRICS} (and {MODEL}) in that folder to train the run again")
+        return RunMetrics.from_dict(read_json(done, what="metrics of a finished run",
+                                              hint=f"delete {METRICS} (and {MODEL}) in that folder to train the "
+                                              "run again"))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_run_info(out_dir, step="train", config=cfg, seed=seed)
     strat = parse_strategy(strategy)
@@ -697,40 +593,50 @@ def run_training(
 
 def _fit_and_evaluate(cfg: RunConfig, cfg_plain: dict, run: dict, *, model: EmotionClassifier,
                       featurizer: PooledFeaturizer | FrameFeaturizer, data: RunData, seed: int, out_dir: Path,
-                      use_coral: bool, device: torch.device) -> dict:
-    layers = run["layers"]
-    done = out_dir / METRICS
+                      use_coral: bool, device: torch.device) -> RunMetrics:
+    """Fit, evaluate, and write the run's model file and ``metrics.json`` (last: it marks the run done)."""
     result = fit(cfg, model=model, featurizer=featurizer, source_train=data.source_train,
                  source_dev=data.source_dev, target_train=data.target_train if use_coral else None,
                  coral=use_coral, seed=seed, out_dir=out_dir, oracle_dev=data.oracle_dev,
                  run_meta={"run": run, "config": cfg_plain})
-    metrics = {**run, "selection_on": cfg.train.selection, "oracle": cfg.train.selection == "oracle_target_dev",
-               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-               "selection_uar": result.best_score, "resumed_from": result.resumed_from,
-               "history": result.history,
-               "layer_weights": [float(w) for w in model.weighting.weights.cpu()],
-               "source_train_n": data.source_train.n, "target_train_n": data.target_train.n}
-    pred_dev = predict(model, featurizer, data.source_dev, device)
-    metrics["source_dev"] = scores(data.source_dev.labels.numpy(), pred_dev)
-    if data.target_test is not None:
-        y_t, feat_t, up_t = predict(model, featurizer, data.target_test, device, with_features=True)
-        metrics["target_test"] = scores(data.target_test.labels.numpy(), y_t)
-        ref = data.source_test if data.source_test is not None else data.source_dev
-        _, feat_s, up_s = predict(model, featurizer, ref, device, with_features=True)
-        metrics["coral_distance"] = {
-            "between": f"source {'test' if data.source_test is not None else 'dev'} and target test",
-            "layers": layers,
-            "adapted": representation_coral(feat_s, feat_t),
-            "adapted_relative": [float(v) for v in coral_relative(feat_s.double(), feat_t.double())],
-            "input": representation_coral(up_s, up_t),
-        }
-    else:
-        metrics["target_test"] = None
-        metrics["note"] = "the target test split has no emotion labels: no target score"
-    save_model(out_dir / MODEL, model, featurizer, config=cfg_plain, run=run, metrics=
-               {k: v for k, v in metrics.items() if k != "history"})
-    atomic_write_json(done, metrics)
+    source_dev, target_test, coral_distance = _evaluate(model, featurizer, data, device, layers=run["layers"])
+    metrics = RunMetrics(
+        strategy=run["strategy"], selection=run["selection"], coral=run["coral"], lambda_=run["lambda"],
+        seed=run["seed"], layers=tuple(run["layers"]), n_model_layers=run["n_model_layers"],
+        selection_on=cfg.train.selection, oracle=cfg.train.selection == "oracle_target_dev",
+        best_epoch=result.best_epoch, epochs_run=result.epochs_run, selection_uar=result.best_score,
+        resumed_from=result.resumed_from, history=result.history,
+        layer_weights=tuple(float(w) for w in model.weighting.weights.cpu()),
+        source_train_n=data.source_train.n, target_train_n=data.target_train.n, source_dev=source_dev,
+        target_test=target_test, coral_distance=coral_distance,
+        note=None if target_test is not None else "the target test split has no emotion labels: no target score")
+    plain = metrics.to_dict()
+    save_model(out_dir / MODEL, model, featurizer, config=cfg_plain, run=run,
+               metrics={k: v for k, v in plain.items() if k != "history"})
+    atomic_write_json(out_dir / METRICS, plain)
     ckpt = out_dir / CHECKPOINT
     if ckpt.exists():  # the run is complete: its resume state is no longer needed
         ckpt.unlink()
     return metrics
+
+
+def _evaluate(model: EmotionClassifier, featurizer: PooledFeaturizer | FrameFeaturizer, data: RunData,
+              device: torch.device, *, layers: Sequence[int]) -> tuple[Scores, Scores | None, CoralDistance | None]:
+    """Scores on source dev and (when it has labels) target test, and the CORAL distances between
+    the target test and the source test (else dev) representations, per anchored layer."""
+    source_dev = Scores.from_dict(scores(data.source_dev.labels.numpy(), predict(model, featurizer, data.source_dev,
+                                                                                 device)))
+    if data.target_test is None:
+        return source_dev, None, None
+    y_t, feat_t, up_t = predict(model, featurizer, data.target_test, device, with_features=True)
+    target_test = Scores.from_dict(scores(data.target_test.labels.numpy(), y_t))
+    ref = data.source_test if data.source_test is not None else data.source_dev
+    _, feat_s, up_s = predict(model, featurizer, ref, device, with_features=True)
+    distance = CoralDistance(
+        between=f"source {'test' if data.source_test is not None else 'dev'} and target test",
+        layers=tuple(layers),
+        adapted=tuple(representation_coral(feat_s, feat_t)),
+        adapted_relative=tuple(float(v) for v in coral_relative(feat_s.double(), feat_t.double())),
+        input=tuple(representation_coral(up_s, up_t)),
+    )
+    return source_dev, target_test, distance

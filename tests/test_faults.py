@@ -412,7 +412,7 @@ def test_os_fault_while_lam_similarity_writes_keeps_the_earlier_results(tmp_path
 
 @pytest.mark.parametrize("num", [errno.ENOSPC, errno.EROFS])
 def test_os_fault_while_lam_train_writes_keeps_the_finished_runs(tmp_path, stores, capsys, monkeypatch, num):
-    from lam_train import train as train_module
+    from lam_train import checkpoint as checkpoint_module  # writes checkpoints and model files
 
     src, tgt = stores
     out = tmp_path / "out"
@@ -420,7 +420,7 @@ def test_os_fault_while_lam_train_writes_keeps_the_finished_runs(tmp_path, store
     before = _committed(out)
     # what safetensors raises on a full disk: its own type, with the OS error in the text
     fault = RuntimeError(f"Error while serializing: I/O error: {os.strerror(num)} (os error {num})")
-    monkeypatch.setattr(train_module, "save_file", _fault(train_module.save_file, fault))
+    monkeypatch.setattr(checkpoint_module, "save_file", _fault(checkpoint_module.save_file, fault))
     config = write_train_config(tmp_path / "c1.yaml", source=src, target=tgt, output=out, seeds=(0, 1))
     code, _, err = lam(capsys, "train", config)
     assert code == 2

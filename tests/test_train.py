@@ -84,7 +84,7 @@ def test_permuting_or_deleting_target_labels_changes_nothing_in_training(feature
     runs = {}
     for name, f in (("original", features), ("permuted", permuted), ("deleted", deleted)):
         m = run_training(cfg, strategy="final+coral", seed=3, out_dir=tmp_path / name, source=f)
-        assert m["coral"] and m["epochs_run"] == 6
+        assert m.coral and m.epochs_run == 6
         runs[name] = _weights(tmp_path / name)
     for name in ("permuted", "deleted"):
         assert runs[name].keys() == runs["original"].keys()
@@ -122,10 +122,10 @@ def test_a_run_killed_halfway_resumes_to_the_same_final_metrics(features, tmp_pa
     assert (tmp_path / "resumed" / CHECKPOINT).is_file() and not (tmp_path / "resumed" / METRICS).exists()
     assert read_metadata(tmp_path / "resumed" / CHECKPOINT)["state"]["epoch"] == 2
     resumed = run_training(cfg, strategy="final+coral", seed=7, out_dir=tmp_path / "resumed", source=features)
-    assert resumed["resumed_from"] == 2 and full["resumed_from"] is None
+    assert resumed.resumed_from == 2 and full.resumed_from is None
     for key in ("target_test", "source_dev", "coral_distance", "best_epoch", "layer_weights"):
-        assert resumed[key] == full[key], key
-    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+        assert getattr(resumed, key) == getattr(full, key), key
+    assert [h.loss for h in resumed.history] == [h.loss for h in full.history]
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "resumed" / CHECKPOINT).exists()  # complete runs drop their resume state
@@ -155,11 +155,11 @@ def test_anchoring_lowers_the_coral_distance_of_the_anchored_layer(features, tmp
     cfg = small_config(epochs=60, lambda_coral=50.0)
     with_coral = run_training(cfg, strategy="final+coral", seed=0, out_dir=tmp_path / "a", source=features)
     without = run_training(cfg, strategy="final", seed=0, out_dir=tmp_path / "b", source=features)
-    assert with_coral["coral_distance"]["adapted"][0] < 0.5 * without["coral_distance"]["adapted"][0]
+    assert with_coral.coral_distance.adapted[0] < 0.5 * without.coral_distance.adapted[0]
     # ... by aligning the shapes of the covariances, not by shrinking the features (scale-free measure)
-    assert with_coral["coral_distance"]["adapted_relative"][0] < 0.75 * without["coral_distance"]["adapted_relative"][0]
-    assert with_coral["layers"] == without["layers"] == [3]
-    assert without["lambda"] == 0.0 and with_coral["lambda"] == 50.0
+    assert with_coral.coral_distance.adapted_relative[0] < 0.75 * without.coral_distance.adapted_relative[0]
+    assert with_coral.layers == without.layers == (3,)
+    assert without.lambda_ == 0.0 and with_coral.lambda_ == 50.0
 
 
 def test_model_file_carries_resolved_config_and_metrics(features, tmp_path):
@@ -202,7 +202,7 @@ def test_strategies_of_a_layer_subset_store_use_its_layers_and_refuse_absent_one
 def test_oracle_selection_is_flagged_in_the_metrics(features, tmp_path):
     m = run_training(small_config(epochs=2, selection="oracle_target_dev"), strategy="final", seed=0,
                      out_dir=tmp_path, source=features)
-    assert m["oracle"] is True and m["selection_on"] == "oracle_target_dev"
+    assert m.oracle is True and m.selection_on == "oracle_target_dev"
 
 
 def test_balanced_sampling_draws_each_class_about_equally():
@@ -218,7 +218,7 @@ def test_balanced_sampling_draws_each_class_about_equally():
 def test_sampler_balance_trains(features, tmp_path):
     m = run_training(small_config(epochs=2, balance="sampler"), strategy="final", seed=0, out_dir=tmp_path,
                      source=features)
-    assert m["epochs_run"] == 2
+    assert m.epochs_run == 2
 
 
 def test_classifier_has_four_linear_layers_in_its_head_and_a_transformer_for_frames():
@@ -248,7 +248,7 @@ def test_training_reads_a_real_feature_store(features, tmp_path):
     via_store = run_training(cfg, strategy="final+coral", seed=1, out_dir=tmp_path / "a")
     via_arrays = run_training(small_config(epochs=2), strategy="final+coral", seed=1, out_dir=tmp_path / "b",
                               source=features)
-    assert via_store["target_test"] == via_arrays["target_test"]
+    assert via_store.target_test == via_arrays.target_test
 
 
 def test_cuda_device_without_gpu_is_a_clear_error(features, tmp_path):
@@ -303,8 +303,8 @@ def test_frame_mode_trains_on_audio_with_a_tiny_random_model(demo_aligned_dirs, 
         model=ModelConfig(width=8, head_hidden=(8, 8, 8), encoder_heads=2),
         train=TrainConfig(epochs=2, batch_size=4, progress=False, device="cpu"))
     m = run_training(cfg, strategy="all+coral", seed=0, out_dir=tmp_path / "run")
-    assert m["layers"] == [0, 1, 2] and m["coral"] and m["epochs_run"] == 2
-    assert m["target_test"]["n"] == 4 and len(m["coral_distance"]["adapted"]) == 3
+    assert m.layers == (0, 1, 2) and m.coral and m.epochs_run == 2
+    assert m.target_test.n == 4 and len(m.coral_distance.adapted) == 3
     saved = {k.removeprefix("feat.upstream."): v for k, v in _weights(tmp_path / "run").items()
              if k.startswith("feat.upstream.")}
     if finetune_top:
@@ -336,10 +336,10 @@ def test_training_on_cuda_with_autocast_scores_like_cpu(features, tmp_path):
     for dtype in ("bfloat16", "float16"):
         gpu = run_training(small_config(epochs=30, device="cuda", amp=True, amp_dtype=dtype), strategy="final+coral",
                            seed=0, out_dir=tmp_path / dtype, source=features)
-        assert gpu["epochs_run"] == 30 and all(np.isfinite(h["loss"]) for h in gpu["history"])
+        assert gpu.epochs_run == 30 and all(np.isfinite(h.loss) for h in gpu.history)
     cpu = run_training(small_config(epochs=30, device="cpu"), strategy="final+coral", seed=0,
                        out_dir=tmp_path / "cpu", source=features)
-    assert abs(gpu["source_dev"]["uar"] - cpu["source_dev"]["uar"]) <= 0.15
+    assert abs(gpu.source_dev.uar - cpu.source_dev.uar) <= 0.15
 
 
 def test_cached_features_keep_only_the_utterance_rows_of_a_segment_store(tmp_path):
@@ -380,8 +380,10 @@ GOLDEN_CORAL = {"adapted": [0.008799044310674266, 0.010465375317904958, 0.009718
 
 
 def test_a_fixed_seed_fit_gives_the_figures_recorded_before_the_loop_was_split(features, tmp_path):
-    m = run_training(small_config(epochs=8, lr=1e-2), strategy="all+coral", seed=7, out_dir=tmp_path / "r",
-                     source=features)
+    run = run_training(small_config(epochs=8, lr=1e-2), strategy="all+coral", seed=7, out_dir=tmp_path / "r",
+                       source=features)
+    m = run.to_dict()
+    assert json.loads((tmp_path / "r" / METRICS).read_text()) == m  # metrics.json is the typed result's JSON
     got = [[h["loss"], h["ce"], h["coral"], h["dev_uar"]] for h in m["history"]]
     assert np.allclose(got, GOLDEN_HISTORY, rtol=1e-6, atol=0)
     assert (m["best_epoch"], m["epochs_run"], m["selection_uar"]) == (7, 8, 0.9375)
