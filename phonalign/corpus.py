@@ -40,7 +40,7 @@ Emotions are mapped to the four classes of :data:`~phonalign.records.EMOTIONS`; 
 becomes ``None`` (the utterance stays in the corpus, e.g. for alignment and similarity analysis)
 and is counted in the corpus report. Rows that cannot be used -- an unsafe utterance id, a missing
 or undecodable transcript -- are skipped and listed in the report, or raise with ``strict=True``.
-The report is the ``report`` attribute of the returned list (see :class:`UtteranceList`).
+The report is the ``report`` attribute of the returned :class:`Corpus` (a :class:`CorpusReport`).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ import io
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, overload
 
 import pyarrow as pa
 
@@ -67,7 +69,10 @@ __all__ = [
     "table_to_utterances",
     "demo_corpus_dir",
     "locate_corpus",
-    "UtteranceList",
+    "Corpus",
+    "CorpusReport",
+    "RejectedRow",
+    "SkippedFile",
     "PRESETS",
     "AUDIO_EXTENSIONS",
     "read_transcript",
@@ -104,19 +109,89 @@ _SPLITS = {
 }
 
 
-class UtteranceList(list):
-    """A list of :class:`Utterance` with the corpus reader's ``report`` attached.
+@dataclass(frozen=True)
+class RejectedRow:
+    """An utterance (or row, or file) the reader could not use, with the error that says why."""
 
-    ``report`` = ``{"source", "preset", "n_utterances", "dropped_emotions": {label: count},
-    "rejected": [{"utt_id", "path", "line", "error", "message", "hint"}], "skipped": [{"path",
-    "reason"}], "missing_transcripts"}``.
+    utt_id: str | None
+    error: str  # the error's type name, e.g. "CorpusError"
+    message: str
+    path: str | None
+    line: int | None
+    hint: str | None
+
+    @classmethod
+    def of(cls, err: LamError) -> RejectedRow:
+        """The row for an error raised (or, without ``strict``, recorded) while reading."""
+        rep = err.to_report()
+        return cls(utt_id=err.utt_id, error=rep["error"], message=rep["message"], path=rep["path"],
+                   line=rep["line"], hint=rep["hint"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, keys in the order of ``report.json``."""
+        return {"utt_id": self.utt_id, "error": self.error, "message": self.message, "path": self.path,
+                "line": self.line, "hint": self.hint}
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file the reader passed over (never silently), and why."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CorpusReport:
+    """What :func:`read_corpus` found besides the utterances; merged into alignment reports."""
+
+    source: str  # the corpus folder or manifest read
+    preset: str | None
+    n_utterances: int
+    dropped_emotions: Mapping[str, int]  # label outside the four classes -> utterances (emotion None)
+    rejected: tuple[RejectedRow, ...]
+    skipped: tuple[SkippedFile, ...]
+    missing_transcripts: int  # audio without a transcript (read with an empty text)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"source", "preset", "n_utterances", "dropped_emotions", "rejected",
+        "skipped", "missing_transcripts"}``."""
+        return {"source": self.source, "preset": self.preset, "n_utterances": self.n_utterances,
+                "dropped_emotions": dict(self.dropped_emotions), "rejected": [r.to_dict() for r in self.rejected],
+                "skipped": [s.to_dict() for s in self.skipped], "missing_transcripts": self.missing_transcripts}
+
+
+@dataclass(frozen=True)
+class Corpus(Sequence[Utterance]):
+    """Utterances as :func:`read_corpus` read them, in a stable order, with its :class:`CorpusReport`.
+
+    A sequence: ``len``, iteration and indexing work as on a list; a slice is a plain list of
+    utterances (the report describes the whole corpus, not the slice).
     """
 
-    report: dict
+    utterances: tuple[Utterance, ...]
+    report: CorpusReport
 
-    def __init__(self, items: Iterable[Utterance] = (), report: dict | None = None) -> None:
-        super().__init__(items)
-        self.report = report or {}
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    @overload
+    def __getitem__(self, index: int) -> Utterance: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Utterance]: ...
+
+    def __getitem__(self, index: int | slice) -> Utterance | list[Utterance]:
+        if isinstance(index, slice):
+            return list(self.utterances[index])
+        return self.utterances[index]
+
+    def __iter__(self) -> Iterator[Utterance]:
+        return iter(self.utterances)
 
 
 def demo_corpus_dir() -> Path:
@@ -214,20 +289,20 @@ class _Collector:
         self.ids: dict[str, str] = {}
         self.strict = strict
         self.dropped: Counter[str] = Counter()
-        self.rejected: list[dict] = []
-        self.skipped: list[dict] = []  # files the reader passed over, with the reason
+        self.rejected: list[RejectedRow] = []
+        self.skipped: list[SkippedFile] = []  # files the reader passed over, with the reason
         self.missing_transcripts = 0
         self.source = source
         self.preset = preset
 
     def skip(self, path: Path, reason: str) -> None:
         """Record a file the reader passes over (listed in the report, never silently ignored)."""
-        self.skipped.append({"path": str(path), "reason": reason})
+        self.skipped.append(SkippedFile(path=str(path), reason=reason))
 
     def reject(self, err: LamError) -> None:
         if self.strict:
             raise err
-        self.rejected.append({"utt_id": err.utt_id, **err.to_report()})
+        self.rejected.append(RejectedRow.of(err))
 
     def emotion(self, raw: str | None, preset: str | None) -> str | None:
         mapped = map_emotion(raw, preset)
@@ -260,17 +335,12 @@ class _Collector:
         self.ids[utt.utt_id] = str(source) if line is None else f"{source}:{line}"
         self.utts.append(utt)
 
-    def result(self) -> UtteranceList:
-        report = {
-            "source": str(self.source),
-            "preset": self.preset,
-            "n_utterances": len(self.utts),
-            "dropped_emotions": dict(sorted(self.dropped.items())),
-            "rejected": self.rejected,
-            "skipped": self.skipped,
-            "missing_transcripts": self.missing_transcripts,
-        }
-        return UtteranceList(self.utts, report)
+    def result(self) -> Corpus:
+        """The utterances read, with the report."""
+        report = CorpusReport(source=str(self.source), preset=self.preset, n_utterances=len(self.utts),
+                              dropped_emotions=dict(sorted(self.dropped.items())), rejected=tuple(self.rejected),
+                              skipped=tuple(self.skipped), missing_transcripts=self.missing_transcripts)
+        return Corpus(tuple(self.utts), report)
 
 
 def _need_language(language: str | None, source: Path) -> str:
@@ -665,7 +735,7 @@ def read_corpus(
     encoding: str = "utf-8",
     strict: bool = False,
     intervals: str | None = None,
-) -> UtteranceList:
+) -> Corpus:
     """Read a corpus into utterances (see the module docstring for the layouts).
 
     Parameters
@@ -699,8 +769,8 @@ def read_corpus(
 
     Returns
     -------
-    UtteranceList
-        Utterances in a stable order (file order), with ``.report``.
+    Corpus
+        Utterances in a stable order (file order), with ``.report`` (a :class:`CorpusReport`).
 
     Raises
     ------
@@ -716,10 +786,27 @@ def read_corpus(
     >>> utts[0].utt_id, utts[0].emotion, utts[0].split
     ('en_m1_s00_neu', 'Neutral', 'train')
     """
+    _check_names(preset=preset, language=language)
+    root, manifest, preset = _locate(path, manifest=manifest, preset=preset, intervals=intervals)
+    col = _Collector(source=manifest or root, preset=preset, strict=strict)
+    _read_layout(root, col, manifest=manifest, preset=preset, columns=columns, language=language, corpus=corpus,
+                 speaker_pattern=speaker_pattern, encoding=encoding, intervals=intervals)
+    return col.result()
+
+
+def _check_names(*, preset: str | None, language: str | None) -> None:
+    """Refuse a preset or language the reader does not know, naming the ones it does."""
     if preset is not None and preset not in PRESETS:
         raise CorpusError(f"unknown corpus preset {preset!r}", hint=f"choose one of {list(PRESETS)}")
     if language is not None and language not in LANGUAGES:
         raise CorpusError(f"unknown language {language!r}", hint=f"choose one of {list(LANGUAGES)}")
+
+
+def _locate(path: str | Path | None, *, manifest: str | Path | None, preset: str | None,
+            intervals: str | None) -> tuple[Path, Path | None, str | None]:
+    """``(root, manifest, preset)`` of the corpus named by the user: the folder it lies in, its
+    manifest file if any (a path to a file is its manifest; a relative ``manifest`` is under the
+    folder), and the preset, given or implied (the demo corpus)."""
     if path is None:
         if preset != DEMO_CORPUS:
             raise CorpusError("no corpus path given", hint="give the corpus directory or manifest")
@@ -728,17 +815,24 @@ def read_corpus(
     preset = preset or implied
     if not root.exists():
         raise CorpusError("corpus path not found", path=root, hint="check the path")
+    man: Path | None = None
     if manifest is not None:
-        manifest = Path(manifest).expanduser()
-        if not manifest.is_absolute() and root.is_dir():
-            manifest = root / manifest
+        man = Path(manifest).expanduser()
+        if not man.is_absolute() and root.is_dir():
+            man = root / man
     elif root.is_file():
-        manifest, root = root, root.parent
-    if intervals is not None and (preset is not None or manifest is not None):
+        man, root = root, root.parent
+    if intervals is not None and (preset is not None or man is not None):
         raise CorpusError("intervals= reads corpus folders of long recordings, not manifests or presets",
                           hint="give the intervals as start and end columns of the manifest instead")
+    return root, man, preset
+
+
+def _read_layout(root: Path, col: _Collector, *, manifest: Path | None, preset: str | None,
+                 columns: Mapping[str, str] | None, language: str | None, corpus: str | None,
+                 speaker_pattern: str | None, encoding: str, intervals: str | None) -> None:
+    """Read the utterances of the corpus' layout (a preset, a manifest or a folder) into ``col``."""
     corpus_name = corpus or preset or root.resolve().name
-    col = _Collector(source=manifest or root, preset=preset, strict=strict)
     if preset == "msp-podcast":
         _read_msp_podcast(root, col, manifest=manifest, encoding=encoding, corpus=corpus_name)
     elif preset == "esd":
@@ -762,8 +856,6 @@ def read_corpus(
             raise CorpusError("expected a corpus directory or a .csv/.tsv manifest", path=root)
         _read_directory(root, col, language=language, corpus=corpus_name,
                         speaker_pattern=speaker_pattern, encoding=encoding, intervals=intervals)
-    return col.result()
-
 
 def utterances_to_table(utterances: Sequence[Utterance]) -> pa.Table:
     """Utterances -> a pyarrow table with :data:`~phonalign.records.UTTERANCE_SCHEMA`."""

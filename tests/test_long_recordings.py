@@ -101,8 +101,8 @@ def test_the_interval_tier_must_exist(tmp_path):
     build_long_recording(tmp_path / "corpus")
     utts = read_corpus(tmp_path / "corpus", language="en", intervals="utterances")
     assert len(utts) == 0
-    (rej,) = utts.report["rejected"]
-    assert "no interval tier 'utterances'" in rej["message"] and "words" in rej["hint"]
+    (rej,) = utts.report.rejected
+    assert "no interval tier 'utterances'" in rej.message and "words" in (rej.hint or "")
 
 
 def test_features_of_intervals_are_those_of_the_recordings_alone_on_the_recording_timeline(tmp_path):

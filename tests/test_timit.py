@@ -99,7 +99,7 @@ def test_raw_timit_layout_reads_as_a_corpus_with_speaker_prefixed_ids(timit_tree
     assert (u.utt_id, u.speaker, u.split, u.language, u.text) == ("MMIC0_SA1", "MMIC0", "test", "en",
                                                                    "Montreal forced aligner.")
     assert load_audio(u.audio_path).size == round(audio_duration(u.audio_path) * RATE) > 20000  # SPHERE
-    assert [Path(s["path"]).name for s in utts.report["skipped"]] == ["README.DOC"]
+    assert [Path(s.path).name for s in utts.report.skipped] == ["README.DOC"]
 
 
 def test_align_eval_against_phn_references_with_timit_folding_and_the_25_ms_column(timit_tree, mfa_dir, tmp_path):

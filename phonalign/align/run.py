@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..audio import audio_duration
+from ..corpus import Corpus, CorpusReport
 from ..engine import EngineConfig, EngineError, WorkProgress, resolve_engine
 from ..errors import AlignerError, LamError, PhonalignError, PhoneSetError, TextGridError
 from ..fingerprint import digest, file_signature
@@ -131,7 +132,7 @@ def align_corpus(
     jobs: int = 1,
     progress: bool = True,
     chunk_size: int = 2000,
-    corpus_report: dict | None = None,
+    corpus_report: CorpusReport | dict | None = None,
     force: bool = False,
     drop_suspect: bool = False,
     engine: str | EngineConfig | None = None,
@@ -141,8 +142,8 @@ def align_corpus(
     Parameters
     ----------
     utterances : sequence of Utterance
-        The corpus (e.g. from :func:`phonalign.corpus.read_corpus`; its ``report`` attribute, if
-        any, is merged into ``report.json``).
+        The corpus (e.g. the :class:`~phonalign.corpus.Corpus` of :func:`phonalign.corpus.read_corpus`,
+        whose report is merged into ``report.json``).
     out_dir : str or Path
         Output folder; created if needed. A folder from an earlier run with the same settings is
         resumed: utterances done with unchanged inputs (:func:`utterance_fingerprint`) are kept,
@@ -163,8 +164,8 @@ def align_corpus(
         Show progress (:mod:`phonalign.progress`: a bar on a terminal, plain log lines otherwise).
     chunk_size : int
         Utterances per committed chunk (``parts/``): what an interruption can lose at most.
-    corpus_report : dict, optional
-        Reader report to include (defaults to ``utterances.report``).
+    corpus_report : CorpusReport or dict, optional
+        Reader report to include (defaults to ``utterances.report`` for a :class:`~phonalign.corpus.Corpus`).
     force : bool
         Accept a folder made with other settings or holding another corpus: every utterance made
         with the old settings is redone, and the other corpus' utterances are dropped.
@@ -211,7 +212,9 @@ def align_corpus(
     engine = _checked_engine(engine, jobs)
     aligner.check_available()
     if corpus_report is None:
-        corpus_report = getattr(utterances, "report", None) or {}
+        corpus_report = utterances.report if isinstance(utterances, Corpus) else {}
+    if isinstance(corpus_report, CorpusReport):
+        corpus_report = corpus_report.to_dict()  # report.json holds it as written
     with output_folder(out_dir, step="align", rules=ALIGN_FOLDER):
         return _AlignRun(utterances, Path(out_dir), aligner, strict=strict, phone_set=phone_set, options=options,
                          jobs=jobs, progress=progress, chunk_size=chunk_size, corpus_report=corpus_report,
