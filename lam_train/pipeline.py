@@ -42,6 +42,18 @@ from phonalign.provenance import to_plain, write_run_info
 
 from .config import RunConfig, config_to_dict, load_config, parse_strategy, twin_of
 from .errors import ConfigError, TrainError
+from .results import (
+    AcousticsStep,
+    AlignedSide,
+    AlignStep,
+    FeaturesStep,
+    GeometryStep,
+    PipelineResult,
+    ReportStep,
+    SimilarityStep,
+    StepSummary,
+    TrainStep,
+)
 
 if TYPE_CHECKING:
     from phonalign.records import Utterance
@@ -69,8 +81,9 @@ class StepRecorder:
     def __init__(self, out: Path) -> None:
         self.dir = out / "steps"
 
-    def run(self, name: str, fingerprint_of: Any, fn: Callable[[], dict | None]) -> dict:
-        """Run step ``name`` unless recorded as done with the same fingerprint; return its summary."""
+    def run(self, name: str, fingerprint_of: Any, fn: Callable[[], StepSummary]) -> StepSummary | None:
+        """Run step ``name`` unless recorded as done with the same fingerprint; return its summary
+        (None for a step done earlier: its summary is in its record)."""
         path = self.dir / f"{name}.json"
         fp = _fingerprint(fingerprint_of)
         if path.is_file():
@@ -80,12 +93,12 @@ class StepRecorder:
                     f"step {name!r} of this output folder was made with other settings",
                     path=path, hint="use a new output folder (--out), or delete the folder to start again")
             logger.info("%s: done earlier, skipped", name)
-            return rec.get("summary") or {}
+            return None
         logger.info("%s ...", name)
         t0 = time.perf_counter()
-        summary = fn() or {}
+        summary = fn()
         rec = {"step": name, "fingerprint": fp, "seconds": round(time.perf_counter() - t0, 3),
-               "finished": datetime.now(UTC).isoformat(timespec="seconds"), "summary": summary}
+               "finished": datetime.now(UTC).isoformat(timespec="seconds"), "summary": summary.to_dict()}
         atomic_write_json(path, rec)
         logger.info("%s: done in %.1f s", name, rec["seconds"])
         return summary
@@ -159,13 +172,13 @@ def aligner_for(cfg: RunConfig, side: str):
     return get_aligner(name, **options)
 
 
-def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> AlignStep:
     """Align both sides into ``OUT/aligned/{source,target}`` (``lam align``); counts per side."""
     from phonalign.align.report import UtteranceOutcome
     from phonalign.align.run import align_corpus
 
     src, tgt = _read_sides(cfg)
-    summary = {}
+    summary: dict[str, AlignedSide] = {}
     for side, utts in (("source", src), ("target", tgt)):
         report = align_corpus(utts, out / "aligned" / side, aligner_for(cfg, side), progress=progress,
                               drop_suspect=cfg.corpus.drop_suspect, engine=cfg.engine)
@@ -181,12 +194,11 @@ def step_align(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
                 hint=first.hint or "see the report; for the textgrid aligner set corpus.textgrids "
                 "to the folder of the TextGrids",
             )
-        summary[side] = {"utterances": len(utts), "ok": counts.ok, "failed": counts.failed,
-                         "suspect": counts.suspect}
-    return summary
+        summary[side] = AlignedSide(utterances=len(utts), ok=counts.ok, failed=counts.failed, suspect=counts.suspect)
+    return AlignStep(source=summary["source"], target=summary["target"])
 
 
-def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> FeaturesStep:
     """Extract every layer of both sides into ``OUT/features/{source,target}`` (``lam features``)."""
     from analysis.extract import extract_features
 
@@ -201,10 +213,10 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
         failed = summary[side].get("failed")
         if isinstance(failed, (list, dict)):
             summary[side]["failed"] = len(failed)
-    return summary
+    return FeaturesStep(source=summary["source"], target=summary["target"])
 
 
-def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> SimilarityStep:
     """Layer x unit similarity of the two stores -> ``similarity/rankings.json`` (+ figures).
 
     Never per emotion: that would read target labels to choose layers.
@@ -220,8 +232,8 @@ def step_similarity(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     from analysis.plots import plot_dir
 
     figures = plot_dir(sim_dir)
-    return {"rankings": str(sim_dir / "rankings.json"), "figures": [str(f) for f in figures],
-            "selections": load_selections(sim_dir / "rankings.json", unit=cfg.unit)}
+    return SimilarityStep(rankings=str(sim_dir / "rankings.json"), figures=tuple(str(f) for f in figures),
+                          selections=load_selections(sim_dir / "rankings.json", unit=cfg.unit))
 
 
 def flat_profile_warning(rankings: str | None, cfg: RunConfig) -> str | None:
@@ -239,23 +251,23 @@ def flat_profile_warning(rankings: str | None, cfg: RunConfig) -> str | None:
     return f"{text} (strategies {', '.join(ranked)}; rankings {rankings})" if text else None
 
 
-def step_acoustics(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+def step_acoustics(cfg: RunConfig, out: Path, *, progress: bool) -> AcousticsStep:
     """``lam acoustics`` of both sides (default settings) into one table, ``OUT/acoustics``."""
     from analysis.acoustics import measure_corpus
 
     res = measure_corpus([out / "aligned" / "source", out / "aligned" / "target"], out / "acoustics",
                          progress=progress)
-    return {"segments": res.n_segments, "ok": res.counts.get("ok", 0), "seconds": round(res.seconds, 1),
-            "table": str(res.table)}
+    return AcousticsStep(segments=res.n_segments, ok=res.counts.get("ok", 0), seconds=round(res.seconds, 1),
+                         table=str(res.table))
 
 
-def step_geometry(cfg: RunConfig, out: Path) -> dict:
+def step_geometry(cfg: RunConfig, out: Path) -> GeometryStep:
     """``lam geometry`` of the two feature stores into ``OUT/geometry``."""
     from analysis.geometry import run_geometry
 
     res = run_geometry(out / "features" / "source", out / "features" / "target", out / "geometry",
                        seed=cfg.similarity.seed)
-    return {"layers": list(res.projection.layers), "seconds": round(res.seconds, 1)}
+    return GeometryStep(layers=tuple(res.projection.layers), seconds=round(res.seconds, 1))
 
 
 def expand_strategies(cfg: RunConfig) -> list[str]:
@@ -271,7 +283,7 @@ def expand_strategies(cfg: RunConfig) -> list[str]:
 
 
 def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_store: str | None,
-               rankings: str | None) -> dict:
+               rankings: str | None) -> TrainStep:
     """Train every strategy (and its lambda = 0 twin) for every seed into ``OUT/runs``."""
     from .data import check_rankings_model, check_same_model, open_features
     from .train import CachedFeatures, run_training
@@ -310,17 +322,19 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
             uar = m.target_test.uar if m.target_test is not None else float("nan")
             logger.info("  %d/%d %s seed %d: layers %s, target UAR %.3f (%.0f s)", done, total, name, seed,
                         list(m.layers), uar, time.perf_counter() - t0)
-    return {"runs": total, "strategies": names, "seeds": list(cfg.seeds)}
+    return TrainStep(runs=total, strategies=tuple(names), seeds=tuple(cfg.seeds))
 
 
-def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Mapping[str, float]) -> dict:
+def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Mapping[str, float]) -> ReportStep:
     """Tables, figures and ``report.md`` in ``OUT/report``; returns their paths."""
-    from .report import write_report
+    from .report import markdown, write_report
 
     rep_dir = out / "report"
     names = expand_strategies(cfg)
-    write_report(out / "runs", rep_dir, order=names, title=f"{cfg.name}: results")
-    lines = [(rep_dir / "results.md").read_text(encoding="utf-8")]
+    title = f"{cfg.name}: results"
+    results = write_report(out / "runs", rep_dir, order=names, title=title)
+    # results.md as written, from the returned tables rather than read back from the file
+    lines = [markdown(results["strategies"], results["coral_ablation"], title=title)]
     warning = flat_profile_warning(rankings, cfg)
     if warning:
         lines += ["", f"**WARNING:** {warning}"]
@@ -341,7 +355,7 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
     from .html_report import write_html_report
 
     page = write_html_report(out, title=f"{cfg.name}: lam report")
-    return {"report": str(rep_dir / "report.md"), "results": str(rep_dir / "results.md"), "html": str(page.path)}
+    return ReportStep(markdown=str(rep_dir / "report.md"), results=str(rep_dir / "results.md"), html=str(page.path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,12 +370,13 @@ def _step_seconds(out: Path) -> dict[str, float]:
     return res
 
 
-def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
-    """``lam run``: every step into ``cfg.output``; returns ``{"report": path, ...}``.
+def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> PipelineResult:
+    """``lam run``: every step into ``cfg.output``; returns the report's paths (``result.report``).
 
     When the source corpus carries no emotion labels, the run stops after the similarity step with
-    one log line and returns ``{"stopped": "no_emotion_labels", "message": ...}`` (``lam run``
-    exits with code 3): what was computed is complete; training had nothing to learn from.
+    one log line and returns a result with ``stopped="no_emotion_labels"``, ``message`` and no
+    report (``lam run`` exits with code 3): what was computed is complete; training had nothing to
+    learn from.
 
     The speech model is ``cfg.features.model`` (a hub id, ``whisper-base`` or a local model
     folder; a small random model for a dry run: :func:`analysis.testing.random_model_dir`).
@@ -379,7 +394,7 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True) -> dict:
         return _run_pipeline_locked(cfg, out, progress=progress)
 
 
-def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
+def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool) -> PipelineResult:
     write_run_info(out, step="run", config=cfg)
     if progress != cfg.train.progress:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, progress=progress))
@@ -405,7 +420,8 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     if unlabelled:
         # alignment, features and similarity stand on their own; training has nothing to learn from
         logger.warning("stopped before training: %s", unlabelled)
-        return {"stopped": "no_emotion_labels", "message": unlabelled, "out": str(out), "rankings": rankings}
+        return PipelineResult(out=str(out), rankings=rankings, report=None, stopped="no_emotion_labels",
+                              message=unlabelled)
     train_cfg = cfg.replace(data=dataclasses.replace(
         cfg.data, source_store=str(out / "features" / "source"), target_store=str(out / "features" / "target"),
         source_aligned=str(out / "aligned" / "source"), target_aligned=str(out / "aligned" / "target"),
@@ -414,8 +430,8 @@ def _run_pipeline_locked(cfg: RunConfig, out: Path, *, progress: bool) -> dict:
     steps.run(f"train-{_fingerprint([expand_strategies(cfg), list(cfg.seeds)])}", fp_train,
               lambda: step_train(train_cfg, out, source_store=train_cfg.data.source_store,
                                  target_store=train_cfg.data.target_store, rankings=rankings))
-    res = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
-    return res
+    report = step_report(cfg, out, rankings=rankings, timings=_step_seconds(out))
+    return PipelineResult(out=str(out), rankings=rankings, report=report)
 
 
 def plan_pipeline(cfg: RunConfig, *, jobs: int = 1) -> list[str]:
@@ -488,7 +504,7 @@ def _unlabelled_source(out: Path) -> str | None:
 
 
 def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None,
-               seeds: Sequence[int] | None = None) -> dict:
+               seeds: Sequence[int] | None = None) -> PipelineResult:
     """``lam train``: training (+ report) on the feature stores and rankings named in ``cfg``."""
     if strategies:
         cfg = cfg.replace(strategies=tuple(strategies))
@@ -503,8 +519,8 @@ def train_only(cfg: RunConfig, *, strategies: Sequence[str] | None = None,
         t0 = time.perf_counter()
         step_train(cfg, out, source_store=d.source_store, target_store=d.target_store or d.source_store,
                    rankings=cfg.rankings)
-        res = step_report(cfg, out, rankings=cfg.rankings, timings={"train": time.perf_counter() - t0})
-    return res
+        report = step_report(cfg, out, rankings=cfg.rankings, timings={"train": time.perf_counter() - t0})
+    return PipelineResult(out=str(out), rankings=cfg.rankings, report=report)
 
 
 def demo_config(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seeds: int | None = None,
@@ -523,10 +539,10 @@ def demo_config(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seed
 
 
 def run_demo(*, out: str | Path = DEMO_OUTPUT, model: str | None = None, seeds: int | None = None,
-             progress: bool = True, overrides: Mapping | None = None) -> dict:
-    """``lam demo``: the whole pipeline on the bundled demo corpus, English -> Mandarin."""
+             progress: bool = True, overrides: Mapping | None = None) -> PipelineResult:
+    """``lam demo``: the whole pipeline on the bundled demo corpus, English -> Mandarin (with its
+    wall time in ``seconds``)."""
     cfg = demo_config(out=out, model=model, seeds=seeds, overrides=overrides)
     t0 = time.perf_counter()
     res = run_pipeline(cfg, progress=progress)
-    res["seconds"] = time.perf_counter() - t0
-    return res
+    return dataclasses.replace(res, seconds=time.perf_counter() - t0)

@@ -1,18 +1,22 @@
-"""What training gives back, typed: one epoch's figures, a fit, a classifier's scores, a run's metrics.
+"""What lam_train gives back, typed: one epoch's figures, a fit, a classifier's scores, a run's
+metrics; each pipeline step's summary and the pipeline's result.
 
 Each record is a frozen dataclass whose ``to_dict()`` is the JSON the toolkit writes (a run's
 ``metrics.json`` is :meth:`RunMetrics.to_dict`, keys in the order written before these types
-existed) and whose ``from_dict()`` reads it back (a finished run is not trained again: its
-metrics are read from the file).
+existed; a step's summary in ``OUT/steps/<step>.json`` is its ``to_dict()``), and the training
+records' ``from_dict()`` reads them back (a finished run is not trained again: its metrics are
+read from the file).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["EpochRow", "FitResult", "Scores", "CoralDistance", "RunMetrics"]
+__all__ = ["EpochRow", "FitResult", "Scores", "CoralDistance", "RunMetrics", "StepSummary", "AlignedSide", "AlignStep",
+           "FeaturesStep", "SimilarityStep", "AcousticsStep", "GeometryStep", "TrainStep", "ReportStep",
+           "PipelineResult"]
 
 
 @dataclass(frozen=True)
@@ -161,3 +165,148 @@ class RunMetrics:
         )
 
 
+
+# ---------------------------------------------------------------------------------------------
+# the pipeline's steps (lam run, lam train, lam demo): each step's summary, recorded in
+# OUT/steps/<step>.json as to_dict()
+
+
+class StepSummary(Protocol):
+    """What a pipeline step returns: a record whose ``to_dict()`` goes into its step record."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        ...
+
+
+@dataclass(frozen=True)
+class AlignedSide:
+    """One side's alignment counts."""
+
+    utterances: int  # given to the aligner
+    ok: int
+    failed: int
+    suspect: int
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready."""
+        return {"utterances": self.utterances, "ok": self.ok, "failed": self.failed, "suspect": self.suspect}
+
+
+@dataclass(frozen=True)
+class AlignStep:
+    """:func:`lam_train.pipeline.step_align`: both sides aligned into ``OUT/aligned``."""
+
+    source: AlignedSide
+    target: AlignedSide
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"source": {...}, "target": {...}}``."""
+        return {"source": self.source.to_dict(), "target": self.target.to_dict()}
+
+
+@dataclass(frozen=True)
+class FeaturesStep:
+    """:func:`lam_train.pipeline.step_features`: per side, the extraction report's counts and times
+    (``ok``, ``failed`` (a count), ``rows_written``, ``seconds``, ``forward_seconds``, each where the
+    report has it)."""
+
+    source: Mapping[str, Any]
+    target: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"source": dict(self.source), "target": dict(self.target)}
+
+
+@dataclass(frozen=True)
+class SimilarityStep:
+    """:func:`lam_train.pipeline.step_similarity`: the rankings file, its figures, the unit's selections."""
+
+    rankings: str  # path of rankings.json
+    figures: tuple[str, ...]
+    selections: Mapping[str, Any]  # selection name (final, BL, GL, WL, RL1..) -> layers
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"rankings": self.rankings, "figures": list(self.figures), "selections": dict(self.selections)}
+
+
+@dataclass(frozen=True)
+class AcousticsStep:
+    """:func:`lam_train.pipeline.step_acoustics`: segments measured, how many ok, time (s), the table."""
+
+    segments: int
+    ok: int
+    seconds: float
+    table: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"segments": self.segments, "ok": self.ok, "seconds": self.seconds, "table": self.table}
+
+
+@dataclass(frozen=True)
+class GeometryStep:
+    """:func:`lam_train.pipeline.step_geometry`: the layers projected, time (s)."""
+
+    layers: tuple[int, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"layers": list(self.layers), "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """:func:`lam_train.pipeline.step_train`: every strategy (with its twins) x seed in ``OUT/runs``."""
+
+    runs: int
+    strategies: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"runs": self.runs, "strategies": list(self.strategies), "seeds": list(self.seeds)}
+
+
+@dataclass(frozen=True)
+class ReportStep:
+    """:func:`lam_train.pipeline.step_report`: the report's files (paths)."""
+
+    markdown: str  # report/report.md ("report" in JSON)
+    results: str   # report/results.md
+    html: str      # report/index.html
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"report": self.markdown, "results": self.results, "html": self.html}
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What :func:`~lam_train.pipeline.run_pipeline`, ``train_only`` and ``run_demo`` give back.
+
+    ``report`` is None when the run stopped early (``stopped`` says why, ``message`` in words):
+    a source corpus without emotion labels leaves nothing to train on.
+    """
+
+    out: str  # the output folder
+    rankings: str | None  # the layer rankings used (None for train_only without rankings)
+    report: ReportStep | None
+    stopped: str | None = None  # "no_emotion_labels"
+    message: str | None = None
+    seconds: float | None = None  # wall time, for run_demo
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the report's paths, or ``{"stopped", "message", "out", "rankings"}``; ``seconds``
+        when timed."""
+        plain: dict[str, Any]
+        if self.report is None:
+            plain = {"stopped": self.stopped, "message": self.message, "out": self.out, "rankings": self.rankings}
+        else:
+            plain = self.report.to_dict()
+        if self.seconds is not None:
+            plain["seconds"] = self.seconds
+        return plain

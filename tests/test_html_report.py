@@ -34,7 +34,7 @@ def tiny_run(tmp_path_factory, tiny_whisper_dir):
 def test_lam_run_writes_an_html_page_with_every_section_and_nothing_unresolved(tiny_run):
     out, res = tiny_run
     page = out / "report" / "index.html"
-    assert res["html"] == str(page) and page.is_file()
+    assert res.report is not None and res.report.html == str(page) and page.is_file()
     assert (out / "report" / "report.md").is_file()  # the markdown report stays
     text = page.read_text(encoding="utf-8")
     for anchor in ("similarity", "geometry", "acoustics", "report", "provenance"):

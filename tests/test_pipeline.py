@@ -182,7 +182,7 @@ def test_lam_demo_meets_the_issue_claims(tmp_path):
     from lam_train.pipeline import run_demo
 
     res = run_demo(out=tmp_path / "demo", seeds=3, progress=False)
-    assert res["seconds"] < 600
+    assert res.seconds is not None and res.seconds < 600
     results = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
     by = {r["strategy"]: r for r in results["strategies"]}
     for name in ("final", "final+coral", "BL", "GL", "WL", "RL1", "RL2", "RL3", "all"):
@@ -199,7 +199,7 @@ def test_lam_demo_meets_the_issue_claims(tmp_path):
     from html_checks import CHROMIUM, assert_not_blank, check_references, screenshot
 
     page = tmp_path / "demo" / "report" / "index.html"
-    assert res["html"] == str(page)
+    assert res.report is not None and res.report.html == str(page)
     assert page.stat().st_size < 10 * 1024 * 1024
     text = page.read_text(encoding="utf-8")
     for anchor in ("similarity", "geometry", "acoustics", "report", "provenance"):

@@ -150,7 +150,7 @@ def test_every_shipped_config_runs_end_to_end(name, tmp_path, monkeypatch, tiny_
         _msp_and_biic(tmp_path)
     cfg = load_config(path, overrides=_small(raw, tmp_path / "out", tiny_whisper_dir))
     res = run_pipeline(cfg, progress=False)
-    assert Path(res["report"]).is_file()
+    assert res.report is not None and Path(res.report.markdown).is_file()
     assert (tmp_path / "out" / "report" / "results.md").is_file()
     uses_mfa = any(cfg.corpus.aligner_for(side)[0] == "mfa" for side in ("source", "target"))
     if uses_mfa:

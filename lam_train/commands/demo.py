@@ -32,4 +32,7 @@ def register(app: typer.Typer) -> None:
         from lam_train.pipeline import run_demo
 
         res = run_demo(out=out, model=model, seeds=seeds, progress=progress)
-        typer.echo(f"Report: {res['report']} (HTML, opens offline: {res['html']})  ({res['seconds']:.0f} s)")
+        if res.report is None:  # the demo corpus is labelled: only a changed corpus stops early
+            raise typer.Exit(3)
+        typer.echo(f"Report: {res.report.markdown} (HTML, opens offline: {res.report.html})  "
+                   f"({res.seconds or 0.0:.0f} s)")

@@ -33,6 +33,6 @@ def register(app: typer.Typer) -> None:
                 typer.echo(line)
             return
         res = run_pipeline(cfg, progress=progress)
-        if res.get("stopped"):
+        if res.report is None:  # stopped before training (res.stopped says why; logged)
             raise typer.Exit(3)
-        typer.echo(f"Report: {res['report']}")
+        typer.echo(f"Report: {res.report.markdown}")

@@ -52,4 +52,5 @@ def register(app: typer.Typer) -> None:
             over["train"] = {k: v for k, v in (("epochs", epochs), ("device", device)) if v is not None}
         cfg = load_config(config, overrides=over)
         res = train_only(cfg, strategies=strategies or None, seeds=seeds or None)
-        typer.echo(f"Report: {res['report']}")
+        assert res.report is not None  # train_only always reports
+        typer.echo(f"Report: {res.report.markdown}")
