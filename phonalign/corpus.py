@@ -262,10 +262,12 @@ def read_transcript(path: Path, *, encoding: str = "utf-8") -> str:
 
 
 def _decode(data: bytes, *, path: Path, encoding: str) -> str:
+    # a byte-order mark names the encoding, whatever was asked for; its bytes must then be valid
+    # too (a BOM on a file that is not UTF-16 gets the same error as any bad transcript)
     if data[:3] == b"\xef\xbb\xbf":
-        return data[3:].decode("utf-8", errors="strict")
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16")
+        encoding, data = "utf-8", data[3:]
+    elif data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as err:

