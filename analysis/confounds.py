@@ -15,9 +15,14 @@ Whisper's position embedding. Small pure functions on arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 
-__all__ = ["duration_quartiles", "duration_warning", "match_durations", "position_component", "position_share"]
+__all__ = ["duration_quartiles", "duration_warning", "match_durations", "position_component", "position_share",
+           "DurationSummary", "PositionShare"]
 
 #: Medians further apart than this ratio get a warning in ``rankings.json``.
 DURATION_RATIO_WARNING = 1.5
@@ -32,7 +37,39 @@ def duration_quartiles(durations: np.ndarray) -> list[float] | None:
     return [float(x) for x in np.quantile(d, [0.25, 0.5, 0.75])]
 
 
-def duration_warning(source: list[float] | None, target: list[float] | None, *,
+@dataclass(frozen=True)
+class DurationSummary:
+    """Utterance durations of the two sides of a comparison (``rankings.json["duration_s"]``).
+
+    ``source``/``target``: ``(q25, q50, q75)`` seconds (:func:`duration_quartiles`), None for a side
+    without utterances. After ``--match-duration`` (:func:`match_durations`) they describe the kept
+    utterances, ``before_matching`` the sides before, and ``matched_utterances`` counts the kept
+    utterances per side (``{"source": n, "target": n}``); both None without matching.
+    """
+
+    source: tuple[float, ...] | None
+    target: tuple[float, ...] | None
+    before_matching: DurationSummary | None = None
+    matched_utterances: Mapping[str, int] | None = None
+
+    @classmethod
+    def of(cls, source: np.ndarray, target: np.ndarray) -> DurationSummary:
+        """The quartiles of each side's utterance durations (seconds, shapes (n_s,), (n_t,))."""
+        q_s, q_t = duration_quartiles(source), duration_quartiles(target)
+        return cls(None if q_s is None else tuple(q_s), None if q_t is None else tuple(q_t))
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``rankings.json`` writes it: quartiles as lists, the matching keys only after matching."""
+        out: dict[str, Any] = {"source": None if self.source is None else list(self.source),
+                               "target": None if self.target is None else list(self.target)}
+        if self.before_matching is not None:
+            out["before_matching"] = self.before_matching.to_dict()
+        if self.matched_utterances is not None:
+            out["matched_utterances"] = dict(self.matched_utterances)
+        return out
+
+
+def duration_warning(source: Sequence[float] | None, target: Sequence[float] | None, *,
                      ratio: float = DURATION_RATIO_WARNING) -> str | None:
     """A one-line warning when the median durations differ by more than ``ratio`` (None otherwise)."""
     if not source or not target or min(source[1], target[1]) <= 0:
@@ -101,7 +138,24 @@ def position_component(positions: np.ndarray, first_frame: np.ndarray, stop_fram
     return (cum[s] - cum[f]) / (s - f)[:, None]
 
 
-def position_share(layer0_a: np.ndarray, pos_a: np.ndarray, layer0_b: np.ndarray, pos_b: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class PositionShare:
+    """How much of a layer-0 centroid gap between two sides their frame positions explain
+    (:func:`position_share`); NaN shares when the gap is zero."""
+
+    gap_norm: float  # ||m_a - m_b||
+    position_gap_norm: float  # the same for the position parts
+    projection_share: float  # share of the gap along the position gap: <gap, pgap> / ||gap||^2
+    energy_share: float  # ||pgap||^2 / ||gap||^2
+
+    def to_dict(self) -> dict[str, float]:
+        """The four numbers by name."""
+        return {"gap_norm": self.gap_norm, "position_gap_norm": self.position_gap_norm,
+                "projection_share": self.projection_share, "energy_share": self.energy_share}
+
+
+def position_share(layer0_a: np.ndarray, pos_a: np.ndarray, layer0_b: np.ndarray, pos_b: np.ndarray
+                   ) -> PositionShare:
     """How much of the layer-0 centroid difference between two sides their frame positions explain.
 
     Parameters
@@ -113,7 +167,7 @@ def position_share(layer0_a: np.ndarray, pos_a: np.ndarray, layer0_b: np.ndarray
 
     Returns
     -------
-    dict
+    PositionShare
         ``gap_norm`` (``||m_a - m_b||``), ``position_gap_norm`` (same for the position parts),
         ``projection_share`` (share of the gap along the position gap: ``<gap, pgap> / ||gap||^2``),
         ``energy_share`` (``||pgap||^2 / ||gap||^2``).
@@ -121,6 +175,6 @@ def position_share(layer0_a: np.ndarray, pos_a: np.ndarray, layer0_b: np.ndarray
     gap = layer0_a.mean(0) - layer0_b.mean(0)
     pgap = pos_a.mean(0) - pos_b.mean(0)
     g2 = float(gap @ gap)
-    return {"gap_norm": float(np.sqrt(g2)), "position_gap_norm": float(np.linalg.norm(pgap)),
-            "projection_share": float(gap @ pgap / g2) if g2 > 0 else float("nan"),
-            "energy_share": float(pgap @ pgap / g2) if g2 > 0 else float("nan")}
+    return PositionShare(gap_norm=float(np.sqrt(g2)), position_gap_norm=float(np.linalg.norm(pgap)),
+                         projection_share=float(gap @ pgap / g2) if g2 > 0 else float("nan"),
+                         energy_share=float(pgap @ pgap / g2) if g2 > 0 else float("nan"))

@@ -69,6 +69,7 @@ from .defaults import (
     STORE_DTYPES,
 )
 from .errors import ExtractionError, StoreError, StoreSettingsError
+from .extract_report import FeaturesReport, MergedFeaturesReport, ShardSummary, UtteranceFailure
 from .frames import frames_for_segments
 from .models import SAMPLE_RATE, SpeechEncoder, load_encoder
 from .pooling import pool_batch
@@ -417,7 +418,7 @@ def _check_segments_in_audio(index: np.ndarray, start: np.ndarray, end: np.ndarr
             hint="the audio is shorter than its alignment says (cut or replaced since `lam align`): align it again")
 
 
-def merge_shard_reports(out: str | Path) -> dict:
+def merge_shard_reports(out: str | Path) -> MergedFeaturesReport:
     """Combine the shard reports of a store into ``out/report.json`` (and ``config.yaml``).
 
     Every shard of ``lam features --shard I/N`` keeps its own ``shards/sIIIIofNNNN/report.json``
@@ -427,11 +428,10 @@ def merge_shard_reports(out: str | Path) -> dict:
 
     Returns
     -------
-    dict
-        The merged report.
+    MergedFeaturesReport
+        The merged report (:meth:`~analysis.extract_report.MergedFeaturesReport.to_dict` is the file).
     """
     out = Path(out)
-    n_shards = None
     with open(out / ".lam.lock.merge", "a+") as lock:
         try:
             import fcntl
@@ -439,31 +439,9 @@ def merge_shard_reports(out: str | Path) -> dict:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # blocks: a merge takes milliseconds
         except (ImportError, OSError):
             pass  # no flock here: shards finishing in the same millisecond may need a rerun of one
-        reports = {}
-        for path in sorted((out / "shards").glob("s*of*/report.json")):
-            rep = read_json(path, what="shard report", hint="rerun that shard (it resumes) to write it again")
-            reports[path.parent.name] = rep
-            n_shards = int(path.parent.name.split("of")[1])
-        latest_n = n_shards
-        reports = {k: v for k, v in reports.items() if int(k.split("of")[1]) == latest_n}
-        merged: dict[str, Any] = {"step": "features", "shards": {}, "failed": {}, "ok": 0, "skipped_done": 0,
-                                  "redone": 0, "dropped": 0, "rows_written": 0, "forward_seconds": 0.0,
-                                  "seconds": 0.0, "utterances_in_shard": 0}
-        for name, rep in sorted(reports.items()):
-            merged["shards"][name] = {k: rep.get(k) for k in ("shard", "ok", "n_failed", "skipped_done", "seconds")}
-            for key in ("ok", "skipped_done", "redone", "dropped", "rows_written", "utterances_in_shard"):
-                merged[key] += int(rep.get(key) or 0)
-            for key in ("forward_seconds", "seconds"):
-                merged[key] += float(rep.get(key) or 0.0)
-            merged["failed"].update(rep.get("failed") or {})
-            for key in ("model", "model_digest", "input"):
-                merged.setdefault(key, rep.get(key))
-        merged["n_failed"] = len(merged["failed"])
-        merged["n_shards"] = latest_n
-        expected = {f"s{i:04d}of{latest_n:04d}" for i in range(latest_n or 0)}
-        merged["shards_missing"] = sorted(expected - set(reports))
-        merged["complete"] = not merged["shards_missing"]
-        atomic_write_json(out / "report.json", merged)
+        reports, latest_n = _latest_shard_reports(out)
+        merged = _merge_reports(reports, latest_n)
+        atomic_write_json(out / "report.json", merged.to_dict())
         configs = sorted((out / "shards").glob(f"s*of{latest_n:04d}/config.yaml")) if latest_n else []
         if configs:
             import yaml
@@ -472,6 +450,44 @@ def merge_shard_reports(out: str | Path) -> dict:
             common = {k: v for k, v in first.items() if k not in ("shard_index",)}
             write_run_info(out, step="features", config={**common, "shards": [p.parent.name for p in configs]})
     return merged
+
+
+def _latest_shard_reports(out: Path) -> tuple[dict[str, dict], int | None]:
+    """The shard reports under ``out/shards`` of the latest split (by folder name), and its N."""
+    reports = {}
+    n_shards = None
+    for path in sorted((out / "shards").glob("s*of*/report.json")):
+        reports[path.parent.name] = read_json(path, what="shard report",
+                                              hint="rerun that shard (it resumes) to write it again")
+        n_shards = int(path.parent.name.split("of")[1])
+    return {k: v for k, v in reports.items() if int(k.split("of")[1]) == n_shards}, n_shards
+
+
+def _merge_reports(reports: dict[str, dict], n_shards: int | None) -> MergedFeaturesReport:
+    """Sums of the shards' counts and times, their failures, and the shards still missing."""
+    counts = dict.fromkeys(("ok", "skipped_done", "redone", "dropped", "rows_written", "utterances_in_shard"), 0)
+    times = {"forward_seconds": 0.0, "seconds": 0.0}
+    failed: dict[str, Any] = {}
+    first: dict[str, Any] = {}
+    for _, rep in sorted(reports.items()):
+        for key in counts:
+            counts[key] += int(rep.get(key) or 0)
+        for key in times:
+            times[key] += float(rep.get(key) or 0.0)
+        failed.update(rep.get("failed") or {})
+        for key in ("model", "model_digest", "input"):
+            first.setdefault(key, rep.get(key))
+    expected = {f"s{i:04d}of{n_shards:04d}" for i in range(n_shards or 0)}
+    shards = {name: ShardSummary(**{k: rep.get(k) for k in ("shard", "ok", "n_failed", "skipped_done", "seconds")})
+              for name, rep in sorted(reports.items())}
+    failures = tuple(UtteranceFailure.from_dict(u, r) for u, r in failed.items())
+    return MergedFeaturesReport(shards=shards, failed=failures, ok=counts["ok"], skipped_done=counts["skipped_done"],
+                                redone=counts["redone"], dropped=counts["dropped"],
+                                rows_written=counts["rows_written"], forward_seconds=times["forward_seconds"],
+                                seconds=times["seconds"], utterances_in_shard=counts["utterances_in_shard"],
+                                model=first.get("model"), model_digest=first.get("model_digest"),
+                                input=first.get("input"),
+                                n_shards=n_shards, shards_missing=tuple(sorted(expected - set(reports))))
 
 
 def _segments_by_utt(segs: pa.Table | None) -> dict[str, tuple[int, int]]:
@@ -826,10 +842,10 @@ class _Writer:
         if self.chunk.n >= self.chunk_rows:
             self.flush()
 
-    def flush(self) -> None:
-        """Commit the rows pooled so far and write the report."""
+    def flush(self) -> FeaturesReport:
+        """Commit the rows pooled so far and write the report (returned)."""
         self.chunk.commit(self.plan.store, self.plan.chunk_prefix, self.plan.settings_fp)
-        _write_report(self.report_dir, self.report, self.t0)
+        return _write_report(self.report_dir, self.report, self.t0)
 
 
 def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any, device: str = DEFAULT_DEVICE,
@@ -839,7 +855,7 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
                      model_id: str | None = None, language: str | None = None, force: bool = False,
                      allow_missing: bool = False, random_init: bool = False, init_seed: int = 0,
                      store_dtype: str = DEFAULT_STORE_DTYPE, layers: str | Sequence[int] | None = None,
-                     engine: str | EngineConfig | None = None) -> dict:
+                     engine: str | EngineConfig | None = None) -> FeaturesReport:
     """Pool every layer per utterance and per segment into the feature store ``out_dir``.
 
     Parameters
@@ -889,9 +905,9 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
 
     Returns
     -------
-    dict
-        The report also written to ``out_dir/report.json`` (``ok``, ``skipped_done``, ``redone``,
-        ``dropped``, ``failed``, ``rows_written``, ``seconds``, ``forward_seconds``).
+    FeaturesReport
+        The run's (a shard's own) report, whose :meth:`~FeaturesReport.to_dict` is ``report.json``:
+        ``ok``, ``skipped_done``, ``redone``, ``dropped``, ``failed``, ``rows_written``, ``seconds``...
 
     Examples
     --------
@@ -919,18 +935,9 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
     t0 = time.perf_counter()
     src, out = Path(aligned_dir), Path(out_dir)
     i_shard, n_shards = parse_shard(shard)
-    if store_dtype not in STORE_DTYPES:
-        raise ExtractionError(f"unknown store dtype {store_dtype!r}", hint=f"use one of {', '.join(STORE_DTYPES)}")
+    _check_store_dtype(store_dtype)
     engine = resolve_engine(engine)
-    utts, segs = _read_inputs(src, language=language)
-    if language is not None:
-        keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language
-        if not keep.any():
-            raise ExtractionError(f"no utterance of language {language!r}", path=src,
-                                  hint="check --language against the corpus' language column")
-        utts = utts.filter(pa.array(keep))
-    if segs is not None:
-        segs = segs.sort_by([("utt_id", "ascending"), ("index", "ascending")])
+    utts, segs = _select_inputs(src, language=language)
     # the folder is held for the whole run, whatever the engine: the workers only compute
     with output_folder(out, step="features", rules=STORE_FOLDER,
                        shard=(i_shard, n_shards) if n_shards > 1 else None) as folder:
@@ -942,12 +949,32 @@ def extract_features(aligned_dir: str | Path, out_dir: str | Path, *, model: Any
                                engine=engine)
 
 
+def _check_store_dtype(store_dtype: str) -> None:
+    if store_dtype not in STORE_DTYPES:
+        raise ExtractionError(f"unknown store dtype {store_dtype!r}", hint=f"use one of {', '.join(STORE_DTYPES)}")
+
+
+def _select_inputs(src: Path, *, language: str | None) -> tuple[pa.Table, pa.Table | None]:
+    """The run's utterances (of ``language`` only, when given) and segments (sorted by utterance
+    and index, or None for a plain corpus)."""
+    utts, segs = _read_inputs(src, language=language)
+    if language is not None:
+        keep = np.asarray(utts.column("language").to_pylist(), dtype=object) == language
+        if not keep.any():
+            raise ExtractionError(f"no utterance of language {language!r}", path=src,
+                                  hint="check --language against the corpus' language column")
+        utts = utts.filter(pa.array(keep))
+    if segs is not None:
+        segs = segs.sort_by([("utt_id", "ascending"), ("index", "ascending")])
+    return utts, segs
+
+
 def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, segs: pa.Table | None, *,
                     t0: float, model: Any, device: str, dtype: str, batch_seconds: float, whisper_mode: str,
                     i_shard: int, n_shards: int, strict: bool, chunk_rows: int, progress: bool,
                     model_id: str | None, language: str | None, force: bool, allow_missing: bool,
                     random_init: bool, init_seed: int, store_dtype: str, layers: str | Sequence[int] | None,
-                    engine: EngineConfig) -> dict:
+                    engine: EngineConfig) -> FeaturesReport:
     """:func:`extract_features` once the output folder is held."""
     seg_rows = _segments_by_utt(segs)
     extra: dict | None = None
@@ -993,12 +1020,12 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
         def audio_path(i: int) -> Path:
             return _audio_path(src, cols["audio_path"][i])
 
-        report: dict[str, Any] = {
+        running: dict[str, Any] = {  # the writer's counts; FeaturesReport.from_dict makes the report
             "step": "features", "model": facts.model_id, "model_digest": facts.identity.get("digest"),
             "shard": f"{i_shard}/{n_shards}", "input": str(src), "utterances_in_shard": int(len(plan.mine)),
             "skipped_done": int(len(plan.mine) - len(plan.todo)), "ok": 0, "redone": plan.redone,
             "dropped": plan.dropped, "failed": {}, "rows_written": 0, "forward_seconds": 0.0}
-        writer = _Writer(plan=plan, report_dir=report_dir, report=report, t0=t0, chunk_rows=chunk_rows,
+        writer = _Writer(plan=plan, report_dir=report_dir, report=running, t0=t0, chunk_rows=chunk_rows,
                          strict=strict, utt_ids=utt_ids, cols=cols, seg_tab=segs, seg_rows=seg_rows,
                          audio_path=audio_path)
         bar: WorkProgress | None = None
@@ -1027,7 +1054,7 @@ def _extract_locked(src: Path, out: Path, folder: OutputFolder, utts: pa.Table, 
             writer.flush()
             raise
         bar.close()
-        writer.flush()
+        report = writer.flush()
     if folder.shard_name is not None:
         merge_shard_reports(out)
     return report
@@ -1085,13 +1112,15 @@ def _segment_spans(writer: _Writer, pos: int) -> dict[str, np.ndarray]:
             "seg_end": part.column("end").to_numpy(zero_copy_only=False).astype(np.float64)}
 
 
-def _write_report(out: Path, report: dict, t0: float) -> dict:
+def _write_report(out: Path, report: dict, t0: float) -> FeaturesReport:
+    """Write the run's report so far (the writer's running counts) to ``out/report.json``."""
     report["seconds"] = time.perf_counter() - t0
-    report["n_failed"] = len(report["failed"])
-    atomic_write_json(out / "report.json", report)
-    return report
+    typed = FeaturesReport.from_dict(report)
+    atomic_write_json(out / "report.json", typed.to_dict())
+    return typed
 
 
-__all__ = ["extract_features", "parse_shard", "plan_batches", "random_init_model", "ExtractConfig", "SKIPPED_CLASSES",
-           "StoreError", "shard_of", "merge_shard_reports", "STORE_FOLDER", "plan_extraction", "ExtractionPlan",
-           "EncoderFacts", "UttWork", "BatchResult", "pool_work"]
+__all__ = ["extract_features", "FeaturesReport", "MergedFeaturesReport", "UtteranceFailure", "parse_shard",
+           "plan_batches", "random_init_model", "ExtractConfig", "SKIPPED_CLASSES", "StoreError", "shard_of",
+           "merge_shard_reports", "STORE_FOLDER", "plan_extraction", "ExtractionPlan", "EncoderFacts", "UttWork",
+           "BatchResult", "pool_work"]

@@ -21,7 +21,7 @@ resampling unit. Okabe-Ito colours plus line styles and markers (colour-blind-sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (5.2, 3.8)) -> tuple[Figu
     return fig, fig.add_subplot()
 
 
-def describe(doc: dict) -> str:
+def describe(doc: Mapping[str, Any]) -> str:
     """``model (Whisper mode, weights) · metric · resampling`` for titles."""
     settings = (doc.get("settings") or {}).get("source") or {}
     bits = []
@@ -104,21 +104,21 @@ def _ylimits(values: list[np.ndarray]) -> tuple[float, float] | None:
     return lo - pad, hi + pad
 
 
-def _profile_values(doc: dict, units: Sequence[str], keys: Sequence[str]) -> list[np.ndarray]:
+def _profile_values(doc: Mapping[str, Any], units: Sequence[str], keys: Sequence[str]) -> list[np.ndarray]:
     return [_arr(doc["units"][u].get(k)) for u in units if u in doc["units"] for k in keys]
 
 
-def plot_profile(doc: dict, *, ax: Axes | None = None, units: Sequence[str] = ("Utt", "Vowl", "Cons"),
-                 control: dict | None = None, ylim: tuple[float, float] | None = None) -> Figure:
+def plot_profile(doc: Mapping[str, Any], *, ax: Axes | None = None, units: Sequence[str] = ("Utt", "Vowl", "Cons"),
+                 control: Mapping[str, Any] | None = None, ylim: tuple[float, float] | None = None) -> Figure:
     """Similarity against layer for one result (see the module docstring).
 
     Parameters
     ----------
-    doc : dict
+    doc : Mapping
         A rankings document (:func:`analysis.rankings.read_rankings`).
     ax : matplotlib Axes, optional
     units : sequence of str
-    control : dict, optional
+    control : Mapping, optional
         Rankings of a control (same metric), drawn grey and dashed under the main profile.
     ylim : (float, float), optional
         Shared limits when panels are compared.
@@ -179,7 +179,7 @@ def plot_profile(doc: dict, *, ax: Axes | None = None, units: Sequence[str] = ("
     return fig
 
 
-def plot_gap(doc: dict, *, ax: Axes | None = None, units: Sequence[str] = ("Utt", "Vowl", "Cons"),
+def plot_gap(doc: Mapping[str, Any], *, ax: Axes | None = None, units: Sequence[str] = ("Utt", "Vowl", "Cons"),
              ylim: tuple[float, float] | None = None) -> Figure:
     """The language gap per layer with its interval; > 0: the languages differ more than one language does."""
     fig, ax = _axes(ax, (5.2, 2.8))
@@ -203,7 +203,7 @@ def plot_gap(doc: dict, *, ax: Axes | None = None, units: Sequence[str] = ("Utt"
     return fig
 
 
-def plot_heatmap(doc: dict, *, ax: Axes | None = None, vlim: tuple[float, float] | None = None) -> Figure:
+def plot_heatmap(doc: Mapping[str, Any], *, ax: Axes | None = None, vlim: tuple[float, float] | None = None) -> Figure:
     """Layer x unit heatmap (utterances, consonants, the six vowels, all vowels) of one result."""
     fig, ax = _axes(ax, (5.8, 4.2))
     units = [u for u in HEATMAP_UNITS if u in doc["units"]]
@@ -232,7 +232,8 @@ def plot_heatmap(doc: dict, *, ax: Axes | None = None, vlim: tuple[float, float]
     return fig
 
 
-def plot_rank_stability(doc: dict, *, ax: Axes | None = None, units: Sequence[str] = ("Utt", "Vowl", "Cons")) -> Figure:
+def plot_rank_stability(doc: Mapping[str, Any], *, ax: Axes | None = None,
+                        units: Sequence[str] = ("Utt", "Vowl", "Cons")) -> Figure:
     """Share of draws in which each layer ranks first (``p_best``; ``top_k_frequency`` for older files)."""
     fig, ax = _axes(ax, (5.2, 3.6))
     present = [u for u in units if u in doc["units"]]
@@ -256,7 +257,7 @@ def plot_rank_stability(doc: dict, *, ax: Axes | None = None, units: Sequence[st
     return fig
 
 
-def plot_comparison(docs: Sequence[dict], *, control: dict | None = None,
+def plot_comparison(docs: Sequence[Mapping[str, Any]], *, control: Mapping[str, Any] | None = None,
                     units: Sequence[str] = ("Utt", "Vowl", "Cons")) -> Figure:
     """Profiles (top row) and language gaps (bottom row) of one or more results side by side.
 

@@ -63,11 +63,13 @@ stream while it repeats an earlier RL group, so the three differ whenever ``C(L,
 
 from __future__ import annotations
 
+import copy
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -191,7 +193,101 @@ def write_rankings(path: str | Path, doc: Mapping) -> Path:
     return path
 
 
-def read_rankings(path: str | Path) -> dict:
+@dataclass(frozen=True, eq=False)
+class Rankings(Mapping[str, Any]):
+    """A rankings document as :func:`read_rankings` reads it (the format above), read-only.
+
+    The fields most callers want are attributes (``.metric``, ``.units``, ``.n_layers``, ...);
+    it is also a mapping of the document's keys, so ``doc["units"]["Vowl"]`` reads as the JSON
+    does. :meth:`to_dict` is the document (a copy).
+    """
+
+    doc: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.doc[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.doc)
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+    @property
+    def metric(self) -> str:
+        """The metric ranked (``centroid_cosine``, ...)."""
+        return str(self.doc["metric"])
+
+    @property
+    def model(self) -> str | None:
+        """Model id of the source store."""
+        return self.doc.get("model")
+
+    @property
+    def n_layers(self) -> int:
+        """L: scores have L + 1 entries, layer 0 first."""
+        return int(self.doc["n_layers"])
+
+    @property
+    def higher_is_more_similar(self) -> bool:
+        """False for distances (coral, mmd)."""
+        return bool(self.doc.get("higher_is_more_similar", True))
+
+    @property
+    def units(self) -> Mapping[str, Mapping[str, Any]]:
+        """Unit -> its scores, intervals, ranking and selections (the format above)."""
+        return self.doc["units"]
+
+    @property
+    def skipped_units(self) -> Mapping[str, str]:
+        """Unit -> why it has no score."""
+        return self.doc.get("skipped_units") or {}
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings owed to the reader (durations, resampling, ...)."""
+        return list(self.doc.get("warnings") or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The document, as ``rankings.json`` holds it."""
+        return copy.deepcopy(dict(self.doc))
+
+
+@dataclass(frozen=True, eq=False)
+class Selections(Mapping[str, list[int]]):
+    """One unit's layer selections, as training uses them (:func:`load_selections`), read-only.
+
+    A mapping of selection name (``final, BL, GL, WL, RL1, RL2, RL3``) to its transformer layers
+    (1..L, ascending), so ``selections["BL"]`` reads as the JSON does; each lookup gives a new
+    list. It equals a ``dict`` of the same selections; :meth:`to_dict` is that dict.
+    """
+
+    unit: str
+    layers: Mapping[str, tuple[int, ...]]  # selection name -> layers, in SELECTION_KEYS order
+
+    def __getitem__(self, key: str) -> list[int]:
+        return list(self.layers[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        return f"Selections(unit={self.unit!r}, {self.to_dict()!r})"
+
+    @property
+    def best(self) -> int:
+        """The most similar layer (``BL``)."""
+        return self.layers["BL"][0]
+
+    def to_dict(self) -> dict[str, list[int]]:
+        """``{"final": [L], "BL": [l], "GL": [...], ...}`` as ``rankings.json`` lists them."""
+        return {key: list(v) for key, v in self.layers.items()}
+
+
+def read_rankings(path: str | Path) -> Rankings:
     """Read ``rankings.json`` (``path`` is the file or the directory holding it)."""
     path = Path(path)
     if path.is_dir():
@@ -207,7 +303,7 @@ def read_rankings(path: str | Path) -> dict:
     if doc.get("format") != FORMAT or "units" not in doc:
         raise RankingsError(f"not a rankings file (format {doc.get('format')!r})", path=path,
                             hint="rerun `lam similarity` with this toolkit version")
-    return doc
+    return Rankings(doc)
 
 
 @dataclass(frozen=True)
@@ -257,7 +353,7 @@ def load_selection_info(path: str | Path, *, unit: str) -> SelectionInfo:
                          resampling=(doc.get("resampling") or {}).get("unit"))
 
 
-def load_selections(path: str | Path, *, unit: str) -> dict[str, list[int]]:
+def load_selections(path: str | Path, *, unit: str) -> Selections:
     """Layer selections for one unit, as training uses them.
 
     Parameters
@@ -269,9 +365,9 @@ def load_selections(path: str | Path, *, unit: str) -> dict[str, list[int]]:
 
     Returns
     -------
-    dict
-        ``{"final": [L], "BL": [l], "GL": [...], "WL": [...], "RL1": [...], "RL2": [...],
-        "RL3": [...]}``; transformer layers 1..L.
+    Selections
+        A read-only mapping ``{"final": [L], "BL": [l], "GL": [...], "WL": [...], "RL1": [...],
+        "RL2": [...], "RL3": [...]}``; transformer layers 1..L.
     """
     doc = read_rankings(path)
     units = doc["units"]
@@ -283,11 +379,11 @@ def load_selections(path: str | Path, *, unit: str) -> dict[str, list[int]]:
     if missing:
         raise RankingsError(f"unit {unit!r} lacks selections {missing}", path=path, hint="rerun `lam similarity`")
     n_layers = int(doc["n_layers"])
-    out = {}
+    out: dict[str, tuple[int, ...]] = {}
     for key in SELECTION_KEYS:
         layers = [int(x) for x in sel[key]]
         if not layers or any(not 1 <= x <= n_layers for x in layers):
             raise RankingsError(f"selection {key} of unit {unit!r} has layers {layers} outside 1..{n_layers}",
                                 path=path, hint="rerun `lam similarity`")
-        out[key] = layers
-    return out
+        out[key] = tuple(layers)
+    return Selections(unit, out)

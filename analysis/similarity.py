@@ -74,7 +74,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ from phonalign.progress import track
 from phonalign.records import EMOTIONS, VOWEL_CLASSES
 
 from . import estimators as est
-from .confounds import duration_quartiles, duration_warning, match_durations
+from .confounds import DurationSummary, duration_warning, match_durations
 from .defaults import (
     CI_LEVEL,
     DEFAULT_METRIC,
@@ -553,6 +553,35 @@ def _gap(ref_s: np.ndarray, ref_t: np.ndarray, cross: np.ndarray, higher: bool) 
 
 
 @dataclass(frozen=True)
+class SimilarityConfig:
+    """The settings of one comparison (:func:`compare_stores`), as ``config.yaml`` records them."""
+
+    metrics: tuple[str, ...]
+    units: tuple[str, ...]
+    n_bootstrap: int
+    seed: int
+    by_emotion: bool
+    ci_level: float
+    n_halves: int
+    max_rows: int
+    source_language: str | None
+    target_language: str | None
+    resample: str
+    n_permutations: int
+    match_duration: bool
+    allow_different: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings by name (sequences as lists), as ``config.yaml`` writes them."""
+        return {"metrics": list(self.metrics), "units": list(self.units), "n_bootstrap": self.n_bootstrap,
+                "seed": self.seed, "by_emotion": self.by_emotion, "ci_level": self.ci_level,
+                "n_halves": self.n_halves, "max_rows": self.max_rows, "source_language": self.source_language,
+                "target_language": self.target_language, "resample": self.resample,
+                "n_permutations": self.n_permutations, "match_duration": self.match_duration,
+                "allow_different": list(self.allow_different)}
+
+
+@dataclass(frozen=True)
 class SimilarityResult:
     """Everything `lam similarity` computed. ``results[scope][unit][metric]`` is a :class:`UnitResult`;
     scopes are ``all`` and, with ``by_emotion``, each emotion and ``averaged``."""
@@ -561,10 +590,10 @@ class SimilarityResult:
     source_model: str
     target_model: str
     revision: str | None
-    config: dict
+    config: SimilarityConfig
     results: dict = field(default_factory=dict)
     resampling: Resampling | None = None
-    durations: dict = field(default_factory=dict)
+    durations: DurationSummary | None = None
     warnings: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     #: layers scored: those both stores hold (all 0..L unless made with ``lam features --layers``);
@@ -765,7 +794,7 @@ class Sides:
     target: _View
     resampling: Resampling
     warnings: tuple[str, ...]
-    durations: dict
+    durations: DurationSummary
 
 
 def prepare_sides(source: FeatureStore, target: FeatureStore, *, source_language: str | None = None,
@@ -787,19 +816,18 @@ def prepare_sides(source: FeatureStore, target: FeatureStore, *, source_language
     warn: list[str] = list(notes)
     for note in notes:  # every warning of the result is also a log record, once
         logger.warning(note)
-    durations: dict[str, Any] = {"source": duration_quartiles(src.utt_duration),
-                                 "target": duration_quartiles(tgt.utt_duration)}
+    durations = DurationSummary.of(src.utt_duration, tgt.utt_duration)
     if match_duration:
         ka, kb = match_durations(src.utt_duration, tgt.utt_duration, seed=seed)
-        durations["before_matching"] = dict(durations)
         src = _View(source, name="source", language=source_language, keep_utt=set(src.utt_ids[ka]))
         tgt = _View(target, name="target", language=target_language, keep_utt=set(tgt.utt_ids[kb]))
         if src.n_utt == 0 or tgt.n_utt == 0:
             raise SimilarityError("--match-duration kept no utterance: the two duration ranges do not overlap",
                                   path=target.path, hint="drop --match-duration, or compare corpora of similar lengths")
-        durations.update(source=duration_quartiles(src.utt_duration), target=duration_quartiles(tgt.utt_duration),
-                         matched_utterances={"source": src.n_utt, "target": tgt.n_utt})
-    w_dur = duration_warning(durations["source"], durations["target"])
+        matched = DurationSummary.of(src.utt_duration, tgt.utt_duration)
+        durations = DurationSummary(matched.source, matched.target, before_matching=durations,
+                                    matched_utterances={"source": src.n_utt, "target": tgt.n_utt})
+    w_dur = duration_warning(durations.source, durations.target)
     if w_dur:
         warn.append(w_dur)
         logger.warning(w_dur)
@@ -857,6 +885,35 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
         Scores of the layers both stores hold (:attr:`SimilarityResult.layers`; every layer unless a
         store was made with ``lam features --layers``); the other layers' scores are NaN.
     """
+    _check_request(metrics, units)
+    sides = prepare_sides(source, target, source_language=source_language, target_language=target_language,
+                          match_duration=match_duration, seed=seed, resample=resample,
+                          allow_different=allow_different, by_emotion=by_emotion)
+    layers = shared_layers(source, target)
+    scopes = _scopes(sides, by_emotion=by_emotion, path=target.path)
+    n_l = source.n_layers + 1
+    b, nh, n_perm = int(n_bootstrap), int(n_halves), int(n_permutations)
+    run = _Comparison(sides, scopes, metrics=metrics, units=units, n_l=n_l, n_bootstrap=b, seed=seed,
+                      n_halves=nh, n_permutations=n_perm, max_rows=max_rows)
+    for layer in track(layers, desc="similarity", item="layer", progress=progress):
+        run.score_layer(layer, source.hidden_size)
+    res = run.res
+    if by_emotion:
+        res["averaged"] = _average(res, [s for s in scopes if s != "all"], units, metrics, n_l)
+    config = SimilarityConfig(metrics=tuple(metrics), units=tuple(units), n_bootstrap=b, seed=seed,
+                              by_emotion=by_emotion, ci_level=ci_level, n_halves=nh, max_rows=max_rows,
+                              source_language=source_language, target_language=target_language, resample=resample,
+                              n_permutations=n_perm, match_duration=match_duration,
+                              allow_different=tuple(allow_different))
+    settings = {"source": source.meta.get("settings") or {}, "target": target.meta.get("settings") or {}}
+    return SimilarityResult(n_layers=source.n_layers, source_model=source.model_id, target_model=target.model_id,
+                            revision=source.meta.get("revision"), config=config, results=res,
+                            resampling=sides.resampling, durations=sides.durations, warnings=list(sides.warnings),
+                            settings=settings, layers=layers)
+
+
+def _check_request(metrics: Sequence[str], units: Sequence[str]) -> None:
+    """Refuse unknown metrics and units, and standardized_cosine for Utt alone."""
     bad = [m for m in metrics if m not in METRICS]
     if bad:
         raise SimilarityError(f"unknown metric(s) {bad}", hint=f"use {', '.join(METRICS)}")
@@ -867,92 +924,99 @@ def compare_stores(source: FeatureStore, target: FeatureStore, *, metrics: Seque
         raise SimilarityError("standardized_cosine is undefined for Utt: it centres each corpus on its own average "
                               "phone, and utterances are not phones", hint="ask for a phone unit (Vowl, Cons, "
                               "a vowel class) or another metric for Utt")
-    sides = prepare_sides(source, target, source_language=source_language, target_language=target_language,
-                          match_duration=match_duration, seed=seed, resample=resample,
-                          allow_different=allow_different, by_emotion=by_emotion)
-    src, tgt, resampling, durations = sides.source, sides.target, sides.resampling, sides.durations
-    warn = list(sides.warnings)
-    layers = shared_layers(source, target)
+
+
+def _scopes(sides: Sides, *, by_emotion: bool, path: Path) -> dict[str, str | None]:
+    """Scope name -> emotion (None: every row): ``all``, and with ``by_emotion`` each emotion both sides hold."""
     scopes: dict[str, str | None] = {"all": None}
     if by_emotion:
+        src, tgt = sides.source, sides.target
         present = [e for e in EMOTIONS if np.any(src.utt_emotion == e) and np.any(tgt.utt_emotion == e)]
         if not present:
             raise SimilarityError("--by-emotion needs emotion labels shared by both corpora; none found",
-                                  path=target.path, hint="label the corpora, or drop --by-emotion")
+                                  path=path, hint="label the corpora, or drop --by-emotion")
         scopes.update({e: e for e in present})
-    n_l = source.n_layers + 1
-    h = source.hidden_size
-    b, nh, n_perm = int(n_bootstrap), int(n_halves), int(n_permutations)
-    ks, kt = src.n_clusters, tgt.n_clusters
-    boot_s = bootstrap_weights(ks, b, np.random.default_rng([seed, 1, 0]))
-    boot_t = bootstrap_weights(kt, b, np.random.default_rng([seed, 1, 1]))
-    perm = permutation_weights(ks, kt, n_perm, np.random.default_rng([seed, 2])) if n_perm else None
-    sum_metrics = [m for m in metrics if m in _SUM_METRICS]
-    row_metrics = [m for m in metrics if m in _ROW_METRICS]
+    return scopes
 
-    # plans and result arrays ----------------------------------------------------------------
-    mats = {s: (src.scope_matrix(e), tgt.scope_matrix(e)) for s, e in scopes.items()}
-    plans: dict[tuple[str, str], _Plan] = {}
-    res: dict[str, dict[str, dict[str, UnitResult]]] = {s: {u: {} for u in units} for s in scopes}
-    for si, (s, (ms, mt)) in enumerate(mats.items()):
-        for ui, u in enumerate(units):
-            cl = _UNIT_CLASSES[u]
-            n_s = np.asarray(ms @ src.counts[cl].sum(0)).ravel()
-            n_t = np.asarray(mt @ tgt.counts[cl].sum(0)).ravel()
-            act_s, act_t = n_s > 0, n_t > 0
-            cell_s = (src.counts[cl].sum(0) > 0) & (np.asarray(ms.sum(0)).ravel() > 0)
-            cell_t = (tgt.counts[cl].sum(0) > 0) & (np.asarray(mt.sum(0)).ravel() > 0)
-            n_utt = (int(np.isin(src.utt_cell, np.flatnonzero(cell_s)).sum()),
-                     int(np.isin(tgt.utt_cell, np.flatnonzero(cell_t)).sum()))
-            rng = [np.random.default_rng([seed, 3, side, si, ui]) for side in (0, 1)]
-            plan = _Plan(act_s, act_t, (int(n_s.sum()), int(n_t.sum())), n_utt,
-                         half_splits(act_s, nh, rng[0]), half_splits(act_t, nh, rng[1]),
-                         split_draws(boot_s, act_s, rng[0])[0] > 0, split_draws(boot_t, act_t, rng[1])[0] > 0)
-            if row_metrics:
-                plan.rows_s = _sample_rows(src, cl, ms, max_rows, [seed, 5, 0, si, ui])
-                plan.rows_t = _sample_rows(tgt, cl, mt, max_rows, [seed, 5, 1, si, ui])
-            plans[(s, u)] = plan
-            for m in metrics:
-                res[s][u][m] = _empty_result(m, n_l, b, n_perm, plan, resampling, u)
-    need_norm = "pairwise_cosine" in sum_metrics
-    need_sd = "standardized_cosine" in sum_metrics
-    union = {v.name: np.unique(np.concatenate([p.rows_s if v is src else p.rows_t for p in plans.values()]))
-             for v in (src, tgt)} if row_metrics else {}
 
-    for layer in track(layers, desc="similarity", item="layer", progress=progress):
-        streams = {v.name: _stream(v, layer, h, need_norm) for v in (src, tgt)} if sum_metrics else {}
-        sd = _pooled_sd(streams, src, tgt) if need_sd else None
-        rows = {v.name: _read_rows(v, union[v.name], layer) for v in (src, tgt)} if row_metrics else {}
-        for s, (ms, mt) in mats.items():
+class _Comparison:
+    """The state of one :func:`compare_stores` run: the draws, one :class:`_Plan` and one result per
+    (scope, unit, metric), and the rows the row metrics read; :meth:`score_layer` fills the results'
+    arrays one layer at a time."""
+
+    def __init__(self, sides: Sides, scopes: dict[str, str | None], *, metrics: Sequence[str],
+                 units: Sequence[str], n_l: int, n_bootstrap: int, seed: int, n_halves: int, n_permutations: int,
+                 max_rows: int) -> None:
+        self.src, self.tgt = src, tgt = sides.source, sides.target
+        self.metrics, self.units = metrics, units
+        # each family of draws from its own seeded stream, so one count never changes another's draws
+        self.boot_s = bootstrap_weights(src.n_clusters, n_bootstrap, np.random.default_rng([seed, 1, 0]))
+        self.boot_t = bootstrap_weights(tgt.n_clusters, n_bootstrap, np.random.default_rng([seed, 1, 1]))
+        self.perm = permutation_weights(src.n_clusters, tgt.n_clusters, n_permutations,
+                                        np.random.default_rng([seed, 2])) if n_permutations else None
+        self.sum_metrics = [m for m in metrics if m in _SUM_METRICS]
+        self.row_metrics = [m for m in metrics if m in _ROW_METRICS]
+        self.mats = {s: (src.scope_matrix(e), tgt.scope_matrix(e)) for s, e in scopes.items()}
+        self.plans: dict[tuple[str, str], _Plan] = {}
+        self.res: dict[str, dict[str, dict[str, UnitResult]]] = {s: {u: {} for u in units} for s in scopes}
+        for si, (s, (ms, mt)) in enumerate(self.mats.items()):
+            for ui, u in enumerate(units):
+                plan = self._plan(ms, mt, u, rng_key=(seed, si, ui), n_halves=n_halves, max_rows=max_rows)
+                self.plans[(s, u)] = plan
+                for m in metrics:
+                    self.res[s][u][m] = _empty_result(m, n_l, n_bootstrap, n_permutations, plan, sides.resampling, u)
+        self.union = {v.name: np.unique(np.concatenate([p.rows_s if v is src else p.rows_t
+                                                        for p in self.plans.values()]))
+                      for v in (src, tgt)} if self.row_metrics else {}
+
+    def _plan(self, ms: sp.csr_matrix, mt: sp.csr_matrix, unit: str, *, rng_key: tuple[int, int, int],
+              n_halves: int, max_rows: int) -> _Plan:
+        """The draws of one (scope, unit): active clusters, half splits, draw halves, sampled rows."""
+        src, tgt = self.src, self.tgt
+        seed, si, ui = rng_key
+        cl = _UNIT_CLASSES[unit]
+        n_s = np.asarray(ms @ src.counts[cl].sum(0)).ravel()
+        n_t = np.asarray(mt @ tgt.counts[cl].sum(0)).ravel()
+        act_s, act_t = n_s > 0, n_t > 0
+        cell_s = (src.counts[cl].sum(0) > 0) & (np.asarray(ms.sum(0)).ravel() > 0)
+        cell_t = (tgt.counts[cl].sum(0) > 0) & (np.asarray(mt.sum(0)).ravel() > 0)
+        n_utt = (int(np.isin(src.utt_cell, np.flatnonzero(cell_s)).sum()),
+                 int(np.isin(tgt.utt_cell, np.flatnonzero(cell_t)).sum()))
+        rng = [np.random.default_rng([seed, 3, side, si, ui]) for side in (0, 1)]
+        plan = _Plan(act_s, act_t, (int(n_s.sum()), int(n_t.sum())), n_utt,
+                     half_splits(act_s, n_halves, rng[0]), half_splits(act_t, n_halves, rng[1]),
+                     split_draws(self.boot_s, act_s, rng[0])[0] > 0, split_draws(self.boot_t, act_t, rng[1])[0] > 0)
+        if self.row_metrics:
+            plan.rows_s = _sample_rows(src, cl, ms, max_rows, [seed, 5, 0, si, ui])
+            plan.rows_t = _sample_rows(tgt, cl, mt, max_rows, [seed, 5, 1, si, ui])
+        return plan
+
+    def score_layer(self, layer: int, h: int) -> None:
+        """Score every (scope, unit, metric) at ``layer`` (``h``: hidden size) into its result."""
+        src, tgt = self.src, self.tgt
+        need_norm = "pairwise_cosine" in self.sum_metrics
+        streams = {v.name: _stream(v, layer, h, need_norm) for v in (src, tgt)} if self.sum_metrics else {}
+        sd = _pooled_sd(streams, src, tgt) if "standardized_cosine" in self.sum_metrics else None
+        rows = {v.name: _read_rows(v, self.union[v.name], layer) for v in (src, tgt)} if self.row_metrics else {}
+        pooled = self.perm is not None
+        for s, (ms, mt) in self.mats.items():
             agg = {name: {**{k: _to_clusters(mm, arr) for k, arr in st.items() if k in ("S", "SN")},
                           "N": np.asarray(mm @ v.counts.T).T}
                    for name, st, mm, v in (("source", streams.get("source"), ms, src),
                                            ("target", streams.get("target"), mt, tgt)) if st is not None}
-            for u in units:
-                plan = plans[(s, u)]
-                for m in metrics:
-                    r = res[s][u][m]
+            for u in self.units:
+                plan = self.plans[(s, u)]
+                for m in self.metrics:
+                    r = self.res[s][u][m]
                     if r.skip_reason:
                         continue
                     if m in _SUM_METRICS:
-                        eng: _SumsUnit | _GramUnit = _SumsUnit(m, _sum_sides(m, agg, u, sd, perm is not None))
+                        eng: _SumsUnit | _GramUnit = _SumsUnit(m, _sum_sides(m, agg, u, sd, pooled))
                     else:
-                        eng = _GramUnit(m, _row_blocks(m, rows, union, plan, src, tgt, perm is not None))
-                    vals = _evaluate(eng, plan, boot_s, boot_t, perm)
-                    _fill(r, vals, layer)
+                        eng = _GramUnit(m, _row_blocks(m, rows, self.union, plan, src, tgt, pooled))
+                    _fill(r, _evaluate(eng, plan, self.boot_s, self.boot_t, self.perm), layer)
                     if m == "coral":
                         r.extra["coral_raw"][layer] = _coral_raw(eng, plan, h)
-        del streams, rows
-    if by_emotion:
-        res["averaged"] = _average(res, [s for s in scopes if s != "all"], units, metrics, n_l)
-    config = dict(metrics=list(metrics), units=list(units), n_bootstrap=b, seed=seed, by_emotion=by_emotion,
-                  ci_level=ci_level, n_halves=nh, max_rows=max_rows, source_language=source_language,
-                  target_language=target_language, resample=resample, n_permutations=n_perm,
-                  match_duration=match_duration, allow_different=list(allow_different))
-    settings = {"source": source.meta.get("settings") or {}, "target": target.meta.get("settings") or {}}
-    return SimilarityResult(n_layers=source.n_layers, source_model=source.model_id, target_model=target.model_id,
-                            revision=source.meta.get("revision"), config=config, results=res, resampling=resampling,
-                            durations=durations, warnings=warn, settings=settings, layers=layers)
 
 
 def _empty_result(metric: str, n_l: int, b: int, n_perm: int, plan: _Plan, resampling: Resampling,
@@ -1155,11 +1219,11 @@ def result_rankings(result: SimilarityResult, *, metric: str, k: int = TOP_K, sc
     """
     higher = METRICS[metric]
     scope = scope or ("averaged" if "averaged" in result.results else "all")
-    level = result.config["ci_level"]
-    seed = result.config["seed"]
+    level = result.config.ci_level
+    seed = result.config.seed
     rs = result.resampling or Resampling("utterance", "utterance", 0, 0)
     scored = result.scored_layers
-    kw = dict(n_layers=result.n_layers, level=level, k=k, seed=seed, resampling=rs, scored=scored)
+    kw: dict[str, Any] = dict(n_layers=result.n_layers, level=level, k=k, seed=seed, resampling=rs, scored=scored)
     units, skipped = {}, {}
     for u, by_metric in result.results[scope].items():
         r = by_metric[metric]
@@ -1174,12 +1238,13 @@ def result_rankings(result: SimilarityResult, *, metric: str, k: int = TOP_K, sc
     doc = {"model": result.source_model, "target_model": result.target_model, "revision": result.revision,
            "source_store": source_store, "target_store": target_store, "metric": metric,
            "higher_is_more_similar": higher, "n_layers": result.n_layers, "layers_compared": scored, "k": k,
-           "seed": seed, "n_bootstrap": result.config["n_bootstrap"], "ci_level": level, "ci_method": CI_METHOD,
-           "n_halves": result.config["n_halves"], "n_permutations": result.config.get("n_permutations", 0),
+           "seed": seed, "n_bootstrap": result.config.n_bootstrap, "ci_level": level, "ci_method": CI_METHOD,
+           "n_halves": result.config.n_halves, "n_permutations": result.config.n_permutations,
            "resampling": {"unit": rs.unit, "requested": rs.requested,
                           "clusters": {"source": rs.clusters_source, "target": rs.clusters_target},
                           "reason": rs.reason},
-           "duration_s": result.durations, "settings": settings, "untrained": untrained,
+           "duration_s": {} if result.durations is None else result.durations.to_dict(),
+           "settings": settings, "untrained": untrained,
            "warnings": list(result.warnings),
            "emotion": None if scope == "all" else scope, "units": units, "skipped_units": skipped}
     emos = [s for s in result.results if s not in ("all", "averaged")]
@@ -1212,7 +1277,7 @@ def result_table(result: SimilarityResult) -> Any:
              "reference_target", "cross_half", "gap", "gap_ci_low", "gap_ci_high", "p_null", "n_source",
              "n_target", "clusters_source", "clusters_target")
     cols: dict[str, list] = {k: [] for k in names}
-    level = result.config["ci_level"]
+    level = result.config.ci_level
     for scope, units in result.results.items():
         for u, by_metric in units.items():
             for m, r in by_metric.items():
@@ -1238,6 +1303,23 @@ def result_table(result: SimilarityResult) -> Any:
     return pa.table(cols)
 
 
+@dataclass(frozen=True)
+class SimilarityReport:
+    """What :func:`run_similarity` wrote: the paths of its main outputs and what to tell the user."""
+
+    rankings: str  # rankings.json (the first metric's)
+    scores: str  # scores.parquet
+    metrics: tuple[str, ...]
+    warnings: tuple[str, ...]  # the comparison's notes and warnings (also in rankings.json)
+    summary: tuple[str, ...]  # summary_lines of the first metric, then the vowel map's
+    vowel_map: str | None = None  # vowel_map.parquet, with --vowel-map
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report by name (sequences as lists)."""
+        return {"rankings": self.rankings, "scores": self.scores, "metrics": list(self.metrics),
+                "warnings": list(self.warnings), "summary": list(self.summary), "vowel_map": self.vowel_map}
+
+
 def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, *,
                    metrics: Sequence[str] = (DEFAULT_METRIC,), units: Sequence[str] = UNITS, k: int = TOP_K,
                    n_bootstrap: int = N_BOOTSTRAP, seed: int = SEED, by_emotion: bool = False,
@@ -1245,7 +1327,7 @@ def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, 
                    source_language: str | None = None, target_language: str | None = None,
                    resample: str = DEFAULT_RESAMPLE, n_permutations: int = N_PERMUTATIONS,
                    match_duration: bool = False, allow_different: Sequence[str] = (), vowel_map: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True) -> SimilarityReport:
     """`lam similarity`: compare two stores and write scores, rankings and selections to ``out_dir``.
 
     Writes ``rankings.json`` (first metric), ``rankings_<metric>.json`` (every metric),
@@ -1257,10 +1339,10 @@ def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, 
 
     Returns
     -------
-    dict
-        ``{"rankings": path, "scores": path, "metrics": [...], "warnings": [...], "summary": [...],
-        "vowel_map": path or None}`` (``summary``: :func:`summary_lines` of the first metric, then
-        :func:`analysis.vowel_map.summary_lines`).
+    SimilarityReport
+        ``rankings`` and ``scores`` (paths), ``metrics``, ``warnings``, ``summary``
+        (:func:`summary_lines` of the first metric, then :func:`analysis.vowel_map.summary_lines`)
+        and ``vowel_map`` (its path, or None).
 
     Examples
     --------
@@ -1296,18 +1378,17 @@ def run_similarity(source: str | Path, target: str | Path, out_dir: str | Path, 
                                  model=src.meta.get("model"), vowel_map=vowel_map)
         from . import vowel_map as vm_mod
 
-        if maps is not None:
-            info["vowel_map"] = str(vm_mod.write_vowel_maps(maps, out, n_bootstrap=n_bootstrap)["vowel_map"])
-            info["summary"] = info["summary"] + vm_mod.summary_lines(maps)
-        else:
+        if maps is None:
             for name in vm_mod.OUTPUT_FILES:
                 (out / name).unlink(missing_ok=True)
-            info["vowel_map"] = None
-        return info
+            return info
+        files = vm_mod.write_vowel_maps(maps, out, n_bootstrap=n_bootstrap)
+        return replace(info, vowel_map=str(files.vowel_map), summary=info.summary + tuple(vm_mod.summary_lines(maps)))
 
 
 def _write_similarity(result: SimilarityResult, out: Path, *, source: str | Path, target: str | Path,
-                      metrics: Sequence[str], k: int, seed: int, model: dict | None, vowel_map: bool) -> dict:
+                      metrics: Sequence[str], k: int, seed: int, model: dict | None,
+                      vowel_map: bool) -> SimilarityReport:
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
@@ -1317,7 +1398,8 @@ def _write_similarity(result: SimilarityResult, out: Path, *, source: str | Path
     from .rankings import write_rankings
 
     write_run_info(out, step="similarity", seed=seed,
-                   config={"source_store": str(source), "target_store": str(target), "k": k, **result.config,
+                   config={"source_store": str(source), "target_store": str(target), "k": k,
+                           **result.config.to_dict(),
                            "vowel_map": vowel_map})
     table = result_table(result)
     with atomic_path(out / "scores.parquet") as tmp:
@@ -1333,5 +1415,5 @@ def _write_similarity(result: SimilarityResult, out: Path, *, source: str | Path
         if first is None:
             first = write_rankings(out / "rankings.json", doc)
             summary = summary_lines(doc)
-    return {"rankings": str(first), "scores": str(out / "scores.parquet"), "metrics": list(metrics),
-            "warnings": list(result.warnings), "summary": summary}
+    return SimilarityReport(rankings=str(first), scores=str(out / "scores.parquet"), metrics=tuple(metrics),
+                            warnings=tuple(result.warnings), summary=tuple(summary))

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 
 from phonalign.progress import track
 from phonalign.records import VOWEL_CLASSES
@@ -77,6 +78,7 @@ from .similarity import (
     METRICS,
     MIN_CLUSTERS,
     Resampling,
+    Sides,
     _GramUnit,
     _pooled_sd,
     _read_rows,
@@ -96,7 +98,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ADVANTAGE_SCHEMA", "OUTPUT_FILES", "DiagonalAdvantage", "VOWEL_MAP_SCHEMA", "VowelMap", "advantage_table",
            "diagonal_advantage", "read_diagonal_advantage", "read_vowel_map", "summary_lines", "vowel_map_table",
-           "vowel_maps", "write_vowel_maps"]
+           "vowel_maps", "write_vowel_maps", "VowelMapFiles"]
 
 VOWEL_MAP_SCHEMA = pa.schema([
     ("metric", pa.string()), ("higher_is_more_similar", pa.bool_()), ("layer", pa.int32()),
@@ -330,81 +332,116 @@ def vowel_maps(source: FeatureStore, target: FeatureStore, *, metrics: Sequence[
     sides = prepare_sides(source, target, source_language=source_language, target_language=target_language,
                           match_duration=match_duration, seed=seed, resample=resample,
                           allow_different=allow_different)
-    src, tgt, resampling = sides.source, sides.target, sides.resampling
     layers = shared_layers(source, target)
-    ms, mt = src.scope_matrix(None), tgt.scope_matrix(None)
-    idx = [_CLS[c] for c in VOWEL_CLASSES]
-    cnt_s = np.asarray(ms @ src.counts.T).T[idx]          # (6, K_s) rows per class and cluster
-    cnt_t = np.asarray(mt @ tgt.counts.T).T[idx]
-    for v, cnt in ((src, cnt_s), (tgt, cnt_t)):
-        if cnt.sum() == 0:
-            raise SimilarityError(f"the {v.name} store has no vowel segment", path=v.store.path,
-                                  hint="extract features from an aligned corpus (`lam align` then `lam features`), "
-                                  "not from a plain folder of recordings")
-    act_s, act_t = cnt_s > 0, cnt_t > 0
-    k_s, k_t = act_s.sum(1), act_t.sum(1)                 # clusters holding each class
-    n_l, h, b = source.n_layers + 1, source.hidden_size, int(n_bootstrap)
-    boot_s = bootstrap_weights(src.n_clusters, b, np.random.default_rng([seed, 1, 0]))  # lam similarity's draws
-    boot_t = bootstrap_weights(tgt.n_clusters, b, np.random.default_rng([seed, 1, 1]))
-    ws = [np.vstack([a[None].astype(float), boot_s * a[None]]) for a in act_s]   # per class (B+1, K_s)
-    wt = [np.vstack([a[None].astype(float), boot_t * a[None]]) for a in act_t]
-    row_metrics = [m for m in metrics if m not in _SUM_METRICS]
-    sum_metrics = [m for m in metrics if m in _SUM_METRICS]
-    rows_s = [_sample_rows(src, [i], ms, max_rows, [seed, 6, 0, i]) for i in idx] if row_metrics else []
-    rows_t = [_sample_rows(tgt, [i], mt, max_rows, [seed, 6, 1, i]) for i in idx] if row_metrics else []
-    union_s = np.unique(np.concatenate(rows_s)) if row_metrics else np.zeros(0, np.int64)
-    union_t = np.unique(np.concatenate(rows_t)) if row_metrics else np.zeros(0, np.int64)
-    bw_rows = [_bandwidth_rows(u, max_rows, [seed, 7, side]) for side, u in enumerate((union_s, union_t))]
-    c = len(VOWEL_CLASSES)
-    score = {m: np.full((n_l, c, c), np.nan) for m in metrics}
-    boot = {m: np.full((b, n_l, c, c), np.nan) for m in metrics}
-    need = {m: MIN_CLUSTERS[m] for m in metrics}
+    run = _MapRun(sides, metrics=metrics, n_l=source.n_layers + 1, n_bootstrap=int(n_bootstrap), seed=seed,
+                  max_rows=max_rows)
     for layer in track(layers, desc="vowel map", item="layer", progress=progress):
-        if sum_metrics:
-            streams = {v.name: _stream(v, layer, h, "pairwise_cosine" in sum_metrics) for v in (src, tgt)}
-            sd = _pooled_sd(streams, src, tgt) if "standardized_cosine" in sum_metrics else None
-            agg = {v.name: {**{k: _to_clusters(mm, arr) for k, arr in streams[v.name].items() if k in ("S", "SN")},
-                            "N": np.asarray(mm @ v.counts.T).T} for v, mm in ((src, ms), (tgt, mt))}
-            for m in sum_metrics:
-                # one engine holds every class of both sides (s0..s5, t0..t5), so that each class's
-                # centroid and squared norm are computed once per draw family, not once per cell
-                groups: dict[str, dict[str, np.ndarray]] = {}
-                for i, cl in enumerate(VOWEL_CLASSES):
-                    per_class = _sum_sides(m, agg, cl, sd, False)
-                    groups[f"s{i}"], groups[f"t{i}"] = per_class["s"], per_class["t"]
-                eng = _SumsUnit(m, groups)
-                for i in range(c):
-                    for j in range(c):
-                        if k_s[i] >= need[m] and k_t[j] >= need[m]:
-                            _cell(eng, f"s{i}", f"t{j}", ws[i], wt[j], score[m], boot[m], layer, i, j)
-            del streams, agg
-        if row_metrics:
-            xs_all, xt_all = _read_rows(src, union_s, layer), _read_rows(tgt, union_t, layer)
-            xs = [xs_all[np.searchsorted(union_s, r)] for r in rows_s]
-            xt = [xt_all[np.searchsorted(union_t, r)] for r in rows_t]
-            cs = [src.cell_cluster[src.row_cell[r]] for r in rows_s]
-            ct = [tgt.cell_cluster[tgt.row_cell[r]] for r in rows_t]
-            for m in row_metrics:
-                blocks = _class_blocks(m, xs, cs, src.n_clusters, xt, ct, tgt.n_clusters,
-                                       xs_all[np.searchsorted(union_s, bw_rows[0])],
-                                       xt_all[np.searchsorted(union_t, bw_rows[1])], k_s, k_t, need[m])
-                for (i, j), blk in blocks.items():
-                    _cell(_GramUnit(m, blk), "s", "t", ws[i], wt[j], score[m], boot[m], layer, i, j)
-            del xs_all, xt_all
-    skipped: dict[str, dict[str, str]] = {m: {} for m in metrics}
-    what = "speaker(s)" if resampling.unit == "speaker" else "utterance(s)"
-    for m in metrics:
-        for side, k, cnt in (("source", k_s, cnt_s), ("target", k_t, cnt_t)):
-            for i, cl in enumerate(VOWEL_CLASSES):
-                if k[i] < need[m]:
-                    skipped[m][f"{side} {cl}"] = (f"{int(cnt[i].sum())} segment(s) from {int(k[i])} {what}; {m} needs "
-                                                  f"{need[m]} {what} per side")
-    any_s, any_t = int(act_s.any(0).sum()), int(act_t.any(0).sum())
+        if run.sum_metrics:
+            run.score_sums(layer, source.hidden_size)
+        if run.row_metrics:
+            run.score_rows(layer)
+    skipped = run.skipped(sides.resampling.unit)
+    src, tgt = sides.source, sides.target
+    any_s, any_t = int(run.act_s.any(0).sum()), int(run.act_t.any(0).sum())
     langs = (_languages(src), _languages(tgt))
-    return {m: VowelMap(m, METRICS[m], VOWEL_CLASSES, score[m], boot[m], cnt_s.sum(1).astype(np.int64),
-                        cnt_t.sum(1).astype(np.int64), k_s.astype(np.int64), k_t.astype(np.int64), (any_s, any_t),
-                        resampling, float(ci_level), skipped[m], langs[0], langs[1], sides.warnings)
+    return {m: VowelMap(m, METRICS[m], VOWEL_CLASSES, run.score[m], run.boot[m], run.cnt_s.sum(1).astype(np.int64),
+                        run.cnt_t.sum(1).astype(np.int64), run.k_s.astype(np.int64), run.k_t.astype(np.int64),
+                        (any_s, any_t), sides.resampling, float(ci_level), skipped[m], langs[0], langs[1],
+                        sides.warnings)
             for m in metrics}
+
+
+def _class_counts(v: _View, scope: sp.csr_matrix) -> np.ndarray:
+    """Rows per vowel class and cluster of one side, ``(6, K)``; an error when it has no vowel row."""
+    cnt = np.asarray(scope @ v.counts.T).T[[_CLS[c] for c in VOWEL_CLASSES]]
+    if cnt.sum() == 0:
+        raise SimilarityError(f"the {v.name} store has no vowel segment", path=v.store.path,
+                              hint="extract features from an aligned corpus (`lam align` then `lam features`), "
+                              "not from a plain folder of recordings")
+    return cnt
+
+
+class _MapRun:
+    """The state of one :func:`vowel_maps` run: each class's clusters and draw weights, the rows the
+    row metrics read, and the maps (``score`` (L+1, 6, 6), ``boot`` (B, L+1, 6, 6) per metric),
+    filled one layer at a time."""
+
+    def __init__(self, sides: Sides, *, metrics: Sequence[str], n_l: int, n_bootstrap: int, seed: int,
+                 max_rows: int) -> None:
+        self.src, self.tgt = src, tgt = sides.source, sides.target
+        self.metrics = metrics
+        self.ms, self.mt = ms, mt = src.scope_matrix(None), tgt.scope_matrix(None)
+        self.cnt_s, self.cnt_t = _class_counts(src, ms), _class_counts(tgt, mt)  # (6, K) rows per class, cluster
+        self.act_s, self.act_t = self.cnt_s > 0, self.cnt_t > 0
+        self.k_s, self.k_t = self.act_s.sum(1), self.act_t.sum(1)  # clusters holding each class
+        b = n_bootstrap
+        boot_s = bootstrap_weights(src.n_clusters, b, np.random.default_rng([seed, 1, 0]))  # lam similarity's draws
+        boot_t = bootstrap_weights(tgt.n_clusters, b, np.random.default_rng([seed, 1, 1]))
+        self.ws = [np.vstack([a[None].astype(float), boot_s * a[None]]) for a in self.act_s]  # per class (B+1, K_s)
+        self.wt = [np.vstack([a[None].astype(float), boot_t * a[None]]) for a in self.act_t]
+        self.row_metrics = [m for m in metrics if m not in _SUM_METRICS]
+        self.sum_metrics = [m for m in metrics if m in _SUM_METRICS]
+        idx = [_CLS[c] for c in VOWEL_CLASSES]
+        rows = self.row_metrics
+        self.rows_s = [_sample_rows(src, [i], ms, max_rows, [seed, 6, 0, i]) for i in idx] if rows else []
+        self.rows_t = [_sample_rows(tgt, [i], mt, max_rows, [seed, 6, 1, i]) for i in idx] if rows else []
+        self.union_s = np.unique(np.concatenate(self.rows_s)) if rows else np.zeros(0, np.int64)
+        self.union_t = np.unique(np.concatenate(self.rows_t)) if rows else np.zeros(0, np.int64)
+        self.bw_rows = [_bandwidth_rows(u, max_rows, [seed, 7, side])
+                        for side, u in enumerate((self.union_s, self.union_t))]
+        c = len(VOWEL_CLASSES)
+        self.score = {m: np.full((n_l, c, c), np.nan) for m in metrics}
+        self.boot = {m: np.full((b, n_l, c, c), np.nan) for m in metrics}
+        self.need = {m: MIN_CLUSTERS[m] for m in metrics}
+
+    def score_sums(self, layer: int, h: int) -> None:
+        """Every cell of the cosine metrics at ``layer`` (``h``: hidden size), from per-cluster sums."""
+        src, tgt, ms, mt = self.src, self.tgt, self.ms, self.mt
+        streams = {v.name: _stream(v, layer, h, "pairwise_cosine" in self.sum_metrics) for v in (src, tgt)}
+        sd = _pooled_sd(streams, src, tgt) if "standardized_cosine" in self.sum_metrics else None
+        agg = {v.name: {**{k: _to_clusters(mm, arr) for k, arr in streams[v.name].items() if k in ("S", "SN")},
+                        "N": np.asarray(mm @ v.counts.T).T} for v, mm in ((src, ms), (tgt, mt))}
+        c = len(VOWEL_CLASSES)
+        for m in self.sum_metrics:
+            # one engine holds every class of both sides (s0..s5, t0..t5), so that each class's
+            # centroid and squared norm are computed once per draw family, not once per cell
+            groups: dict[str, dict[str, np.ndarray]] = {}
+            for i, cl in enumerate(VOWEL_CLASSES):
+                per_class = _sum_sides(m, agg, cl, sd, False)
+                groups[f"s{i}"], groups[f"t{i}"] = per_class["s"], per_class["t"]
+            eng = _SumsUnit(m, groups)
+            for i in range(c):
+                for j in range(c):
+                    if self.k_s[i] >= self.need[m] and self.k_t[j] >= self.need[m]:
+                        _cell(eng, f"s{i}", f"t{j}", self.ws[i], self.wt[j], self.score[m], self.boot[m], layer, i, j)
+
+    def score_rows(self, layer: int) -> None:
+        """Every cell of the row metrics (coral, mmd) at ``layer``, from the sampled rows."""
+        src, tgt, union_s, union_t = self.src, self.tgt, self.union_s, self.union_t
+        xs_all, xt_all = _read_rows(src, union_s, layer), _read_rows(tgt, union_t, layer)
+        xs = [xs_all[np.searchsorted(union_s, r)] for r in self.rows_s]
+        xt = [xt_all[np.searchsorted(union_t, r)] for r in self.rows_t]
+        cs = [src.cell_cluster[src.row_cell[r]] for r in self.rows_s]
+        ct = [tgt.cell_cluster[tgt.row_cell[r]] for r in self.rows_t]
+        for m in self.row_metrics:
+            blocks = _class_blocks(m, xs, cs, src.n_clusters, xt, ct, tgt.n_clusters,
+                                   xs_all[np.searchsorted(union_s, self.bw_rows[0])],
+                                   xt_all[np.searchsorted(union_t, self.bw_rows[1])], self.k_s, self.k_t, self.need[m])
+            for (i, j), blk in blocks.items():
+                _cell(_GramUnit(m, blk), "s", "t", self.ws[i], self.wt[j], self.score[m], self.boot[m], layer, i, j)
+
+    def skipped(self, unit: str) -> dict[str, dict[str, str]]:
+        """Metric -> "side class" -> why the class has no cells (too few clusters; ``unit``: the resampling's)."""
+        skipped: dict[str, dict[str, str]] = {m: {} for m in self.metrics}
+        what = "speaker(s)" if unit == "speaker" else "utterance(s)"
+        for m in self.metrics:
+            need = self.need[m]
+            for side, k, cnt in (("source", self.k_s, self.cnt_s), ("target", self.k_t, self.cnt_t)):
+                for i, cl in enumerate(VOWEL_CLASSES):
+                    if k[i] < need:
+                        skipped[m][f"{side} {cl}"] = (f"{int(cnt[i].sum())} segment(s) from {int(k[i])} {what}; "
+                                                      f"{m} needs {need} {what} per side")
+        return skipped
 
 
 def _cell(eng: _SumsUnit | _GramUnit, sa: str, sb: str, ws: np.ndarray, wt: np.ndarray, score: np.ndarray,
@@ -528,15 +565,28 @@ def summary_lines(maps: Mapping[str, VowelMap]) -> list[str]:
     return lines
 
 
-def write_vowel_maps(maps: Mapping[str, VowelMap], out_dir: str | Path, *, n_bootstrap: int) -> dict[str, Path]:
+@dataclass(frozen=True)
+class VowelMapFiles:
+    """Where :func:`write_vowel_maps` wrote the vowel map (each table also as ``.csv`` beside it)."""
+
+    vowel_map: Path  # vowel_map.parquet
+    diagonal_advantage: Path  # diagonal_advantage.parquet
+    summary: Path  # vowel_map.json
+
+    def to_dict(self) -> dict[str, Path]:
+        """``{"vowel_map": ..., "diagonal_advantage": ..., "summary": ...}``."""
+        return {"vowel_map": self.vowel_map, "diagonal_advantage": self.diagonal_advantage, "summary": self.summary}
+
+
+def write_vowel_maps(maps: Mapping[str, VowelMap], out_dir: str | Path, *, n_bootstrap: int) -> VowelMapFiles:
     """Write ``vowel_map.parquet``/``.csv``, ``diagonal_advantage.parquet``/``.csv`` and ``vowel_map.json``.
 
     The caller holds ``out_dir`` (``lam similarity`` writes them into its own output folder).
 
     Returns
     -------
-    dict of str to Path
-        ``{"vowel_map": ..., "diagonal_advantage": ..., "summary": ...}``.
+    VowelMapFiles
+        The paths of ``vowel_map.parquet``, ``diagonal_advantage.parquet`` and ``vowel_map.json``.
     """
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -544,16 +594,13 @@ def write_vowel_maps(maps: Mapping[str, VowelMap], out_dir: str | Path, *, n_boo
     from phonalign.fsutil import atomic_path, atomic_write_json
 
     out = Path(out_dir)
-    paths = {}
     for name, table in (("vowel_map", vowel_map_table(maps)), ("diagonal_advantage", advantage_table(maps))):
         with atomic_path(out / f"{name}.parquet") as tmp:
             pq.write_table(table, tmp)
         with atomic_path(out / f"{name}.csv") as tmp:
             pcsv.write_csv(table, tmp)
-        paths[name] = out / f"{name}.parquet"
     atomic_write_json(out / "vowel_map.json", {m: _summary(vm, n_bootstrap) for m, vm in maps.items()})
-    paths["summary"] = out / "vowel_map.json"
-    return paths
+    return VowelMapFiles(out / "vowel_map.parquet", out / "diagonal_advantage.parquet", out / "vowel_map.json")
 
 
 def _read(path: str | Path, name: str) -> pa.Table:

@@ -137,10 +137,10 @@ def main() -> None:
             t = time.perf_counter()
             rep_out = extract_features(root, tmp / f"store{rep}", model=enc, batch_seconds=60.0, progress=False)
             tool_times.append(time.perf_counter() - t)
-            assert rep_out["n_failed"] == 0, rep_out["failed"]
+            assert rep_out.n_failed == 0, rep_out.failed
         base, tool = min(base_times), min(tool_times)
         name = "bare forward" if args.against == "forward" else "plain loop"
-        print(f"{name}: {base:.2f} s   lam features end to end: {tool:.2f} s   (rows {rep_out['rows_written']})")
+        print(f"{name}: {base:.2f} s   lam features end to end: {tool:.2f} s   (rows {rep_out.rows_written})")
         if args.against == "forward":
             print(f"ratio lam_features/bare_forward = {tool / base:.3f}")
         else:

@@ -112,7 +112,7 @@ def bench_features(tmp: Path, address: str, repeat: int, size: str) -> dict[str,
                 engine = EngineConfig("ray", address=address, workers=workers) if workers else None
                 rep = extract_features(aligned, out, model=str(model_dir), device="cpu", progress=False,
                                        engine=engine)
-                assert rep["n_failed"] == 0, rep["failed"]
+                assert rep.n_failed == 0, rep.failed
 
             times[name] = _best(run, repeat)
             print(f"  features {name}: {times[name]:.2f} s", flush=True)

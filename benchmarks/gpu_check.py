@@ -270,13 +270,13 @@ def throughput(device: str, quick: bool, tmp: Path) -> list[dict]:
             t = time.perf_counter()
             rep = extract_features(corpus, store, model=enc, batch_seconds=batch_seconds, progress=False)
             wall = time.perf_counter() - t
-            assert rep["n_failed"] == 0, rep["failed"]
+            assert rep.n_failed == 0, rep.failed
             peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
             label = name if size is None else f"{arch}-{size} {mode}"  # a dry run on CPU: tiny models
             row = {"model": label, "dtype": dtype, "batch_seconds": batch_seconds,
                    "audio_seconds": audio_s, "wall_seconds": wall, "audio_s_per_s": audio_s / wall,
-                   "forward_audio_s_per_s": audio_s / max(rep["forward_seconds"], 1e-9), "peak_gib": peak,
-                   "rows": rep["rows_written"]}
+                   "forward_audio_s_per_s": audio_s / max(rep.forward_seconds, 1e-9), "peak_gib": peak,
+                   "rows": rep.rows_written}
             rows.append(row)
             _log(f"  {row['model']} {dtype} batch {batch_seconds:g} s: {row['audio_s_per_s']:.0f} audio s/s end to "
                  f"end, {row['forward_audio_s_per_s']:.0f} forward only, peak {peak:.1f} GiB")

@@ -208,11 +208,8 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> FeaturesStep:
         rep = extract_features(out / "aligned" / side, out / "features" / side, model=f.model, device=f.device,
                                dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
                                progress=progress, store_dtype=f.store_dtype, layers=f.layers, engine=cfg.engine)
-        summary[side] = {k: rep.get(k) for k in ("ok", "failed", "rows_written", "seconds", "forward_seconds")
-                         if k in rep}
-        failed = summary[side].get("failed")
-        if isinstance(failed, (list, dict)):
-            summary[side]["failed"] = len(failed)
+        summary[side] = {"ok": rep.ok, "failed": rep.n_failed, "rows_written": rep.rows_written,
+                         "seconds": rep.seconds, "forward_seconds": rep.forward_seconds}
     return FeaturesStep(source=summary["source"], target=summary["target"])
 
 
@@ -293,7 +290,7 @@ def step_train(cfg: RunConfig, out: Path, *, source_store: str | None, target_st
     if rankings:
         from analysis.rankings import load_selections
 
-        selections = load_selections(rankings, unit=cfg.unit)
+        selections = load_selections(rankings, unit=cfg.unit).to_dict()  # run_training takes a dict
         warning = flat_profile_warning(rankings, cfg)
         if warning:
             logger.warning(warning)
@@ -343,8 +340,8 @@ def step_report(cfg: RunConfig, out: Path, *, rankings: str | None, timings: Map
         from analysis.rankings import read_rankings
 
         doc = read_rankings(rankings)
-        unit = doc["units"].get(cfg.unit, {})
-        lines += [f"- Layer rankings (`{cfg.unit}`, metric {doc.get('metric')}): `{rankings}`; "
+        unit = doc.units.get(cfg.unit, {})
+        lines += [f"- Layer rankings (`{cfg.unit}`, metric {doc.metric}): `{rankings}`; "
                   f"selections: {json.dumps(unit.get('selections', {}))}"]
     lines += [f"- Figures: `{rep_dir / 'figures'}` (uar.png, confusion.png)",
               f"- Runs (model.safetensors, metrics.json): `{out / 'runs'}`",

@@ -62,7 +62,7 @@ def test_vectors_equal_hand_pooled_frames(tmp_path):
     aligned = make_aligned_dir(tmp_path / "al", UTTS)
     model = random_model("wav2vec2")
     report = extract_features(aligned, tmp_path / "st", model=model, device="cpu", progress=False)
-    assert report["ok"] == 4 and report["n_failed"] == 0
+    assert report.ok == 4 and report.n_failed == 0
     store = FeatureStore.open(tmp_path / "st")
     idx = _Cols(store.index)
     segs = _Cols(pq.read_table(aligned / "segments.parquet"))
@@ -120,7 +120,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
     assert len(FeatureStore.open(tmp_path / "st").done_utt_ids()) == 1
     report = extract_features(aligned, tmp_path / "st", model=model, device="cpu", batch_seconds=1.0,
                               chunk_rows=1, progress=False)
-    assert report["skipped_done"] == 1 and report["ok"] == 3
+    assert report.skipped_done == 1 and report.ok == 3
     ref, st = FeatureStore.open(tmp_path / "ref"), FeatureStore.open(tmp_path / "st")
     ids_ref, ids_st = ref.index.column("unit_id").to_pylist(), st.index.column("unit_id").to_pylist()
     assert sorted(ids_ref) == sorted(ids_st) and len(set(ids_st)) == len(ids_st)
@@ -131,7 +131,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, monkeypatch):
 def test_failing_utterance_is_reported_and_the_rest_go_on(tmp_path):
     aligned = make_aligned_dir(tmp_path / "al", UTTS, missing=("u1",))
     report = extract_features(aligned, tmp_path / "st", model=random_model("hubert"), device="cpu", progress=False)
-    assert report["ok"] == 3 and list(report["failed"]) == ["u1"]
+    assert report.ok == 3 and [f.utt_id for f in report.failed] == ["u1"]
     assert json.loads((tmp_path / "st" / "report.json").read_text())["failed"]["u1"]["error"] == "AudioError"
     assert (tmp_path / "st" / "config.yaml").is_file() and (tmp_path / "st" / "versions.json").is_file()
     with pytest.raises(Exception, match="not found"):
@@ -143,7 +143,7 @@ def test_whisper_utterance_longer_than_30_s_is_pooled_over_stitched_windows(tmp_
     aligned = make_aligned_dir(tmp_path / "al", {"short": 0.5, "long": 30.5})
     report = extract_features(aligned, tmp_path / "st", model=random_model("whisper"), device="cpu",
                               whisper_mode="trim", progress=False)
-    assert report["ok"] == 2 and report["failed"] == {}
+    assert report.ok == 2 and report.failed == ()
 
 
 def test_rerun_with_other_settings_is_refused(tmp_path):
@@ -217,7 +217,7 @@ def test_plain_corpus_manifest_gives_utterance_vectors_only(tmp_path):
     report = extract_features(tmp_path / "manifest.csv", tmp_path / "st", model=random_model("hubert"), device="cpu",
                               progress=False)
     st = FeatureStore.open(tmp_path / "st")
-    assert report["ok"] == 2 and st.index.column("kind").to_pylist() == ["utt", "utt"]
+    assert report.ok == 2 and st.index.column("kind").to_pylist() == ["utt", "utt"]
     assert st.meta["settings"]["input"] == "utterances"
 
 
@@ -251,7 +251,7 @@ def test_plain_mfa_style_folder_takes_its_language_from_the_language_option(tmp_
     report = extract_features(tmp_path / "corpus", tmp_path / "st", model=random_model("hubert"), device="cpu",
                               progress=False, language="en")
     st = FeatureStore.open(tmp_path / "st")
-    assert report["ok"] == 2 and set(st.index.column("language").to_pylist()) == {"en"}
+    assert report.ok == 2 and set(st.index.column("language").to_pylist()) == {"en"}
 
 
 def test_random_init_extracts_the_same_architecture_with_fresh_seeded_weights(tmp_path):

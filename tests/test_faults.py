@@ -171,9 +171,9 @@ def test_non_finite_model_output_is_a_failed_utterance_and_never_stored(tmp_path
     monkeypatch.setattr(SpeechEncoder, "forward", forward)
     report = extract.extract_features(aligned, tmp_path / "st", model=enc, batch_seconds=0.5, progress=False)
     lengths = {r["utt_id"]: r for r in pq.read_table(aligned / "utterances.parquet").to_pylist()}
-    assert calls[:2] == [1, 1] and len(report["failed"]) == 1
-    expected = set(report["failed"])
-    assert all("NaN or infinite" in f["message"] for f in report["failed"].values())
+    assert calls[:2] == [1, 1] and len(report.failed) == 1
+    expected = {f.utt_id for f in report.failed}
+    assert all("NaN or infinite" in f.message for f in report.failed)
     store = FeatureStore.open(tmp_path / "st")
     assert store.done_utt_ids() == set(lengths) - expected
     assert all(np.isfinite(store.read_layer(i)).all() for i in range(store.n_layers + 1))

@@ -22,10 +22,7 @@ MAX_LINES = 100
 #: "module:qualified name" of each function still over MAX_LINES (issue 14, other rooms).
 REMAINING = {
     "analysis.ct2.mapping:ct2_to_hf_state_dict",
-    "analysis.extract:extract_features",
     "analysis.model_sources:resolve_pretrained",
-    "analysis.similarity:compare_stores",
-    "analysis.vowel_map:vowel_maps",
 }
 
 

@@ -43,7 +43,7 @@ def real(tmp_path_factory, data_dir):
     for inp, out, lang in ((root / "al_en", "st_en", None), (root / "al_zh", "st_zh", None),
                            (src / "zh", "st_zh_plain", "zh")):
         rep = extract_features(inp, root / out, model=enc, progress=False, language=lang)
-        assert rep["n_failed"] == 0, rep["failed"]
+        assert rep.n_failed == 0, rep.failed
     for inp, out, lang in ((root / "al_en", "rand_en", None), (src / "zh", "rand_zh_plain", "zh")):
         extract_features(inp, root / out, model=enc.model, model_id=enc.model_id, progress=False, language=lang,
                          random_init=True, init_seed=0)
@@ -140,4 +140,4 @@ def test_whisper_positions_explain_most_of_the_layer0_utterance_gap(real):
                                          idx.column("stop_frame").to_numpy()[rows])))
     share = position_share(parts[0][0], parts[0][1], parts[1][0], parts[1][1])
     print(f"\nlayer 0 Utt, en vs zh: position part of the centroid gap {share}")
-    assert share["energy_share"] > 0.6 and share["projection_share"] > 0.6
+    assert share.energy_share > 0.6 and share.projection_share > 0.6

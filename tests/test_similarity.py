@@ -369,14 +369,14 @@ def test_duration_quartiles_warning_and_matching(tmp_path):
     src = make_store(tmp_path / "s", side="source", durations=np.linspace(1, 5, 60), **kw)
     tgt = make_store(tmp_path / "t", side="target", durations=np.linspace(3, 15, 60), **kw)
     res = compare_stores(src, tgt, n_bootstrap=0)
-    assert res.durations["source"][1] == pytest.approx(3.0) and res.durations["target"][1] == pytest.approx(9.0)
+    assert res.durations.source[1] == pytest.approx(3.0) and res.durations.target[1] == pytest.approx(9.0)
     assert any("median utterance durations differ 3.00x" in w for w in res.warnings)
     matched = compare_stores(src, tgt, n_bootstrap=0, match_duration=True)
-    q_s, q_t = matched.durations["source"], matched.durations["target"]
+    q_s, q_t = matched.durations.source, matched.durations.target
     assert max(q_s[1], q_t[1]) / min(q_s[1], q_t[1]) < 1.25
-    assert matched.durations["before_matching"]["target"][1] == pytest.approx(9.0)
+    assert matched.durations.before_matching.target[1] == pytest.approx(9.0)
     assert not any("durations differ" in w for w in matched.warnings)
-    n = matched.durations["matched_utterances"]
+    n = matched.durations.matched_utterances
     assert n["source"] == n["target"] and 5 <= n["source"] < 60
 
 

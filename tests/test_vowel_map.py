@@ -220,7 +220,7 @@ def test_run_similarity_without_vowel_map_writes_none(tmp_path, planted):
                           vowel_map=True, progress=False)
     adv = pq.read_table(tmp_path / "sim" / "diagonal_advantage.parquet").to_pylist()
     assert all(r["ci_low"] is None for r in adv)  # no draws, no intervals
-    assert any("ties unknown" in line for line in info["summary"])
+    assert any("ties unknown" in line for line in info.summary)
     # a rerun without --vowel-map leaves no stale map beside the new scores
     run_similarity(planted[0].path, planted[1].path, tmp_path / "sim", units=["Vowl"], n_bootstrap=0, progress=False)
     assert not any((tmp_path / "sim" / name).exists() for name in OUTPUT_FILES)

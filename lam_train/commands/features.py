@@ -119,8 +119,8 @@ def register(app: typer.Typer) -> None:
                                   progress=progress, language=language, force=force, allow_missing=allow_missing,
                                   random_init=random_init, init_seed=init_seed, store_dtype=store_dtype, layers=layers,
                                   engine=engine_cfg)
-        typer.echo(f"{report['ok']} utterances pooled ({report['rows_written']} rows), "
-                   f"{report['skipped_done']} already done, {report['redone']} redone (changed), "
-                   f"{report['dropped']} dropped (no longer in the input), {report['n_failed']} failed -> {out}")
-        if report["n_failed"]:
+        typer.echo(f"{report.ok} utterances pooled ({report.rows_written} rows), "
+                   f"{report.skipped_done} already done, {report.redone} redone (changed), "
+                   f"{report.dropped} dropped (no longer in the input), {report.n_failed} failed -> {out}")
+        if report.n_failed:
             typer.echo(f"failures are listed in {out / 'report.json'}", err=True)

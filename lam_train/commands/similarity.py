@@ -116,7 +116,7 @@ def register(app: typer.Typer) -> None:
                                   n_permutations=n_permutations, match_duration=match_duration,
                                   allow_different=allow_different or (), vowel_map=vowel_map,
                                   progress=progress)
-        for line in out_info["summary"]:
+        for line in out_info.summary:
             typer.echo(line)
-        typer.echo(f"rankings -> {out_info['rankings']}; scores -> {out_info['scores']}"
-                   + (f"; vowel map -> {out_info['vowel_map']}" if out_info.get("vowel_map") else ""))
+        typer.echo(f"rankings -> {out_info.rankings}; scores -> {out_info.scores}"
+                   + (f"; vowel map -> {out_info.vowel_map}" if out_info.vowel_map else ""))
