@@ -208,8 +208,8 @@ class AlignStep:
 @dataclass(frozen=True)
 class FeaturesStep:
     """:func:`lam_train.pipeline.step_features`: per side, the extraction report's counts and times
-    (``ok``, ``failed`` (a count), ``rows_written``, ``seconds``, ``forward_seconds``, each where the
-    report has it)."""
+    (``ok``, ``failed`` (a count), ``rows_written``, ``seconds``, ``forward_seconds``; from
+    :class:`analysis.extract_report.FeaturesReport`)."""
 
     source: Mapping[str, Any]
     target: Mapping[str, Any]
