@@ -23,6 +23,7 @@ is printed before and after. Run it alone, e.g.::
 
     flock /tmp/lam-heavy.lock .venv/bin/python benchmarks/bench_ray.py
     .venv/bin/python benchmarks/bench_ray.py --steps align --repeat 1
+    .venv/bin/python benchmarks/bench_ray.py --steps align --copies 4   # the corpus 4 times over
     .venv/bin/python benchmarks/bench_ray.py --steps features --size tiny
 
 The last line printed holds the ratios.
@@ -54,7 +55,9 @@ def _best(fn: Callable[[], None], repeat: int) -> float:
     return min(times)
 
 
-def bench_align(tmp: Path, address: str, repeat: int) -> dict[str, float]:
+def bench_align(tmp: Path, address: str, repeat: int, copies: int = 1) -> dict[str, float]:
+    import dataclasses
+
     import pyarrow.parquet as pq
 
     from phonalign.align import get_aligner
@@ -62,7 +65,10 @@ def bench_align(tmp: Path, address: str, repeat: int) -> dict[str, float]:
     from phonalign.corpus import read_corpus
     from phonalign.engine import EngineConfig
 
-    utts = read_corpus(None, preset="lam-demo")
+    demo = read_corpus(None, preset="lam-demo")
+    # --copies K: the corpus K times over (ids made unique), to see which costs are per run
+    utts = [dataclasses.replace(u, utt_id=f"{u.utt_id}_c{k}" if k else u.utt_id) for k in range(copies)
+            for u in demo]
     runs: dict[str, tuple[dict, dict]] = {
         "local-1": ({"jobs": 1}, {}), "local-2": ({"jobs": 2}, {}),
         "ray-1": ({}, {"workers": 1}), "ray-2": ({}, {"workers": 2}),
@@ -131,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="align,features", help="align, features or both (comma-separated)")
     parser.add_argument("--size", default="base", choices=("tiny", "base"), help="model geometry for features")
     parser.add_argument("--repeat", type=int, default=2, help="runs per configuration (the best is kept)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="align the demo corpus this many times over in one run (fixed costs per run shrink)")
     args = parser.parse_args(argv)
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
 
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster: 2 nodes x 1 CPU at {cluster.address}, workers at niceness {niceness} "
                   "(as the local runs)", flush=True)
             if "align" in steps:
-                results["align"] = bench_align(tmp, cluster.address, args.repeat)
+                results["align"] = bench_align(tmp, cluster.address, args.repeat, args.copies)
             if "features" in steps:
                 results["features"] = bench_features(tmp, cluster.address, args.repeat, args.size)
     finally:
