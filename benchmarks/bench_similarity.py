@@ -235,8 +235,12 @@ def main() -> None:
     if args.clean:
         shutil.rmtree(work)
     ratio = float(np.median(times["toolkit"]) / np.median(times["reference"]))
+    # the targets were set for the full size: on smaller stores the fixed cost of the permutations
+    # and of the speaker plans weighs more, so the ratio is not judged there
+    target = "target <= 1.5" if args.segments >= 200_000 else "target <= 1.5 is for >= 200,000 segments"
+    peak = "" if args.no_memory else f"; peak {peak_gb:.2f} GB"
     print(f"ratio toolkit (speaker resampling + {args.permutations} permutations) / reference (utterance bootstrap)"
-          f" = {ratio:.2f} (target <= 1.5; peak {peak_gb:.2f} GB)")
+          f" = {ratio:.2f} ({target}{peak})")
 
 
 if __name__ == "__main__":
