@@ -15,32 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from phonalign.errors import UtteranceFailure
+
 __all__ = ["FeaturesReport", "MergedFeaturesReport", "ShardSummary", "UtteranceFailure"]
-
-
-@dataclass(frozen=True)
-class UtteranceFailure:
-    """One utterance that got no vector, and why (the error's fields, as ``report.json`` lists them)."""
-
-    utt_id: str
-    error: str  # the error's class name
-    message: str
-    path: str | None
-    line: int | None
-    hint: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The failure's record in ``report.json["failed"][utt_id]`` (the utterance id is its key)."""
-        return {"error": self.error, "message": self.message, "path": self.path, "line": self.line,
-                "hint": self.hint}
-
-    @classmethod
-    def from_dict(cls, utt_id: str, data: Mapping[str, Any]) -> UtteranceFailure:
-        """The failure of ``utt_id`` from its record (:meth:`phonalign.errors.LamError.to_report`);
-        a path is kept as the string the JSON file holds."""
-        path = data.get("path")
-        return cls(utt_id=utt_id, error=str(data.get("error")), message=str(data.get("message")),
-                   path=None if path is None else str(path), line=data.get("line"), hint=data.get("hint"))
 
 
 def _failures(failed: Mapping[str, Mapping[str, Any]] | None) -> tuple[UtteranceFailure, ...]:

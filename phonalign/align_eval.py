@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import LamError, PhonalignError
+from .errors import LamError, PhonalignError, UtteranceFailure
 from .records import Alignment
 
 if TYPE_CHECKING:
@@ -290,22 +290,6 @@ class UttSummary:
 
 
 @dataclass(frozen=True)
-class EvalFailure:
-    """An utterance whose TextGrids could not be compared, and why (the error's fields)."""
-
-    utt_id: str
-    error: str  # the error's class name
-    message: str
-    path: str | None
-    line: int | None
-    hint: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The failure as the JSON report writes it."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
 class AlignEvalReport:
     """What :func:`evaluate_dirs` found (``lam align-eval``; :meth:`to_dict` is its ``--json``)."""
 
@@ -319,7 +303,7 @@ class AlignEvalReport:
     by_language: Mapping[str, BoundaryStats]
     by_class: Mapping[str, Mapping[str, BoundaryStats]]  # language -> class of the phone starting there
     utterances: tuple[UttSummary, ...]
-    failed: tuple[EvalFailure, ...]
+    failed: tuple[UtteranceFailure, ...]  # utterances whose TextGrids could not be compared
     missing_hyp: tuple[str, ...]  # utterances with a reference and no hypothesis
     missing_ref: tuple[str, ...]
 
@@ -343,7 +327,7 @@ class AlignEvalReport:
             "by_class": {lang: {c: st.to_dict() for c, st in classes.items()}
                          for lang, classes in self.by_class.items()},
             "utterances": [u.to_dict() for u in self.utterances],
-            "failed": [f.to_dict() for f in self.failed],
+            "failed": [{"utt_id": f.utt_id, **f.to_dict()} for f in self.failed],
             "missing_hyp": list(self.missing_hyp),
             "missing_ref": list(self.missing_ref),
         }
@@ -431,7 +415,7 @@ def evaluate_dirs(
                              hint=f"hypothesis has {len(hyp)} TextGrids, reference {len(ref)}; "
                              "file names must be <utt_id>.TextGrid on both sides")
     results: list[UttResult] = []
-    failed: list[EvalFailure] = []
+    failed: list[UtteranceFailure] = []
     for utt in ids:
         try:
             h = read_alignment(hyp[utt])
@@ -442,7 +426,7 @@ def evaluate_dirs(
             results.append(compare_alignments(h, r, utt_id=utt, language=lang, hyp_phone_set=hyp_phone_set,
                                               ref_phone_set=ref_phone_set, common=common))
         except LamError as err:
-            failed.append(EvalFailure(utt, type(err).__name__, err.message, err.path, err.line, err.hint))
+            failed.append(UtteranceFailure.from_error(utt, err))
     scope = (lambda ids_: ids_ & wanted) if wanted is not None else (lambda ids_: ids_)
     return _report(results, failed, hyp_only=sorted(scope(set(hyp) - set(ref))),
                    ref_only=sorted(scope(set(ref) - set(hyp))),
@@ -455,7 +439,7 @@ def _pool(results: Sequence[UttResult]) -> BoundaryStats:
                      edits=sum(r.edits for r in results), n_utts=len(results))
 
 
-def _report(results: list[UttResult], failed: list[EvalFailure], *, hyp_only: list[str], ref_only: list[str],
+def _report(results: list[UttResult], failed: list[UtteranceFailure], *, hyp_only: list[str], ref_only: list[str],
             hyp_dir: str, ref_dir: str) -> AlignEvalReport:
     by_lang: dict[str, list[UttResult]] = {}
     for r in results:

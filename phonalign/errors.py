@@ -7,7 +7,10 @@ rather than defining a second root, so a notebook or batch job can catch one typ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class LamError(Exception):
@@ -63,6 +66,37 @@ class LamError(Exception):
             "line": self.line,
             "hint": self.hint,
         }
+
+
+@dataclass(frozen=True)
+class UtteranceFailure:
+    """One utterance a batch step could not process, and why: the fields of the error it got
+    (:meth:`LamError.to_report`), kept by ``lam features`` and ``lam align-eval`` reports."""
+
+    utt_id: str
+    error: str  # the error's class name
+    message: str
+    path: str | None
+    line: int | None
+    hint: str | None
+
+    @classmethod
+    def from_error(cls, utt_id: str, err: LamError) -> UtteranceFailure:
+        """The failure of ``utt_id`` that ``err`` describes."""
+        return cls(utt_id, type(err).__name__, err.message, err.path, err.line, err.hint)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error's record without the utterance id (the reports that key failures by id use it)."""
+        return {"error": self.error, "message": self.message, "path": self.path, "line": self.line,
+                "hint": self.hint}
+
+    @classmethod
+    def from_dict(cls, utt_id: str, data: Mapping[str, Any]) -> UtteranceFailure:
+        """The failure of ``utt_id`` from its record (:meth:`to_dict`, :meth:`LamError.to_report`);
+        a path is kept as the string the JSON file holds."""
+        path = data.get("path")
+        return cls(utt_id=utt_id, error=str(data.get("error")), message=str(data.get("message")),
+                   path=None if path is None else str(path), line=data.get("line"), hint=data.get("hint"))
 
 
 class PhonalignError(LamError):
