@@ -46,6 +46,7 @@ from .results import (
     AcousticsStep,
     AlignedSide,
     AlignStep,
+    ExtractedSide,
     FeaturesStep,
     GeometryStep,
     PipelineResult,
@@ -203,13 +204,13 @@ def step_features(cfg: RunConfig, out: Path, *, progress: bool) -> FeaturesStep:
     from analysis.extract import extract_features
 
     f = cfg.features
-    summary: dict[str, dict[str, Any]] = {}
+    summary: dict[str, ExtractedSide] = {}
     for side in ("source", "target"):
         rep = extract_features(out / "aligned" / side, out / "features" / side, model=f.model, device=f.device,
                                dtype=f.dtype, batch_seconds=f.batch_seconds, whisper_mode=f.whisper_mode,
                                progress=progress, store_dtype=f.store_dtype, layers=f.layers, engine=cfg.engine)
-        summary[side] = {"ok": rep.ok, "failed": rep.n_failed, "rows_written": rep.rows_written,
-                         "seconds": rep.seconds, "forward_seconds": rep.forward_seconds}
+        summary[side] = ExtractedSide(ok=rep.ok, failed=rep.n_failed, rows_written=rep.rows_written,
+                                      seconds=rep.seconds, forward_seconds=rep.forward_seconds)
     return FeaturesStep(source=summary["source"], target=summary["target"])
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = ["EpochRow", "FitResult", "Scores", "CoralDistance", "RunMetrics", "StepSummary", "AlignedSide", "AlignStep",
-           "FeaturesStep", "SimilarityStep", "AcousticsStep", "GeometryStep", "TrainStep", "ReportStep",
-           "PipelineResult"]
+           "ExtractedSide", "FeaturesStep", "SimilarityStep", "AcousticsStep", "GeometryStep", "TrainStep",
+           "ReportStep", "PipelineResult"]
 
 
 @dataclass(frozen=True)
@@ -206,17 +206,31 @@ class AlignStep:
 
 
 @dataclass(frozen=True)
-class FeaturesStep:
-    """:func:`lam_train.pipeline.step_features`: per side, the extraction report's counts and times
-    (``ok``, ``failed`` (a count), ``rows_written``, ``seconds``, ``forward_seconds``; from
-    :class:`analysis.extract_report.FeaturesReport`)."""
+class ExtractedSide:
+    """One side's extraction counts and times (from :class:`analysis.extract_report.FeaturesReport`)."""
 
-    source: Mapping[str, Any]
-    target: Mapping[str, Any]
+    ok: int  # utterances pooled by this run
+    failed: int  # utterances that failed
+    rows_written: int  # store rows
+    seconds: float  # wall time of the run
+    forward_seconds: float  # the model's forward passes
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return {"source": dict(self.source), "target": dict(self.target)}
+        return {"ok": self.ok, "failed": self.failed, "rows_written": self.rows_written, "seconds": self.seconds,
+                "forward_seconds": self.forward_seconds}
+
+
+@dataclass(frozen=True)
+class FeaturesStep:
+    """:func:`lam_train.pipeline.step_features`: both sides extracted into ``OUT/features``."""
+
+    source: ExtractedSide
+    target: ExtractedSide
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"source": {...}, "target": {...}}``."""
+        return {"source": self.source.to_dict(), "target": self.target.to_dict()}
 
 
 @dataclass(frozen=True)
