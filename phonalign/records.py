@@ -7,6 +7,7 @@ Times are float seconds from the start of the recording, as start/end pairs.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
     SEGMENT_SCHEMA: pa.Schema
 
 
+@functools.cache
 def _schemas() -> dict[str, pa.Schema]:
     import pyarrow as pa
 
@@ -145,12 +147,8 @@ def _schemas() -> dict[str, pa.Schema]:
             "SEGMENT_SCHEMA": SEGMENT_SCHEMA}
 
 
-_SCHEMAS: dict[str, pa.Schema] = {}
-
-
 def __getattr__(name: str) -> pa.Schema:
+    # names checked first: a probe for another attribute (inspect, doctest) must not load pyarrow
     if name in ("UTTERANCE_SCHEMA", "ALIGNED_UTTERANCE_SCHEMA", "SEGMENT_SCHEMA"):
-        if not _SCHEMAS:
-            _SCHEMAS.update(_schemas())
-        return _SCHEMAS[name]
+        return _schemas()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
