@@ -2,7 +2,7 @@
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo check test bench
+.PHONY: setup demo check test bench lab
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	VENV=$(VENV) bash scripts/setup.sh
@@ -24,3 +24,9 @@ test: check
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(VENV)/bin/python $$b || exit 1; done
+
+# JupyterLab on the notebooks/ folder: the `lab` extra is installed here on first use only (a
+# Jupyter server makes every Ray worker of this environment start about 1 s slower; pyproject.toml)
+lab: $(STAMP)
+	$(VENV)/bin/python -c "import jupyterlab" 2>/dev/null || $(VENV)/bin/python -m pip install -q -e ".[lab]"
+	$(VENV)/bin/jupyter lab notebooks/

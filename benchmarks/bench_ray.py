@@ -46,6 +46,21 @@ def _load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
+def _ray_import_line() -> str:
+    """What every Ray worker process pays before its first task: ``import ray`` in a fresh
+    interpreter of this environment, and whether that pulled in rfc3987-syntax (a Jupyter server's
+    jsonschema format checkers build an IRI grammar at import time: about 1 s more per worker)."""
+    import subprocess
+
+    probe = ("import sys, time; t = time.perf_counter(); import ray; "
+             "print(f'{time.perf_counter() - t:.2f}', 'rfc3987_syntax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    slow = out[1] == "True"
+    return (f"a fresh interpreter imports ray in {out[0]} s, as every Ray worker does at start"
+            + ("; rfc3987_syntax was imported with it (JupyterLab or another Jupyter server is installed "
+               "here: see docs/scale.md)" if slow else ""))
+
+
 def _best(fn: Callable[[], None], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -145,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from phonalign.ray_cluster import LocalCluster
 
     print(f"before: {_load()}", flush=True)
+    print(_ray_import_line(), flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     results: dict[str, dict[str, float]] = {}
     try:
